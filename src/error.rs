@@ -1,0 +1,113 @@
+//! The crate's error types: narrow enums where callers branch, one umbrella [`Error`].
+
+use std::fmt;
+
+/// A value the caller passed that tidemark refuses. Every message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    #[error("{what} is empty: give a non-empty name")]
+    Empty { what: &'static str },
+    #[error("{what} {value:?} is {len} bytes long: the limit is {max} bytes")]
+    TooLong {
+        what: &'static str,
+        value: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("{what} {value:?} contains a control character: use printable characters only")]
+    ControlCharacter { what: &'static str, value: String },
+    #[error("field name {field:?} starts with '_', which tidemark reserves: rename the field")]
+    ReservedField { field: String },
+    #[error("collection {collection:?} is not in the package (version {version}); known collections: {known}")]
+    UnknownCollection {
+        collection: String,
+        version: u64,
+        known: String,
+    },
+    #[error("field {field:?} is not in collection {collection:?} of the package; known fields: {known}")]
+    UnknownField {
+        collection: String,
+        field: String,
+        known: String,
+    },
+    #[error("field {field:?} is of type {expected}, but the value {value} is not: {hint}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+        value: String,
+        hint: &'static str,
+    },
+    #[error("field {field:?} is of type {actual}; {operation} needs a {needed} field")]
+    WrongOperation {
+        field: String,
+        actual: &'static str,
+        operation: &'static str,
+        needed: &'static str,
+    },
+    #[error("text position {pos} (deleting {del}) is outside field {field:?}, which has {len} characters")]
+    TextRange {
+        field: String,
+        pos: usize,
+        del: usize,
+        len: usize,
+    },
+    #[error("invalid package: {0}")]
+    Package(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Bytes that came from outside (a peer, the server, a file) and do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{context}: {reason}")]
+pub struct CorruptData {
+    pub context: String,
+    pub reason: String,
+}
+
+impl CorruptData {
+    pub fn new(context: impl Into<String>, reason: impl fmt::Display) -> Self {
+        CorruptData {
+            context: context.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The umbrella error of the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller's input is refused; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// Bytes from outside (or on disk) do not decode; nothing was written.
+    #[error("corrupt data: {0}")]
+    Corrupt(#[from] CorruptData),
+    /// The record does not exist (or is deleted).
+    #[error("record {collection}/{id} does not exist")]
+    NotFound { collection: String, id: String },
+    /// The store file is held by another process.
+    #[error(
+        "the store {path} is in use by another tidemark process (is `tidemark sync --watch` running on it?); stop that process or use another --store"
+    )]
+    StoreInUse { path: String },
+    /// The store file was written by a newer or unknown format.
+    #[error("the store has format version {found}, this build understands version {expected}")]
+    StoreVersion { found: u64, expected: u64 },
+    /// The storage engine failed (disk full, I/O error, corrupt file).
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A sync round could not complete (unreachable server, refused auth, ...).
+    #[error("sync: {0}")]
+    Sync(String),
+}
+
+impl Error {
+    pub(crate) fn storage(e: impl fmt::Display) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

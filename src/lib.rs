@@ -1,0 +1,35 @@
+//! # tidemark — an offline-first record sync engine
+//!
+//! People edit records (contacts, accounts, notes: any JSON-like record) in a
+//! local [`Replica`] that always works, online or not. Every edit becomes an
+//! [`Op`](model::Op) — an automerge change plus its envelope — appended to a
+//! redb change log in the same transaction that updates the record's document
+//! and the materialized view. Sync exchanges those logs with a server since the
+//! last shared watermark, and automerge merges them deterministically.
+//!
+//! ## Layers (inner to outer)
+//!
+//! - [`model`] — ids, envelopes, packages: plain values.
+//! - [`record`] — the automerge record document (the only module naming automerge).
+//! - [`replica`] — the local store on redb (the only client module naming redb).
+//!
+//! ## Example
+//!
+//! ```
+//! use serde_json::json;
+//! let replica = tidemark::Replica::in_memory().unwrap();
+//! replica.put("contacts", "c1", json!({"name": "Ada", "visits": 1})).unwrap();
+//! let fields = replica.get("contacts", "c1").unwrap().unwrap();
+//! assert_eq!(fields["name"], "Ada");
+//! assert_eq!(replica.status().unwrap().pending, 1);
+//! ```
+
+pub mod error;
+pub mod model;
+pub mod record;
+pub mod replica;
+
+pub use error::{Error, InvalidInput, Result};
+pub use model::{ActorId, Binding, Collection, FieldType, Op, OpId, Package, RecordId, Seq};
+pub use record::{FieldConflict, Fields};
+pub use replica::{Replica, Status};

@@ -1,0 +1,387 @@
+//! Ids and envelopes shared by every layer: names, actors, ops, bindings, packages.
+//!
+//! Nothing here touches automerge or storage; these are plain values with
+//! validation and a stable binary encoding for ops.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CorruptData, InvalidInput};
+
+/// The longest collection name, record id or field name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A server position of an accepted op in a space's log (1, 2, 3, … gap-free).
+pub type Seq = u64;
+
+fn check_name(what: &'static str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::Empty { what });
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(InvalidInput::TooLong {
+            what,
+            value: value.chars().take(40).collect::<String>() + "…",
+            len: value.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidInput::ControlCharacter {
+            what,
+            value: value.escape_debug().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a field name: a valid name that does not start with the reserved `_`.
+pub fn check_field_name(field: &str) -> Result<(), InvalidInput> {
+    check_name("field name", field)?;
+    if field.starts_with('_') {
+        return Err(InvalidInput::ReservedField {
+            field: field.to_string(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(value: impl Into<String>) -> Result<Self, InvalidInput> {
+                let value = value.into();
+                check_name($what, &value)?;
+                Ok($name(value))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::new(s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = InvalidInput;
+            fn try_from(s: &str) -> Result<Self, InvalidInput> {
+                $name::new(s)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of a collection (`contacts`, `notes`).
+    Collection,
+    "collection name"
+);
+name_type!(
+    /// The id of a record inside its collection.
+    RecordId,
+    "record id"
+);
+
+/// The automerge actor of one replica (16 random bytes), shown as hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActorId(pub [u8; 16]);
+
+impl ActorId {
+    pub fn random() -> Self {
+        ActorId(*uuid::Uuid::new_v4().as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Result<Self, CorruptData> {
+        let bytes = hex::decode(s).map_err(|e| CorruptData::new("actor id", e))?;
+        Self::from_slice(&bytes)
+    }
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, CorruptData> {
+        let arr: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| CorruptData::new("actor id", format!("{} bytes, expected 16", bytes.len())))?;
+        Ok(ActorId(arr))
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorId({})", self.to_hex())
+    }
+}
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+impl Serialize for ActorId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+impl<'de> Deserialize<'de> for ActorId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ActorId::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The id of one op: a UUID v7, so ids sort roughly by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OpId(pub uuid::Uuid);
+
+impl OpId {
+    pub fn new() -> Self {
+        OpId(uuid::Uuid::now_v7())
+    }
+    pub fn as_u128(&self) -> u128 {
+        self.0.as_u128()
+    }
+    pub fn from_u128(v: u128) -> Self {
+        OpId(uuid::Uuid::from_u128(v))
+    }
+}
+
+impl Default for OpId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One edit of one record: an automerge change plus its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    pub id: OpId,
+    pub actor: ActorId,
+    pub collection: Collection,
+    pub record: RecordId,
+    /// Milliseconds since the Unix epoch when the edit was made (advisory).
+    pub time_ms: u64,
+    /// The automerge change bytes.
+    pub change: Vec<u8>,
+}
+
+/// Version of [`Op::encode`]'s layout.
+const OP_CODEC_V1: u8 = 1;
+
+impl Op {
+    /// Stable binary layout (used in the redb log and server stores):
+    /// `[1u8][op id 16][actor 16][time_ms u64 LE][coll len u16 LE][coll][id len u16 LE][id][change…]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let c = self.collection.as_str().as_bytes();
+        let r = self.record.as_str().as_bytes();
+        let mut out = Vec::with_capacity(1 + 16 + 16 + 8 + 4 + c.len() + r.len() + self.change.len());
+        out.push(OP_CODEC_V1);
+        out.extend_from_slice(self.id.0.as_bytes());
+        out.extend_from_slice(&self.actor.0);
+        out.extend_from_slice(&self.time_ms.to_le_bytes());
+        out.extend_from_slice(&(c.len() as u16).to_le_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(&(r.len() as u16).to_le_bytes());
+        out.extend_from_slice(r);
+        out.extend_from_slice(&self.change);
+        out
+    }
+
+    /// Decodes [`Op::encode`]'s layout; never panics on any input.
+    pub fn decode(bytes: &[u8]) -> Result<Op, CorruptData> {
+        let mut r = Reader { bytes, at: 0 };
+        let version = r.take(1)?[0];
+        if version != OP_CODEC_V1 {
+            return Err(CorruptData::new("op", format!("unknown op layout version {version}")));
+        }
+        let id = OpId(uuid::Uuid::from_slice(r.take(16)?).map_err(|e| CorruptData::new("op id", e))?);
+        let actor = ActorId::from_slice(r.take(16)?)?;
+        let time_ms = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
+        let collection = r.name()?;
+        let record = r.name()?;
+        let collection = Collection::new(collection).map_err(|e| CorruptData::new("op collection", e))?;
+        let record = RecordId::new(record).map_err(|e| CorruptData::new("op record id", e))?;
+        Ok(Op {
+            id,
+            actor,
+            collection,
+            record,
+            time_ms,
+            change: bytes[r.at..].to_vec(),
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptData> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| CorruptData::new("op", "truncated"))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn name(&mut self) -> Result<String, CorruptData> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
+        let raw = self.take(len)?;
+        String::from_utf8(raw.to_vec()).map_err(|e| CorruptData::new("op name", e))
+    }
+}
+
+/// The (server URL, user, space) a replica belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub server: String,
+    pub user: String,
+    pub space: String,
+}
+
+/// The type of a package field, which decides how it merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Number,
+    Bool,
+    Datetime,
+    Json,
+    Text,
+    Counter,
+}
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Number => "number",
+            FieldType::Bool => "bool",
+            FieldType::Datetime => "datetime",
+            FieldType::Json => "json",
+            FieldType::Text => "text",
+            FieldType::Counter => "counter",
+        }
+    }
+}
+
+/// The fields of one collection in a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSchema {
+    pub fields: BTreeMap<String, FieldType>,
+}
+
+/// A space's customization: collections, their fields and types, a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub version: u64,
+    pub collections: BTreeMap<String, CollectionSchema>,
+}
+
+impl Package {
+    /// Parses and checks a package from JSON.
+    pub fn from_json(text: &str) -> Result<Package, InvalidInput> {
+        let package: Package = serde_json::from_str(text).map_err(|e| {
+            InvalidInput::Package(format!(
+                "{e}; expected {{\"version\": 1, \"collections\": {{\"contacts\": {{\"fields\": {{\"name\": \"string\"}}}}}}}} with types string, number, bool, datetime, json, text, counter"
+            ))
+        })?;
+        package.check()?;
+        Ok(package)
+    }
+
+    /// Checks every collection and field name.
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        for (name, schema) in &self.collections {
+            check_name("collection name", name).map_err(|e| InvalidInput::Package(e.to_string()))?;
+            for field in schema.fields.keys() {
+                check_field_name(field).map_err(|e| InvalidInput::Package(format!("collection {name:?}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema of a collection, or a typed error naming the known ones.
+    pub fn collection(&self, collection: &str) -> Result<&CollectionSchema, InvalidInput> {
+        self.collections.get(collection).ok_or_else(|| InvalidInput::UnknownCollection {
+            collection: collection.to_string(),
+            version: self.version,
+            known: self.collections.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+impl CollectionSchema {
+    /// The type of a field, or a typed error naming the known ones.
+    pub fn field(&self, collection: &str, field: &str) -> Result<FieldType, InvalidInput> {
+        self.fields.get(field).copied().ok_or_else(|| InvalidInput::UnknownField {
+            collection: collection.to_string(),
+            field: field.to_string(),
+            known: self.fields.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(RecordId::new("").is_err());
+        assert!(RecordId::new("a\nb").is_err());
+        assert!(RecordId::new("x".repeat(257)).is_err());
+        assert!(RecordId::new("x".repeat(256)).is_ok());
+        assert!(matches!(check_field_name("_deleted"), Err(InvalidInput::ReservedField { .. })));
+    }
+
+    #[test]
+    fn op_encoding_round_trips_and_rejects_truncation() {
+        let op = Op {
+            id: OpId::new(),
+            actor: ActorId::random(),
+            collection: Collection::new("contacts").unwrap(),
+            record: RecordId::new("c1").unwrap(),
+            time_ms: 42,
+            change: vec![1, 2, 3],
+        };
+        let bytes = op.encode();
+        assert_eq!(Op::decode(&bytes).unwrap(), op);
+        for cut in 0..bytes.len() - 3 {
+            assert!(Op::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

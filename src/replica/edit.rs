@@ -1,0 +1,305 @@
+//! Local edits: each call turns edits into automerge changes and commits log,
+//! op index, documents and view in one write transaction.
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+
+use super::log::LogEntry;
+use super::tables::{self, meta};
+use super::view::{Materialized, ViewTables, materialize};
+use super::{Meta, Replica, put_meta};
+use crate::error::{CorruptData, InvalidInput, Result};
+use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
+use crate::record::{Fields, RecordDoc};
+
+/// One local edit of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    /// Upsert fields (undeletes a deleted record); a `null` value removes a field.
+    Put { collection: String, id: String, fields: Fields },
+    /// Tombstone the record.
+    Delete { collection: String, id: String },
+    /// Edit a `text` field in place: delete `del` characters at `pos`, insert `text`.
+    Splice {
+        collection: String,
+        id: String,
+        field: String,
+        pos: usize,
+        del: usize,
+        text: String,
+    },
+    /// Add `by` to a `counter` field.
+    Increment {
+        collection: String,
+        id: String,
+        field: String,
+        by: i64,
+    },
+}
+
+impl Edit {
+    /// A put from a JSON value, which must be an object of fields.
+    pub fn put(collection: &str, id: &str, fields: Json) -> Result<Edit> {
+        match fields {
+            Json::Object(fields) => Ok(Edit::Put {
+                collection: collection.into(),
+                id: id.into(),
+                fields,
+            }),
+            other => Err(InvalidInput::Other(format!(
+                "a record's fields must be a JSON object like {{\"name\": \"Ada\"}}, not {other}"
+            ))
+            .into()),
+        }
+    }
+
+    fn target(&self) -> (&str, &str) {
+        match self {
+            Edit::Put { collection, id, .. }
+            | Edit::Delete { collection, id }
+            | Edit::Splice { collection, id, .. }
+            | Edit::Increment { collection, id, .. } => (collection, id),
+        }
+    }
+
+    /// Checks names and types against the package without touching any document.
+    fn check(&self, package: Option<&Package>) -> Result<(Collection, RecordId), InvalidInput> {
+        let (c, i) = self.target();
+        let collection = Collection::new(c)?;
+        let id = RecordId::new(i)?;
+        let schema = package.map(|p| p.collection(c)).transpose()?;
+        let needs = |field: &str, want: FieldType, operation: &'static str| -> Result<(), InvalidInput> {
+            check_field_name(field)?;
+            if let Some(s) = schema {
+                let ty = s.field(c, field)?;
+                if ty != want {
+                    return Err(InvalidInput::WrongOperation {
+                        field: field.into(),
+                        actual: ty.name(),
+                        operation,
+                        needed: want.name(),
+                    });
+                }
+            }
+            Ok(())
+        };
+        match self {
+            Edit::Put { fields, .. } => RecordDoc::check_put(c, fields, schema)?,
+            Edit::Delete { .. } => {}
+            Edit::Splice { field, .. } => needs(field, FieldType::Text, "a text splice")?,
+            Edit::Increment { field, .. } => needs(field, FieldType::Counter, "an increment")?,
+        }
+        Ok((collection, id))
+    }
+}
+
+/// All edits of one record within a batch, worked on together.
+struct RecordWork {
+    collection: Collection,
+    id: RecordId,
+    existing: Option<Vec<u8>>,
+    edits: Vec<usize>,
+}
+
+/// What the automerge phase produced for one record.
+struct RecordResult {
+    /// (edit index, change bytes) for every edit that changed something.
+    changes: Vec<(usize, Vec<u8>)>,
+    doc: Vec<u8>,
+    materialized: Materialized,
+}
+
+/// Below this many records, threads cost more than they save.
+const PARALLEL_THRESHOLD: usize = 64;
+
+impl Replica {
+    /// Upserts fields of a record; `fields` is a JSON object. Returns the op id
+    /// (None when nothing changed, e.g. removing a field that is not there).
+    pub fn put(&self, collection: &str, id: &str, fields: Json) -> Result<Option<OpId>> {
+        Ok(self.apply_edits(vec![Edit::put(collection, id, fields)?])?.pop().flatten())
+    }
+
+    /// Deletes a record (a tombstone that merges with concurrent edits).
+    pub fn delete(&self, collection: &str, id: &str) -> Result<Option<OpId>> {
+        let edit = Edit::Delete {
+            collection: collection.into(),
+            id: id.into(),
+        };
+        Ok(self.apply_edits(vec![edit])?.pop().flatten())
+    }
+
+    /// Splices a `text` field.
+    pub fn splice_text(&self, collection: &str, id: &str, field: &str, pos: usize, del: usize, text: &str) -> Result<Option<OpId>> {
+        let edit = Edit::Splice {
+            collection: collection.into(),
+            id: id.into(),
+            field: field.into(),
+            pos,
+            del,
+            text: text.into(),
+        };
+        Ok(self.apply_edits(vec![edit])?.pop().flatten())
+    }
+
+    /// Increments a `counter` field.
+    pub fn increment(&self, collection: &str, id: &str, field: &str, by: i64) -> Result<Option<OpId>> {
+        let edit = Edit::Increment {
+            collection: collection.into(),
+            id: id.into(),
+            field: field.into(),
+            by,
+        };
+        Ok(self.apply_edits(vec![edit])?.pop().flatten())
+    }
+
+    /// Applies many edits in one write transaction: all of them, or (on any
+    /// error) none. Returns one op id per edit, None where the edit changed nothing.
+    pub fn apply_edits(&self, edits: Vec<Edit>) -> Result<Vec<Option<OpId>>> {
+        if edits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let actor = m.actor()?;
+        let package = m.package()?;
+        let time_ms = now_ms();
+
+        // Check everything first: a bad edit anywhere writes nothing.
+        let mut works: Vec<RecordWork> = Vec::new();
+        let mut by_record: HashMap<(Collection, RecordId), usize> = HashMap::new();
+        for (index, edit) in edits.iter().enumerate() {
+            let (collection, id) = edit
+                .check(package.as_ref())
+                .map_err(|e| if edits.len() > 1 { InvalidInput::Other(format!("edit {}: {e}", index + 1)) } else { e })?;
+            let slot = *by_record.entry((collection.clone(), id.clone())).or_insert_with(|| {
+                works.push(RecordWork {
+                    collection,
+                    id,
+                    existing: None,
+                    edits: Vec::new(),
+                });
+                works.len() - 1
+            });
+            works[slot].edits.push(index);
+        }
+
+        let mut views = ViewTables::open(&txn)?;
+        for work in &mut works {
+            work.existing = views.doc_bytes(work.collection.as_str(), work.id.as_str())?;
+        }
+
+        let results = run_parallel(&works, |work| apply_record_edits(work, &edits, actor, package.as_ref(), time_ms))?;
+
+        // Log order follows edit order, so replaying the log replays the edits.
+        let mut changes: Vec<Option<Vec<u8>>> = vec![None; edits.len()];
+        for (work, result) in works.iter().zip(results) {
+            let result = result?;
+            if result.changes.is_empty() {
+                continue;
+            }
+            views.store(work.collection.as_str(), work.id.as_str(), &result.doc, &result.materialized)?;
+            for (index, change) in result.changes {
+                changes[index] = Some(change);
+            }
+        }
+        drop(views);
+
+        let mut pos = m.u64(meta::NEXT_POS)?.max(1);
+        let mut ids = Vec::with_capacity(edits.len());
+        let mut added = 0u64;
+        {
+            let mut log = txn.open_table(tables::LOG)?;
+            let mut index = txn.open_table(tables::OP_INDEX)?;
+            for (edit, change) in edits.iter().zip(changes) {
+                let Some(change) = change else {
+                    ids.push(None);
+                    continue;
+                };
+                let (c, i) = edit.target();
+                let op = Op {
+                    id: OpId::new(),
+                    actor,
+                    collection: Collection::new(c)?,
+                    record: RecordId::new(i)?,
+                    time_ms,
+                    change,
+                };
+                log.insert(pos, LogEntry::Local(op.clone()).encode().as_slice())?;
+                index.insert(op.id.as_u128(), pos)?;
+                ids.push(Some(op.id));
+                pos += 1;
+                added += 1;
+            }
+        }
+        put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+        super::sync_state::add_pending(&txn, &m, added)?;
+        txn.commit()?;
+        Ok(ids)
+    }
+}
+
+/// Runs `f` over `items` on all cores when there are enough of them.
+pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if items.len() < PARALLEL_THRESHOLD || threads < 2 {
+        return Ok(items.iter().map(&f).collect());
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(_) => return Err(CorruptData::new("edit worker", "a worker thread panicked").into()),
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn apply_record_edits(
+    work: &RecordWork,
+    edits: &[Edit],
+    actor: ActorId,
+    package: Option<&Package>,
+    time_ms: u64,
+) -> Result<RecordResult> {
+    let is_new = work.existing.is_none();
+    let mut doc = match &work.existing {
+        Some(bytes) => RecordDoc::load(bytes, actor)?,
+        None => RecordDoc::new(actor),
+    };
+    let schema = package.and_then(|p| p.collections.get(work.collection.as_str()));
+    let mut changes = Vec::with_capacity(work.edits.len());
+    for &index in &work.edits {
+        match &edits[index] {
+            Edit::Put { fields, .. } => doc.put(work.collection.as_str(), fields, schema)?,
+            Edit::Delete { .. } => doc.delete(),
+            Edit::Splice {
+                field, pos, del, text, ..
+            } => doc.splice(field, *pos, *del, text)?,
+            Edit::Increment { field, by, .. } => doc.increment(field, *by)?,
+        }
+        if let Some(change) = doc.commit(time_ms) {
+            changes.push((index, change));
+        }
+    }
+    // A new record made of one change is stored as that change: automerge loads
+    // change chunks as well as saved documents, and this skips a save().
+    let doc_bytes = match (is_new, changes.as_slice()) {
+        (true, [(_, only)]) => only.clone(),
+        _ => doc.save(),
+    };
+    let materialized = materialize(&doc, !is_new);
+    Ok(RecordResult {
+        changes,
+        doc: doc_bytes,
+        materialized,
+    })
+}

@@ -1,0 +1,426 @@
+//! The local store on redb: change log, op-id index, documents, view, metadata.
+//! The only client-side module that names redb.
+//!
+//! Every public call is one transaction. Nothing is cached between calls
+//! except the file handle, so several processes can share one store file
+//! (redb's multi-writer mode): a `tidemark sync --watch` and CLI edits.
+
+mod apply;
+mod edit;
+mod log;
+mod sync_state;
+mod tables;
+mod view;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::Serialize;
+
+use crate::error::{CorruptData, Error, Result};
+use crate::model::{ActorId, Binding, Collection, Package, RecordId};
+use crate::record::{FieldConflict, Fields, RecordDoc};
+use tables::meta;
+pub use apply::{ApplyReport, RemoteOp, RemotePage, SnapshotRecord};
+pub use edit::Edit;
+pub use log::LogEntry;
+pub use sync_state::{LastSync, PendingOp, Rejection};
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::storage(e)
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CompactionError,
+    redb::SetDurabilityError
+);
+
+/// A replica's local store.
+pub struct Replica {
+    db: Database,
+    path: Option<PathBuf>,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// Local ops the server has not acknowledged yet.
+    pub pending: u64,
+    /// Local ops the server refused for good.
+    pub rejected: u64,
+    /// Every server op with seq ≤ pulled is applied.
+    pub pulled: u64,
+    /// Every local op at or below this log position is acknowledged or rejected.
+    pub pushed: u64,
+    pub server: Option<String>,
+    pub user: Option<String>,
+    pub space: Option<String>,
+    pub package_version: Option<u64>,
+    pub actor: String,
+    pub last_sync: Option<LastSync>,
+}
+
+/// The conflicts of one record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordConflicts {
+    pub collection: String,
+    pub id: String,
+    pub fields: Vec<FieldConflict>,
+}
+
+/// One page of `list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    /// (id, canonical JSON of the fields) in id order.
+    pub rows: Vec<(String, Vec<u8>)>,
+    /// Pass as `after` to get the next page; None at the end.
+    pub next: Option<String>,
+}
+
+impl Replica {
+    /// Opens (or creates) the store at `path`. A new file is created with mode 0600:
+    /// it will hold a bearer token.
+    pub fn open(path: impl AsRef<Path>) -> Result<Replica> {
+        let path = path.as_ref();
+        create_private_file(path)?;
+        let mut builder = Database::builder();
+        #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+        builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+        let db = builder.create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => Error::StoreInUse {
+                path: path.display().to_string(),
+            },
+            other => Error::storage(format!("cannot open {}: {other}", path.display())),
+        })?;
+        let replica = Replica {
+            db,
+            path: Some(path.to_path_buf()),
+        };
+        replica.init()?;
+        Ok(replica)
+    }
+
+    /// A store in memory (tests, simulations).
+    pub fn in_memory() -> Result<Replica> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(Error::storage)?;
+        let replica = Replica { db, path: None };
+        replica.init()?;
+        Ok(replica)
+    }
+
+    /// The file behind this store, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn init(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut m = txn.open_table(tables::META)?;
+            let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
+            match format {
+                Some(found) if found != tables::FORMAT_VERSION => {
+                    return Err(Error::StoreVersion {
+                        found,
+                        expected: tables::FORMAT_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    m.insert(meta::ACTOR, ActorId::random().0.as_slice())?;
+                    m.insert(meta::NEXT_POS, 1u64.to_le_bytes().as_slice())?;
+                }
+            }
+            // Create every table so readers never meet a missing one.
+            txn.open_table(tables::LOG)?;
+            txn.open_table(tables::OP_INDEX)?;
+            txn.open_table(tables::DOCS)?;
+            txn.open_table(tables::VIEW)?;
+            txn.open_table(tables::CONFLICTED)?;
+            txn.open_table(tables::REJECTED)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub(crate) fn write(&self) -> Result<WriteTransaction> {
+        Ok(self.db.begin_write()?)
+    }
+
+    /// This replica's actor id.
+    pub fn actor(&self) -> Result<ActorId> {
+        let txn = self.read()?;
+        Meta::read(&txn)?.actor()
+    }
+
+    /// The package edits are validated against (None = schemaless).
+    pub fn package(&self) -> Result<Option<Package>> {
+        let txn = self.read()?;
+        Meta::read(&txn)?.package()
+    }
+
+    /// The account this store is bound to.
+    pub fn binding(&self) -> Result<Option<Binding>> {
+        let txn = self.read()?;
+        Meta::read(&txn)?.json(meta::BINDING)
+    }
+
+    /// The fields of a live record, or None if it does not exist or is deleted.
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Fields>> {
+        let collection = Collection::new(collection)?;
+        let id = RecordId::new(id)?;
+        let txn = self.read()?;
+        let view = txn.open_table(tables::VIEW)?;
+        match view.get((collection.as_str(), id.as_str()))? {
+            Some(row) => Ok(Some(
+                serde_json::from_slice(row.value()).map_err(|e| CorruptData::new("view row", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Live records of a collection in id order, after `after`, at most `limit`.
+    /// Reads the view only: no automerge on this path.
+    pub fn list_raw(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let collection = Collection::new(collection)?;
+        let txn = self.read()?;
+        let view = txn.open_table(tables::VIEW)?;
+        let c = collection.as_str();
+        let range = match after {
+            Some(after) => view.range((c, after)..)?,
+            None => view.range((c, "")..)?,
+        };
+        let mut rows = Vec::with_capacity(limit.min(4096));
+        let mut next = None;
+        for entry in range {
+            let (key, value) = entry?;
+            let (kc, kid) = key.value();
+            if kc != c {
+                break;
+            }
+            if after == Some(kid) {
+                continue;
+            }
+            if rows.len() == limit {
+                next = rows.last().map(|(id, _): &(String, Vec<u8>)| id.clone());
+                break;
+            }
+            rows.push((kid.to_string(), value.value().to_vec()));
+        }
+        Ok(ListPage { rows, next })
+    }
+
+    /// Like [`Replica::list_raw`], with the fields parsed.
+    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Fields)>> {
+        let page = self.list_raw(collection, after, limit)?;
+        page.rows
+            .into_iter()
+            .map(|(id, row)| {
+                let fields = serde_json::from_slice(&row).map_err(|e| CorruptData::new("view row", e))?;
+                Ok((id, fields))
+            })
+            .collect()
+    }
+
+    /// Conflicts of one record, of one collection, or of the whole store.
+    pub fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<RecordConflicts>> {
+        let txn = self.read()?;
+        let actor = Meta::read(&txn)?.actor()?;
+        let conflicted = txn.open_table(tables::CONFLICTED)?;
+        let docs = txn.open_table(tables::DOCS)?;
+        let mut keys = Vec::new();
+        for entry in conflicted.iter()? {
+            let (key, _) = entry?;
+            let (c, i) = key.value();
+            if collection.is_some_and(|want| want != c) || id.is_some_and(|want| want != i) {
+                continue;
+            }
+            keys.push((c.to_string(), i.to_string()));
+        }
+        let mut out = Vec::new();
+        for (c, i) in keys {
+            let bytes = docs.get((c.as_str(), i.as_str()))?;
+            let Some(bytes) = bytes else { continue };
+            let doc = RecordDoc::load(bytes.value(), actor)?;
+            let fields = doc.conflicts();
+            if !fields.is_empty() {
+                out.push(RecordConflicts {
+                    collection: c,
+                    id: i,
+                    fields,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts and watermarks.
+    pub fn status(&self) -> Result<Status> {
+        let txn = self.read()?;
+        let m = Meta::read(&txn)?;
+        let binding: Option<Binding> = m.json(meta::BINDING)?;
+        let rejected = txn.open_table(tables::REJECTED)?.len()?;
+        Ok(Status {
+            pending: sync_state::pending_count(&txn, &m)?,
+            rejected,
+            pulled: m.u64(meta::PULLED)?,
+            pushed: m.u64(meta::PUSHED)?,
+            server: binding.as_ref().map(|b| b.server.clone()),
+            user: binding.as_ref().map(|b| b.user.clone()),
+            space: binding.as_ref().map(|b| b.space.clone()),
+            package_version: m.package()?.map(|p| p.version),
+            actor: m.actor()?.to_hex(),
+            last_sync: m.json(meta::LAST_SYNC)?,
+        })
+    }
+
+    /// Every view row, in key order: (collection, id, canonical JSON). For comparisons in tests and tools.
+    pub fn view_rows(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
+        let txn = self.read()?;
+        let view = txn.open_table(tables::VIEW)?;
+        let mut out = Vec::new();
+        for entry in view.iter()? {
+            let (k, v) = entry?;
+            let (c, i) = k.value();
+            out.push((c.to_string(), i.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every log entry in order (tools, tests, export).
+    pub fn log_entries(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>> {
+        let txn = self.read()?;
+        let log = txn.open_table(tables::LOG)?;
+        let mut out = Vec::new();
+        for entry in log.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = entry?;
+            out.push((k.value(), LogEntry::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Sets (or clears) the package that edits are validated against.
+    pub fn set_package(&self, package: Option<&Package>) -> Result<()> {
+        if let Some(p) = package {
+            p.check()?;
+        }
+        let txn = self.write()?;
+        {
+            let mut m = txn.open_table(tables::META)?;
+            match package {
+                Some(p) => m.insert(meta::PACKAGE, serde_json::to_vec(p).expect("package serializes").as_slice())?,
+                None => m.remove(meta::PACKAGE)?,
+            };
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Compacts the file, releasing free pages (used after clearing an account).
+    pub fn compact(&mut self) -> Result<()> {
+        while self.db.compact()? {}
+        Ok(())
+    }
+}
+
+/// Read access to the metadata table inside any transaction.
+pub(crate) struct Meta {
+    entries: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl Meta {
+    pub fn read(txn: &ReadTransaction) -> Result<Meta> {
+        let table = txn.open_table(tables::META)?;
+        Self::collect(table.iter()?)
+    }
+
+    pub fn read_write(txn: &WriteTransaction) -> Result<Meta> {
+        let table = txn.open_table(tables::META)?;
+        let it = table.iter()?;
+        Self::collect(it)
+    }
+
+    fn collect(iter: redb::Range<'_, &'static str, &'static [u8]>) -> Result<Meta> {
+        let mut entries = std::collections::BTreeMap::new();
+        for entry in iter {
+            let (k, v) = entry?;
+            entries.insert(k.value().to_string(), v.value().to_vec());
+        }
+        Ok(Meta { entries })
+    }
+
+    pub fn bytes(&self, key: &str) -> Option<&[u8]> {
+        self.entries.get(key).map(Vec::as_slice)
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64> {
+        Ok(self.bytes(key).map(read_u64).unwrap_or(0))
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.bytes(key) {
+            Some(b) => Ok(Some(
+                serde_json::from_slice(b).map_err(|e| CorruptData::new(format!("store metadata {key}"), e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn actor(&self) -> Result<ActorId> {
+        let bytes = self
+            .bytes(meta::ACTOR)
+            .ok_or_else(|| CorruptData::new("store metadata", "no actor id"))?;
+        Ok(ActorId::from_slice(bytes)?)
+    }
+
+    pub fn package(&self) -> Result<Option<Package>> {
+        self.json(meta::PACKAGE)
+    }
+}
+
+pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+pub(crate) fn put_meta(txn: &WriteTransaction, key: &str, value: &[u8]) -> Result<()> {
+    txn.open_table(tables::META)?.insert(key, value)?;
+    Ok(())
+}
+
+/// Creates the store file with mode 0600 if it does not exist yet.
+fn create_private_file(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::storage(format!("cannot create {}: {e}", path.display()))),
+    }
+}

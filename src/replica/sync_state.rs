@@ -1,0 +1,226 @@
+//! The replica's side of sync: pending ops, acknowledgements, rejections,
+//! watermarks and the account binding. Used by the sync layer.
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::log::LogEntry;
+use super::tables::{self, meta};
+use super::{Meta, Replica, put_meta};
+use crate::error::{CorruptData, Result};
+use crate::model::{Binding, Op, Package};
+
+/// A local op waiting for the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOp {
+    /// Its position in the local log.
+    pub pos: u64,
+    pub op: Op,
+}
+
+/// A local op the server refused for good, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub pos: u64,
+    pub op_id: String,
+    pub collection: String,
+    pub record: String,
+    /// A stable machine-readable code (`read_only`, `invalid_op`, …).
+    pub code: String,
+    /// The server's reason, for a person.
+    pub reason: String,
+}
+
+/// The outcome of the last sync round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub ok: bool,
+    pub message: String,
+}
+
+pub(crate) fn pending_count(_txn: &ReadTransaction, m: &Meta) -> Result<u64> {
+    m.u64(meta::PENDING)
+}
+
+pub(crate) fn add_pending(txn: &WriteTransaction, m: &Meta, added: u64) -> Result<()> {
+    if added > 0 {
+        let n = m.u64(meta::PENDING)? + added;
+        put_meta(txn, meta::PENDING, &n.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+impl Replica {
+    /// Up to `limit` pending local ops in log order.
+    /// Scans from `pushed`, so the cost follows the changes since the watermark.
+    pub fn pending_ops(&self, limit: usize) -> Result<Vec<PendingOp>> {
+        let txn = self.read()?;
+        let m = Meta::read(&txn)?;
+        let pushed = m.u64(meta::PUSHED)?;
+        let log = txn.open_table(tables::LOG)?;
+        let rejected = txn.open_table(tables::REJECTED)?;
+        let mut out = Vec::new();
+        for entry in log.range(pushed + 1..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
+                if rejected.get(k.value())?.is_none() {
+                    out.push(PendingOp { pos: k.value(), op });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server acknowledged every pending op at or below `through_pos` (`count` of them).
+    pub fn ack_pushed(&self, through_pos: u64, count: u64) -> Result<()> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        if through_pos > m.u64(meta::PUSHED)? {
+            put_meta(&txn, meta::PUSHED, &through_pos.to_le_bytes())?;
+            let left = m.u64(meta::PENDING)?.saturating_sub(count);
+            put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Moves a pending op to the rejected list with the server's reason.
+    pub fn reject(&self, pos: u64, code: &str, reason: &str) -> Result<()> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let entry = {
+            let log = txn.open_table(tables::LOG)?;
+            let bytes = log.get(pos)?.ok_or_else(|| CorruptData::new("reject", format!("no log entry at {pos}")))?;
+            LogEntry::decode(bytes.value())?
+        };
+        let LogEntry::Local(op) = entry else {
+            return Err(CorruptData::new("reject", format!("log entry {pos} is not a local op")).into());
+        };
+        let rejection = Rejection {
+            pos,
+            op_id: op.id.to_string(),
+            collection: op.collection.to_string(),
+            record: op.record.to_string(),
+            code: code.into(),
+            reason: reason.into(),
+        };
+        let mut rejected = txn.open_table(tables::REJECTED)?;
+        let json = serde_json::to_vec(&rejection).expect("rejection serializes");
+        if rejected.insert(pos, json.as_slice())?.is_none() {
+            let left = m.u64(meta::PENDING)?.saturating_sub(1);
+            put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
+        }
+        drop(rejected);
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The rejected ops, oldest first.
+    pub fn rejected(&self) -> Result<Vec<Rejection>> {
+        let txn = self.read()?;
+        let table = txn.open_table(tables::REJECTED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| CorruptData::new("rejected entry", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Puts rejected ops back in the queue (appended again, same op id), or drops them
+    /// from the rejected list for good. Returns how many were handled.
+    pub fn resolve_rejected(&self, retry: bool) -> Result<u64> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let mut pos = m.u64(meta::NEXT_POS)?.max(1);
+        let mut handled = 0;
+        {
+            let mut rejected = txn.open_table(tables::REJECTED)?;
+            let mut log = txn.open_table(tables::LOG)?;
+            let mut index = txn.open_table(tables::OP_INDEX)?;
+            let positions: Vec<u64> = rejected.iter()?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+            for old in positions {
+                rejected.remove(old)?;
+                handled += 1;
+                if retry {
+                    let bytes = log.get(old)?.map(|v| v.value().to_vec());
+                    if let Some(bytes) = bytes {
+                        if let LogEntry::Local(op) = LogEntry::decode(&bytes)? {
+                            log.insert(pos, bytes.as_slice())?;
+                            index.insert(op.id.as_u128(), pos)?;
+                            pos += 1;
+                        }
+                    }
+                }
+            }
+        }
+        put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+        if retry {
+            add_pending(&txn, &m, handled)?;
+        }
+        txn.commit()?;
+        Ok(handled)
+    }
+
+    /// The watermarks `(pushed, pulled)` and the server epoch they refer to.
+    pub fn watermarks(&self) -> Result<(u64, u64, Option<String>)> {
+        let txn = self.read()?;
+        let m = Meta::read(&txn)?;
+        let epoch = m.bytes(meta::EPOCH).map(|b| String::from_utf8_lossy(b).into_owned());
+        Ok((m.u64(meta::PUSHED)?, m.u64(meta::PULLED)?, epoch))
+    }
+
+    /// Binds a fresh store to an account (the first login).
+    pub fn bind(&self, binding: &Binding, token: &str) -> Result<()> {
+        let txn = self.write()?;
+        put_meta(&txn, meta::BINDING, &serde_json::to_vec(binding).expect("binding serializes"))?;
+        put_meta(&txn, meta::TOKEN, token.as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The bearer token of the bound account.
+    pub fn token(&self) -> Result<Option<String>> {
+        let txn = self.read()?;
+        let m = Meta::read(&txn)?;
+        Ok(m.bytes(meta::TOKEN).map(|b| String::from_utf8_lossy(b).into_owned()))
+    }
+
+    /// Records the outcome of a sync round.
+    pub fn set_last_sync(&self, last: &LastSync) -> Result<()> {
+        let txn = self.write()?;
+        put_meta(&txn, meta::LAST_SYNC, &serde_json::to_vec(last).expect("serializes"))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Installs a package downloaded from the server. Pending ops that no longer
+    /// validate move to the rejected list; returns how many did.
+    pub fn install_package(&self, package: &Package) -> Result<u64> {
+        package.check()?;
+        let pending = self.pending_ops(usize::MAX)?;
+        let mut refused = Vec::new();
+        for p in &pending {
+            let schema = match package.collection(p.op.collection.as_str()) {
+                Ok(s) => s,
+                Err(e) => {
+                    refused.push((p.pos, e.to_string()));
+                    continue;
+                }
+            };
+            if let Err(e) = crate::record::validate_change(&p.op.change, p.op.actor, p.op.collection.as_str(), Some(schema)) {
+                refused.push((p.pos, e.to_string()));
+            }
+        }
+        self.set_package(Some(package))?;
+        for (pos, reason) in &refused {
+            self.reject(*pos, "invalid_after_package_change", &format!("package version {}: {reason}", package.version))?;
+        }
+        Ok(refused.len() as u64)
+    }
+}

@@ -1,0 +1,58 @@
+//! Every redb table of the replica, with its key/value layout. A layout change
+//! means a new version suffix in the table name and a migration.
+
+use redb::TableDefinition;
+
+/// The change log: local position (1, 2, 3…) → [`LogEntry`](super::log::LogEntry) bytes.
+/// Holds every op the replica knows (local and pulled) and snapshot bases:
+/// replaying it from position 1 rebuilds every document and the whole view.
+pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log_v1");
+
+/// Op-id index: op id (UUID as u128) → local position in [`LOG`].
+pub const OP_INDEX: TableDefinition<u128, u64> = TableDefinition::new("op_index_v1");
+
+/// Record documents: (collection, record id) → automerge bytes (a saved document,
+/// possibly followed by appended change chunks; see `view.rs`).
+pub const DOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("docs_v1");
+
+/// The materialized view: (collection, record id) → the live record's fields as
+/// canonical JSON (keys sorted). Deleted records have no row.
+pub const VIEW: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("view_v1");
+
+/// Records with unresolved conflicts: (collection, record id) → number of conflicting fields.
+pub const CONFLICTED: TableDefinition<(&str, &str), u32> = TableDefinition::new("conflicted_v1");
+
+/// Local ops the server refused for good: local position → [`Rejection`](super::Rejection) JSON.
+pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected_v1");
+
+/// Metadata: key → value bytes. Keys are the constants in [`meta`].
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+
+/// Keys of [`META`] and the layout of their values.
+pub mod meta {
+    /// u64 LE: the store format this file was written with.
+    pub const FORMAT: &str = "format";
+    /// 16 bytes: this replica's automerge actor.
+    pub const ACTOR: &str = "actor";
+    /// JSON `Binding`: (server URL, user, space); absent on an unbound store.
+    pub const BINDING: &str = "binding";
+    /// UTF-8: the bearer token of the binding's user.
+    pub const TOKEN: &str = "token";
+    /// JSON `Package`; absent = schemaless.
+    pub const PACKAGE: &str = "package";
+    /// u64 LE: the next free log position.
+    pub const NEXT_POS: &str = "next_pos";
+    /// u64 LE: the server has acknowledged every local op at or below this position.
+    pub const PUSHED: &str = "pushed";
+    /// u64 LE: every server op with seq ≤ pulled is applied.
+    pub const PULLED: &str = "pulled";
+    /// u64 LE: local ops above `pushed` that are neither acknowledged nor rejected.
+    pub const PENDING: &str = "pending";
+    /// UTF-8: the server epoch the watermarks refer to.
+    pub const EPOCH: &str = "epoch";
+    /// JSON `LastSync`.
+    pub const LAST_SYNC: &str = "last_sync";
+}
+
+/// The store format version this build writes and reads.
+pub const FORMAT_VERSION: u64 = 1;

@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use tidemark::replica::{LogEntry, RemoteOp, RemotePage};
+use tidemark::{Package, Replica};
+
+/// Every op in `from`'s log (local and pulled), as a page another replica can apply.
+pub fn all_ops(from: &Replica) -> Vec<RemoteOp> {
+    from.log_entries(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            LogEntry::Local(op) | LogEntry::Remote(op, _) => Some(RemoteOp { seq: 0, op }),
+            LogEntry::Snapshot { .. } => None,
+        })
+        .collect()
+}
+
+/// Sends everything `from` knows to `to` in one page.
+pub fn send(from: &Replica, to: &Replica) {
+    to.apply_remote(&RemotePage { ops: all_ops(from), end: 0 }).unwrap();
+}
+
+pub fn crm_package() -> Package {
+    Package::from_json(
+        r#"{"version": 1, "collections": {
+            "contacts": {"fields": {"name": "string", "email": "string", "age": "number", "vip": "bool",
+                                     "born": "datetime", "tags": "json", "note": "text", "visits": "counter"}},
+            "accounts": {"fields": {"name": "string"}}
+        }}"#,
+    )
+    .unwrap()
+}

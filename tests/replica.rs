@@ -1,0 +1,312 @@
+//! The replica through its public API: edits, merge, conflicts, persistence, bad input.
+
+mod common;
+
+use serde_json::json;
+use tidemark::replica::{RemoteOp, RemotePage};
+use tidemark::{Error, InvalidInput, Replica};
+
+use common::{crm_package, send};
+
+fn replica_with_package() -> Replica {
+    let r = Replica::in_memory().unwrap();
+    r.set_package(Some(&crm_package())).unwrap();
+    r
+}
+
+#[test]
+fn insert_update_delete_and_undelete() {
+    let r = Replica::in_memory().unwrap();
+    r.put("contacts", "c1", json!({"name": "Ada", "age": 36})).unwrap();
+    r.put("contacts", "c1", json!({"age": 37, "email": "ada@example.com"})).unwrap();
+    assert_eq!(
+        r.get("contacts", "c1").unwrap().unwrap(),
+        json!({"name": "Ada", "age": 37, "email": "ada@example.com"}).as_object().unwrap().clone()
+    );
+    r.delete("contacts", "c1").unwrap();
+    assert_eq!(r.get("contacts", "c1").unwrap(), None);
+    assert!(r.list("contacts", None, 10).unwrap().is_empty());
+    r.put("contacts", "c1", json!({"vip": true})).unwrap();
+    let back = r.get("contacts", "c1").unwrap().unwrap();
+    assert_eq!(back["name"], "Ada", "undelete brings the latest fields back");
+    assert_eq!(back["vip"], true);
+    assert_eq!(r.status().unwrap().pending, 4);
+}
+
+#[test]
+fn null_removes_a_field() {
+    let r = Replica::in_memory().unwrap();
+    r.put("contacts", "c1", json!({"name": "Ada", "email": "a@x"})).unwrap();
+    r.put("contacts", "c1", json!({"email": null})).unwrap();
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap(), *json!({"name": "Ada"}).as_object().unwrap());
+}
+
+#[test]
+fn list_pages_in_id_order() {
+    let r = Replica::in_memory().unwrap();
+    for id in ["b", "a", "d", "c", "e"] {
+        r.put("contacts", id, json!({"name": id})).unwrap();
+    }
+    r.put("accounts", "a", json!({"name": "other collection"})).unwrap();
+    let first = r.list_raw("contacts", None, 2).unwrap();
+    assert_eq!(first.rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let second = r.list_raw("contacts", first.next.as_deref(), 2).unwrap();
+    assert_eq!(second.rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["c", "d"]);
+    let third = r.list_raw("contacts", second.next.as_deref(), 2).unwrap();
+    assert_eq!(third.rows.len(), 1);
+    assert_eq!(third.next, None);
+}
+
+#[test]
+fn concurrent_text_edits_merge_character_by_character() {
+    let a = replica_with_package();
+    a.put("contacts", "c1", json!({"note": "hello world"})).unwrap();
+    let b = replica_with_package();
+    send(&a, &b);
+    a.splice_text("contacts", "c1", "note", 0, 5, "HELLO").unwrap();
+    b.splice_text("contacts", "c1", "note", 11, 0, "!").unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["note"], "HELLO world!");
+    assert_eq!(a.view_rows().unwrap(), b.view_rows().unwrap());
+}
+
+#[test]
+fn concurrent_increments_add_up() {
+    let a = replica_with_package();
+    a.increment("contacts", "c1", "visits", 1).unwrap();
+    let b = replica_with_package();
+    send(&a, &b);
+    a.increment("contacts", "c1", "visits", 2).unwrap();
+    b.increment("contacts", "c1", "visits", 5).unwrap();
+    b.put("contacts", "c1", json!({"visits": 10})).unwrap(); // a put on a counter adds the difference
+    send(&a, &b);
+    send(&b, &a);
+    assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["visits"], 12);
+    assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["visits"], 12);
+}
+
+#[test]
+fn concurrent_writes_are_listed_as_conflicts_and_a_new_write_resolves_them() {
+    let a = Replica::in_memory().unwrap();
+    a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    let b = Replica::in_memory().unwrap();
+    send(&a, &b);
+    a.put("contacts", "c1", json!({"name": "Ada Lovelace"})).unwrap();
+    b.put("contacts", "c1", json!({"name": "Ada King"})).unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    let conflicts = a.conflicts(Some("contacts"), None).unwrap();
+    assert_eq!(conflicts.len(), 1);
+    let field = &conflicts[0].fields[0];
+    assert_eq!(field.field, "name");
+    let mut values: Vec<_> = field.values.iter().map(|v| v.value.as_str().unwrap().to_string()).collect();
+    values.sort();
+    assert_eq!(values, ["Ada King", "Ada Lovelace"]);
+    assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["name"], field.values[0].value, "the view shows the first value");
+    assert_eq!(b.conflicts(None, None).unwrap(), conflicts, "both replicas see the same conflict");
+    let actors: Vec<_> = field.values.iter().map(|v| v.actor.clone()).collect();
+    assert!(actors.contains(&a.actor().unwrap().to_hex()) && actors.contains(&b.actor().unwrap().to_hex()));
+
+    a.put("contacts", "c1", json!({"name": "Augusta Ada King"})).unwrap();
+    assert!(a.conflicts(None, None).unwrap().is_empty());
+    send(&a, &b);
+    assert!(b.conflicts(None, None).unwrap().is_empty());
+    assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Augusta Ada King");
+}
+
+#[test]
+fn delete_wins_over_a_concurrent_edit_and_a_later_put_undeletes() {
+    let a = Replica::in_memory().unwrap();
+    a.put("contacts", "c1", json!({"name": "Ada", "age": 36})).unwrap();
+    let b = Replica::in_memory().unwrap();
+    send(&a, &b);
+    a.delete("contacts", "c1").unwrap();
+    b.put("contacts", "c1", json!({"age": 37})).unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    assert_eq!(a.get("contacts", "c1").unwrap(), None);
+    assert_eq!(b.get("contacts", "c1").unwrap(), None);
+    b.put("contacts", "c1", json!({"email": "ada@example.com"})).unwrap();
+    send(&b, &a);
+    let back = a.get("contacts", "c1").unwrap().unwrap();
+    assert_eq!(back["age"], 37, "the concurrent edit was kept");
+    assert_eq!(back["email"], "ada@example.com");
+}
+
+#[test]
+fn reopening_the_store_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let actor;
+    {
+        let r = Replica::open(&path).unwrap();
+        r.set_package(Some(&crm_package())).unwrap();
+        r.put("contacts", "c1", json!({"name": "Ada", "note": "hi"})).unwrap();
+        r.increment("contacts", "c1", "visits", 3).unwrap();
+        actor = r.actor().unwrap();
+    }
+    let r = Replica::open(&path).unwrap();
+    assert_eq!(r.actor().unwrap(), actor);
+    assert_eq!(r.package().unwrap(), Some(crm_package()));
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap(), *json!({"name": "Ada", "note": "hi", "visits": 3}).as_object().unwrap());
+    assert_eq!(r.status().unwrap().pending, 2);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn rebuilt_view_equals_the_incremental_view() {
+    let a = replica_with_package();
+    let b = replica_with_package();
+    for i in 0..30 {
+        a.put("contacts", &format!("c{i}"), json!({"name": format!("A{i}"), "note": "abc"})).unwrap();
+    }
+    send(&a, &b);
+    for i in 0..30 {
+        match i % 4 {
+            0 => b.delete("contacts", &format!("c{i}")).map(|_| ()).unwrap(),
+            1 => b.splice_text("contacts", &format!("c{i}"), "note", 1, 1, "XY").map(|_| ()).unwrap(),
+            2 => b.increment("contacts", &format!("c{i}"), "visits", i).map(|_| ()).unwrap(),
+            _ => b.put("contacts", &format!("c{i}"), json!({"name": "B"})).map(|_| ()).unwrap(),
+        }
+        a.put("contacts", &format!("c{i}"), json!({"name": "A again"})).unwrap();
+    }
+    send(&b, &a);
+    let before = a.view_rows().unwrap();
+    let conflicts_before = a.conflicts(None, None).unwrap();
+    assert!(!conflicts_before.is_empty());
+    a.rebuild_view().unwrap();
+    assert_eq!(a.view_rows().unwrap(), before);
+    assert_eq!(a.conflicts(None, None).unwrap(), conflicts_before);
+}
+
+#[test]
+fn a_batch_is_one_transaction() {
+    use tidemark::replica::Edit;
+    let r = replica_with_package();
+    let good = Edit::put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    let bad = Edit::put("contacts", "c2", json!({"age": "old"})).unwrap();
+    let err = r.apply_edits(vec![good.clone(), bad]).unwrap_err();
+    assert!(err.to_string().contains("edit 2"), "{err}");
+    assert_eq!(r.get("contacts", "c1").unwrap(), None, "nothing of a failed batch is written");
+    assert_eq!(r.status().unwrap().pending, 0);
+    assert_eq!(r.apply_edits(vec![good]).unwrap().len(), 1);
+}
+
+fn assert_invalid(result: tidemark::Result<Option<tidemark::OpId>>, needle: &str) {
+    match result {
+        Err(Error::Invalid(e)) => assert!(e.to_string().contains(needle), "message {e:?} lacks {needle:?}"),
+        other => panic!("expected an invalid-input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_and_writes_nothing() {
+    let r = replica_with_package();
+    assert_invalid(r.put("people", "c1", json!({"name": "x"})), "not in the package");
+    assert_invalid(r.put("contacts", "c1", json!({"nick": "x"})), "known fields");
+    assert_invalid(r.put("contacts", "c1", json!({"age": "x"})), "number");
+    assert_invalid(r.put("contacts", "c1", json!({"born": "yesterday"})), "RFC 3339");
+    assert_invalid(r.put("contacts", "c1", json!({"visits": 1.5})), "whole number");
+    assert_invalid(r.put("contacts", "", json!({"name": "x"})), "empty");
+    assert_invalid(r.put("contacts", &"x".repeat(257), json!({"name": "x"})), "257 bytes");
+    assert_invalid(r.put("contacts", "a\u{7}b", json!({"name": "x"})), "control character");
+    assert_invalid(r.put("contacts", "c1", json!(["not", "an", "object"])), "JSON object");
+    assert_invalid(r.increment("contacts", "c1", "name", 1), "counter");
+    assert_invalid(r.splice_text("contacts", "c1", "age", 0, 0, "x"), "text");
+    let schemaless = Replica::in_memory().unwrap();
+    assert_invalid(schemaless.put("contacts", "c1", json!({"_deleted": false})), "reserves");
+    schemaless.put("contacts", "c1", json!({"note": "abc"})).unwrap();
+    schemaless.increment("contacts", "c2", "n", 1).unwrap();
+    assert!(matches!(schemaless.splice_text("contacts", "c1", "note", 0, 0, "x"), Err(Error::Invalid(InvalidInput::WrongOperation { .. }))));
+    assert!(r.view_rows().unwrap().is_empty());
+    assert_eq!(r.status().unwrap().pending, 0);
+    assert!(r.log_entries(0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn out_of_range_text_splice_is_refused() {
+    let r = replica_with_package();
+    r.put("contacts", "c1", json!({"note": "abc"})).unwrap();
+    assert_invalid(r.splice_text("contacts", "c1", "note", 2, 5, ""), "outside");
+    assert_invalid(r.splice_text("contacts", "c1", "note", 9, 0, "x"), "outside");
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["note"], "abc");
+}
+
+/// The 37 bytes that make automerge 0.12's decoder panic (DESIGN.md, known hazards).
+const PANICKING_BYTES: &str = "856f4a83fc030a0a030a0000000123030083fc030a0a030a00000a000000011500030a8500";
+
+#[test]
+fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
+    let a = Replica::in_memory().unwrap();
+    a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    let good = common::all_ops(&a).remove(0);
+    let b = Replica::in_memory().unwrap();
+    b.put("contacts", "mine", json!({"name": "kept"})).unwrap();
+    let before = b.view_rows().unwrap();
+
+    let mut cases = Vec::new();
+    for bytes in [hex::decode(PANICKING_BYTES).unwrap(), vec![], vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3], good.op.change[..good.op.change.len() / 2].to_vec()] {
+        let mut op = good.op.clone();
+        op.change = bytes;
+        cases.push(op);
+    }
+    // A change that claims another actor than the one that wrote it.
+    let mut foreign = good.op.clone();
+    foreign.actor = tidemark::ActorId::random();
+    cases.push(foreign);
+    // A whole saved document is not a change.
+    let mut doc = good.op.clone();
+    doc.change = {
+        let mut d = tidemark::record::RecordDoc::new(good.op.actor);
+        d.put("contacts", json!({"x": 1}).as_object().unwrap(), None).unwrap();
+        d.commit(0);
+        d.save()
+    };
+    cases.push(doc);
+
+    for mut op in cases {
+        op.id = tidemark::OpId::new();
+        let page = RemotePage {
+            ops: vec![good.clone(), RemoteOp { seq: 2, op }],
+            end: 2,
+        };
+        let err = b.apply_remote(&page).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(b.view_rows().unwrap(), before);
+        assert_eq!(b.status().unwrap().pulled, 0);
+    }
+    b.apply_remote(&RemotePage { ops: vec![good], end: 1 }).unwrap();
+    assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Ada");
+}
+
+#[test]
+fn remote_ops_that_break_the_package_are_refused() {
+    let a = Replica::in_memory().unwrap();
+    a.put("contacts", "c1", json!({"nick": "not in the package"})).unwrap();
+    let b = replica_with_package();
+    let err = b.apply_remote(&RemotePage { ops: common::all_ops(&a), end: 1 }).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    assert!(b.view_rows().unwrap().is_empty());
+}
+
+#[test]
+fn known_op_ids_are_skipped() {
+    let a = Replica::in_memory().unwrap();
+    a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    let b = Replica::in_memory().unwrap();
+    let ops = common::all_ops(&a);
+    let twice: Vec<_> = ops.iter().chain(ops.iter()).cloned().collect();
+    let report = b.apply_remote(&RemotePage { ops: twice, end: 5 }).unwrap();
+    assert_eq!((report.applied, report.known), (1, 1));
+    let report = b.apply_remote(&RemotePage { ops, end: 6 }).unwrap();
+    assert_eq!((report.applied, report.known), (0, 1));
+    assert_eq!(b.status().unwrap().pulled, 6);
+    assert_eq!(b.status().unwrap().pending, 0, "pulled ops are not pending");
+    let own = a.apply_remote(&RemotePage { ops: common::all_ops(&a), end: 1 }).unwrap();
+    assert_eq!(own.known, 1, "a replica's own op coming back is skipped");
+}
