@@ -328,22 +328,27 @@ impl Package {
 
     /// The schema of a collection, or a typed error naming the known ones.
     pub fn collection(&self, collection: &str) -> Result<&CollectionSchema, InvalidInput> {
-        self.collections.get(collection).ok_or_else(|| InvalidInput::UnknownCollection {
-            collection: collection.to_string(),
-            version: self.version,
-            known: self.collections.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.collections
+            .get(collection)
+            .ok_or_else(|| InvalidInput::UnknownCollection {
+                collection: collection.to_string(),
+                version: self.version,
+                known: self.collections.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
 impl CollectionSchema {
     /// The type of a field, or a typed error naming the known ones.
     pub fn field(&self, collection: &str, field: &str) -> Result<FieldType, InvalidInput> {
-        self.fields.get(field).copied().ok_or_else(|| InvalidInput::UnknownField {
-            collection: collection.to_string(),
-            field: field.to_string(),
-            known: self.fields.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.fields
+            .get(field)
+            .copied()
+            .ok_or_else(|| InvalidInput::UnknownField {
+                collection: collection.to_string(),
+                field: field.to_string(),
+                known: self.fields.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -365,7 +370,10 @@ mod tests {
         assert!(RecordId::new("a\nb").is_err());
         assert!(RecordId::new("x".repeat(257)).is_err());
         assert!(RecordId::new("x".repeat(256)).is_ok());
-        assert!(matches!(check_field_name("_deleted"), Err(InvalidInput::ReservedField { .. })));
+        assert!(matches!(
+            check_field_name("_deleted"),
+            Err(InvalidInput::ReservedField { .. })
+        ));
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! Every decode of bytes from outside runs behind a panic boundary, because
 //! automerge 0.12 panics on some malformed input (see DESIGN.md, known hazards).
 
-use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::transaction::{CommitOptions, Transactable};
@@ -41,8 +40,7 @@ fn guarded<T>(context: &str, f: impl FnOnce() -> T) -> Result<T, CorruptData> {
 
 /// Decodes one automerge change from bytes that came from outside.
 pub fn decode_change(bytes: &[u8]) -> Result<Change, CorruptData> {
-    guarded("automerge change", || Change::try_from(bytes))?
-        .map_err(|e| CorruptData::new("automerge change", e))
+    guarded("automerge change", || Change::try_from(bytes))?.map_err(|e| CorruptData::new("automerge change", e))
 }
 
 /// The automerge actor of a decoded change, if it is one of our 16-byte actors.
@@ -131,11 +129,7 @@ impl RecordDoc {
     }
 
     /// Checks `fields` against the schema without touching the document.
-    pub fn check_put(
-        collection: &str,
-        fields: &Fields,
-        schema: Option<&CollectionSchema>,
-    ) -> Result<(), InvalidInput> {
+    pub fn check_put(collection: &str, fields: &Fields, schema: Option<&CollectionSchema>) -> Result<(), InvalidInput> {
         for (name, value) in fields {
             check_field_name(name)?;
             let ty = match schema {
@@ -151,7 +145,12 @@ impl RecordDoc {
 
     /// Upserts `fields` (undeleting the record if it was deleted). `null` removes a field.
     /// Call [`RecordDoc::check_put`] first: this assumes valid input.
-    pub fn put(&mut self, collection: &str, fields: &Fields, schema: Option<&CollectionSchema>) -> Result<(), InvalidInput> {
+    pub fn put(
+        &mut self,
+        collection: &str,
+        fields: &Fields,
+        schema: Option<&CollectionSchema>,
+    ) -> Result<(), InvalidInput> {
         Self::check_put(collection, fields, schema)?;
         if self.is_deleted() {
             self.doc.put(ROOT, DELETED, false).map_err(internal)?;
@@ -229,7 +228,12 @@ impl RecordDoc {
         };
         let len = self.doc.length(&id);
         if pos > len || del > len - pos {
-            return Err(InvalidInput::TextRange { field: field.into(), pos, del, len });
+            return Err(InvalidInput::TextRange {
+                field: field.into(),
+                pos,
+                del,
+                len,
+            });
         }
         self.doc.splice_text(&id, pos, del as isize, text).map_err(internal)?;
         if self.is_deleted() {
@@ -345,8 +349,8 @@ fn value_kind(v: &Value<'_>) -> &'static str {
     }
 }
 
-fn counter_value(v: &Cow<'_, ScalarValue>) -> Option<i64> {
-    match v.as_ref() {
+fn counter_value(v: &ScalarValue) -> Option<i64> {
+    match v {
         ScalarValue::Counter(c) => Some(i64::from(c)),
         _ => None,
     }
@@ -427,10 +431,21 @@ fn is_rfc3339(s: &str) -> bool {
     if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
         return false;
     }
-    if !matches!(b[10], b'T' | b't' | b' ') || !digits(11..13) || b[13] != b':' || !digits(14..16) || b[16] != b':' || !digits(17..19) {
+    if !matches!(b[10], b'T' | b't' | b' ')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
         return false;
     }
-    if !(1..=12).contains(&num(5..7)) || !(1..=31).contains(&num(8..10)) || num(11..13) > 23 || num(14..16) > 59 || num(17..19) > 60 {
+    if !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 60
+    {
         return false;
     }
     let mut i = 19;
@@ -532,7 +547,10 @@ pub fn validate_change(
             // Inside a text object: character inserts, deletes and marks-free edits only.
             (ObjectId::Id(_), _) => {
                 if !matches!(op.action, OpType::Put(ScalarValue::Str(_)) | OpType::Delete) {
-                    return Err(bad(format!("a text field cannot take a {:?} operation", op_kind(&op.action))));
+                    return Err(bad(format!(
+                        "a text field cannot take a {:?} operation",
+                        op_kind(&op.action)
+                    )));
                 }
             }
         }

@@ -18,10 +18,14 @@ fn replica_with_package() -> Replica {
 fn insert_update_delete_and_undelete() {
     let r = Replica::in_memory().unwrap();
     r.put("contacts", "c1", json!({"name": "Ada", "age": 36})).unwrap();
-    r.put("contacts", "c1", json!({"age": 37, "email": "ada@example.com"})).unwrap();
+    r.put("contacts", "c1", json!({"age": 37, "email": "ada@example.com"}))
+        .unwrap();
     assert_eq!(
         r.get("contacts", "c1").unwrap().unwrap(),
-        json!({"name": "Ada", "age": 37, "email": "ada@example.com"}).as_object().unwrap().clone()
+        json!({"name": "Ada", "age": 37, "email": "ada@example.com"})
+            .as_object()
+            .unwrap()
+            .clone()
     );
     r.delete("contacts", "c1").unwrap();
     assert_eq!(r.get("contacts", "c1").unwrap(), None);
@@ -38,7 +42,10 @@ fn null_removes_a_field() {
     let r = Replica::in_memory().unwrap();
     r.put("contacts", "c1", json!({"name": "Ada", "email": "a@x"})).unwrap();
     r.put("contacts", "c1", json!({"email": null})).unwrap();
-    assert_eq!(r.get("contacts", "c1").unwrap().unwrap(), *json!({"name": "Ada"}).as_object().unwrap());
+    assert_eq!(
+        r.get("contacts", "c1").unwrap().unwrap(),
+        *json!({"name": "Ada"}).as_object().unwrap()
+    );
 }
 
 #[test]
@@ -49,9 +56,15 @@ fn list_pages_in_id_order() {
     }
     r.put("accounts", "a", json!({"name": "other collection"})).unwrap();
     let first = r.list_raw("contacts", None, 2).unwrap();
-    assert_eq!(first.rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        first.rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     let second = r.list_raw("contacts", first.next.as_deref(), 2).unwrap();
-    assert_eq!(second.rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["c", "d"]);
+    assert_eq!(
+        second.rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["c", "d"]
+    );
     let third = r.list_raw("contacts", second.next.as_deref(), 2).unwrap();
     assert_eq!(third.rows.len(), 1);
     assert_eq!(third.next, None);
@@ -100,11 +113,23 @@ fn concurrent_writes_are_listed_as_conflicts_and_a_new_write_resolves_them() {
     assert_eq!(conflicts.len(), 1);
     let field = &conflicts[0].fields[0];
     assert_eq!(field.field, "name");
-    let mut values: Vec<_> = field.values.iter().map(|v| v.value.as_str().unwrap().to_string()).collect();
+    let mut values: Vec<_> = field
+        .values
+        .iter()
+        .map(|v| v.value.as_str().unwrap().to_string())
+        .collect();
     values.sort();
     assert_eq!(values, ["Ada King", "Ada Lovelace"]);
-    assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["name"], field.values[0].value, "the view shows the first value");
-    assert_eq!(b.conflicts(None, None).unwrap(), conflicts, "both replicas see the same conflict");
+    assert_eq!(
+        a.get("contacts", "c1").unwrap().unwrap()["name"],
+        field.values[0].value,
+        "the view shows the first value"
+    );
+    assert_eq!(
+        b.conflicts(None, None).unwrap(),
+        conflicts,
+        "both replicas see the same conflict"
+    );
     let actors: Vec<_> = field.values.iter().map(|v| v.actor.clone()).collect();
     assert!(actors.contains(&a.actor().unwrap().to_hex()) && actors.contains(&b.actor().unwrap().to_hex()));
 
@@ -149,7 +174,10 @@ fn reopening_the_store_keeps_everything() {
     let r = Replica::open(&path).unwrap();
     assert_eq!(r.actor().unwrap(), actor);
     assert_eq!(r.package().unwrap(), Some(crm_package()));
-    assert_eq!(r.get("contacts", "c1").unwrap().unwrap(), *json!({"name": "Ada", "note": "hi", "visits": 3}).as_object().unwrap());
+    assert_eq!(
+        r.get("contacts", "c1").unwrap().unwrap(),
+        *json!({"name": "Ada", "note": "hi", "visits": 3}).as_object().unwrap()
+    );
     assert_eq!(r.status().unwrap().pending, 2);
     #[cfg(unix)]
     {
@@ -163,15 +191,29 @@ fn rebuilt_view_equals_the_incremental_view() {
     let a = replica_with_package();
     let b = replica_with_package();
     for i in 0..30 {
-        a.put("contacts", &format!("c{i}"), json!({"name": format!("A{i}"), "note": "abc"})).unwrap();
+        a.put(
+            "contacts",
+            &format!("c{i}"),
+            json!({"name": format!("A{i}"), "note": "abc"}),
+        )
+        .unwrap();
     }
     send(&a, &b);
     for i in 0..30 {
         match i % 4 {
             0 => b.delete("contacts", &format!("c{i}")).map(|_| ()).unwrap(),
-            1 => b.splice_text("contacts", &format!("c{i}"), "note", 1, 1, "XY").map(|_| ()).unwrap(),
-            2 => b.increment("contacts", &format!("c{i}"), "visits", i).map(|_| ()).unwrap(),
-            _ => b.put("contacts", &format!("c{i}"), json!({"name": "B"})).map(|_| ()).unwrap(),
+            1 => b
+                .splice_text("contacts", &format!("c{i}"), "note", 1, 1, "XY")
+                .map(|_| ())
+                .unwrap(),
+            2 => b
+                .increment("contacts", &format!("c{i}"), "visits", i)
+                .map(|_| ())
+                .unwrap(),
+            _ => b
+                .put("contacts", &format!("c{i}"), json!({"name": "B"}))
+                .map(|_| ())
+                .unwrap(),
         }
         a.put("contacts", &format!("c{i}"), json!({"name": "A again"})).unwrap();
     }
@@ -192,7 +234,11 @@ fn a_batch_is_one_transaction() {
     let bad = Edit::put("contacts", "c2", json!({"age": "old"})).unwrap();
     let err = r.apply_edits(vec![good.clone(), bad]).unwrap_err();
     assert!(err.to_string().contains("edit 2"), "{err}");
-    assert_eq!(r.get("contacts", "c1").unwrap(), None, "nothing of a failed batch is written");
+    assert_eq!(
+        r.get("contacts", "c1").unwrap(),
+        None,
+        "nothing of a failed batch is written"
+    );
     assert_eq!(r.status().unwrap().pending, 0);
     assert_eq!(r.apply_edits(vec![good]).unwrap().len(), 1);
 }
@@ -222,7 +268,10 @@ fn bad_input_gets_a_typed_error_and_writes_nothing() {
     assert_invalid(schemaless.put("contacts", "c1", json!({"_deleted": false})), "reserves");
     schemaless.put("contacts", "c1", json!({"note": "abc"})).unwrap();
     schemaless.increment("contacts", "c2", "n", 1).unwrap();
-    assert!(matches!(schemaless.splice_text("contacts", "c1", "note", 0, 0, "x"), Err(Error::Invalid(InvalidInput::WrongOperation { .. }))));
+    assert!(matches!(
+        schemaless.splice_text("contacts", "c1", "note", 0, 0, "x"),
+        Err(Error::Invalid(InvalidInput::WrongOperation { .. }))
+    ));
     assert!(r.view_rows().unwrap().is_empty());
     assert_eq!(r.status().unwrap().pending, 0);
     assert!(r.log_entries(0, 10).unwrap().is_empty());
@@ -250,7 +299,12 @@ fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
     let before = b.view_rows().unwrap();
 
     let mut cases = Vec::new();
-    for bytes in [hex::decode(PANICKING_BYTES).unwrap(), vec![], vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3], good.op.change[..good.op.change.len() / 2].to_vec()] {
+    for bytes in [
+        hex::decode(PANICKING_BYTES).unwrap(),
+        vec![],
+        vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
+        good.op.change[..good.op.change.len() / 2].to_vec(),
+    ] {
         let mut op = good.op.clone();
         op.change = bytes;
         cases.push(op);
@@ -280,7 +334,11 @@ fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
         assert_eq!(b.view_rows().unwrap(), before);
         assert_eq!(b.status().unwrap().pulled, 0);
     }
-    b.apply_remote(&RemotePage { ops: vec![good], end: 1 }).unwrap();
+    b.apply_remote(&RemotePage {
+        ops: vec![good],
+        end: 1,
+    })
+    .unwrap();
     assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Ada");
 }
 
@@ -289,7 +347,12 @@ fn remote_ops_that_break_the_package_are_refused() {
     let a = Replica::in_memory().unwrap();
     a.put("contacts", "c1", json!({"nick": "not in the package"})).unwrap();
     let b = replica_with_package();
-    let err = b.apply_remote(&RemotePage { ops: common::all_ops(&a), end: 1 }).unwrap_err();
+    let err = b
+        .apply_remote(&RemotePage {
+            ops: common::all_ops(&a),
+            end: 1,
+        })
+        .unwrap_err();
     assert!(matches!(err, Error::Invalid(_)), "{err:?}");
     assert!(b.view_rows().unwrap().is_empty());
 }
@@ -307,6 +370,11 @@ fn known_op_ids_are_skipped() {
     assert_eq!((report.applied, report.known), (0, 1));
     assert_eq!(b.status().unwrap().pulled, 6);
     assert_eq!(b.status().unwrap().pending, 0, "pulled ops are not pending");
-    let own = a.apply_remote(&RemotePage { ops: common::all_ops(&a), end: 1 }).unwrap();
+    let own = a
+        .apply_remote(&RemotePage {
+            ops: common::all_ops(&a),
+            end: 1,
+        })
+        .unwrap();
     assert_eq!(own.known, 1, "a replica's own op coming back is skipped");
 }

@@ -84,8 +84,12 @@ impl Replica {
 
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Change>> = BTreeMap::new();
         for (n, remote) in fresh.iter().enumerate() {
-            let change = check_remote(&remote.op, package.as_ref())
-                .map_err(|e| with_context(e, format!("op {} ({} of the page, seq {})", remote.op.id, n + 1, remote.seq)))?;
+            let change = check_remote(&remote.op, package.as_ref()).map_err(|e| {
+                with_context(
+                    e,
+                    format!("op {} ({} of the page, seq {})", remote.op.id, n + 1, remote.seq),
+                )
+            })?;
             groups
                 .entry((remote.op.collection.clone(), remote.op.record.clone()))
                 .or_default()
@@ -133,7 +137,10 @@ impl Replica {
         }
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Vec<u8>>> = BTreeMap::new();
         for r in records {
-            groups.entry((r.collection.clone(), r.record.clone())).or_default().push(r.doc.clone());
+            groups
+                .entry((r.collection.clone(), r.record.clone()))
+                .or_default()
+                .push(r.doc.clone());
         }
         let merges = groups
             .into_iter()
@@ -207,7 +214,10 @@ impl Replica {
                 let (k, v) = entry?;
                 let e = LogEntry::decode(v.value())?;
                 let (c, r) = e.target();
-                positions.entry((c.to_string(), r.to_string())).or_default().push(k.value());
+                positions
+                    .entry((c.to_string(), r.to_string()))
+                    .or_default()
+                    .push(k.value());
             }
         }
         txn.delete_table(tables::DOCS)?;
@@ -222,7 +232,9 @@ impl Replica {
                 let mut changes = Vec::new();
                 let mut snapshots = Vec::new();
                 for pos in list {
-                    let bytes = log.get(*pos)?.ok_or_else(|| CorruptData::new("log", format!("entry {pos} vanished")))?;
+                    let bytes = log
+                        .get(*pos)?
+                        .ok_or_else(|| CorruptData::new("log", format!("entry {pos} vanished")))?;
                     match LogEntry::decode(bytes.value())? {
                         LogEntry::Local(op) | LogEntry::Remote(op, _) => changes.push(op.change),
                         LogEntry::Snapshot { doc, .. } => snapshots.push(doc),

@@ -17,7 +17,11 @@ use crate::record::{Fields, RecordDoc};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
     /// Upsert fields (undeletes a deleted record); a `null` value removes a field.
-    Put { collection: String, id: String, fields: Fields },
+    Put {
+        collection: String,
+        id: String,
+        fields: Fields,
+    },
     /// Tombstone the record.
     Delete { collection: String, id: String },
     /// Edit a `text` field in place: delete `del` characters at `pos`, insert `text`.
@@ -117,7 +121,10 @@ impl Replica {
     /// Upserts fields of a record; `fields` is a JSON object. Returns the op id
     /// (None when nothing changed, e.g. removing a field that is not there).
     pub fn put(&self, collection: &str, id: &str, fields: Json) -> Result<Option<OpId>> {
-        Ok(self.apply_edits(vec![Edit::put(collection, id, fields)?])?.pop().flatten())
+        Ok(self
+            .apply_edits(vec![Edit::put(collection, id, fields)?])?
+            .pop()
+            .flatten())
     }
 
     /// Deletes a record (a tombstone that merges with concurrent edits).
@@ -130,7 +137,15 @@ impl Replica {
     }
 
     /// Splices a `text` field.
-    pub fn splice_text(&self, collection: &str, id: &str, field: &str, pos: usize, del: usize, text: &str) -> Result<Option<OpId>> {
+    pub fn splice_text(
+        &self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        pos: usize,
+        del: usize,
+        text: &str,
+    ) -> Result<Option<OpId>> {
         let edit = Edit::Splice {
             collection: collection.into(),
             id: id.into(),
@@ -169,9 +184,13 @@ impl Replica {
         let mut works: Vec<RecordWork> = Vec::new();
         let mut by_record: HashMap<(Collection, RecordId), usize> = HashMap::new();
         for (index, edit) in edits.iter().enumerate() {
-            let (collection, id) = edit
-                .check(package.as_ref())
-                .map_err(|e| if edits.len() > 1 { InvalidInput::Other(format!("edit {}: {e}", index + 1)) } else { e })?;
+            let (collection, id) = edit.check(package.as_ref()).map_err(|e| {
+                if edits.len() > 1 {
+                    InvalidInput::Other(format!("edit {}: {e}", index + 1))
+                } else {
+                    e
+                }
+            })?;
             let slot = *by_record.entry((collection.clone(), id.clone())).or_insert_with(|| {
                 works.push(RecordWork {
                     collection,
@@ -189,7 +208,9 @@ impl Replica {
             work.existing = views.doc_bytes(work.collection.as_str(), work.id.as_str())?;
         }
 
-        let results = run_parallel(&works, |work| apply_record_edits(work, &edits, actor, package.as_ref(), time_ms))?;
+        let results = run_parallel(&works, |work| {
+            apply_record_edits(work, &edits, actor, package.as_ref(), time_ms)
+        })?;
 
         // Log order follows edit order, so replaying the log replays the edits.
         let mut changes: Vec<Option<Vec<u8>>> = vec![None; edits.len()];
@@ -198,7 +219,12 @@ impl Replica {
             if result.changes.is_empty() {
                 continue;
             }
-            views.store(work.collection.as_str(), work.id.as_str(), &result.doc, &result.materialized)?;
+            views.store(
+                work.collection.as_str(),
+                work.id.as_str(),
+                &result.doc,
+                &result.materialized,
+            )?;
             for (index, change) in result.changes {
                 changes[index] = Some(change);
             }

@@ -76,7 +76,8 @@ impl LogEntry {
                     names.push(name.to_string());
                     at += 2 + len;
                 }
-                let record = RecordId::new(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
+                let record =
+                    RecordId::new(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
                 let collection =
                     Collection::new(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
                 Ok(LogEntry::Snapshot {
@@ -93,9 +94,7 @@ impl LogEntry {
     pub fn target(&self) -> (&Collection, &RecordId) {
         match self {
             LogEntry::Local(op) | LogEntry::Remote(op, _) => (&op.collection, &op.record),
-            LogEntry::Snapshot {
-                collection, record, ..
-            } => (collection, record),
+            LogEntry::Snapshot { collection, record, .. } => (collection, record),
         }
     }
 }

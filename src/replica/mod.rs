@@ -20,11 +20,11 @@ use serde::Serialize;
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{ActorId, Binding, Collection, Package, RecordId};
 use crate::record::{FieldConflict, Fields, RecordDoc};
-use tables::meta;
 pub use apply::{ApplyReport, RemoteOp, RemotePage, SnapshotRecord};
 pub use edit::Edit;
 pub use log::LogEntry;
 pub use sync_state::{LastSync, PendingOp, Rejection};
+use tables::meta;
 
 macro_rules! storage_errors {
     ($($t:ty),*) => {$(
@@ -324,7 +324,10 @@ impl Replica {
         {
             let mut m = txn.open_table(tables::META)?;
             match package {
-                Some(p) => m.insert(meta::PACKAGE, serde_json::to_vec(p).expect("package serializes").as_slice())?,
+                Some(p) => m.insert(
+                    meta::PACKAGE,
+                    serde_json::to_vec(p).expect("package serializes").as_slice(),
+                )?,
                 None => m.remove(meta::PACKAGE)?,
             };
         }
@@ -409,7 +412,8 @@ fn create_private_file(path: &Path) -> Result<()> {
         return Ok(());
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display())))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

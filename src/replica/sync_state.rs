@@ -95,7 +95,9 @@ impl Replica {
         let m = Meta::read_write(&txn)?;
         let entry = {
             let log = txn.open_table(tables::LOG)?;
-            let bytes = log.get(pos)?.ok_or_else(|| CorruptData::new("reject", format!("no log entry at {pos}")))?;
+            let bytes = log
+                .get(pos)?
+                .ok_or_else(|| CorruptData::new("reject", format!("no log entry at {pos}")))?;
             LogEntry::decode(bytes.value())?
         };
         let LogEntry::Local(op) = entry else {
@@ -143,7 +145,10 @@ impl Replica {
             let mut rejected = txn.open_table(tables::REJECTED)?;
             let mut log = txn.open_table(tables::LOG)?;
             let mut index = txn.open_table(tables::OP_INDEX)?;
-            let positions: Vec<u64> = rejected.iter()?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+            let positions: Vec<u64> = rejected
+                .iter()?
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()?;
             for old in positions {
                 rejected.remove(old)?;
                 handled += 1;
@@ -178,7 +183,11 @@ impl Replica {
     /// Binds a fresh store to an account (the first login).
     pub fn bind(&self, binding: &Binding, token: &str) -> Result<()> {
         let txn = self.write()?;
-        put_meta(&txn, meta::BINDING, &serde_json::to_vec(binding).expect("binding serializes"))?;
+        put_meta(
+            &txn,
+            meta::BINDING,
+            &serde_json::to_vec(binding).expect("binding serializes"),
+        )?;
         put_meta(&txn, meta::TOKEN, token.as_bytes())?;
         txn.commit()?;
         Ok(())
@@ -213,13 +222,19 @@ impl Replica {
                     continue;
                 }
             };
-            if let Err(e) = crate::record::validate_change(&p.op.change, p.op.actor, p.op.collection.as_str(), Some(schema)) {
+            if let Err(e) =
+                crate::record::validate_change(&p.op.change, p.op.actor, p.op.collection.as_str(), Some(schema))
+            {
                 refused.push((p.pos, e.to_string()));
             }
         }
         self.set_package(Some(package))?;
         for (pos, reason) in &refused {
-            self.reject(*pos, "invalid_after_package_change", &format!("package version {}: {reason}", package.version))?;
+            self.reject(
+                *pos,
+                "invalid_after_package_change",
+                &format!("package version {}: {reason}", package.version),
+            )?;
         }
         Ok(refused.len() as u64)
     }

@@ -21,7 +21,11 @@ pub(crate) fn materialize(doc: &RecordDoc, check_conflicts: bool) -> Materialize
     } else {
         Some(serde_json::to_vec(&doc.fields()).expect("JSON values always serialize"))
     };
-    let conflicts = if check_conflicts { doc.conflicts().len() as u32 } else { 0 };
+    let conflicts = if check_conflicts {
+        doc.conflicts().len() as u32
+    } else {
+        0
+    };
     Materialized { row, conflicts }
 }
 
@@ -54,11 +58,16 @@ impl<'txn> ViewTables<'txn> {
     pub fn store(&mut self, collection: &str, id: &str, doc: &[u8], m: &Materialized) -> Result<()> {
         self.docs.insert((collection, id), doc).map_err(Error::storage)?;
         match &m.row {
-            Some(row) => self.view.insert((collection, id), row.as_slice()).map_err(Error::storage)?,
+            Some(row) => self
+                .view
+                .insert((collection, id), row.as_slice())
+                .map_err(Error::storage)?,
             None => self.view.remove((collection, id)).map_err(Error::storage)?,
         };
         if m.conflicts > 0 {
-            self.conflicted.insert((collection, id), m.conflicts).map_err(Error::storage)?;
+            self.conflicted
+                .insert((collection, id), m.conflicts)
+                .map_err(Error::storage)?;
         } else {
             self.conflicted.remove((collection, id)).map_err(Error::storage)?;
         }

@@ -18,7 +18,11 @@ pub fn all_ops(from: &Replica) -> Vec<RemoteOp> {
 
 /// Sends everything `from` knows to `to` in one page.
 pub fn send(from: &Replica, to: &Replica) {
-    to.apply_remote(&RemotePage { ops: all_ops(from), end: 0 }).unwrap();
+    to.apply_remote(&RemotePage {
+        ops: all_ops(from),
+        end: 0,
+    })
+    .unwrap();
 }
 
 pub fn crm_package() -> Package {

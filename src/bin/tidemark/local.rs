@@ -1,0 +1,142 @@
+//! The local half of the CLI: edits and reads on the store, no server involved.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+use tidemark::Replica;
+use tidemark::replica::Edit;
+
+pub fn open(store: &Path) -> Result<Replica> {
+    Replica::open(store).with_context(|| format!("opening store {}", store.display()))
+}
+
+/// Parses `FIELD=VALUE` pairs; VALUE is JSON if it parses, else a plain string.
+fn parse_fields(pairs: &[String]) -> Result<Map<String, Value>> {
+    let mut fields = Map::new();
+    for pair in pairs {
+        let Some((name, raw)) = pair.split_once('=') else {
+            bail!("{pair:?} is not FIELD=VALUE: write it like name=Ada or age=36");
+        };
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        fields.insert(name.to_string(), value);
+    }
+    Ok(fields)
+}
+
+pub fn put(store: &Path, collection: &str, id: &str, pairs: &[String]) -> Result<()> {
+    let fields = parse_fields(pairs)?;
+    open(store)?.put(collection, id, Value::Object(fields))?;
+    Ok(())
+}
+
+pub fn get(store: &Path, collection: &str, id: &str) -> Result<()> {
+    match open(store)?.get(collection, id)? {
+        Some(fields) => println!("{}", Value::Object(fields)),
+        None => bail!("record {collection}/{id} does not exist"),
+    }
+    Ok(())
+}
+
+pub fn delete(store: &Path, collection: &str, id: &str) -> Result<()> {
+    let replica = open(store)?;
+    if replica.get(collection, id)?.is_none() {
+        bail!("record {collection}/{id} does not exist");
+    }
+    replica.delete(collection, id)?;
+    Ok(())
+}
+
+pub fn list(store: &Path, collection: &str) -> Result<()> {
+    let replica = open(store)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut after: Option<String> = None;
+    loop {
+        let page = replica.list_raw(collection, after.as_deref(), 10_000)?;
+        for (id, row) in &page.rows {
+            // The view row is already canonical JSON: splice it in without re-parsing.
+            out.write_all(b"{\"id\":")?;
+            serde_json::to_writer(&mut out, id)?;
+            out.write_all(b",\"fields\":")?;
+            out.write_all(row)?;
+            out.write_all(b"}\n")?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One line of list format.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    id: String,
+    fields: Map<String, Value>,
+}
+
+pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize) -> Result<()> {
+    let replica = open(store)?;
+    let reader: Box<dyn BufRead> = match file {
+        Some(path) => Box::new(BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(BufReader::new(std::io::stdin())),
+    };
+    let batch = batch.max(1);
+    let mut edits = Vec::with_capacity(batch);
+    let mut first_line = 1;
+    let mut imported = 0u64;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "line {}: not a list-format line like {{\"id\":\"c1\",\"fields\":{{\"name\":\"Ada\"}}}}; {imported} records before it were imported",
+                n + 1
+            )
+        })?;
+        edits.push(Edit::Put {
+            collection: collection.to_string(),
+            id: parsed.id,
+            fields: parsed.fields,
+        });
+        if edits.len() == batch {
+            imported += commit(&replica, &mut edits, first_line, imported)?;
+            first_line = n + 2;
+        }
+    }
+    imported += commit(&replica, &mut edits, first_line, imported)?;
+    println!("{}", serde_json::json!({ "imported": imported }));
+    Ok(())
+}
+
+fn commit(replica: &Replica, edits: &mut Vec<Edit>, first_line: usize, before: u64) -> Result<u64> {
+    let n = edits.len() as u64;
+    if n > 0 {
+        replica.apply_edits(std::mem::take(edits)).with_context(|| {
+            format!("the batch starting at line {first_line} was not imported ({before} records before it were)")
+        })?;
+    }
+    Ok(n)
+}
+
+pub fn conflicts(store: &Path, collection: Option<&str>, id: Option<&str>) -> Result<()> {
+    for record in open(store)?.conflicts(collection, id)? {
+        println!("{}", serde_json::to_string(&record)?);
+    }
+    Ok(())
+}
+
+pub fn status(store: &Path) -> Result<()> {
+    let status = open(store)?.status()?;
+    println!("{}", serde_json::to_string(&status)?);
+    Ok(())
+}

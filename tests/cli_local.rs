@@ -1,0 +1,158 @@
+//! The local half of the CLI contract, through the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn tidemark(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let out = tidemark(store, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(store: &Path, args: &[&str]) -> String {
+    let out = tidemark(store, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(out.stdout.is_empty(), "errors go to stderr only");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn put_get_list_delete_and_status_speak_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("a.db");
+    ok(
+        &store,
+        &[
+            "put",
+            "contacts",
+            "c2",
+            "name=Grace",
+            "age=85",
+            "vip=true",
+            "tags=[\"navy\"]",
+        ],
+    );
+    ok(&store, &["put", "contacts", "c1", "name=Ada Lovelace", "note=\"36\""]);
+    let got: Value = serde_json::from_str(&ok(&store, &["get", "contacts", "c2"])).unwrap();
+    assert_eq!(got, json!({"name": "Grace", "age": 85, "vip": true, "tags": ["navy"]}));
+    let lines: Vec<Value> = ok(&store, &["list", "contacts"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        json!({"id": "c1", "fields": {"name": "Ada Lovelace", "note": "36"}})
+    );
+    assert_eq!(lines[1]["id"], "c2");
+    ok(&store, &["delete", "contacts", "c1"]);
+    assert_eq!(ok(&store, &["list", "contacts"]).lines().count(), 1);
+    let status: Value = serde_json::from_str(&ok(&store, &["status"])).unwrap();
+    assert_eq!(status["pending"], 3);
+    assert_eq!(status["pulled"], 0);
+    assert_eq!(status["rejected"], 0);
+    assert!(status["server"].is_null());
+}
+
+#[test]
+fn the_store_option_may_follow_the_subcommand_or_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("env.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["put", "notes", "n1", "title=hi"])
+        .env("TIDEMARK_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["get", "notes", "n1", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), r#"{"title":"hi"}"#);
+}
+
+#[test]
+fn import_reads_list_format_from_a_file_or_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("i.db");
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\":\"a\",\"fields\":{\"n\":1}}\n\n{\"id\":\"b\",\"fields\":{\"n\":2}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok(&store, &["import", "things", file.to_str().unwrap(), "--batch", "1"]).trim(),
+        r#"{"imported":2}"#
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("--store")
+        .arg(&store)
+        .args(["import", "things"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"id\":\"c\",\"fields\":{\"n\":3}}\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let exported = ok(&store, &["list", "things"]);
+    assert_eq!(exported.lines().count(), 3);
+    // list output is import input: a round trip gives the same lines.
+    let copy = dir.path().join("copy.db");
+    let listed = dir.path().join("listed.jsonl");
+    std::fs::write(&listed, &exported).unwrap();
+    ok(&copy, &["import", "things", listed.to_str().unwrap()]);
+    assert_eq!(ok(&copy, &["list", "things"]), exported);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("bad.db");
+    ok(&store, &["put", "contacts", "c1", "name=Ada"]);
+    assert!(fails(&store, &["put", "contacts", "c1", "name"]).contains("FIELD=VALUE"));
+    assert!(fails(&store, &["put", "contacts", "c1", "_deleted=true"]).contains("reserves"));
+    assert!(fails(&store, &["put", "contacts", "", "name=x"]).contains("empty"));
+    assert!(fails(&store, &["get", "contacts", "nope"]).contains("does not exist"));
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\":\"c9\",\"fields\":{\"n\":1}}\n{\"id\": \"c10\", fields\n").unwrap();
+    let msg = fails(&store, &["import", "contacts", bad.to_str().unwrap()]);
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(
+        fails(&store, &["get", "contacts", "c9"]).contains("does not exist"),
+        "the failed batch wrote nothing"
+    );
+    let status: Value = serde_json::from_str(&ok(&store, &["status"])).unwrap();
+    assert_eq!(status["pending"], 1);
+    assert!(fails(&store, &["list", "bad\u{1}name"]).contains("control character"));
+}
+
+#[test]
+fn conflicts_prints_nothing_on_a_store_without_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("c.db");
+    ok(&store, &["put", "contacts", "c1", "name=Ada"]);
+    assert_eq!(ok(&store, &["conflicts"]), "");
+    assert_eq!(ok(&store, &["conflicts", "contacts", "c1"]), "");
+}
