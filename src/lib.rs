@@ -12,6 +12,10 @@
 //! - [`model`] — ids, envelopes, packages: plain values.
 //! - [`record`] — the automerge record document (the only module naming automerge).
 //! - [`replica`] — the local store on redb (the only client module naming redb).
+//! - [`protocol`] — wire messages and the sans-IO sync session.
+//! - [`remote`] — the server adapter trait: HTTP (reqwest) and in-process.
+//! - [`sync`] — one sync round over a remote, and the background task.
+//! - `server` — the service core, its stores (redb) and the axum front.
 //!
 //! ## Example
 //!
@@ -26,8 +30,13 @@
 
 pub mod error;
 pub mod model;
+pub mod protocol;
 pub mod record;
+pub mod remote;
 pub mod replica;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod sync;
 
 pub use error::{Error, InvalidInput, Result};
 pub use model::{ActorId, Binding, Collection, FieldType, Op, OpId, Package, RecordId, Seq};

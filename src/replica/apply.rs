@@ -126,8 +126,11 @@ impl Replica {
         Ok(report)
     }
 
-    /// Merges snapshot documents (as of server seq `as_of`) in one transaction and logs them.
-    pub fn apply_snapshot(&self, records: &[SnapshotRecord], as_of: Seq) -> Result<()> {
+    /// Merges one snapshot page in one transaction, logs its documents and
+    /// checkpoints the bootstrap: `next` is the cursor of the following page;
+    /// on the last page (`next` None) `pulled` moves to the `as_of` of the
+    /// first page, so the pull that follows misses nothing.
+    pub fn apply_snapshot(&self, records: &[SnapshotRecord], as_of: Seq, next: Option<&str>) -> Result<()> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
         let actor = m.actor()?;
@@ -167,6 +170,24 @@ impl Replica {
             }
         }
         put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+        // The first page's as_of is the bound: later pages can only be newer.
+        let first_as_of = m
+            .json::<(Seq, Option<String>)>(meta::SNAPSHOT)?
+            .map(|(a, _)| a)
+            .unwrap_or(as_of);
+        match next {
+            Some(next) => put_meta(
+                &txn,
+                meta::SNAPSHOT,
+                &serde_json::to_vec(&(first_as_of, next)).expect("serializes"),
+            )?,
+            None => {
+                txn.open_table(tables::META)?.remove(meta::SNAPSHOT)?;
+                if first_as_of > m.u64(meta::PULLED)? {
+                    put_meta(&txn, meta::PULLED, &first_as_of.to_le_bytes())?;
+                }
+            }
+        }
         txn.commit()?;
         Ok(())
     }

@@ -24,6 +24,9 @@ const REMOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
 
 impl LogEntry {
+    /// The first byte of an encoded local op.
+    pub(crate) const LOCAL_KIND: u8 = LOCAL;
+
     /// Layout: `[kind u8][seq u64 LE][payload]`; the payload of an op is
     /// [`Op::encode`], of a snapshot `[coll len u16][coll][id len u16][id][doc…]`.
     pub fn encode(&self) -> Vec<u8> {

@@ -76,17 +76,49 @@ impl Replica {
         Ok(out)
     }
 
-    /// The server acknowledged every pending op at or below `through_pos` (`count` of them).
-    pub fn ack_pushed(&self, through_pos: u64, count: u64) -> Result<()> {
+    /// The server acknowledged every pending op at or below `through_pos`.
+    pub fn ack_pushed(&self, through_pos: u64) -> Result<()> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
-        if through_pos > m.u64(meta::PUSHED)? {
+        let pushed = m.u64(meta::PUSHED)?;
+        if through_pos > pushed {
+            // Count what leaves the queue: local ops in (pushed, through] not already rejected.
+            let mut acked = 0u64;
+            {
+                let log = txn.open_table(tables::LOG)?;
+                let rejected = txn.open_table(tables::REJECTED)?;
+                for entry in log.range(pushed + 1..=through_pos)? {
+                    let (k, v) = entry?;
+                    if v.value().first() == Some(&LogEntry::LOCAL_KIND) && rejected.get(k.value())?.is_none() {
+                        acked += 1;
+                    }
+                }
+            }
             put_meta(&txn, meta::PUSHED, &through_pos.to_le_bytes())?;
-            let left = m.u64(meta::PENDING)?.saturating_sub(count);
+            let left = m.u64(meta::PENDING)?.saturating_sub(acked);
             put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Records the server epoch. With `reset`, the server lost data: pull
+    /// everything again (known ops are skipped) and forget a snapshot in progress.
+    pub fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()> {
+        let txn = self.write()?;
+        put_meta(&txn, meta::EPOCH, epoch.as_bytes())?;
+        if reset {
+            put_meta(&txn, meta::PULLED, &0u64.to_le_bytes())?;
+            txn.open_table(tables::META)?.remove(meta::SNAPSHOT)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A snapshot bootstrap in progress: `(as_of, next cursor)`.
+    pub fn snapshot_checkpoint(&self) -> Result<Option<(u64, Option<String>)>> {
+        let txn = self.read()?;
+        Meta::read(&txn)?.json(meta::SNAPSHOT)
     }
 
     /// Moves a pending op to the rejected list with the server's reason.

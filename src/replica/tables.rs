@@ -50,6 +50,8 @@ pub mod meta {
     pub const PENDING: &str = "pending";
     /// UTF-8: the server epoch the watermarks refer to.
     pub const EPOCH: &str = "epoch";
+    /// JSON `[as_of, next cursor]`: a snapshot bootstrap in progress.
+    pub const SNAPSHOT: &str = "snapshot";
     /// JSON `LastSync`.
     pub const LAST_SYNC: &str = "last_sync";
 }

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "server")]
+pub mod store_suite;
+
 use tidemark::replica::{LogEntry, RemoteOp, RemotePage};
 use tidemark::{Package, Replica};
 

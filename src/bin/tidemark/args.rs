@@ -49,4 +49,73 @@ pub enum Command {
     },
     /// Print pending, pulled, rejected, server, user, space and last sync as JSON.
     Status,
+    /// Run a sync server.
+    Serve {
+        /// Directory of the server's redb store.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// Admin token for the admin routes.
+        #[arg(long, env = "TIDEMARK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Administer a server: spaces, users, grants.
+    Admin {
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "TIDEMARK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Bind this store to an account and run the initial sync.
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, env = "TIDEMARK_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        space: String,
+        /// Answer yes to clearing another account's data.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Push pending changes and pull new ones: exit 0 when all reached the server,
+    /// 2 when the server refused some (see `status`), 1 when the round failed.
+    Sync,
+    /// List the ops the server refused, with reasons; retry or discard them.
+    Rejected {
+        /// Put them back in the queue for the next sync.
+        #[arg(long, conflicts_with = "discard")]
+        retry: bool,
+        /// Drop them from the rejected list for good.
+        #[arg(long)]
+        discard: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Create a space, optionally with a package (JSON file).
+    CreateSpace {
+        space: String,
+        #[arg(long)]
+        package: Option<PathBuf>,
+    },
+    /// Replace a space's package.
+    SetPackage { space: String, package: PathBuf },
+    /// Create a user; prints its token on one line.
+    AddUser { user: String },
+    /// Issue another token for an existing user; prints it on one line.
+    NewToken { user: String },
+    /// Grant a user a space.
+    Grant {
+        user: String,
+        space: String,
+        #[arg(long)]
+        read_only: bool,
+    },
 }

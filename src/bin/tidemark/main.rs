@@ -2,6 +2,8 @@
 
 mod args;
 mod local;
+mod server;
+mod syncing;
 
 use clap::Parser;
 
@@ -19,7 +21,27 @@ fn main() -> std::process::ExitCode {
 fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
     use args::Command::*;
     let store = cli.store;
+    init_logging();
     match cli.command {
+        Serve {
+            data,
+            listen,
+            admin_token,
+        } => return server::serve(&data, &listen, &admin_token),
+        Admin {
+            server,
+            admin_token,
+            action,
+        } => return server::admin(&server, &admin_token, action),
+        Login {
+            server,
+            user,
+            token,
+            space,
+            yes,
+        } => return syncing::login(&store, &server, &user, &token, &space, yes),
+        Sync => return syncing::sync(&store),
+        Rejected { retry, discard } => return syncing::rejected(&store, retry, discard),
         Put { collection, id, fields } => local::put(&store, &collection, &id, &fields),
         Get { collection, id } => local::get(&store, &collection, &id),
         List { collection } => local::list(&store, &collection),
@@ -33,4 +55,14 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
         Status => local::status(&store),
     }?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `tracing` logs on stderr, filtered by `RUST_LOG` (warnings by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,63 @@
+//! `serve` and `admin`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use tidemark::Package;
+use tidemark::remote::http::AdminClient;
+use tidemark::server::store::redb::RedbStore;
+use tidemark::server::{Limits, Service, http};
+
+use crate::args::AdminAction;
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn serve(data: &Path, listen: &str, admin_token: &str) -> Result<ExitCode> {
+    if admin_token.len() < 16 {
+        bail!("TIDEMARK_ADMIN_TOKEN must be at least 16 characters: set a long random value");
+    }
+    let store = RedbStore::open(data).with_context(|| format!("opening the server store in {}", data.display()))?;
+    let service = Arc::new(Service::new(store, Limits::default(), Some(admin_token))?);
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        eprintln!("tidemark server listening on http://{addr} (epoch {})", service.epoch());
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("shutting down: finishing requests in flight");
+        };
+        http::serve(listener, service, shutdown).await.context("serving")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn read_package(path: &Path) -> Result<Package> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading package {}", path.display()))?;
+    Package::from_json(&text).with_context(|| format!("package {}", path.display()))
+}
+
+pub fn admin(server: &str, admin_token: &str, action: AdminAction) -> Result<ExitCode> {
+    let client = AdminClient::new(server, admin_token)?;
+    runtime()?.block_on(async move {
+        match action {
+            AdminAction::CreateSpace { space, package } => {
+                let package = package.as_deref().map(read_package).transpose()?;
+                client.create_space(&space, package).await?;
+            }
+            AdminAction::SetPackage { space, package } => client.set_package(&space, &read_package(&package)?).await?,
+            AdminAction::AddUser { user } => println!("{}", client.add_user(&user).await?),
+            AdminAction::NewToken { user } => println!("{}", client.new_token(&user).await?),
+            AdminAction::Grant { user, space, read_only } => client.grant(&user, &space, read_only).await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,203 @@
+//! Wire messages of protocol v1 (JSON over HTTP, or passed in-process).
+//!
+//! Every response names the server `epoch`: a store that was reset or
+//! restored has a new one, and replicas notice.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CorruptData, InvalidInput};
+use crate::model::{ActorId, Collection, Op, OpId, Package, RecordId, Seq};
+
+/// The protocol version these messages belong to (the `/v1` of the routes).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// An op on the wire: its envelope, and the automerge change as base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WireOp {
+    /// UUID of the op; pushing the same id again returns its first seq.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
+    pub id: OpId,
+    /// Hex actor id (32 hex digits) of the replica that made the edit.
+    #[cfg_attr(feature = "server", schema(value_type = String))]
+    pub actor: ActorId,
+    pub collection: String,
+    pub record: String,
+    pub time_ms: u64,
+    /// The automerge change bytes, base64.
+    pub change: String,
+}
+
+impl WireOp {
+    pub fn from_op(op: &Op) -> WireOp {
+        WireOp {
+            id: op.id,
+            actor: op.actor,
+            collection: op.collection.to_string(),
+            record: op.record.to_string(),
+            time_ms: op.time_ms,
+            change: B64.encode(&op.change),
+        }
+    }
+
+    /// Checks names and decodes the base64; the change itself is checked by the receiver.
+    pub fn to_op(&self) -> Result<Op, WireError> {
+        Ok(Op {
+            id: self.id,
+            actor: self.actor,
+            collection: Collection::new(self.collection.as_str())?,
+            record: RecordId::new(self.record.as_str())?,
+            time_ms: self.time_ms,
+            change: B64
+                .decode(&self.change)
+                .map_err(|e| CorruptData::new("op change", format!("not base64: {e}")))?,
+        })
+    }
+}
+
+/// Why a wire message does not convert.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptData),
+}
+
+/// `POST /v1/spaces/{space}/push`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    pub ops: Vec<WireOp>,
+}
+
+/// The answer to a push: the seq of each op, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct PushResponse {
+    pub epoch: String,
+    pub seqs: Vec<Seq>,
+    /// The space's highest seq after this push.
+    pub head: Seq,
+}
+
+/// An op as stored by the server: its seq and the user who pushed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct PulledOp {
+    pub seq: Seq,
+    pub user: String,
+    pub op: WireOp,
+}
+
+/// `GET /v1/spaces/{space}/pull?since=N&limit=L`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct PullResponse {
+    pub epoch: String,
+    pub ops: Vec<PulledOp>,
+    /// The page covers every seq up to `end`; ask again with `since=end`.
+    pub end: Seq,
+    /// Whether ops after `end` exist.
+    pub more: bool,
+    pub head: Seq,
+}
+
+/// `GET /v1/spaces/{space}/package`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct PackageResponse {
+    pub epoch: String,
+    /// 0 for a schemaless space.
+    pub version: u64,
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
+    pub package: Option<Package>,
+    pub head: Seq,
+}
+
+/// One compacted record document of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct SnapshotDoc {
+    pub collection: String,
+    pub record: String,
+    /// A saved automerge document, base64.
+    pub doc: String,
+}
+
+/// `GET /v1/spaces/{space}/snapshot?after=CURSOR&limit=L`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct SnapshotResponse {
+    pub epoch: String,
+    /// Every op with seq ≤ `as_of` is contained in the documents of this page.
+    pub as_of: Seq,
+    pub docs: Vec<SnapshotDoc>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// Every error answer: a stable code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// `unauthorized`, `not_found`, `read_only`, `invalid_op`, `op_id_conflict`, `bad_request`, `too_large`, `conflict`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// For op-level errors: the index of the offending op in the pushed batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_index: Option<usize>,
+}
+
+/// Admin: `POST /v1/admin/spaces`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSpace {
+    pub space: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
+    pub package: Option<Package>,
+}
+
+/// Admin: `POST /v1/admin/users`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub user: String,
+}
+
+/// Admin: the token of a new user (shown once, stored only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct UserToken {
+    pub user: String,
+    pub token: String,
+}
+
+/// Admin: `POST /v1/admin/grants`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub user: String,
+    pub space: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Decodes a snapshot document's base64.
+pub fn decode_doc(doc: &str) -> Result<Vec<u8>, CorruptData> {
+    B64.decode(doc)
+        .map_err(|e| CorruptData::new("snapshot document", format!("not base64: {e}")))
+}
+
+/// Encodes bytes as the wire's base64.
+pub fn encode_bytes(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}

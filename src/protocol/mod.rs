@@ -1,0 +1,8 @@
+//! Sans-IO protocol: the wire messages and the client's sync session. No
+//! tokio, reqwest or axum here: a test drives a session against a server in a
+//! plain loop.
+
+pub mod message;
+pub mod session;
+
+pub use session::{Request, Response, RoundSummary, Session, SessionConfig};

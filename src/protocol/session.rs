@@ -1,0 +1,385 @@
+//! The client's sync session: a state machine that says which request to send
+//! next and applies each answer to the replica. It does no network I/O, so a
+//! test can pass its requests to a server in a plain loop.
+//!
+//! One round: check the package (and the server epoch), push pending ops in
+//! bounded batches, bootstrap from a snapshot when the replica has never
+//! pulled, then pull pages from `pulled` until caught up; repeat the push if
+//! edits arrived meanwhile. Every answer is committed with its watermark in
+//! one replica transaction, so a round interrupted anywhere resumes cleanly.
+
+use serde::Serialize;
+
+use super::message::{
+    ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, SnapshotResponse, WireOp, decode_doc,
+};
+use crate::error::{CorruptData, Error, Result};
+use crate::model::{Collection, RecordId, Seq};
+use crate::replica::{RemoteOp, RemotePage, Replica, SnapshotRecord};
+
+/// What the session asks the transport to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Package,
+    Push(PushRequest),
+    Pull { since: Seq, limit: usize },
+    Snapshot { after: Option<String>, limit: usize },
+}
+
+/// The server's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Package(PackageResponse),
+    Push(PushResponse),
+    Pull(PullResponse),
+    Snapshot(SnapshotResponse),
+}
+
+/// A failed request: the HTTP status (None when the server was not reached) and the error body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}", .status.map(|s| format!("server answered {s}: ")).unwrap_or_default(), .body.message)]
+pub struct RemoteError {
+    pub status: Option<u16>,
+    pub body: ErrorBody,
+}
+
+impl RemoteError {
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        RemoteError {
+            status: None,
+            body: ErrorBody {
+                code: "unreachable".into(),
+                message: message.into(),
+                op_index: None,
+            },
+        }
+    }
+}
+
+/// Batch and page sizes of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub push_batch: usize,
+    pub pull_page: usize,
+    pub snapshot_page: usize,
+    /// Push/pull passes per round before it stops chasing concurrent edits.
+    pub max_passes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            push_batch: 500,
+            pull_page: 1000,
+            snapshot_page: 1000,
+            max_passes: 4,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RoundSummary {
+    pub pushed: u64,
+    pub pulled: u64,
+    pub rejected: u64,
+    /// Documents received from a snapshot.
+    pub snapshot_docs: u64,
+    pub head: Seq,
+    /// Package version after the round (0 = schemaless).
+    pub package_version: u64,
+    /// Pending ops that a new package refused.
+    pub rejected_by_package: u64,
+    /// The server's store was reset or restored: the replica re-pushed its log and re-pulled.
+    pub epoch_changed: bool,
+    /// Ops re-pushed after an epoch change.
+    pub repushed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Package,
+    /// After an epoch change: push every op of the log, from this position on.
+    Repush {
+        from: u64,
+    },
+    Push,
+    Snapshot,
+    Pull,
+    Done,
+}
+
+#[derive(Debug, Clone)]
+enum InFlight {
+    None,
+    Push {
+        positions: Vec<u64>,
+    },
+    Repush {
+        positions: Vec<u64>,
+        local: Vec<bool>,
+        last: u64,
+    },
+}
+
+/// One sync round's state.
+pub struct Session {
+    config: SessionConfig,
+    phase: Phase,
+    in_flight: InFlight,
+    passes: usize,
+    summary: RoundSummary,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Self {
+        Session {
+            config,
+            phase: Phase::Package,
+            in_flight: InFlight::None,
+            passes: 0,
+            summary: RoundSummary::default(),
+        }
+    }
+
+    pub fn summary(&self) -> &RoundSummary {
+        &self.summary
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The next request to send, or None when the round is complete.
+    pub fn next_request(&mut self, replica: &Replica) -> Result<Option<Request>> {
+        loop {
+            match &self.phase {
+                Phase::Done => return Ok(None),
+                Phase::Package => return Ok(Some(Request::Package)),
+                Phase::Repush { from } => {
+                    let entries = replica.log_entries(from.saturating_sub(1), self.config.push_batch)?;
+                    let Some(&(last, _)) = entries.last() else {
+                        self.phase = Phase::Push;
+                        continue;
+                    };
+                    let mut ops = Vec::new();
+                    let mut positions = Vec::new();
+                    let mut local = Vec::new();
+                    for (pos, entry) in entries {
+                        use crate::replica::LogEntry;
+                        let (op, is_local) = match entry {
+                            LogEntry::Local(op) => (op, true),
+                            LogEntry::Remote(op, _) => (op, false),
+                            LogEntry::Snapshot { .. } => continue,
+                        };
+                        local.push(is_local);
+                        ops.push(WireOp::from_op(&op));
+                        positions.push(pos);
+                    }
+                    if ops.is_empty() {
+                        self.phase = Phase::Repush { from: last + 1 };
+                        continue;
+                    }
+                    self.in_flight = InFlight::Repush { positions, local, last };
+                    return Ok(Some(Request::Push(PushRequest { ops })));
+                }
+                Phase::Push => {
+                    let pending = replica.pending_ops(self.config.push_batch)?;
+                    if pending.is_empty() {
+                        let (_, pulled, _) = replica.watermarks()?;
+                        self.phase = if pulled == 0 && self.summary.head > 0 && !self.summary.epoch_changed {
+                            Phase::Snapshot
+                        } else {
+                            Phase::Pull
+                        };
+                        continue;
+                    }
+                    let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();
+                    self.in_flight = InFlight::Push {
+                        positions: pending.iter().map(|p| p.pos).collect(),
+                    };
+                    return Ok(Some(Request::Push(PushRequest { ops })));
+                }
+                Phase::Snapshot => {
+                    let after = replica.snapshot_checkpoint()?.and_then(|(_, next)| next);
+                    return Ok(Some(Request::Snapshot {
+                        after,
+                        limit: self.config.snapshot_page,
+                    }));
+                }
+                Phase::Pull => {
+                    let (_, pulled, _) = replica.watermarks()?;
+                    return Ok(Some(Request::Pull {
+                        since: pulled,
+                        limit: self.config.pull_page,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Applies the server's answer to the replica.
+    pub fn handle_response(&mut self, replica: &Replica, response: Response) -> Result<()> {
+        match response {
+            Response::Package(r) => self.on_package(replica, r),
+            Response::Push(r) => self.on_push(replica, r),
+            Response::Snapshot(r) => self.on_snapshot(replica, r),
+            Response::Pull(r) => self.on_pull(replica, r),
+        }
+    }
+
+    /// Handles a failed request: ops the server refuses for good move to the
+    /// rejected list and the round goes on; anything else ends the round with an error.
+    pub fn handle_error(&mut self, replica: &Replica, error: RemoteError) -> Result<()> {
+        let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
+        let code = error.body.code.as_str();
+        match (in_flight, error.status, code) {
+            (InFlight::Push { positions }, Some(400 | 409), "invalid_op" | "op_id_conflict") => {
+                let index = error.body.op_index.filter(|&i| i < positions.len()).ok_or_else(|| {
+                    Error::Sync(format!(
+                        "the server refused the push without naming the op: {}",
+                        error.body.message
+                    ))
+                })?;
+                replica.reject(positions[index], code, &error.body.message)?;
+                self.summary.rejected += 1;
+                Ok(())
+            }
+            (InFlight::Push { positions }, Some(403), "read_only") => {
+                for pos in positions {
+                    replica.reject(pos, code, &error.body.message)?;
+                    self.summary.rejected += 1;
+                }
+                Ok(())
+            }
+            (InFlight::Repush { positions, local, .. }, Some(400 | 409), "invalid_op" | "op_id_conflict") => {
+                let index = error.body.op_index.filter(|&i| i < positions.len()).ok_or_else(|| {
+                    Error::Sync(format!(
+                        "the server refused the re-push without naming the op: {}",
+                        error.body.message
+                    ))
+                })?;
+                if local[index] {
+                    replica.reject(positions[index], code, &error.body.message)?;
+                    self.summary.rejected += 1;
+                }
+                // Ops of other replicas that the server refuses are skipped: their authors re-push them.
+                let from = positions[index] + 1;
+                self.phase = Phase::Repush { from };
+                Ok(())
+            }
+            (_, _, _) => Err(Error::Sync(error.to_string())),
+        }
+    }
+
+    fn check_epoch(&mut self, replica: &Replica, epoch: &str, head: Seq) -> Result<()> {
+        let (_, pulled, known) = replica.watermarks()?;
+        match known {
+            None => replica.set_epoch(epoch, false)?,
+            // A new epoch, or the same epoch behind what we pulled: the server lost data.
+            Some(known) if known != epoch || head < pulled => {
+                replica.set_epoch(epoch, true)?;
+                self.summary.epoch_changed = true;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn on_package(&mut self, replica: &Replica, r: PackageResponse) -> Result<()> {
+        self.check_epoch(replica, &r.epoch, r.head)?;
+        self.summary.head = r.head;
+        let local = replica.package()?.map(|p| p.version).unwrap_or(0);
+        if local != r.version || replica.package()?.is_some() != r.package.is_some() {
+            match &r.package {
+                Some(p) => self.summary.rejected_by_package += replica.install_package(p)?,
+                None => replica.set_package(None)?,
+            }
+        }
+        self.summary.package_version = r.version;
+        self.phase = if self.summary.epoch_changed {
+            Phase::Repush { from: 1 }
+        } else {
+            Phase::Push
+        };
+        Ok(())
+    }
+
+    fn on_push(&mut self, replica: &Replica, r: PushResponse) -> Result<()> {
+        self.same_epoch(replica, &r.epoch)?;
+        self.summary.head = self.summary.head.max(r.head);
+        match std::mem::replace(&mut self.in_flight, InFlight::None) {
+            InFlight::Push { positions } => {
+                if r.seqs.len() != positions.len() {
+                    return Err(Error::Sync(format!(
+                        "the server acknowledged {} of {} ops",
+                        r.seqs.len(),
+                        positions.len()
+                    )));
+                }
+                let last = *positions.last().expect("a push has ops");
+                replica.ack_pushed(last)?;
+                self.summary.pushed += positions.len() as u64;
+            }
+            InFlight::Repush { positions, last, .. } => {
+                replica.ack_pushed(last)?;
+                self.summary.repushed += positions.len() as u64;
+                self.phase = Phase::Repush { from: last + 1 };
+            }
+            InFlight::None => return Err(Error::Sync("a push answer arrived without a push".into())),
+        }
+        Ok(())
+    }
+
+    fn on_snapshot(&mut self, replica: &Replica, r: SnapshotResponse) -> Result<()> {
+        self.same_epoch(replica, &r.epoch)?;
+        let mut records = Vec::with_capacity(r.docs.len());
+        for d in &r.docs {
+            records.push(SnapshotRecord {
+                collection: Collection::new(d.collection.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
+                record: RecordId::new(d.record.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
+                doc: decode_doc(&d.doc)?,
+            });
+        }
+        self.summary.snapshot_docs += records.len() as u64;
+        replica.apply_snapshot(&records, r.as_of, r.next.as_deref())?;
+        if r.next.is_none() {
+            self.phase = Phase::Pull;
+        }
+        Ok(())
+    }
+
+    fn on_pull(&mut self, replica: &Replica, r: PullResponse) -> Result<()> {
+        self.same_epoch(replica, &r.epoch)?;
+        let mut ops = Vec::with_capacity(r.ops.len());
+        for pulled in &r.ops {
+            let op = pulled
+                .op
+                .to_op()
+                .map_err(|e| CorruptData::new(format!("pulled op seq {}", pulled.seq), e))?;
+            ops.push(RemoteOp { seq: pulled.seq, op });
+        }
+        let report = replica.apply_remote(&RemotePage { ops, end: r.end })?;
+        self.summary.pulled += report.applied as u64;
+        self.summary.head = self.summary.head.max(r.head);
+        if !r.more {
+            self.passes += 1;
+            let pending = replica.status()?.pending;
+            self.phase = if pending > 0 && self.passes < self.config.max_passes {
+                Phase::Push
+            } else {
+                Phase::Done
+            };
+        }
+        Ok(())
+    }
+
+    fn same_epoch(&self, replica: &Replica, epoch: &str) -> Result<()> {
+        match replica.watermarks()?.2 {
+            Some(known) if known != epoch => Err(Error::Sync(
+                "the server's epoch changed during the round (store reset or restored); the next round recovers".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}

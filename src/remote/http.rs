@@ -1,0 +1,259 @@
+//! The HTTP remote on reqwest (rustls with the ring provider). The only module that names reqwest.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::{Remote, RemoteError};
+use crate::protocol::message::ErrorBody;
+use crate::protocol::{Request, Response};
+
+/// Installs rustls's ring provider once per process (reqwest is built without a default provider).
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A remote reached over HTTP(S).
+#[derive(Clone)]
+pub struct HttpRemote {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    space: String,
+    attempts: u32,
+}
+
+impl HttpRemote {
+    /// `server` is the base URL (`http://127.0.0.1:7878`).
+    pub fn new(server: &str, token: &str, space: &str) -> Result<HttpRemote, RemoteError> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| RemoteError::unreachable(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpRemote {
+            client,
+            base: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            space: space.to_string(),
+            attempts: 3,
+        })
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v1/spaces/{}/{tail}", self.base, encode_segment(&self.space))
+    }
+
+    /// Sends with retries. Every request is safe to repeat: reads are reads,
+    /// and a re-pushed op id gets its first seq back.
+    async fn send<T: DeserializeOwned>(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<T, RemoteError> {
+        let mut delay = Duration::from_millis(100);
+        let mut last = None;
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            match build().bearer_auth(&self.token).send().await {
+                Err(e) => last = Some(RemoteError::unreachable(format!("{}: {}", self.base, describe(&e)))),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| RemoteError::unreachable(format!("reading the answer: {}", describe(&e))))?;
+                    if (200..300).contains(&status) {
+                        return serde_json::from_slice(&bytes).map_err(|e| RemoteError {
+                            status: Some(status),
+                            body: ErrorBody {
+                                code: "bad_answer".into(),
+                                message: format!("the server's answer is not what tidemark expects: {e}"),
+                                op_index: None,
+                            },
+                        });
+                    }
+                    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                        code: "http".into(),
+                        message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+                        op_index: None,
+                    });
+                    let error = RemoteError {
+                        status: Some(status),
+                        body,
+                    };
+                    if status < 500 {
+                        return Err(error);
+                    }
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RemoteError::unreachable("no attempt made")))
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Remote for HttpRemote {
+    async fn call(&self, request: Request) -> Result<Response, RemoteError> {
+        match request {
+            Request::Package => Ok(Response::Package(
+                self.send(|| self.client.get(self.url("package"))).await?,
+            )),
+            Request::Push(push) => {
+                let body = serde_json::to_vec(&push).expect("push serializes");
+                let url = self.url("push");
+                Ok(Response::Push(
+                    self.send(|| {
+                        self.client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                    })
+                    .await?,
+                ))
+            }
+            Request::Pull { since, limit } => {
+                let url = format!("{}?since={since}&limit={limit}", self.url("pull"));
+                Ok(Response::Pull(self.send(|| self.client.get(&url)).await?))
+            }
+            Request::Snapshot { after, limit } => {
+                let mut url = format!("{}?limit={limit}", self.url("snapshot"));
+                if let Some(after) = after {
+                    url.push_str("&after=");
+                    url.push_str(&encode_segment(&after));
+                }
+                Ok(Response::Snapshot(self.send(|| self.client.get(&url)).await?))
+            }
+        }
+    }
+}
+
+/// The admin API of a server (creating spaces and users, granting access).
+pub struct AdminClient {
+    client: reqwest::Client,
+    base: String,
+    admin_token: String,
+}
+
+impl AdminClient {
+    pub fn new(server: &str, admin_token: &str) -> Result<AdminClient, RemoteError> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| RemoteError::unreachable(format!("cannot build the HTTP client: {e}")))?;
+        Ok(AdminClient {
+            client,
+            base: server.trim_end_matches('/').to_string(),
+            admin_token: admin_token.to_string(),
+        })
+    }
+
+    async fn call<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        tail: &str,
+        body: Option<&B>,
+    ) -> Result<T, RemoteError> {
+        let mut req = self
+            .client
+            .request(method, format!("{}/v1/admin/{tail}", self.base))
+            .bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("serializes"));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| RemoteError::unreachable(format!("{}: {}", self.base, describe(&e))))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RemoteError::unreachable(format!("reading the answer: {}", describe(&e))))?;
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&bytes).map_err(|e| RemoteError::unreachable(format!("unexpected answer: {e}")))
+        } else {
+            Err(RemoteError {
+                status: Some(status),
+                body: serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+                    op_index: None,
+                }),
+            })
+        }
+    }
+
+    pub async fn create_space(&self, space: &str, package: Option<crate::model::Package>) -> Result<(), RemoteError> {
+        let body = crate::protocol::message::CreateSpace {
+            space: space.into(),
+            package,
+        };
+        self.call::<_, serde_json::Value>(reqwest::Method::POST, "spaces", Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_package(&self, space: &str, package: &crate::model::Package) -> Result<(), RemoteError> {
+        let tail = format!("spaces/{}/package", encode_segment(space));
+        self.call::<_, serde_json::Value>(reqwest::Method::PUT, &tail, Some(package))
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates a user; returns its token.
+    pub async fn add_user(&self, user: &str) -> Result<String, RemoteError> {
+        let body = crate::protocol::message::CreateUser { user: user.into() };
+        let t: crate::protocol::message::UserToken = self.call(reqwest::Method::POST, "users", Some(&body)).await?;
+        Ok(t.token)
+    }
+
+    /// Issues another token for an existing user.
+    pub async fn new_token(&self, user: &str) -> Result<String, RemoteError> {
+        let tail = format!("users/{}/tokens", encode_segment(user));
+        let t: crate::protocol::message::UserToken = self.call::<(), _>(reqwest::Method::POST, &tail, None).await?;
+        Ok(t.token)
+    }
+
+    pub async fn grant(&self, user: &str, space: &str, read_only: bool) -> Result<(), RemoteError> {
+        let body = crate::protocol::message::Grant {
+            user: user.into(),
+            space: space.into(),
+            read_only,
+        };
+        self.call::<_, serde_json::Value>(reqwest::Method::POST, "grants", Some(&body))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,53 @@
+//! The in-process remote: calls a [`Service`] directly, no sockets.
+
+use std::sync::Arc;
+
+use super::{Remote, RemoteError};
+use crate::protocol::{Request, Response};
+use crate::server::store::ServerStore;
+use crate::server::{Service, ServiceError};
+
+/// A remote that is a server core in this process.
+pub struct LocalRemote<S: ServerStore> {
+    service: Arc<Service<S>>,
+    token: String,
+    space: String,
+}
+
+impl<S: ServerStore> LocalRemote<S> {
+    pub fn new(service: Arc<Service<S>>, token: impl Into<String>, space: impl Into<String>) -> Self {
+        LocalRemote {
+            service,
+            token: token.into(),
+            space: space.into(),
+        }
+    }
+
+    /// Answers a request synchronously: lets a test drive a session in a plain loop.
+    pub fn call_blocking(&self, request: Request) -> Result<Response, RemoteError> {
+        self.dispatch(request).map_err(|e| RemoteError {
+            status: Some(e.status()),
+            body: e.body(),
+        })
+    }
+
+    fn dispatch(&self, request: Request) -> Result<Response, ServiceError> {
+        let s = &self.service;
+        let user = s.authenticate(Some(&self.token))?;
+        let space = &self.space;
+        Ok(match request {
+            Request::Package => Response::Package(s.package(&user, space)?),
+            Request::Push(push) => Response::Push(s.push(&user, space, push)?),
+            Request::Pull { since, limit } => Response::Pull(s.pull(&user, space, since, limit)?),
+            Request::Snapshot { after, limit } => {
+                Response::Snapshot(s.snapshot(&user, space, after.as_deref(), limit)?)
+            }
+        })
+    }
+}
+
+impl<S: ServerStore> Remote for LocalRemote<S> {
+    async fn call(&self, request: Request) -> Result<Response, RemoteError> {
+        self.call_blocking(request)
+    }
+}

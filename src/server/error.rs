@@ -1,0 +1,89 @@
+//! The service's errors and their one mapping to HTTP statuses and codes.
+
+use crate::protocol::message::ErrorBody;
+use crate::server::store::StoreError;
+
+/// Why the service refuses a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(
+        "missing or invalid bearer token: send `Authorization: Bearer TOKEN` with a token from `tidemark admin add-user`"
+    )]
+    Unauthorized,
+    /// Also answered for spaces the user is not a member of, so names do not leak.
+    #[error("no space {0:?} (or you are not a member of it)")]
+    NotFound(String),
+    #[error("{0}")]
+    NotFoundOther(String),
+    #[error(
+        "user {user:?} is a read-only member of space {space:?}: ask an admin for `grant {user} {space}` without --read-only"
+    )]
+    ReadOnly { user: String, space: String },
+    #[error("op {index} of the batch is invalid: {reason}")]
+    InvalidOp { index: usize, reason: String },
+    #[error("op {id} (index {index} of the batch) was pushed before with other content: give a changed op a new id")]
+    OpIdConflict { index: usize, id: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]
+    AdminOnly,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ServiceError::Unauthorized | ServiceError::AdminOnly => 401,
+            ServiceError::NotFound(_) | ServiceError::NotFoundOther(_) => 404,
+            ServiceError::ReadOnly { .. } => 403,
+            ServiceError::InvalidOp { .. } | ServiceError::BadRequest(_) => 400,
+            ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) => 409,
+            ServiceError::TooLarge(_) => 413,
+            ServiceError::Internal(_) => 500,
+        }
+    }
+
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Unauthorized | ServiceError::AdminOnly => "unauthorized",
+            ServiceError::NotFound(_) | ServiceError::NotFoundOther(_) => "not_found",
+            ServiceError::ReadOnly { .. } => "read_only",
+            ServiceError::InvalidOp { .. } => "invalid_op",
+            ServiceError::OpIdConflict { .. } => "op_id_conflict",
+            ServiceError::BadRequest(_) => "bad_request",
+            ServiceError::TooLarge(_) => "too_large",
+            ServiceError::Conflict(_) => "conflict",
+            ServiceError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code().to_string(),
+            message: self.to_string(),
+            op_index: match self {
+                ServiceError::InvalidOp { index, .. } | ServiceError::OpIdConflict { index, .. } => Some(*index),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists { .. } => ServiceError::Conflict(e.to_string()),
+            StoreError::Missing { what: "space", name } => ServiceError::NotFound(name),
+            StoreError::Missing { .. } => ServiceError::NotFoundOther(e.to_string()),
+            StoreError::OpIdConflict { index, id } => ServiceError::OpIdConflict { index, id },
+            StoreError::Backend(m) => ServiceError::Internal(m),
+        }
+    }
+}

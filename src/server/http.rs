@@ -1,0 +1,294 @@
+//! The axum HTTP front: routes of API v1, JSON errors, limits, graceful
+//! shutdown. The only module that names axum. Storage calls are blocking and
+//! meet async code in one place: [`blocking`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::ServiceError;
+use super::service::Service;
+use super::store::ServerStore;
+use crate::model::Package;
+use crate::protocol::message::{CreateSpace, CreateUser, Grant, PushRequest};
+
+type Shared<S> = Arc<Service<S>>;
+type HttpResult = Result<Response, ServiceError>;
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        json_response(status, &self.body())
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn ok<T: Serialize>(value: &T) -> HttpResult {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("worker failed: {e}")))?
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string())
+}
+
+/// Reads a JSON body within the size limit: 413 beyond it, 400 with the parser's words when malformed.
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ServiceError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ServiceError::TooLarge(format!("the request body is over the limit of {limit} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ServiceError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+fn query_param(query: &Option<String>, name: &str) -> Result<Option<String>, ServiceError> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return percent_decode(v).map(Some).ok_or_else(|| {
+                ServiceError::BadRequest(format!("query parameter {name} is not valid percent-encoding"))
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn number_param(query: &Option<String>, name: &str, default: u64) -> Result<u64, ServiceError> {
+    match query_param(query, name)? {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            ServiceError::BadRequest(format!("query parameter {name}={v:?} is not a non-negative integer"))
+        }),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The router of API v1 over a service.
+pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health::<S>))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/spaces/{space}/push", post(push::<S>))
+        .route("/v1/spaces/{space}/pull", get(pull::<S>))
+        .route("/v1/spaces/{space}/package", get(package::<S>))
+        .route("/v1/spaces/{space}/snapshot", get(snapshot::<S>))
+        .route("/v1/spaces/{space}/records/{collection}/{id}", get(record::<S>))
+        .route("/v1/admin/spaces", post(admin_create_space::<S>))
+        .route("/v1/admin/spaces/{space}/package", put(admin_set_package::<S>))
+        .route("/v1/admin/users", post(admin_add_user::<S>))
+        .route("/v1/admin/users/{user}/tokens", post(admin_new_token::<S>))
+        .route("/v1/admin/grants", post(admin_grant::<S>))
+        .fallback(|| async { ServiceError::NotFoundOther("no such route: see GET /v1/openapi.json".into()) })
+        .with_state(service)
+}
+
+/// Serves API v1 on an already-bound listener until `shutdown` resolves, then
+/// finishes the requests in flight.
+pub async fn serve<S: ServerStore>(
+    listener: tokio::net::TcpListener,
+    service: Shared<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn health<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
+    ok(&serde_json::json!({"ok": true, "epoch": s.epoch(), "protocol": crate::protocol::message::PROTOCOL_VERSION}))
+}
+
+async fn openapi() -> HttpResult {
+    ok(&super::openapi::document())
+}
+
+async fn push<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult {
+    let token = bearer(&headers);
+    let user = {
+        let s = s.clone();
+        blocking(move || s.authenticate(token.as_deref())).await?
+    };
+    let request: PushRequest = read_json(body, s.limits().max_body_bytes).await?;
+    ok(&blocking(move || s.push(&user, &space, request)).await?)
+}
+
+async fn pull<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path(space): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> HttpResult {
+    let token = bearer(&headers);
+    let since = number_param(&q, "since", 0)?;
+    let limit = number_param(&q, "limit", 500)?;
+    ok(&blocking(move || {
+        let user = s.authenticate(token.as_deref())?;
+        s.pull(&user, &space, since, usize::try_from(limit).unwrap_or(usize::MAX))
+    })
+    .await?)
+}
+
+async fn package<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let token = bearer(&headers);
+    ok(&blocking(move || {
+        let user = s.authenticate(token.as_deref())?;
+        s.package(&user, &space)
+    })
+    .await?)
+}
+
+async fn snapshot<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path(space): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> HttpResult {
+    let token = bearer(&headers);
+    let after = query_param(&q, "after")?;
+    let limit = number_param(&q, "limit", 1000)?;
+    ok(&blocking(move || {
+        let user = s.authenticate(token.as_deref())?;
+        s.snapshot(
+            &user,
+            &space,
+            after.as_deref(),
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )
+    })
+    .await?)
+}
+
+async fn record<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path((space, collection, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let token = bearer(&headers);
+    let fields = blocking(move || {
+        let user = s.authenticate(token.as_deref())?;
+        s.record(&user, &space, &collection, &id)?
+            .ok_or_else(|| ServiceError::NotFoundOther(format!("no record {collection}/{id} in space {space:?}")))
+    })
+    .await?;
+    ok(&fields)
+}
+
+async fn admin<S: ServerStore, T: Serialize + Send + 'static>(
+    s: Shared<S>,
+    headers: &HeaderMap,
+    f: impl FnOnce(&Service<S>) -> Result<T, ServiceError> + Send + 'static,
+) -> HttpResult {
+    let token = bearer(headers);
+    ok(&blocking(move || {
+        s.check_admin(token.as_deref())?;
+        f(&s)
+    })
+    .await?)
+}
+
+async fn admin_create_space<S: ServerStore>(State(s): State<Shared<S>>, headers: HeaderMap, body: Body) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let request: CreateSpace = read_json(body, s.limits().max_body_bytes).await?;
+    admin(s, &headers, move |s| {
+        s.create_space(&request)
+            .map(|()| serde_json::json!({"created": request.space}))
+    })
+    .await
+}
+
+async fn admin_set_package<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let package: Package = read_json(body, s.limits().max_body_bytes).await?;
+    admin(s, &headers, move |s| {
+        s.set_package(&space, Some(&package))
+            .map(|()| serde_json::json!({"version": package.version}))
+    })
+    .await
+}
+
+async fn admin_add_user<S: ServerStore>(State(s): State<Shared<S>>, headers: HeaderMap, body: Body) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let request: CreateUser = read_json(body, s.limits().max_body_bytes).await?;
+    admin(s, &headers, move |s| s.add_user(&request.user)).await
+}
+
+async fn admin_new_token<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult {
+    admin(s, &headers, move |s| s.new_token(&user)).await
+}
+
+async fn admin_grant<S: ServerStore>(State(s): State<Shared<S>>, headers: HeaderMap, body: Body) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let request: Grant = read_json(body, s.limits().max_body_bytes).await?;
+    admin(s, &headers, move |s| {
+        s.grant(&request).map(|()| serde_json::json!({"granted": true}))
+    })
+    .await
+}

@@ -1,0 +1,13 @@
+//! The sync server: the service core (auth, membership, validation, limits,
+//! seq assignment, materialization), its storage trait and stores, and the
+//! axum HTTP front. Never imports `remote`.
+
+pub mod error;
+pub mod http;
+mod materialize;
+mod openapi;
+pub mod service;
+pub mod store;
+
+pub use error::ServiceError;
+pub use service::{Limits, Service};

@@ -1,0 +1,109 @@
+//! The OpenAPI document of API v1, served at `GET /v1/openapi.json`. Schemas
+//! are derived from the wire types in `protocol::message`; the operations
+//! below describe the routes of `http.rs` (utoipa reads their attributes only).
+#![allow(dead_code)]
+
+use utoipa::OpenApi;
+
+use crate::protocol::message::{
+    CreateSpace, CreateUser, ErrorBody, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse,
+    SnapshotDoc, SnapshotResponse, UserToken, WireOp,
+};
+
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, description = "The server is up; names its epoch")))]
+fn health() {}
+
+#[utoipa::path(post, path = "/v1/spaces/{space}/push", params(("space" = String, Path)),
+    request_body = PushRequest,
+    responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody, description = "malformed JSON or an invalid op (op_index names it); nothing stored"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "read-only member"),
+        (status = 404, body = ErrorBody, description = "no such space, or not a member"),
+        (status = 409, body = ErrorBody, description = "an op id reused with other content"), (status = 413, body = ErrorBody)),
+    security(("bearer" = [])))]
+fn push() {}
+
+#[utoipa::path(get, path = "/v1/spaces/{space}/pull",
+    params(("space" = String, Path), ("since" = u64, Query), ("limit" = Option<u64>, Query, description = "clamped to the server's page limit")),
+    responses((status = 200, body = PullResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+fn pull() {}
+
+#[utoipa::path(get, path = "/v1/spaces/{space}/package", params(("space" = String, Path)),
+    responses((status = 200, body = PackageResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+fn package() {}
+
+#[utoipa::path(get, path = "/v1/spaces/{space}/snapshot",
+    params(("space" = String, Path), ("after" = Option<String>, Query, description = "the `next` of the previous page"), ("limit" = Option<u64>, Query)),
+    responses((status = 200, body = SnapshotResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+fn snapshot() {}
+
+#[utoipa::path(get, path = "/v1/spaces/{space}/records/{collection}/{id}",
+    params(("space" = String, Path), ("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "the record's fields as one JSON object"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+fn record() {}
+
+#[utoipa::path(post, path = "/v1/admin/spaces", request_body = CreateSpace,
+    responses((status = 200), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)), security(("admin" = [])))]
+fn admin_create_space() {}
+
+#[utoipa::path(put, path = "/v1/admin/spaces/{space}/package", params(("space" = String, Path)),
+    responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
+fn admin_set_package() {}
+
+#[utoipa::path(post, path = "/v1/admin/users", request_body = CreateUser,
+    responses((status = 200, body = UserToken), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)), security(("admin" = [])))]
+fn admin_add_user() {}
+
+#[utoipa::path(post, path = "/v1/admin/users/{user}/tokens", params(("user" = String, Path)),
+    responses((status = 200, body = UserToken), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
+fn admin_new_token() {}
+
+#[utoipa::path(post, path = "/v1/admin/grants", request_body = Grant,
+    responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
+fn admin_grant() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tidemark sync server",
+        version = "1",
+        description = "Offline-first record sync: push ops, pull ops since a watermark, download packages and snapshots."
+    ),
+    paths(
+        health,
+        push,
+        pull,
+        package,
+        snapshot,
+        record,
+        admin_create_space,
+        admin_set_package,
+        admin_add_user,
+        admin_new_token,
+        admin_grant
+    ),
+    components(schemas(
+        WireOp,
+        PushRequest,
+        PushResponse,
+        PulledOp,
+        PullResponse,
+        PackageResponse,
+        SnapshotDoc,
+        SnapshotResponse,
+        ErrorBody,
+        CreateSpace,
+        CreateUser,
+        UserToken,
+        Grant
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}

@@ -1,0 +1,97 @@
+//! The server's storage: a trait with one implementation per backend.
+//!
+//! A store is the system of record of a server: users (token hashes only),
+//! spaces with their packages, memberships, each space's op log with gap-free
+//! seqs, and the materialized record documents. Every implementation passes
+//! the same conformance suite (`tests/server_store.rs`).
+
+pub mod redb;
+
+use crate::model::{Op, Package, Seq};
+
+/// A member's rights in a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// An op as the server keeps it: with the user who pushed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOp {
+    pub op: Op,
+    pub user: String,
+}
+
+/// A materialized record document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDoc {
+    pub collection: String,
+    pub record: String,
+    pub doc: Vec<u8>,
+}
+
+/// What the store refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {name:?} already exists")]
+    AlreadyExists { what: &'static str, name: String },
+    #[error("no {what} named {name:?}")]
+    Missing { what: &'static str, name: String },
+    /// The op at `index` of the batch reuses an op id with other content.
+    #[error("op {id} was pushed before with other content")]
+    OpIdConflict { index: usize, id: String },
+    #[error("storage: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One token of a user: a random id, and the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub user: String,
+    pub secret_hash: [u8; 32],
+}
+
+/// Storage of a tidemark server. Every method is one transaction.
+pub trait ServerStore: Send + Sync + 'static {
+    /// The random id of this store generation (created with the store, never changed).
+    fn epoch(&self) -> StoreResult<String>;
+
+    /// Creates a user; `AlreadyExists` if the name is taken.
+    fn create_user(&self, user: &str) -> StoreResult<()>;
+    fn user_exists(&self, user: &str) -> StoreResult<bool>;
+    /// Stores a token (id → user + secret hash) for an existing user.
+    fn add_token(&self, token_id: &str, record: &TokenRecord) -> StoreResult<()>;
+    fn token(&self, token_id: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// Creates a space; `AlreadyExists` if the name is taken.
+    fn create_space(&self, space: &str, package: Option<&Package>) -> StoreResult<()>;
+    /// `None` if the space does not exist; `Some(None)` if it is schemaless.
+    fn package(&self, space: &str) -> StoreResult<Option<Option<Package>>>;
+    /// Replaces a space's package (`Missing` if the space does not exist).
+    fn set_package(&self, space: &str, package: Option<&Package>) -> StoreResult<()>;
+    /// Grants (or changes) a user's role in a space.
+    fn grant(&self, user: &str, space: &str, role: Role) -> StoreResult<()>;
+    fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>>;
+
+    /// Appends ops in one transaction and returns the seq of each, in order.
+    /// An op id seen before (in this space, or earlier in the batch) gets its
+    /// existing seq back if its content is identical, else `OpIdConflict` and
+    /// nothing of the batch is stored. New ops get head+1, head+2, …: gap-free
+    /// in commit order.
+    fn append(&self, space: &str, ops: &[StoredOp]) -> StoreResult<Vec<Seq>>;
+    /// Ops with seq > `since`, at most `limit`, in seq order.
+    fn read_ops(&self, space: &str, since: Seq, limit: usize) -> StoreResult<Vec<(Seq, StoredOp)>>;
+    /// The highest seq of the space (0 when empty).
+    fn head(&self, space: &str) -> StoreResult<Seq>;
+
+    /// The seq up to which documents are materialized.
+    fn materialized(&self, space: &str) -> StoreResult<Seq>;
+    /// Stores documents and advances the materialized seq to `through`, atomically.
+    fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()>;
+    fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Documents in (collection, record) order after `after`, at most `limit`.
+    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: usize) -> StoreResult<Vec<StoredDoc>>;
+}

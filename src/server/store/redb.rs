@@ -1,0 +1,593 @@
+//! The embedded server store on redb: one file (`server.redb`) with users, token
+//! hashes, spaces, memberships, every space's op log and its materialized documents.
+//!
+//! redb has a single writer, so giving new ops `head + 1, head + 2, …` inside the
+//! append transaction is gap-free in commit order with no further locking: a reader
+//! never sees seq n+1 committed before seq n. The store never sees a raw token,
+//! only its hash.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::{Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord};
+use crate::model::{Op, Package, Seq};
+
+/// Every table of the server store, with its key/value layout. A layout change
+/// means a new version suffix in the table name and a migration.
+mod tables {
+    use ::redb::TableDefinition;
+
+    /// Metadata: key → value bytes. Keys are the constants in [`meta`].
+    pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+
+    /// Users: user name → nothing (the row is the user).
+    pub const USERS: TableDefinition<&str, ()> = TableDefinition::new("users_v1");
+
+    /// Tokens: token id → `[SHA-256 of the secret, 32 bytes][user name, UTF-8]`.
+    /// The secret itself is never stored.
+    pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
+
+    /// Spaces: space name → space id (1, 2, 3… in creation order, never reused).
+    /// Every per-space table below is keyed by the id, so a log key is 16 fixed bytes.
+    pub const SPACES: TableDefinition<&str, u64> = TableDefinition::new("spaces_v1");
+
+    /// Packages: space id → JSON of the `Package`, or `null` for a schemaless space.
+    pub const PACKAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("packages_v1");
+
+    /// Heads: space id → the highest seq of the space's log (0 while empty).
+    pub const HEADS: TableDefinition<u64, u64> = TableDefinition::new("heads_v1");
+
+    /// Materialized: space id → the seq up to which [`DOCS`] reflects the log (0 at creation).
+    pub const MATERIALIZED: TableDefinition<u64, u64> = TableDefinition::new("materialized_v1");
+
+    /// Memberships: (space id, user name) → role: 1 = read-write, 2 = read-only.
+    pub const MEMBERS: TableDefinition<(u64, &str), u8> = TableDefinition::new("members_v1");
+
+    /// Op logs: (space id, seq) → `[user len u16 LE][user, UTF-8][Op::encode() bytes]`.
+    pub const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log_v1");
+
+    /// Op-id index: (space id, op id as u128) → the op's seq in [`LOG`].
+    pub const OP_INDEX: TableDefinition<(u64, u128), u64> = TableDefinition::new("op_index_v1");
+
+    /// Materialized documents: (space id, collection, record id) → a saved automerge document.
+    pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("docs_v1");
+
+    /// Keys of [`META`] and the layout of their values.
+    pub mod meta {
+        /// u64 LE: the layout version of the file ([`FORMAT_VERSION`](super::FORMAT_VERSION)).
+        pub const FORMAT: &str = "format";
+        /// UTF-8: a random UUID v4 made when the file is created; never changed.
+        pub const EPOCH: &str = "epoch";
+        /// u64 LE: the id the next created space gets.
+        pub const NEXT_SPACE_ID: &str = "next_space_id";
+    }
+
+    /// The layout version this build writes and reads.
+    pub const FORMAT_VERSION: u64 = 1;
+}
+
+use tables::meta;
+
+macro_rules! backend_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                backend(e)
+            }
+        }
+    )*};
+}
+backend_errors!(
+    ::redb::TransactionError,
+    ::redb::TableError,
+    ::redb::StorageError,
+    ::redb::CommitError
+);
+
+fn backend(e: impl fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(what: impl fmt::Display, reason: impl fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt server store: {what}: {reason}"))
+}
+
+fn missing_space(space: &str) -> StoreError {
+    StoreError::Missing {
+        what: "space",
+        name: space.to_string(),
+    }
+}
+
+fn missing_user(user: &str) -> StoreError {
+    StoreError::Missing {
+        what: "user",
+        name: user.to_string(),
+    }
+}
+
+/// The server store on redb.
+pub struct RedbStore {
+    db: Database,
+    path: Option<PathBuf>,
+    /// Read once at open: the epoch never changes for the life of the file.
+    epoch: String,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// The file name of the store inside a data directory.
+    pub const FILE_NAME: &str = "server.redb";
+
+    /// Opens (or creates) a store. `path` is a data directory (created if needed;
+    /// the store is its `server.redb`) or, if it is an existing file or a path
+    /// ending in `.redb`, the store file itself. A new file gets mode 0600 and a
+    /// new epoch.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<RedbStore> {
+        let file = store_file(path.as_ref())?;
+        create_private_file(&file)?;
+        let db = Database::create(&file).map_err(|e| match e {
+            ::redb::DatabaseError::DatabaseAlreadyOpen | ::redb::DatabaseError::LockProtocolMismatch => {
+                StoreError::Backend(format!(
+                    "the server store {} is in use by another process: stop it or use another data directory",
+                    file.display()
+                ))
+            }
+            other => StoreError::Backend(format!("cannot open the server store {}: {other}", file.display())),
+        })?;
+        Self::init(db, Some(file))
+    }
+
+    /// A store in memory (tests, the demo, embedding).
+    pub fn in_memory() -> StoreResult<RedbStore> {
+        let db = Database::builder()
+            .create_with_backend(::redb::backends::InMemoryBackend::new())
+            .map_err(backend)?;
+        Self::init(db, None)
+    }
+
+    /// The file behind this store, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Checks the format of an existing file, or writes the metadata of a new
+    /// one, and creates every table so readers never meet a missing one.
+    fn init(db: Database, path: Option<PathBuf>) -> StoreResult<RedbStore> {
+        let txn = db.begin_write()?;
+        let epoch = {
+            let mut m = txn.open_table(tables::META)?;
+            let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
+            match format {
+                Some(found) if found != tables::FORMAT_VERSION => {
+                    return Err(StoreError::Backend(format!(
+                        "the server store has format version {found}; this build understands version {}",
+                        tables::FORMAT_VERSION
+                    )));
+                }
+                Some(_) => {
+                    let epoch = m.get(meta::EPOCH)?.ok_or_else(|| corrupt("metadata", "no epoch"))?;
+                    String::from_utf8(epoch.value().to_vec()).map_err(|e| corrupt("epoch", e))?
+                }
+                None => {
+                    let epoch = uuid::Uuid::new_v4().to_string();
+                    m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    m.insert(meta::EPOCH, epoch.as_bytes())?;
+                    m.insert(meta::NEXT_SPACE_ID, 1u64.to_le_bytes().as_slice())?;
+                    epoch
+                }
+            }
+        };
+        txn.open_table(tables::USERS)?;
+        txn.open_table(tables::TOKENS)?;
+        txn.open_table(tables::SPACES)?;
+        txn.open_table(tables::PACKAGES)?;
+        txn.open_table(tables::HEADS)?;
+        txn.open_table(tables::MATERIALIZED)?;
+        txn.open_table(tables::MEMBERS)?;
+        txn.open_table(tables::LOG)?;
+        txn.open_table(tables::OP_INDEX)?;
+        txn.open_table(tables::DOCS)?;
+        txn.commit()?;
+        Ok(RedbStore { db, path, epoch })
+    }
+
+    fn read(&self) -> StoreResult<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Runs `f` in one write transaction: commits if it succeeds, aborts (nothing
+    /// stored) if it fails.
+    fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        let txn = self.db.begin_write()?;
+        match f(&txn) {
+            Ok(value) => {
+                txn.commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(abort) = txn.abort() {
+                    tracing::warn!("aborting a server store transaction failed: {abort}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The id of `space` as seen by `txn`'s snapshot, if it exists.
+    fn space_id<T: ReadableTable<&'static str, u64>>(spaces: &T, space: &str) -> StoreResult<Option<u64>> {
+        Ok(spaces.get(space)?.map(|v| v.value()))
+    }
+
+    fn read_space(txn: &ReadTransaction, space: &str) -> StoreResult<u64> {
+        Self::space_id(&txn.open_table(tables::SPACES)?, space)?.ok_or_else(|| missing_space(space))
+    }
+
+    fn write_space(txn: &WriteTransaction, space: &str) -> StoreResult<u64> {
+        Self::space_id(&txn.open_table(tables::SPACES)?, space)?.ok_or_else(|| missing_space(space))
+    }
+}
+
+impl ServerStore for RedbStore {
+    fn epoch(&self) -> StoreResult<String> {
+        Ok(self.epoch.clone())
+    }
+
+    fn create_user(&self, user: &str) -> StoreResult<()> {
+        self.write(|txn| {
+            let mut users = txn.open_table(tables::USERS)?;
+            if users.get(user)?.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    what: "user",
+                    name: user.to_string(),
+                });
+            }
+            users.insert(user, ())?;
+            Ok(())
+        })
+    }
+
+    fn user_exists(&self, user: &str) -> StoreResult<bool> {
+        let txn = self.read()?;
+        Ok(txn.open_table(tables::USERS)?.get(user)?.is_some())
+    }
+
+    fn add_token(&self, token_id: &str, record: &TokenRecord) -> StoreResult<()> {
+        self.write(|txn| {
+            if txn.open_table(tables::USERS)?.get(record.user.as_str())?.is_none() {
+                return Err(missing_user(&record.user));
+            }
+            let mut tokens = txn.open_table(tables::TOKENS)?;
+            if tokens.get(token_id)?.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    what: "token",
+                    name: token_id.to_string(),
+                });
+            }
+            let mut value = Vec::with_capacity(32 + record.user.len());
+            value.extend_from_slice(&record.secret_hash);
+            value.extend_from_slice(record.user.as_bytes());
+            tokens.insert(token_id, value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn token(&self, token_id: &str) -> StoreResult<Option<TokenRecord>> {
+        let txn = self.read()?;
+        let tokens = txn.open_table(tables::TOKENS)?;
+        let Some(value) = tokens.get(token_id)? else {
+            return Ok(None);
+        };
+        let bytes = value.value();
+        if bytes.len() < 32 {
+            return Err(corrupt(format!("token {token_id:?}"), "shorter than its hash"));
+        }
+        let (hash, user) = bytes.split_at(32);
+        Ok(Some(TokenRecord {
+            user: String::from_utf8(user.to_vec()).map_err(|e| corrupt(format!("token {token_id:?}"), e))?,
+            secret_hash: hash.try_into().expect("32 bytes"),
+        }))
+    }
+
+    fn create_space(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
+        let package = encode_package(package)?;
+        self.write(|txn| {
+            let mut spaces = txn.open_table(tables::SPACES)?;
+            if spaces.get(space)?.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    what: "space",
+                    name: space.to_string(),
+                });
+            }
+            let mut m = txn.open_table(tables::META)?;
+            let id = m
+                .get(meta::NEXT_SPACE_ID)?
+                .map(|v| read_u64(v.value()))
+                .ok_or_else(|| corrupt("metadata", "no next space id"))?;
+            m.insert(meta::NEXT_SPACE_ID, (id + 1).to_le_bytes().as_slice())?;
+            spaces.insert(space, id)?;
+            txn.open_table(tables::PACKAGES)?.insert(id, package.as_slice())?;
+            txn.open_table(tables::HEADS)?.insert(id, 0)?;
+            txn.open_table(tables::MATERIALIZED)?.insert(id, 0)?;
+            Ok(())
+        })
+    }
+
+    fn package(&self, space: &str) -> StoreResult<Option<Option<Package>>> {
+        let txn = self.read()?;
+        let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
+            return Ok(None);
+        };
+        let packages = txn.open_table(tables::PACKAGES)?;
+        let value = packages
+            .get(id)?
+            .ok_or_else(|| corrupt(format!("space {space:?}"), "no package row"))?;
+        let package: Option<Package> =
+            serde_json::from_slice(value.value()).map_err(|e| corrupt(format!("package of space {space:?}"), e))?;
+        Ok(Some(package))
+    }
+
+    fn set_package(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
+        let package = encode_package(package)?;
+        self.write(|txn| {
+            let id = Self::write_space(txn, space)?;
+            txn.open_table(tables::PACKAGES)?.insert(id, package.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn grant(&self, user: &str, space: &str, role: Role) -> StoreResult<()> {
+        self.write(|txn| {
+            if txn.open_table(tables::USERS)?.get(user)?.is_none() {
+                return Err(missing_user(user));
+            }
+            let id = Self::write_space(txn, space)?;
+            txn.open_table(tables::MEMBERS)?.insert((id, user), role_byte(role))?;
+            Ok(())
+        })
+    }
+
+    fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>> {
+        let txn = self.read()?;
+        let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
+            return Ok(None);
+        };
+        let members = txn.open_table(tables::MEMBERS)?;
+        let Some(value) = members.get((id, user))? else {
+            return Ok(None);
+        };
+        match value.value() {
+            1 => Ok(Some(Role::ReadWrite)),
+            2 => Ok(Some(Role::ReadOnly)),
+            other => Err(corrupt(
+                format!("role of {user:?} in {space:?}"),
+                format!("unknown role {other}"),
+            )),
+        }
+    }
+
+    fn append(&self, space: &str, ops: &[StoredOp]) -> StoreResult<Vec<Seq>> {
+        if ops.is_empty() {
+            // Nothing to write: spare the commit (and its fsync).
+            let txn = self.read()?;
+            Self::read_space(&txn, space)?;
+            return Ok(Vec::new());
+        }
+        self.write(|txn| {
+            let id = Self::write_space(txn, space)?;
+            let mut heads = txn.open_table(tables::HEADS)?;
+            let mut log = txn.open_table(tables::LOG)?;
+            let mut index = txn.open_table(tables::OP_INDEX)?;
+            let first_head = heads.get(id)?.map(|v| v.value()).unwrap_or(0);
+            let mut head = first_head;
+            let mut seqs = Vec::with_capacity(ops.len());
+            let mut value = Vec::new();
+            for (at, stored) in ops.iter().enumerate() {
+                let op_start = encode_stored(&mut value, stored)?;
+                let op_id = stored.op.id.as_u128();
+                // The index also holds this batch's earlier ops: the transaction reads its own writes.
+                if let Some(seq) = index.get((id, op_id))?.map(|v| v.value()) {
+                    let existing = log.get((id, seq))?.ok_or_else(|| {
+                        corrupt(
+                            format!("space {space:?}"),
+                            format!("op index points at missing seq {seq}"),
+                        )
+                    })?;
+                    let (_, existing_op) = split_stored(existing.value())
+                        .ok_or_else(|| corrupt(format!("op at seq {seq} of space {space:?}"), "truncated"))?;
+                    if existing_op != &value[op_start..] {
+                        return Err(StoreError::OpIdConflict {
+                            index: at,
+                            id: stored.op.id.to_string(),
+                        });
+                    }
+                    seqs.push(seq);
+                    continue;
+                }
+                head += 1;
+                log.insert((id, head), value.as_slice())?;
+                index.insert((id, op_id), head)?;
+                seqs.push(head);
+            }
+            if head != first_head {
+                heads.insert(id, head)?;
+            }
+            Ok(seqs)
+        })
+    }
+
+    fn read_ops(&self, space: &str, since: Seq, limit: usize) -> StoreResult<Vec<(Seq, StoredOp)>> {
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        let Some(start) = since.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let log = txn.open_table(tables::LOG)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in log.range((id, start)..=(id, u64::MAX))?.take(limit) {
+            let (key, value) = entry?;
+            let seq = key.value().1;
+            out.push((seq, decode_stored(value.value(), space, seq)?));
+        }
+        Ok(out)
+    }
+
+    fn head(&self, space: &str) -> StoreResult<Seq> {
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        Ok(txn.open_table(tables::HEADS)?.get(id)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn materialized(&self, space: &str) -> StoreResult<Seq> {
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        Ok(txn
+            .open_table(tables::MATERIALIZED)?
+            .get(id)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()> {
+        self.write(|txn| {
+            let id = Self::write_space(txn, space)?;
+            let mut table = txn.open_table(tables::DOCS)?;
+            for doc in docs {
+                table.insert((id, doc.collection.as_str(), doc.record.as_str()), doc.doc.as_slice())?;
+            }
+            txn.open_table(tables::MATERIALIZED)?.insert(id, through)?;
+            Ok(())
+        })
+    }
+
+    fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        let docs = txn.open_table(tables::DOCS)?;
+        Ok(docs.get((id, collection, record))?.map(|v| v.value().to_vec()))
+    }
+
+    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: usize) -> StoreResult<Vec<StoredDoc>> {
+        use std::ops::Bound;
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        let docs = txn.open_table(tables::DOCS)?;
+        let start = match after {
+            Some((collection, record)) => Bound::Excluded((id, collection, record)),
+            None => Bound::Included((id, "", "")),
+        };
+        // Space ids are u64s handed out from 1, so `id + 1` cannot overflow in practice;
+        // checked anyway so a corrupt id cannot panic.
+        let end = match id.checked_add(1) {
+            Some(next) => Bound::Excluded((next, "", "")),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in docs.range::<(u64, &str, &str)>((start, end))?.take(limit) {
+            let (key, value) = entry?;
+            let (_, collection, record) = key.value();
+            out.push(StoredDoc {
+                collection: collection.to_string(),
+                record: record.to_string(),
+                doc: value.value().to_vec(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `[user len u16 LE][user][Op::encode()]` into `out` (cleared first) and
+/// returns where the op bytes start.
+fn encode_stored(out: &mut Vec<u8>, stored: &StoredOp) -> StoreResult<usize> {
+    let user = stored.user.as_bytes();
+    let len = u16::try_from(user.len()).map_err(|_| {
+        StoreError::Backend(format!(
+            "user name of {} bytes is too long to store (the limit is {})",
+            user.len(),
+            u16::MAX
+        ))
+    })?;
+    out.clear();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(user);
+    let op_start = out.len();
+    out.extend_from_slice(&stored.op.encode());
+    Ok(op_start)
+}
+
+/// Splits a [`tables::LOG`] value into (user bytes, op bytes).
+fn split_stored(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u16::from_le_bytes(bytes.get(..2)?.try_into().ok()?) as usize;
+    let user = bytes.get(2..2 + len)?;
+    Some((user, &bytes[2 + len..]))
+}
+
+fn decode_stored(bytes: &[u8], space: &str, seq: Seq) -> StoreResult<StoredOp> {
+    let what = || format!("op at seq {seq} of space {space:?}");
+    let (user, op) = split_stored(bytes).ok_or_else(|| corrupt(what(), "truncated"))?;
+    Ok(StoredOp {
+        op: Op::decode(op).map_err(|e| corrupt(what(), e))?,
+        user: String::from_utf8(user.to_vec()).map_err(|e| corrupt(what(), e))?,
+    })
+}
+
+fn encode_package(package: Option<&Package>) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(&package).map_err(|e| StoreError::Backend(format!("cannot encode the package: {e}")))
+}
+
+fn role_byte(role: Role) -> u8 {
+    match role {
+        Role::ReadWrite => 1,
+        Role::ReadOnly => 2,
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+/// Where the store file of `path` is: inside it if it is (or will be) a directory.
+fn store_file(path: &Path) -> StoreResult<PathBuf> {
+    let is_file = if path.exists() {
+        !path.is_dir()
+    } else {
+        path.extension().is_some_and(|ext| ext == "redb")
+    };
+    let (dir, file) = if is_file {
+        (path.parent().filter(|p| !p.as_os_str().is_empty()), path.to_path_buf())
+    } else {
+        (Some(path), path.join(RedbStore::FILE_NAME))
+    };
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    Ok(file)
+}
+
+/// Creates the store file with mode 0600 if it does not exist yet: it holds
+/// token hashes and every space's data.
+fn create_private_file(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!("cannot create {}: {e}", path.display()))),
+    }
+}

@@ -1,0 +1,60 @@
+//! One sync round: a [`Session`] driven over a [`Remote`].
+
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use crate::protocol::{Request, Response, RoundSummary, Session, SessionConfig};
+use crate::remote::{Remote, RemoteError};
+use crate::replica::{LastSync, Replica};
+
+/// Runs one round: push what is pending, pull what is new, until caught up.
+/// The outcome is recorded in the replica's `last_sync`.
+pub async fn sync_once<R: Remote>(replica: &Replica, remote: &R, config: SessionConfig) -> Result<RoundSummary> {
+    let mut session = Session::new(config);
+    let outcome = async {
+        while let Some(request) = session.next_request(replica)? {
+            match remote.call(request).await {
+                Ok(response) => session.handle_response(replica, response)?,
+                Err(error) => session.handle_error(replica, error)?,
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    record(replica, &outcome, session.summary())?;
+    outcome.map(|()| session.summary().clone())
+}
+
+/// The same round with a synchronous transport (a plain loop: no runtime).
+pub fn sync_once_blocking(
+    replica: &Replica,
+    mut call: impl FnMut(Request) -> std::result::Result<Response, RemoteError>,
+    config: SessionConfig,
+) -> Result<RoundSummary> {
+    let mut session = Session::new(config);
+    let outcome = (|| {
+        while let Some(request) = session.next_request(replica)? {
+            match call(request) {
+                Ok(response) => session.handle_response(replica, response)?,
+                Err(error) => session.handle_error(replica, error)?,
+            }
+        }
+        Ok::<_, Error>(())
+    })();
+    record(replica, &outcome, session.summary())?;
+    outcome.map(|()| session.summary().clone())
+}
+
+fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Result<()> {
+    let last = LastSync {
+        at_ms: now_ms(),
+        ok: outcome.is_ok(),
+        message: match outcome {
+            Ok(()) => format!(
+                "pushed {}, pulled {}, rejected {}, head {}",
+                summary.pushed, summary.pulled, summary.rejected, summary.head
+            ),
+            Err(e) => e.to_string(),
+        },
+    };
+    replica.set_last_sync(&last)
+}

@@ -1,0 +1,410 @@
+//! Sync end to end: one suite run over the in-process remote and over HTTP,
+//! plus fault and boundary tests driven through the sans-IO session by hand.
+
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tidemark::protocol::message::CreateSpace;
+use tidemark::protocol::{Request, Response, Session, SessionConfig};
+use tidemark::remote::Remote;
+use tidemark::remote::http::HttpRemote;
+use tidemark::remote::local::LocalRemote;
+use tidemark::server::store::redb::RedbStore;
+use tidemark::server::{Limits, Service, http};
+use tidemark::sync::{sync_once, sync_once_blocking};
+use tidemark::{Package, Replica};
+
+type Svc = Arc<Service<RedbStore>>;
+
+const SPACE: &str = "crm";
+
+/// A server with one space and `users` users who are members of it; returns their tokens.
+fn server_with(package: Option<Package>, users: &[&str]) -> (Svc, Vec<String>) {
+    server_on(RedbStore::in_memory().unwrap(), package, users)
+}
+
+fn server_on(store: RedbStore, package: Option<Package>, users: &[&str]) -> (Svc, Vec<String>) {
+    let service = Arc::new(Service::new(store, Limits::default(), Some("admin-token-0123456789")).unwrap());
+    service
+        .create_space(&CreateSpace {
+            space: SPACE.into(),
+            package,
+        })
+        .unwrap();
+    let tokens = users
+        .iter()
+        .map(|u| {
+            let t = service.add_user(u).unwrap().token;
+            service
+                .grant(&tidemark::protocol::message::Grant {
+                    user: u.to_string(),
+                    space: SPACE.into(),
+                    read_only: false,
+                })
+                .unwrap();
+            t
+        })
+        .collect();
+    (service, tokens)
+}
+
+/// Starts the HTTP front on a free loopback port; returns its base URL.
+async fn start_http(service: Svc) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, service, async move {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+fn small_pages() -> SessionConfig {
+    SessionConfig {
+        push_batch: 3,
+        pull_page: 4,
+        snapshot_page: 5,
+        max_passes: 4,
+    }
+}
+
+/// Three replicas edit the same records offline, sync in a scrambled order,
+/// and end with identical views equal to the server's materialized records.
+async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
+    let replicas: Vec<Replica> = (0..3).map(|_| Replica::in_memory().unwrap()).collect();
+    for (r, remote) in replicas.iter().zip(&remotes) {
+        sync_once(r, remote, small_pages()).await.unwrap(); // downloads the package
+    }
+    replicas[0]
+        .put("contacts", "c1", json!({"name": "Ada", "note": "hello", "visits": 0}))
+        .unwrap();
+    for i in 0..10 {
+        replicas[0]
+            .put("contacts", &format!("bulk{i}"), json!({"name": format!("n{i}")}))
+            .unwrap();
+    }
+    sync_once(&replicas[0], &remotes[0], small_pages()).await.unwrap();
+    for (r, remote) in replicas.iter().zip(&remotes).skip(1) {
+        sync_once(r, remote, small_pages()).await.unwrap();
+    }
+    // Offline edits on all three.
+    replicas[0]
+        .put("contacts", "c1", json!({"name": "Ada Lovelace"}))
+        .unwrap();
+    replicas[0].splice_text("contacts", "c1", "note", 0, 0, ">> ").unwrap();
+    replicas[0].increment("contacts", "c1", "visits", 2).unwrap();
+    replicas[1].put("contacts", "c1", json!({"name": "Ada King"})).unwrap();
+    replicas[1]
+        .splice_text("contacts", "c1", "note", 5, 0, " world")
+        .unwrap();
+    replicas[1].increment("contacts", "c1", "visits", 3).unwrap();
+    replicas[1].delete("contacts", "bulk3").unwrap();
+    replicas[2]
+        .put("contacts", "bulk3", json!({"name": "edited while deleted"}))
+        .unwrap();
+    replicas[2]
+        .put("accounts", "a1", json!({"name": "Analytical Engines"}))
+        .unwrap();
+    replicas[2].increment("contacts", "c1", "visits", 5).unwrap();
+    for order in [[2, 0, 1], [1, 2, 0], [0, 1, 2]] {
+        for i in order {
+            sync_once(&replicas[i], &remotes[i], small_pages()).await.unwrap();
+        }
+    }
+    let view = replicas[0].view_rows().unwrap();
+    assert_eq!(replicas[1].view_rows().unwrap(), view);
+    assert_eq!(replicas[2].view_rows().unwrap(), view);
+    let c1 = replicas[0].get("contacts", "c1").unwrap().unwrap();
+    assert_eq!(c1["visits"], 10, "concurrent increments add up");
+    assert_eq!(c1["note"], ">> hello world", "text edits merge character by character");
+    assert!(
+        replicas[0].get("contacts", "bulk3").unwrap().is_none(),
+        "delete wins over the concurrent edit"
+    );
+    assert_eq!(
+        replicas[2].conflicts(Some("contacts"), Some("c1")).unwrap().len(),
+        1,
+        "the name conflict is kept"
+    );
+    // The server's materialized records equal the replicas' views.
+    for (collection, id, row) in &view {
+        let fields = service.record("alice", SPACE, collection, id).unwrap().unwrap();
+        assert_eq!(&serde_json::to_vec(&fields).unwrap(), row, "{collection}/{id}");
+    }
+    assert!(service.record("alice", SPACE, "contacts", "bulk3").unwrap().is_none());
+    for r in &replicas {
+        let s = r.status().unwrap();
+        assert_eq!(s.pending, 0);
+        assert_eq!(s.pulled, service.store().head_of(SPACE));
+    }
+}
+
+trait Head {
+    fn head_of(&self, space: &str) -> u64;
+}
+impl Head for RedbStore {
+    fn head_of(&self, space: &str) -> u64 {
+        tidemark::server::store::ServerStore::head(self, space).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_converge_in_process() {
+    let (service, tokens) = server_with(Some(common::crm_package()), &["alice", "bob", "carol"]);
+    let remotes = [0, 1, 2].map(|i| LocalRemote::new(service.clone(), tokens[i].clone(), SPACE));
+    three_replicas_converge(&service, remotes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_converge_over_http() {
+    let (service, tokens) = server_with(Some(common::crm_package()), &["alice", "bob", "carol"]);
+    let (url, _stop) = start_http(service.clone()).await;
+    let remotes = [0, 1, 2].map(|i| HttpRemote::new(&url, &tokens[i], SPACE).unwrap());
+    three_replicas_converge(&service, remotes).await;
+}
+
+/// A push whose answer was lost (server killed after commit) is re-pushed and gets the same seqs.
+#[test]
+fn a_lost_push_answer_is_repushed_without_duplicates() {
+    let (service, tokens) = server_with(None, &["alice"]);
+    let remote = LocalRemote::new(service.clone(), tokens[0].clone(), SPACE);
+    let replica = Replica::in_memory().unwrap();
+    for i in 0..5 {
+        replica.put("contacts", &format!("c{i}"), json!({"n": i})).unwrap();
+    }
+    // Drive the session by hand and drop the push answer on the floor.
+    let mut session = Session::new(SessionConfig::default());
+    let mut lost = None;
+    while let Some(request) = session.next_request(&replica).unwrap() {
+        let response = remote.call_blocking(request).unwrap();
+        if let Response::Push(p) = &response {
+            lost = Some(p.seqs.clone());
+            break;
+        }
+        session.handle_response(&replica, response).unwrap();
+    }
+    assert_eq!(lost, Some(vec![1, 2, 3, 4, 5]));
+    assert_eq!(replica.status().unwrap().pending, 5, "the answer never arrived");
+    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    assert_eq!(summary.pushed, 5);
+    assert_eq!(summary.head, 5, "the re-push got the same seqs: no duplicates");
+    assert_eq!(replica.status().unwrap().pending, 0);
+    assert_eq!(service.store().head_of(SPACE), 5);
+}
+
+fn seed_space(service: &Svc, token: &str, records: usize) {
+    let writer = Replica::in_memory().unwrap();
+    for i in 0..records {
+        writer.put("contacts", &format!("c{i:03}"), json!({"n": i})).unwrap();
+    }
+    let remote = LocalRemote::new(service.clone(), token.to_string(), SPACE);
+    sync_once_blocking(&writer, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+}
+
+/// A client that stops mid-pull resumes from the last committed page.
+#[test]
+fn an_interrupted_pull_resumes_from_the_last_committed_page() {
+    let (service, tokens) = server_with(None, &["alice", "bob"]);
+    seed_space(&service, &tokens[0], 10);
+    let reader = Replica::in_memory().unwrap();
+    reader.put("contacts", "mine", json!({"n": -1})).unwrap(); // pulled stays 0 → force the pull path below
+    let remote = LocalRemote::new(service.clone(), tokens[1].clone(), SPACE);
+    let config = SessionConfig {
+        push_batch: 100,
+        pull_page: 1,
+        snapshot_page: 1,
+        max_passes: 1,
+    };
+    // Skip the snapshot: answer the first pull pages, then "crash".
+    let mut session = Session::new(config);
+    let mut pages = 0;
+    while let Some(request) = session.next_request(&reader).unwrap() {
+        if matches!(request, Request::Pull { .. } | Request::Snapshot { .. }) {
+            pages += 1;
+            if pages == 4 {
+                break;
+            }
+        }
+        let response = remote.call_blocking(request).unwrap();
+        session.handle_response(&reader, response).unwrap();
+    }
+    let (_, pulled_before, _) = reader.watermarks().unwrap();
+    let checkpoint = reader.snapshot_checkpoint().unwrap();
+    assert!(
+        pulled_before > 0 || checkpoint.is_some(),
+        "some pages were committed before the crash"
+    );
+    let summary = sync_once_blocking(&reader, |r| remote.call_blocking(r), config).unwrap();
+    assert!(
+        summary.pulled + summary.snapshot_docs < 14,
+        "the second round did not start over: {summary:?}"
+    );
+    assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 11);
+    assert_eq!(reader.status().unwrap().pulled, 11);
+}
+
+/// Page size 1, exact multiples of the page size, and ops committed while paging.
+#[test]
+fn page_boundaries_lose_nothing() {
+    for (records, page) in [(8, 1), (8, 4), (8, 8), (9, 4), (0, 3)] {
+        let (service, tokens) = server_with(None, &["alice", "bob"]);
+        seed_space(&service, &tokens[0], records);
+        let reader = Replica::in_memory().unwrap();
+        let config = SessionConfig {
+            push_batch: page,
+            pull_page: page,
+            snapshot_page: page,
+            max_passes: 2,
+        };
+        let remote = LocalRemote::new(service.clone(), tokens[1].clone(), SPACE);
+        let writer = Replica::in_memory().unwrap();
+        let writer_remote = LocalRemote::new(service.clone(), tokens[0].clone(), SPACE);
+        let mut extra = 0;
+        // Every request of the reader lets the writer commit one more op first.
+        sync_once_blocking(
+            &reader,
+            |r| {
+                if extra < 3 {
+                    writer
+                        .put("contacts", &format!("late{extra}"), json!({"n": extra}))
+                        .unwrap();
+                    sync_once_blocking(&writer, |w| writer_remote.call_blocking(w), SessionConfig::default()).unwrap();
+                    extra += 1;
+                }
+                remote.call_blocking(r)
+            },
+            config,
+        )
+        .unwrap();
+        sync_once_blocking(&reader, |r| remote.call_blocking(r), config).unwrap();
+        let got = reader.list("contacts", None, 1000).unwrap().len();
+        assert_eq!(got, records + 3, "records {records}, page {page}");
+        assert_eq!(reader.status().unwrap().pulled, service.store().head_of(SPACE));
+    }
+}
+
+/// A fresh replica bootstraps from snapshot pages, then pulls the ops after the snapshot.
+#[test]
+fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one() {
+    let (service, tokens) = server_with(None, &["alice", "bob"]);
+    seed_space(&service, &tokens[0], 23);
+    let remote = LocalRemote::new(service.clone(), tokens[1].clone(), SPACE);
+    let reader = Replica::in_memory().unwrap();
+    let config = SessionConfig {
+        push_batch: 10,
+        pull_page: 10,
+        snapshot_page: 5,
+        max_passes: 2,
+    };
+    let mut session = Session::new(config);
+    let mut snapshot_pages = 0;
+    while let Some(request) = session.next_request(&reader).unwrap() {
+        if matches!(request, Request::Snapshot { .. }) {
+            snapshot_pages += 1;
+            if snapshot_pages == 3 {
+                break; // the connection dies during the bootstrap
+            }
+        }
+        session
+            .handle_response(&reader, remote.call_blocking(request).unwrap())
+            .unwrap();
+    }
+    assert_eq!(
+        reader.list("contacts", None, 100).unwrap().len(),
+        10,
+        "two pages of five committed"
+    );
+    assert!(reader.snapshot_checkpoint().unwrap().is_some());
+    let summary = sync_once_blocking(&reader, |r| remote.call_blocking(r), config).unwrap();
+    assert_eq!(summary.snapshot_docs, 13, "resumed after the committed pages");
+    assert_eq!(summary.pulled, 0, "the snapshot covered every op");
+    assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 23);
+    assert_eq!(reader.status().unwrap().pulled, 23);
+    assert!(reader.snapshot_checkpoint().unwrap().is_none());
+    // The log replays to the same view.
+    let rows = reader.view_rows().unwrap();
+    reader.rebuild_view().unwrap();
+    assert_eq!(reader.view_rows().unwrap(), rows);
+}
+
+/// A server store reset (new epoch): the replica re-pushes what the server lacks and says so.
+#[test]
+fn after_a_server_reset_the_replicas_ops_reappear() {
+    let (old, old_tokens) = server_with(None, &["alice"]);
+    let replica = Replica::in_memory().unwrap();
+    replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    replica.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
+    let remote = LocalRemote::new(old.clone(), old_tokens[0].clone(), SPACE);
+    sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    drop(remote);
+
+    let (fresh, tokens) = server_with(None, &["alice"]);
+    assert_ne!(fresh.epoch(), old.epoch());
+    let remote = LocalRemote::new(fresh.clone(), tokens[0].clone(), SPACE);
+    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    assert!(summary.epoch_changed);
+    assert_eq!(summary.repushed, 2);
+    assert_eq!(
+        fresh.record("alice", SPACE, "contacts", "c2").unwrap().unwrap()["name"],
+        "Grace"
+    );
+    let again = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    assert!(!again.epoch_changed);
+    assert_eq!(replica.status().unwrap().pulled, 2);
+}
+
+/// A read-only member's ops move to the rejected list; the queue does not wedge.
+#[test]
+fn a_read_only_members_ops_are_rejected_and_the_round_goes_on() {
+    let (service, tokens) = server_with(None, &["alice"]);
+    let viewer = service.add_user("viewer").unwrap().token;
+    service
+        .grant(&tidemark::protocol::message::Grant {
+            user: "viewer".into(),
+            space: SPACE.into(),
+            read_only: true,
+        })
+        .unwrap();
+    seed_space(&service, &tokens[0], 3);
+    let replica = Replica::in_memory().unwrap();
+    replica.put("contacts", "mine", json!({"n": 1})).unwrap();
+    let remote = LocalRemote::new(service.clone(), viewer, SPACE);
+    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    assert_eq!(summary.rejected, 1);
+    let status = replica.status().unwrap();
+    assert_eq!((status.pending, status.rejected), (0, 1));
+    assert_eq!(replica.rejected().unwrap()[0].code, "read_only");
+    assert_eq!(
+        replica.list("contacts", None, 10).unwrap().len(),
+        4,
+        "it still pulled the space"
+    );
+    assert_eq!(service.store().head_of(SPACE), 3, "nothing of the viewer was stored");
+}
+
+/// An op that the server's package refuses is rejected with the reason; the rest get through.
+#[test]
+fn an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed() {
+    let package = common::crm_package();
+    let (service, tokens) = server_with(Some(package), &["alice"]);
+    let replica = Replica::in_memory().unwrap(); // schemaless until its first sync
+    replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    replica
+        .put("contacts", "c2", json!({"nickname": "not in the package"}))
+        .unwrap();
+    replica.put("contacts", "c3", json!({"name": "Grace"})).unwrap();
+    let remote = LocalRemote::new(service.clone(), tokens[0].clone(), SPACE);
+    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    assert_eq!(summary.rejected_by_package + summary.rejected, 1);
+    assert_eq!(summary.pushed, 2);
+    let rejected = replica.rejected().unwrap();
+    assert_eq!(rejected[0].record, "c2");
+    assert!(rejected[0].reason.contains("nickname"), "{}", rejected[0].reason);
+    assert_eq!(
+        replica.package().unwrap().unwrap().version,
+        1,
+        "the package was downloaded"
+    );
+}
