@@ -86,6 +86,8 @@ pub enum Command {
     /// Push pending changes and pull new ones: exit 0 when all reached the server,
     /// 2 when the server refused some (see `status`), 1 when the round failed.
     Sync,
+    /// A whole story on an embedded server: two people edit offline, sync, converge.
+    Demo,
     /// List the ops the server refused, with reasons; retry or discard them.
     Rejected {
         /// Put them back in the queue for the next sync.

@@ -1,6 +1,7 @@
 //! The `tidemark` binary: the CLI over the library. The only home of clap and anyhow.
 
 mod args;
+mod demo;
 mod local;
 mod server;
 mod syncing;
@@ -41,6 +42,7 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
             yes,
         } => return syncing::login(&store, &server, &user, &token, &space, yes),
         Sync => return syncing::sync(&store),
+        Demo => return demo::run(),
         Rejected { retry, discard } => return syncing::rejected(&store, retry, discard),
         Put { collection, id, fields } => local::put(&store, &collection, &id, &fields),
         Get { collection, id } => local::get(&store, &collection, &id),

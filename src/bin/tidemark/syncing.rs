@@ -21,18 +21,7 @@ pub fn login(store: &Path, server: &str, user: &str, token: &str, space: &str, y
     };
     if let Some(current) = replica.binding()? {
         if current != wanted {
-            let status = replica.status()?;
-            let what = format!(
-                "this store belongs to user {:?} on {} (space {:?}); switching to {:?} on {} (space {:?}) clears its downloaded data and loses {} unsynced change(s) and {} rejected one(s)",
-                current.user,
-                current.server,
-                current.space,
-                wanted.user,
-                wanted.server,
-                wanted.space,
-                status.pending,
-                status.rejected
-            );
+            let what = switch_warning(&current, &wanted, &replica.status()?);
             if !yes {
                 bail!("{what}. Run `tidemark sync` first to keep them, or repeat with --yes to clear the store.");
             }
@@ -111,4 +100,19 @@ pub fn rejected(store: &Path, retry: bool, discard: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What switching a used store to another account would lose, in words.
+pub fn switch_warning(current: &Binding, wanted: &Binding, status: &tidemark::Status) -> String {
+    format!(
+        "this store belongs to user {:?} on {} (space {:?}); switching to {:?} on {} (space {:?}) clears its downloaded data and loses {} unsynced change(s) and {} rejected one(s)",
+        current.user,
+        current.server,
+        current.space,
+        wanted.user,
+        wanted.server,
+        wanted.space,
+        status.pending,
+        status.rejected
+    )
 }
