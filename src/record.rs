@@ -282,7 +282,7 @@ impl RecordDoc {
     /// Every field with more than one concurrent value.
     pub fn conflicts(&self) -> Vec<FieldConflict> {
         let mut out = Vec::new();
-        for key in self.doc.keys(ROOT) {
+        for key in self.doc.keys(ROOT).filter(|k| !k.starts_with('_')) {
             let all = match self.doc.get_all(ROOT, key.as_str()) {
                 Ok(all) if all.len() > 1 => all,
                 _ => continue,
@@ -516,7 +516,8 @@ pub fn validate_change(
             (ObjectId::Root, Key::Map(key)) => {
                 let key = key.as_str();
                 if key == DELETED {
-                    if !matches!(op.action, OpType::Put(ScalarValue::Boolean(_))) {
+                    // A Delete shows up when automerge resolves a conflicted tombstone.
+                    if !matches!(op.action, OpType::Put(ScalarValue::Boolean(_)) | OpType::Delete) {
                         return Err(bad("the tombstone field _deleted only takes true or false".into()));
                     }
                     continue;

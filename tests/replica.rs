@@ -267,10 +267,14 @@ fn bad_input_gets_a_typed_error_and_writes_nothing() {
     let schemaless = Replica::in_memory().unwrap();
     assert_invalid(schemaless.put("contacts", "c1", json!({"_deleted": false})), "reserves");
     schemaless.put("contacts", "c1", json!({"note": "abc"})).unwrap();
-    schemaless.increment("contacts", "c2", "n", 1).unwrap();
+    assert_invalid(schemaless.increment("contacts", "c2", "n", 1), "needs a package");
+    assert_invalid(
+        schemaless.splice_text("contacts", "c1", "note", 0, 0, "x"),
+        "needs a package",
+    );
     assert!(matches!(
         schemaless.splice_text("contacts", "c1", "note", 0, 0, "x"),
-        Err(Error::Invalid(InvalidInput::WrongOperation { .. }))
+        Err(Error::Invalid(InvalidInput::Other(_)))
     ));
     assert!(r.view_rows().unwrap().is_empty());
     assert_eq!(r.status().unwrap().pending, 0);

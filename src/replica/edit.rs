@@ -75,7 +75,14 @@ impl Edit {
         let schema = package.map(|p| p.collection(c)).transpose()?;
         let needs = |field: &str, want: FieldType, operation: &'static str| -> Result<(), InvalidInput> {
             check_field_name(field)?;
-            if let Some(s) = schema {
+            // Peers refuse text objects and counters in a schemaless space: refuse them here too.
+            let Some(s) = schema else {
+                return Err(InvalidInput::Other(format!(
+                    "{operation} needs a package that declares field {field:?} as {}: without a package every field is a plain value (use put)",
+                    want.name()
+                )));
+            };
+            {
                 let ty = s.field(c, field)?;
                 if ty != want {
                     return Err(InvalidInput::WrongOperation {

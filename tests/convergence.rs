@@ -1,0 +1,623 @@
+//! Convergence: replicas that make random, colliding edits and exchange their ops
+//! in any order, with duplicates and in pages of any size, end with byte-identical
+//! views, equal to their own rebuilt views and to a reference merge done here,
+//! directly with automerge (independently of tidemark's record module).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
+use serde_json::{Value as Json, json};
+use tidemark::replica::{Edit, LogEntry, RemoteOp, RemotePage};
+use tidemark::{Op, Replica};
+
+/// The shared record ids: few, so that edits collide.
+const IDS: [&str; 3] = ["r1", "r2", "r3"];
+/// The fields of `contacts` in the CRM package (`accounts` only has `name`).
+const FIELDS: [&str; 8] = ["name", "email", "age", "vip", "born", "tags", "note", "visits"];
+
+/// One local edit, generated independently of the replica's state; splice
+/// positions are raw numbers reduced modulo the note's length in the local view
+/// when the edit runs, so they are always valid.
+#[derive(Debug, Clone)]
+enum EditAction {
+    /// Upsert fields of `contacts/IDS[id]` (or `accounts/IDS[id]`, name only); null removes a field.
+    Put {
+        accounts: bool,
+        id: usize,
+        fields: Vec<(usize, Json)>,
+    },
+    Delete {
+        accounts: bool,
+        id: usize,
+    },
+    /// Splice the `note` text field of `contacts/IDS[id]` (packaged runs only).
+    Splice {
+        id: usize,
+        pos: u8,
+        del: u8,
+        text: String,
+    },
+    /// Add `by` to the `visits` counter of `contacts/IDS[id]` (packaged runs only).
+    Increment {
+        id: usize,
+        by: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// One edit on one replica.
+    Edit { replica: usize, edit: EditAction },
+    /// Several edits in one `apply_edits` transaction (splices excluded: their
+    /// positions would depend on the edits before them in the batch).
+    Batch { replica: usize, edits: Vec<EditAction> },
+    /// `from` sends what it knows (all of it, or a random half) to `to`:
+    /// shuffled, with duplicates, in pages of random size.
+    Sync {
+        from: usize,
+        to: usize,
+        partial: bool,
+        seed: u64,
+    },
+    /// Every replica sends everything it knows to `to`, mixed in one stream.
+    Gather { to: usize, seed: u64 },
+    /// A replica rebuilds its view from its log mid-run (and must not change it).
+    Rebuild { replica: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    /// Whether the replicas use `common::crm_package()` (false: schemaless).
+    packaged: bool,
+    replicas: usize,
+    actions: Vec<Action>,
+    /// Drives the shuffling, duplicates and page sizes of the final full exchange.
+    final_seed: u64,
+}
+
+// ---------------------------------------------------------------- strategies
+
+fn field_value(field: usize) -> BoxedStrategy<Json> {
+    let null = Just(Json::Null);
+    match FIELDS[field] {
+        "name" | "email" => prop_oneof![1 => null, 4 => "[a-z]{0,4}".prop_map(Json::from)].boxed(),
+        "age" => prop_oneof![
+            1 => null,
+            3 => (-1000i64..1000).prop_map(Json::from),
+            1 => (-400i32..400).prop_map(|q| json!(f64::from(q) / 4.0)),
+        ]
+        .boxed(),
+        "vip" => prop_oneof![1 => null, 3 => any::<bool>().prop_map(Json::from)].boxed(),
+        "born" => prop_oneof![
+            1 => null,
+            3 => (1u32..=12, 1u32..=28, 0u32..24).prop_map(|(m, d, h)| json!(format!("2026-{m:02}-{d:02}T{h:02}:30:00Z"))),
+        ]
+        .boxed(),
+        "tags" => prop_oneof![
+            1 => null,
+            2 => prop::collection::vec("[a-z]{1,3}", 0..3).prop_map(|v| json!(v)),
+            1 => (-5i64..5, "[a-z]{0,3}").prop_map(|(n, s)| json!({"n": n, "s": s, "nested": [n, {"k": s}]})),
+        ]
+        .boxed(),
+        "note" => prop_oneof![1 => null, 4 => "[a-z ]{0,6}".prop_map(Json::from)].boxed(),
+        "visits" => prop_oneof![1 => null, 4 => (-50i64..50).prop_map(Json::from)].boxed(),
+        other => unreachable!("no field {other}"),
+    }
+}
+
+fn put_fields(accounts: bool) -> BoxedStrategy<Vec<(usize, Json)>> {
+    let field = if accounts {
+        (0usize..1).boxed()
+    } else {
+        (0usize..FIELDS.len()).boxed()
+    };
+    prop::collection::vec(field.prop_flat_map(|f| (Just(f), field_value(f))), 1..4).boxed()
+}
+
+fn put_or_delete() -> BoxedStrategy<EditAction> {
+    let id = 0..IDS.len();
+    prop_oneof![
+        6 => (any::<bool>(), id.clone())
+            .prop_flat_map(|(accounts, id)| put_fields(accounts).prop_map(move |fields| EditAction::Put { accounts, id, fields })),
+        1 => (any::<bool>(), id).prop_map(|(accounts, id)| EditAction::Delete { accounts, id }),
+    ]
+    .boxed()
+}
+
+fn increment() -> BoxedStrategy<EditAction> {
+    (0..IDS.len(), -10i64..=10)
+        .prop_map(|(id, by)| EditAction::Increment { id, by })
+        .boxed()
+}
+
+fn splice() -> BoxedStrategy<EditAction> {
+    (0..IDS.len(), any::<u8>(), 0u8..4, "[a-zA-Z ]{0,4}")
+        .prop_map(|(id, pos, del, text)| EditAction::Splice { id, pos, del, text })
+        .boxed()
+}
+
+/// Schemaless spaces hold scalar registers only, so splices and increments
+/// (a text object, a counter) are only generated for packaged runs.
+fn edit_action(packaged: bool) -> BoxedStrategy<EditAction> {
+    if packaged {
+        prop_oneof![5 => put_or_delete(), 3 => splice(), 2 => increment()].boxed()
+    } else {
+        put_or_delete()
+    }
+}
+
+fn batch_edit(packaged: bool) -> BoxedStrategy<EditAction> {
+    if packaged {
+        prop_oneof![3 => put_or_delete(), 1 => increment()].boxed()
+    } else {
+        put_or_delete()
+    }
+}
+
+fn action(packaged: bool, replicas: usize) -> BoxedStrategy<Action> {
+    let r = 0..replicas;
+    prop_oneof![
+        10 => (r.clone(), edit_action(packaged)).prop_map(|(replica, edit)| Action::Edit { replica, edit }),
+        2 => (r.clone(), prop::collection::vec(batch_edit(packaged), 2..5))
+            .prop_map(|(replica, edits)| Action::Batch { replica, edits }),
+        5 => (r.clone(), r.clone(), any::<bool>(), any::<u64>())
+            .prop_map(|(from, to, partial, seed)| Action::Sync { from, to, partial, seed }),
+        1 => (r.clone(), any::<u64>()).prop_map(|(to, seed)| Action::Gather { to, seed }),
+        1 => r.prop_map(|replica| Action::Rebuild { replica }),
+    ]
+    .boxed()
+}
+
+fn scenario(max_actions: usize) -> impl Strategy<Value = Scenario> {
+    (prop::bool::weighted(0.75), 3usize..=5).prop_flat_map(move |(packaged, replicas)| {
+        (
+            prop::collection::vec(action(packaged, replicas), 1..max_actions),
+            any::<u64>(),
+        )
+            .prop_map(move |(actions, final_seed)| Scenario {
+                packaged,
+                replicas,
+                actions,
+                final_seed,
+            })
+    })
+}
+
+// ---------------------------------------------------------------- running
+
+/// splitmix64: a tiny deterministic generator for delivery orders and page sizes.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-ish in `0..n` (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Every op a replica's log holds (local and pulled).
+fn ops_of(replica: &Replica) -> Vec<Op> {
+    replica
+        .log_entries(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            LogEntry::Local(op) | LogEntry::Remote(op, _) => Some(op),
+            LogEntry::Snapshot { .. } => None,
+        })
+        .collect()
+}
+
+/// Delivers `ops` to `to`: shuffled, with duplicates, split into pages of random size.
+fn deliver(to: &Replica, mut ops: Vec<Op>, rng: &mut Mix) {
+    if ops.is_empty() {
+        return;
+    }
+    for i in (1..ops.len()).rev() {
+        ops.swap(i, rng.below(i + 1));
+    }
+    let duplicates = rng.below(ops.len() / 2 + 2);
+    for _ in 0..duplicates {
+        let copy = ops[rng.below(ops.len())].clone();
+        let at = rng.below(ops.len() + 1);
+        ops.insert(at, copy);
+    }
+    let mut rest = &ops[..];
+    while !rest.is_empty() {
+        let size = 1 + rng.below(rest.len());
+        let (page, tail) = rest.split_at(size);
+        let page = RemotePage {
+            ops: page.iter().map(|op| RemoteOp { seq: 0, op: op.clone() }).collect(),
+            end: 0,
+        };
+        to.apply_remote(&page)
+            .unwrap_or_else(|e| panic!("apply_remote refused a page of valid ops: {e}"));
+        rest = tail;
+    }
+}
+
+fn target(edit: &EditAction) -> (&'static str, &'static str) {
+    match edit {
+        EditAction::Put { accounts, id, .. } | EditAction::Delete { accounts, id } => {
+            (if *accounts { "accounts" } else { "contacts" }, IDS[*id])
+        }
+        EditAction::Splice { id, .. } | EditAction::Increment { id, .. } => ("contacts", IDS[*id]),
+    }
+}
+
+/// Turns a generated edit into a tidemark edit, resolving splice positions
+/// against the replica's current view of the note (an absent note, or an absent
+/// record, has length 0: position 0 is always valid).
+fn to_edit(replica: &Replica, edit: &EditAction) -> Edit {
+    let (collection, id) = target(edit);
+    match edit {
+        EditAction::Put { fields, .. } => {
+            let fields: serde_json::Map<String, Json> = fields
+                .iter()
+                .map(|(f, v)| (FIELDS[*f].to_string(), v.clone()))
+                .collect();
+            Edit::put(collection, id, Json::Object(fields)).unwrap()
+        }
+        EditAction::Delete { .. } => Edit::Delete {
+            collection: collection.into(),
+            id: id.into(),
+        },
+        EditAction::Splice { pos, del, text, .. } => {
+            let len = replica
+                .get(collection, id)
+                .unwrap()
+                .and_then(|f| f.get("note").and_then(Json::as_str).map(|s| s.chars().count()))
+                .unwrap_or(0);
+            let pos = usize::from(*pos) % (len + 1);
+            let del = usize::from(*del) % (len - pos + 1);
+            Edit::Splice {
+                collection: collection.into(),
+                id: id.into(),
+                field: "note".into(),
+                pos,
+                del,
+                text: text.clone(),
+            }
+        }
+        EditAction::Increment { by, .. } => Edit::Increment {
+            collection: collection.into(),
+            id: id.into(),
+            field: "visits".into(),
+            by: *by,
+        },
+    }
+}
+
+/// Known src bug (see `deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept`):
+/// deleting a record whose `_deleted` tombstone holds concurrent `true` values makes
+/// automerge emit a conflict-resolving `Delete` of `_deleted`, which
+/// `validate_change` refuses on every peer. While that stands, the property skips
+/// exactly those deletes; set this to false once the bug is fixed.
+const SKIP_DELETES_OF_CONFLICTED_TOMBSTONES: bool = false;
+
+fn skipped_for_known_bug(replica: &Replica, edit: &EditAction) -> bool {
+    if !SKIP_DELETES_OF_CONFLICTED_TOMBSTONES || !matches!(edit, EditAction::Delete { .. }) {
+        return false;
+    }
+    let (collection, id) = target(edit);
+    replica
+        .conflicts(Some(collection), Some(id))
+        .unwrap()
+        .iter()
+        .any(|r| r.fields.iter().any(|f| f.field == "_deleted"))
+}
+
+fn assert_rebuild_keeps_the_view(replica: &Replica, who: usize) {
+    let before = replica.view_rows().unwrap();
+    replica.rebuild_view().unwrap();
+    let after = replica.view_rows().unwrap();
+    assert_eq!(
+        readable(&before),
+        readable(&after),
+        "replica {who}: the incremental view differs from the view rebuilt from its log"
+    );
+}
+
+/// Runs a scenario and checks every property; returns the final view.
+fn run(s: &Scenario) -> Vec<(String, String, Vec<u8>)> {
+    let package = common::crm_package();
+    let replicas: Vec<Replica> = (0..s.replicas)
+        .map(|_| {
+            let r = Replica::in_memory().unwrap();
+            if s.packaged {
+                r.set_package(Some(&package)).unwrap();
+            }
+            r
+        })
+        .collect();
+
+    for action in &s.actions {
+        match action {
+            Action::Edit { replica, edit } => {
+                let r = &replicas[*replica];
+                if skipped_for_known_bug(r, edit) {
+                    continue;
+                }
+                let edit = to_edit(r, edit);
+                r.apply_edits(vec![edit.clone()])
+                    .unwrap_or_else(|e| panic!("replica {replica} refused {edit:?}: {e}"));
+            }
+            Action::Batch { replica, edits } => {
+                let r = &replicas[*replica];
+                let edits: Vec<Edit> = edits
+                    .iter()
+                    .filter(|e| !skipped_for_known_bug(r, e))
+                    .map(|e| to_edit(r, e))
+                    .collect();
+                r.apply_edits(edits.clone())
+                    .unwrap_or_else(|e| panic!("replica {replica} refused the batch {edits:?}: {e}"));
+            }
+            Action::Sync {
+                from,
+                to,
+                partial,
+                seed,
+            } => {
+                let mut rng = Mix(*seed);
+                let mut ops = ops_of(&replicas[*from]);
+                if *partial {
+                    ops.retain(|_| rng.next() % 2 == 0);
+                }
+                deliver(&replicas[*to], ops, &mut rng);
+            }
+            Action::Gather { to, seed } => {
+                let mut rng = Mix(*seed);
+                let ops = replicas.iter().flat_map(ops_of).collect();
+                deliver(&replicas[*to], ops, &mut rng);
+            }
+            Action::Rebuild { replica } => assert_rebuild_keeps_the_view(&replicas[*replica], *replica),
+        }
+    }
+
+    // Full exchange: everyone gets every op, in its own random order.
+    let mut everything: BTreeMap<u128, Op> = BTreeMap::new();
+    for r in &replicas {
+        for op in ops_of(r) {
+            everything.entry(op.id.as_u128()).or_insert(op);
+        }
+    }
+    let mut rng = Mix(s.final_seed);
+    for r in &replicas {
+        deliver(r, everything.values().cloned().collect(), &mut rng);
+    }
+    let all_ids: BTreeSet<u128> = everything.keys().copied().collect();
+    for (i, r) in replicas.iter().enumerate() {
+        let ids: Vec<u128> = ops_of(r).iter().map(|op| op.id.as_u128()).collect();
+        assert_eq!(
+            ids.len(),
+            all_ids.len(),
+            "replica {i} logged an op twice (or missed one)"
+        );
+        assert_eq!(
+            ids.into_iter().collect::<BTreeSet<_>>(),
+            all_ids,
+            "replica {i} misses ops"
+        );
+    }
+
+    // (a) every replica shows byte for byte the same view.
+    let view = replicas[0].view_rows().unwrap();
+    for (i, r) in replicas.iter().enumerate().skip(1) {
+        assert_eq!(
+            readable(&r.view_rows().unwrap()),
+            readable(&view),
+            "replica {i} differs from replica 0"
+        );
+    }
+    // The kept conflicts (competing values, winner first) are the same everywhere too.
+    let conflicts = replicas[0].conflicts(None, None).unwrap();
+    for (i, r) in replicas.iter().enumerate().skip(1) {
+        assert_eq!(
+            r.conflicts(None, None).unwrap(),
+            conflicts,
+            "replica {i} lists other conflicts than replica 0"
+        );
+    }
+    // (b) the incremental view equals the view rebuilt from the log.
+    for (i, r) in replicas.iter().enumerate() {
+        assert_rebuild_keeps_the_view(r, i);
+    }
+    // (c) the view equals a reference merge done directly with automerge.
+    let expected = reference_view(&replicas);
+    assert_eq!(
+        readable(&view),
+        readable(&expected),
+        "the view differs from the reference merge"
+    );
+    view
+}
+
+/// View rows with the JSON as text, so failures are readable (same bytes, same text).
+fn readable(rows: &[(String, String, Vec<u8>)]) -> Vec<(String, String, String)> {
+    rows.iter()
+        .map(|(c, i, row)| {
+            (
+                c.clone(),
+                i.clone(),
+                String::from_utf8(row.clone()).expect("view rows are UTF-8 JSON"),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- reference merge
+
+/// Merges every op of every replica's log per record with plain automerge
+/// (one `apply_changes` call per record) and materializes the rows here.
+fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
+    let mut ops: BTreeMap<u128, Op> = BTreeMap::new();
+    for r in replicas {
+        for op in ops_of(r) {
+            ops.entry(op.id.as_u128()).or_insert(op);
+        }
+    }
+    let mut groups: BTreeMap<(String, String), Vec<Vec<u8>>> = BTreeMap::new();
+    for op in ops.into_values() {
+        groups
+            .entry((op.collection.as_str().to_string(), op.record.as_str().to_string()))
+            .or_default()
+            .push(op.change);
+    }
+    let mut rows = Vec::new();
+    for ((collection, id), changes) in groups {
+        let changes: Vec<Change> = changes
+            .iter()
+            .map(|bytes| Change::try_from(&bytes[..]).expect("logged change bytes decode"))
+            .collect();
+        let mut doc = AutoCommit::new();
+        doc.apply_changes(changes)
+            .expect("automerge applies the logged changes");
+        assert!(
+            doc.get_missing_deps(&[]).is_empty(),
+            "{collection}/{id}: the ops of all logs are not causally complete"
+        );
+        if let Some(row) = reference_row(&doc) {
+            rows.push((collection, id, row));
+        }
+    }
+    rows
+}
+
+fn reference_row(doc: &AutoCommit) -> Option<Vec<u8>> {
+    let keys: Vec<String> = doc.keys(ROOT).collect();
+    if keys.is_empty() {
+        return None;
+    }
+    if let Some((Value::Scalar(v), _)) = doc.get(ROOT, "_deleted").unwrap() {
+        match v.as_ref() {
+            ScalarValue::Boolean(true) => return None,
+            ScalarValue::Boolean(false) => {}
+            other => panic!("_deleted holds {other:?}"),
+        }
+    }
+    let mut row: BTreeMap<String, Json> = BTreeMap::new();
+    for key in keys {
+        if key.starts_with('_') {
+            continue;
+        }
+        let (value, obj) = doc.get(ROOT, key.as_str()).unwrap().expect("a listed key has a value");
+        let json = match value {
+            Value::Object(ObjType::Text) => Json::String(doc.text(&obj).unwrap()),
+            Value::Object(other) => panic!("field {key} holds a {other:?} object"),
+            Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Counter(c) => Json::from(i64::from(c)),
+                ScalarValue::Int(i) => Json::from(*i),
+                ScalarValue::Uint(u) => Json::from(*u),
+                ScalarValue::F64(f) => Json::Number(serde_json::Number::from_f64(*f).expect("finite")),
+                ScalarValue::Str(s) => Json::String(s.to_string()),
+                ScalarValue::Boolean(b) => Json::Bool(*b),
+                ScalarValue::Bytes(b) => serde_json::from_slice(b).expect("json fields hold JSON text"),
+                other => panic!("field {key} holds an unexpected {other:?}"),
+            },
+        };
+        row.insert(key, json);
+    }
+    Some(serde_json::to_vec(&row).unwrap())
+}
+
+// ---------------------------------------------------------------- tests
+
+proptest! {
+    // CONVERGENCE_CASES=5000 cargo test --test convergence: a longer soak.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("CONVERGENCE_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64)
+    ))]
+
+    #[test]
+    fn replicas_converge_whatever_the_order_of_delivery(s in scenario(60)) {
+        run(&s);
+    }
+}
+
+/// A fixed, larger scenario drawn from the same strategies with a fixed seed,
+/// so a plain `cargo test` always exercises the same long history.
+#[test]
+fn a_fixed_long_history_converges_on_five_replicas() {
+    let seed: [u8; 32] = *b"tidemark convergence fixed seed!";
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+    );
+    let strategy =
+        (prop::collection::vec(action(true, 5), 250), any::<u64>()).prop_map(|(actions, final_seed)| Scenario {
+            packaged: true,
+            replicas: 5,
+            actions,
+            final_seed,
+        });
+    let s = strategy.new_tree(&mut runner).unwrap().current();
+    let edits = s
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Edit { .. } | Action::Batch { .. }))
+        .count();
+    assert!(edits > 100, "the fixed scenario makes plenty of edits ({edits})");
+    let view = run(&s);
+    assert!(!view.is_empty(), "the fixed scenario ends with live records");
+}
+
+/// Minimal case of the bug `SKIP_DELETES_OF_CONFLICTED_TOMBSTONES` works around:
+/// two replicas delete a record concurrently, so its `_deleted` tombstone holds two
+/// concurrent `true`s; deleting it again makes automerge resolve the conflict with
+/// a `Delete` of `_deleted` (it keeps the winning `true`), and `validate_change`
+/// only lets `Put(Boolean)` touch `_deleted`, so every peer refuses the op.
+#[test]
+fn deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept() {
+    let a = Replica::in_memory().unwrap();
+    let b = Replica::in_memory().unwrap();
+    a.delete("contacts", "r1").unwrap();
+    b.delete("contacts", "r1").unwrap();
+    common::send(&b, &a);
+    a.delete("contacts", "r1").unwrap();
+    b.apply_remote(&RemotePage {
+        ops: common::all_ops(&a),
+        end: 0,
+    })
+    .expect("b accepts every op a made");
+    assert_eq!(a.view_rows().unwrap(), b.view_rows().unwrap());
+}
+
+/// A schemaless space holds scalar registers only: peers refuse text objects and
+/// counters. A replica must not accept locally an edit that its peers refuse
+/// (whichever side gives way), or the op is stuck forever.
+#[test]
+fn a_schemaless_edit_is_accepted_locally_only_if_peers_accept_it() {
+    type LocalEdit = fn(&Replica) -> tidemark::Result<Option<tidemark::OpId>>;
+    let edits: [(&str, LocalEdit); 2] = [
+        ("increment", |r| r.increment("contacts", "c1", "visits", 1)),
+        ("splice", |r| r.splice_text("contacts", "c1", "note", 0, 0, "hi")),
+    ];
+    for (name, edit) in edits {
+        let a = Replica::in_memory().unwrap();
+        let b = Replica::in_memory().unwrap();
+        if edit(&a).is_err() {
+            continue;
+        }
+        let report = b.apply_remote(&RemotePage {
+            ops: common::all_ops(&a),
+            end: 0,
+        });
+        assert!(
+            report.is_ok(),
+            "a schemaless {name} was accepted locally but refused by a peer: {report:?}"
+        );
+    }
+}
