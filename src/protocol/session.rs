@@ -15,7 +15,7 @@ use super::message::{
 };
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, RecordId, Seq};
-use crate::replica::{RemoteOp, RemotePage, Replica, SnapshotRecord};
+use crate::replica::{Fence, RemoteOp, RemotePage, Replica, SnapshotRecord};
 
 /// What the session asks the transport to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,8 @@ pub struct Session {
     in_flight: InFlight,
     passes: usize,
     summary: RoundSummary,
+    /// Taken at the first request: answers are only applied to the same store generation.
+    fence: Option<Fence>,
 }
 
 impl Session {
@@ -139,6 +141,7 @@ impl Session {
             in_flight: InFlight::None,
             passes: 0,
             summary: RoundSummary::default(),
+            fence: None,
         }
     }
 
@@ -152,6 +155,10 @@ impl Session {
 
     /// The next request to send, or None when the round is complete.
     pub fn next_request(&mut self, replica: &Replica) -> Result<Option<Request>> {
+        match &self.fence {
+            None => self.fence = Some(replica.fence()?),
+            Some(fence) => replica.check_fence(fence)?,
+        }
         loop {
             match &self.phase {
                 Phase::Done => return Ok(None),
@@ -220,6 +227,7 @@ impl Session {
 
     /// Applies the server's answer to the replica.
     pub fn handle_response(&mut self, replica: &Replica, response: Response) -> Result<()> {
+        self.check_fence(replica)?;
         match response {
             Response::Package(r) => self.on_package(replica, r),
             Response::Push(r) => self.on_push(replica, r),
@@ -231,6 +239,7 @@ impl Session {
     /// Handles a failed request: ops the server refuses for good move to the
     /// rejected list and the round goes on; anything else ends the round with an error.
     pub fn handle_error(&mut self, replica: &Replica, error: RemoteError) -> Result<()> {
+        self.check_fence(replica)?;
         let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
         let code = error.body.code.as_str();
         match (in_flight, error.status, code) {
@@ -269,6 +278,13 @@ impl Session {
                 Ok(())
             }
             (_, _, _) => Err(Error::Sync(error.to_string())),
+        }
+    }
+
+    fn check_fence(&self, replica: &Replica) -> Result<()> {
+        match &self.fence {
+            Some(fence) => replica.check_fence(fence),
+            None => Err(Error::Sync("an answer arrived before any request".into())),
         }
     }
 

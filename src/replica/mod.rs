@@ -5,6 +5,7 @@
 //! except the file handle, so several processes can share one store file
 //! (redb's multi-writer mode): a `tidemark sync --watch` and CLI edits.
 
+mod account;
 mod apply;
 mod edit;
 mod log;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{ActorId, Binding, Collection, Package, RecordId};
 use crate::record::{FieldConflict, Fields, RecordDoc};
+pub use account::Fence;
 pub use apply::{ApplyReport, RemoteOp, RemotePage, SnapshotRecord};
 pub use edit::Edit;
 pub use log::LogEntry;
@@ -48,6 +50,8 @@ storage_errors!(
 pub struct Replica {
     db: Database,
     path: Option<PathBuf>,
+    /// (device, inode) of the file when it was opened: an account switch replaces it.
+    file_id: Option<(u64, u64)>,
 }
 
 /// What `status` reports.
@@ -104,6 +108,7 @@ impl Replica {
         let replica = Replica {
             db,
             path: Some(path.to_path_buf()),
+            file_id: account::file_identity(path),
         };
         replica.init()?;
         Ok(replica)
@@ -114,7 +119,11 @@ impl Replica {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(Error::storage)?;
-        let replica = Replica { db, path: None };
+        let replica = Replica {
+            db,
+            path: None,
+            file_id: None,
+        };
         replica.init()?;
         Ok(replica)
     }

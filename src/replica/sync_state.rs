@@ -166,6 +166,23 @@ impl Replica {
         Ok(out)
     }
 
+    /// The ops of the rejected list, oldest first.
+    pub fn rejected_ops(&self) -> Result<Vec<PendingOp>> {
+        let txn = self.read()?;
+        let table = txn.open_table(tables::REJECTED)?;
+        let log = txn.open_table(tables::LOG)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, _) = entry?;
+            if let Some(bytes) = log.get(k.value())? {
+                if let LogEntry::Local(op) = LogEntry::decode(bytes.value())? {
+                    out.push(PendingOp { pos: k.value(), op });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Puts rejected ops back in the queue (appended again, same op id), or drops them
     /// from the rejected list for good. Returns how many were handled.
     pub fn resolve_rejected(&self, retry: bool) -> Result<u64> {

@@ -52,6 +52,8 @@ pub mod meta {
     pub const EPOCH: &str = "epoch";
     /// JSON `[as_of, next cursor]`: a snapshot bootstrap in progress.
     pub const SNAPSHOT: &str = "snapshot";
+    /// u64 LE: bumped by every account switch (see `account.rs`).
+    pub const GENERATION: &str = "generation";
     /// JSON `LastSync`.
     pub const LAST_SYNC: &str = "last_sync";
 }

@@ -9,13 +9,28 @@ use crate::replica::{LastSync, Replica};
 /// Runs one round: push what is pending, pull what is new, until caught up.
 /// The outcome is recorded in the replica's `last_sync`.
 pub async fn sync_once<R: Remote>(replica: &Replica, remote: &R, config: SessionConfig) -> Result<RoundSummary> {
+    sync_once_observed(replica, remote, config, &mut |_| {}).await
+}
+
+/// [`sync_once`], calling `observe` with the running totals after every answer (progress bars).
+pub async fn sync_once_observed<R: Remote>(
+    replica: &Replica,
+    remote: &R,
+    config: SessionConfig,
+    observe: &mut (dyn FnMut(&RoundSummary) + Send),
+) -> Result<RoundSummary> {
     let mut session = Session::new(config);
     let outcome = async {
         while let Some(request) = session.next_request(replica)? {
+            tracing::debug!(?request, "sync request");
             match remote.call(request).await {
                 Ok(response) => session.handle_response(replica, response)?,
-                Err(error) => session.handle_error(replica, error)?,
+                Err(error) => {
+                    tracing::info!(%error, "sync request refused");
+                    session.handle_error(replica, error)?
+                }
             }
+            observe(session.summary());
         }
         Ok::<_, Error>(())
     }
@@ -45,6 +60,10 @@ pub fn sync_once_blocking(
 }
 
 fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Result<()> {
+    match outcome {
+        Ok(()) => tracing::info!(?summary, "sync round complete"),
+        Err(e) => tracing::warn!(error = %e, ?summary, "sync round failed"),
+    }
     let last = LastSync {
         at_ms: now_ms(),
         ok: outcome.is_ok(),

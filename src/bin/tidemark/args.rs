@@ -82,10 +82,24 @@ pub enum Command {
         /// Answer yes to clearing another account's data.
         #[arg(long)]
         yes: bool,
+        /// Before switching accounts, push pending changes to the old server; refuse to switch if that fails.
+        #[arg(long)]
+        sync_first: bool,
+        /// Before switching accounts, write unsynced changes to FILE (list format with a
+        /// collection key) and their raw ops to FILE.ops.
+        #[arg(long, value_name = "FILE")]
+        export_unsynced: Option<PathBuf>,
     },
     /// Push pending changes and pull new ones: exit 0 when all reached the server,
     /// 2 when the server refused some (see `status`), 1 when the round failed.
-    Sync,
+    Sync {
+        /// Keep syncing in the background until Ctrl-C: on the interval and soon after local edits.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between rounds with --watch.
+        #[arg(long, default_value_t = 30, requires = "watch")]
+        interval: u64,
+    },
     /// A whole story on an embedded server: two people edit offline, sync, converge.
     Demo,
     /// List the ops the server refused, with reasons; retry or discard them.

@@ -82,18 +82,22 @@ struct Line {
 
 pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize) -> Result<()> {
     let replica = open(store)?;
-    let reader: Box<dyn BufRead> = match file {
-        Some(path) => Box::new(BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        )),
-        None => Box::new(BufReader::new(std::io::stdin())),
+    let (reader, total): (Box<dyn BufRead>, Option<u64>) = match file {
+        Some(path) => {
+            let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let size = f.metadata().ok().map(|m| m.len());
+            (Box::new(BufReader::new(f)), size)
+        }
+        None => (Box::new(BufReader::new(std::io::stdin())), None),
     };
+    let bar = crate::progress::bar(total, "importing");
     let batch = batch.max(1);
     let mut edits = Vec::with_capacity(batch);
     let mut first_line = 1;
     let mut imported = 0u64;
     for (n, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        bar.inc(if total.is_some() { line.len() as u64 + 1 } else { 1 });
         if line.trim().is_empty() {
             continue;
         }
@@ -114,6 +118,7 @@ pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize)
         }
     }
     imported += commit(&replica, &mut edits, first_line, imported)?;
+    bar.finish_and_clear();
     println!("{}", serde_json::json!({ "imported": imported }));
     Ok(())
 }

@@ -3,8 +3,10 @@
 mod args;
 mod demo;
 mod local;
+mod progress;
 mod server;
 mod syncing;
+mod watch;
 
 use clap::Parser;
 
@@ -40,8 +42,23 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
             token,
             space,
             yes,
-        } => return syncing::login(&store, &server, &user, &token, &space, yes),
-        Sync => return syncing::sync(&store),
+            sync_first,
+            export_unsynced,
+        } => {
+            let wanted = tidemark::Binding {
+                server: server.trim_end_matches('/').to_string(),
+                user,
+                space,
+            };
+            let options = syncing::SwitchOptions {
+                yes,
+                sync_first,
+                export: export_unsynced,
+            };
+            return syncing::login(&store, wanted, &token, &options);
+        }
+        Sync { watch: false, .. } => return syncing::sync(&store),
+        Sync { watch: true, interval } => return watch::run(&store, interval),
         Demo => return demo::run(),
         Rejected { retry, discard } => return syncing::rejected(&store, retry, discard),
         Put { collection, id, fields } => local::put(&store, &collection, &id, &fields),

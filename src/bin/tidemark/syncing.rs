@@ -1,41 +1,137 @@
 //! `login`, `sync` and `rejected`: the client's side of the server.
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use tidemark::Binding;
 use tidemark::protocol::SessionConfig;
 use tidemark::remote::http::HttpRemote;
-use tidemark::sync::sync_once;
+use tidemark::sync::{sync_once, sync_once_observed};
+use tidemark::{Binding, Replica};
 
 use crate::local::open;
 use crate::server::runtime;
 
-pub fn login(store: &Path, server: &str, user: &str, token: &str, space: &str, yes: bool) -> Result<ExitCode> {
-    let replica = open(store)?;
-    let wanted = Binding {
-        server: server.trim_end_matches('/').to_string(),
-        user: user.to_string(),
-        space: space.to_string(),
-    };
+/// How `login` may switch a used store to another account.
+pub struct SwitchOptions {
+    pub yes: bool,
+    pub sync_first: bool,
+    pub export: Option<PathBuf>,
+}
+
+pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions) -> Result<ExitCode> {
+    let mut replica = open(store)?;
     if let Some(current) = replica.binding()? {
         if current != wanted {
-            let what = switch_warning(&current, &wanted, &replica.status()?);
-            if !yes {
-                bail!("{what}. Run `tidemark sync` first to keep them, or repeat with --yes to clear the store.");
-            }
-            bail!("{what}. Switching accounts on a used store is not supported by this build yet: use a new --store.");
+            switch_account(&replica, &current, &wanted, options)?;
+            drop(replica);
+            Replica::reset_file(store, &wanted, token).context("switching accounts")?;
+            replica = open(store)?;
+            eprintln!(
+                "cleared the data of {:?} on {}; initializing for {:?}",
+                current.user, current.server, wanted.user
+            );
         }
     }
-    // Same account (perhaps a new token), or a fresh store: keep the data, bind, sync.
+    // A fresh store, or the same account (perhaps with a new token): keep the data.
     replica.bind(&wanted, token)?;
-    let remote = HttpRemote::new(&wanted.server, token, space)?;
+    let remote = HttpRemote::new(&wanted.server, token, &wanted.space)?;
+    let (bar, mut observe) = crate::progress::sync_spinner();
     let summary = runtime()?
-        .block_on(sync_once(&replica, &remote, SessionConfig::default()))
-        .context("initial sync")?;
+        .block_on(sync_once_observed(
+            &replica,
+            &remote,
+            SessionConfig::default(),
+            &mut observe,
+        ))
+        .context("initial sync (the binding is saved: run `tidemark sync` to retry)")?;
+    bar.finish_and_clear();
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Everything before clearing a used store: sync first, export, and the yes.
+fn switch_account(replica: &Replica, current: &Binding, wanted: &Binding, options: &SwitchOptions) -> Result<()> {
+    if options.sync_first {
+        let token = replica.token()?.unwrap_or_default();
+        let remote = HttpRemote::new(&current.server, &token, &current.space)?;
+        let outcome = runtime()?.block_on(sync_once(replica, &remote, SessionConfig::default()));
+        let status = replica.status()?;
+        if let Err(e) = outcome {
+            bail!(
+                "--sync-first: could not sync with {} ({e}); not switching: {} change(s) still pending",
+                current.server,
+                status.pending
+            );
+        }
+        if status.pending > 0 {
+            bail!(
+                "--sync-first: {} change(s) are still pending after the sync; not switching",
+                status.pending
+            );
+        }
+    }
+    let status = replica.status()?;
+    if let Some(file) = &options.export {
+        export_unsynced(replica, file)?;
+        eprintln!(
+            "wrote {} unsynced and {} rejected change(s) to {} (raw ops in {}.ops)",
+            status.pending,
+            status.rejected,
+            file.display(),
+            file.display()
+        );
+    }
+    let warning = switch_warning(current, wanted, &status);
+    if options.yes {
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("{warning}.\nType yes to clear this store and switch: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim().eq_ignore_ascii_case("yes") {
+            return Ok(());
+        }
+        bail!("not switching: nothing was changed");
+    }
+    bail!(
+        "{warning}. Nothing was changed. To keep the changes first: --sync-first (push them to the old server) or --export-unsynced FILE; to switch anyway: --yes"
+    )
+}
+
+/// Writes the records touched by unsynced (and rejected) ops, and the raw ops.
+fn export_unsynced(replica: &Replica, file: &Path) -> Result<()> {
+    let mut ops: Vec<(&str, tidemark::replica::PendingOp)> = Vec::new();
+    ops.extend(replica.pending_ops(usize::MAX)?.into_iter().map(|p| ("pending", p)));
+    ops.extend(replica.rejected_ops()?.into_iter().map(|p| ("rejected", p)));
+    let mut records = std::collections::BTreeSet::new();
+    let mut raw = String::new();
+    for (state, p) in &ops {
+        records.insert((p.op.collection.to_string(), p.op.record.to_string()));
+        let wire = tidemark::protocol::message::WireOp::from_op(&p.op);
+        raw.push_str(&serde_json::to_string(
+            &serde_json::json!({"state": state, "op": wire}),
+        )?);
+        raw.push('\n');
+    }
+    let mut lines = String::new();
+    for (collection, id) in records {
+        let fields = replica
+            .get(&collection, &id)?
+            .map(serde_json::Value::Object)
+            .unwrap_or(serde_json::Value::Null);
+        lines.push_str(&serde_json::to_string(
+            &serde_json::json!({"collection": collection, "id": id, "fields": fields}),
+        )?);
+        lines.push('\n');
+    }
+    std::fs::write(file, lines).with_context(|| format!("writing {}", file.display()))?;
+    let mut ops_path = file.as_os_str().to_owned();
+    ops_path.push(".ops");
+    std::fs::write(&ops_path, raw).with_context(|| format!("writing {}", PathBuf::from(&ops_path).display()))?;
+    Ok(())
 }
 
 pub fn sync(store: &Path) -> Result<ExitCode> {
@@ -47,7 +143,14 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
     };
     let token = replica.token()?.unwrap_or_default();
     let remote = HttpRemote::new(&binding.server, &token, &binding.space)?;
-    let summary = runtime()?.block_on(sync_once(&replica, &remote, SessionConfig::default()));
+    let (bar, mut observe) = crate::progress::sync_spinner();
+    let summary = runtime()?.block_on(sync_once_observed(
+        &replica,
+        &remote,
+        SessionConfig::default(),
+        &mut observe,
+    ));
+    bar.finish_and_clear();
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {

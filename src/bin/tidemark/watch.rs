@@ -1,0 +1,54 @@
+//! `sync --watch`: background sync until Ctrl-C.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use tidemark::remote::http::HttpRemote;
+use tidemark::sync::{BackgroundConfig, BackgroundSync};
+
+use crate::local::open;
+use crate::server::runtime;
+
+pub fn run(store: &Path, interval: u64) -> Result<ExitCode> {
+    let replica = Arc::new(open(store)?);
+    let Some(binding) = replica.binding()? else {
+        bail!("this store is not bound to a server: run `tidemark login` first");
+    };
+    let token = replica.token()?.unwrap_or_default();
+    let remote = HttpRemote::new(&binding.server, &token, &binding.space)?;
+    let config = BackgroundConfig {
+        interval: Duration::from_secs(interval.max(1)),
+        ..BackgroundConfig::default()
+    };
+    runtime()?.block_on(async move {
+        let sync = BackgroundSync::start(replica.clone(), remote, config);
+        let mut changes = sync.watch();
+        eprintln!("syncing {} with {} every {interval}s and after edits; Ctrl-C stops", store.display(), binding.server);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let s = changes.borrow_and_update().clone();
+                    match (&s.last_error, &s.last_summary) {
+                        (Some(e), _) => eprintln!("sync failed ({} in a row): {e}; {} pending, retrying with backoff", s.failures_in_a_row, s.pending),
+                        (None, Some(r)) => eprintln!("synced: pushed {} pulled {} rejected {} head {} ({} pending)", r.pushed, r.pulled, r.rejected + r.rejected_by_package, r.head, s.pending),
+                        _ => {}
+                    }
+                    if replica.is_replaced() {
+                        eprintln!("the store switched accounts in another process; stopping (run `sync --watch` again)");
+                        break;
+                    }
+                }
+            }
+        }
+        eprintln!("stopping: finishing the round in hand");
+        sync.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,192 @@
+//! The background sync task: rounds on an interval and soon after local
+//! edits (debounced), exponential backoff with jitter while the server is
+//! unreachable or failing, a status anyone can watch, and a clean stop that
+//! finishes the round in hand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use serde::Serialize;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::round::sync_once;
+use crate::model::now_ms;
+use crate::protocol::{RoundSummary, SessionConfig};
+use crate::remote::Remote;
+use crate::replica::Replica;
+
+/// Timing of the background task.
+#[derive(Debug, Clone, Copy)]
+pub struct BackgroundConfig {
+    /// Time between rounds when nothing happens.
+    pub interval: Duration,
+    /// Wait after a local edit before syncing, so a burst of edits makes one round.
+    pub debounce: Duration,
+    /// How often to look for edits made by other processes on the same store.
+    pub poll: Duration,
+    /// First and largest delay after failed rounds.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub session: SessionConfig,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        BackgroundConfig {
+            interval: Duration::from_secs(30),
+            debounce: Duration::from_millis(500),
+            poll: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// What the background task reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncStatus {
+    pub pending: u64,
+    pub rejected: u64,
+    pub rounds: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_success_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub failures_in_a_row: u32,
+    pub next_attempt_ms: Option<u64>,
+    pub last_summary: Option<RoundSummary>,
+}
+
+/// A running background sync; stop it with [`BackgroundSync::stop`].
+pub struct BackgroundSync {
+    stop: Option<oneshot::Sender<()>>,
+    nudge: Arc<Notify>,
+    status: watch::Receiver<SyncStatus>,
+    task: JoinHandle<()>,
+}
+
+impl BackgroundSync {
+    /// Starts syncing `replica` over `remote` on the current tokio runtime.
+    pub fn start<R: Remote + 'static>(replica: Arc<Replica>, remote: R, config: BackgroundConfig) -> BackgroundSync {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let nudge = Arc::new(Notify::new());
+        let (status_tx, status_rx) = watch::channel(SyncStatus::default());
+        let task = tokio::spawn(run(replica, remote, config, stop_rx, nudge.clone(), status_tx));
+        BackgroundSync {
+            stop: Some(stop_tx),
+            nudge,
+            status: status_rx,
+            task,
+        }
+    }
+
+    /// Tells the task that local edits were made: it syncs after the debounce.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> SyncStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<SyncStatus> {
+        self.status.clone()
+    }
+
+    /// Stops after the round in hand (if any) has finished and committed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Something that changes whenever the store gains an op or a rejection, from any process.
+fn marker(replica: &Replica) -> Option<(u64, u64)> {
+    replica.status().ok().map(|s| (s.pending, s.rejected))
+}
+
+async fn run<R: Remote>(
+    replica: Arc<Replica>,
+    remote: R,
+    config: BackgroundConfig,
+    mut stop: oneshot::Receiver<()>,
+    nudge: Arc<Notify>,
+    status: watch::Sender<SyncStatus>,
+) {
+    let backoff_builder = backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(config.min_backoff)
+        .with_max_delay(config.max_backoff)
+        .without_max_times();
+    let mut backoff = None;
+    let mut current = SyncStatus::default();
+    loop {
+        let result = sync_once(&replica, &remote, config.session).await;
+        current.rounds += 1;
+        let wait = match result {
+            Ok(summary) => {
+                backoff = None;
+                current.last_success_ms = Some(now_ms());
+                current.last_error = None;
+                current.failures_in_a_row = 0;
+                current.last_summary = Some(summary);
+                config.interval
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sync round failed; backing off");
+                current.last_error = Some(e.to_string());
+                current.failures_in_a_row += 1;
+                backoff
+                    .get_or_insert_with(|| backoff_builder.build())
+                    .next()
+                    .unwrap_or(config.max_backoff)
+            }
+        };
+        if let Ok(s) = replica.status() {
+            current.pending = s.pending;
+            current.rejected = s.rejected;
+        }
+        current.next_attempt_ms = Some(now_ms() + wait.as_millis() as u64);
+        status.send_replace(current.clone());
+
+        let failing = backoff.is_some();
+        let deadline = Instant::now() + wait;
+        let mut seen = marker(&replica);
+        // Wait for the interval, an edit (unless backing off), or the stop signal.
+        let stopped = loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break true,
+                _ = sleep_until(deadline) => break false,
+                _ = nudge.notified(), if !failing => {
+                    tokio::select! {
+                        _ = &mut stop => break true,
+                        _ = sleep(config.debounce) => break false,
+                    }
+                }
+                _ = sleep(config.poll) => {
+                    let now = marker(&replica);
+                    if now != seen && !failing {
+                        tokio::select! {
+                            _ = &mut stop => break true,
+                            _ = sleep(config.debounce) => break false,
+                        }
+                    }
+                    seen = now;
+                }
+            }
+        };
+        if stopped {
+            current.next_attempt_ms = None;
+            status.send_replace(current);
+            return;
+        }
+    }
+}
