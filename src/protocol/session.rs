@@ -243,7 +243,7 @@ impl Session {
         let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
         let code = error.body.code.as_str();
         match (in_flight, error.status, code) {
-            (InFlight::Push { positions }, Some(400 | 409), "invalid_op" | "op_id_conflict") => {
+            (InFlight::Push { positions }, Some(400 | 409 | 413), "invalid_op" | "op_id_conflict" | "op_too_large") => {
                 let index = error.body.op_index.filter(|&i| i < positions.len()).ok_or_else(|| {
                     Error::Sync(format!(
                         "the server refused the push without naming the op: {}",
@@ -261,7 +261,11 @@ impl Session {
                 }
                 Ok(())
             }
-            (InFlight::Repush { positions, local, .. }, Some(400 | 409), "invalid_op" | "op_id_conflict") => {
+            (
+                InFlight::Repush { positions, local, .. },
+                Some(400 | 409 | 413),
+                "invalid_op" | "op_id_conflict" | "op_too_large",
+            ) => {
                 let index = error.body.op_index.filter(|&i| i < positions.len()).ok_or_else(|| {
                     Error::Sync(format!(
                         "the server refused the re-push without naming the op: {}",

@@ -27,6 +27,10 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("op {index} of the batch carries {bytes} bytes; the limit is {max} bytes per op: split the edit")]
+    OpTooLarge { index: usize, bytes: usize, max: usize },
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]
@@ -44,7 +48,8 @@ impl ServiceError {
             ServiceError::ReadOnly { .. } => 403,
             ServiceError::InvalidOp { .. } | ServiceError::BadRequest(_) => 400,
             ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) => 409,
-            ServiceError::TooLarge(_) => 413,
+            ServiceError::TooLarge(_) | ServiceError::OpTooLarge { .. } => 413,
+            ServiceError::MethodNotAllowed(_) => 405,
             ServiceError::Internal(_) => 500,
         }
     }
@@ -59,6 +64,8 @@ impl ServiceError {
             ServiceError::OpIdConflict { .. } => "op_id_conflict",
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::TooLarge(_) => "too_large",
+            ServiceError::OpTooLarge { .. } => "op_too_large",
+            ServiceError::MethodNotAllowed(_) => "method_not_allowed",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::Internal(_) => "internal",
         }
@@ -69,7 +76,9 @@ impl ServiceError {
             code: self.code().to_string(),
             message: self.to_string(),
             op_index: match self {
-                ServiceError::InvalidOp { index, .. } | ServiceError::OpIdConflict { index, .. } => Some(*index),
+                ServiceError::InvalidOp { index, .. }
+                | ServiceError::OpIdConflict { index, .. }
+                | ServiceError::OpTooLarge { index, .. } => Some(*index),
                 _ => None,
             },
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -65,6 +66,12 @@ async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, S
         .await
         .map_err(|_| ServiceError::TooLarge(format!("the request body is over the limit of {limit} bytes")))?;
     serde_json::from_slice(&bytes).map_err(|e| ServiceError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+/// Turns axum's refusal of a path into the API's JSON error.
+fn path_of<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ServiceError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ServiceError::BadRequest(format!("bad URL path: {e}")))
 }
 
 fn query_param(query: &Option<String>, name: &str) -> Result<Option<String>, ServiceError> {
@@ -129,6 +136,9 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
         .route("/v1/admin/users/{user}/tokens", post(admin_new_token::<S>))
         .route("/v1/admin/grants", post(admin_grant::<S>))
         .fallback(|| async { ServiceError::NotFoundOther("no such route: see GET /v1/openapi.json".into()) })
+        .method_not_allowed_fallback(|| async {
+            ServiceError::MethodNotAllowed("this route does not take that method: see GET /v1/openapi.json".into())
+        })
         .with_state(service)
 }
 
@@ -154,7 +164,7 @@ async fn openapi() -> HttpResult {
 
 async fn push<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path(space): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
@@ -163,21 +173,23 @@ async fn push<S: ServerStore>(
         let s = s.clone();
         blocking(move || s.authenticate(token.as_deref())).await?
     };
+    let space = path_of(path)?;
     let request: PushRequest = read_json(body, s.limits().max_body_bytes).await?;
     ok(&blocking(move || s.push(&user, &space, request)).await?)
 }
 
 async fn pull<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path(space): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> HttpResult {
     let token = bearer(&headers);
-    let since = number_param(&q, "since", 0)?;
-    let limit = number_param(&q, "limit", 500)?;
     ok(&blocking(move || {
         let user = s.authenticate(token.as_deref())?;
+        let space = path_of(path)?;
+        let since = number_param(&q, "since", 0)?;
+        let limit = number_param(&q, "limit", 500)?;
         s.pull(&user, &space, since, usize::try_from(limit).unwrap_or(usize::MAX))
     })
     .await?)
@@ -185,28 +197,29 @@ async fn pull<S: ServerStore>(
 
 async fn package<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path(space): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> HttpResult {
     let token = bearer(&headers);
     ok(&blocking(move || {
         let user = s.authenticate(token.as_deref())?;
-        s.package(&user, &space)
+        s.package(&user, &path_of(path)?)
     })
     .await?)
 }
 
 async fn snapshot<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path(space): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> HttpResult {
     let token = bearer(&headers);
-    let after = query_param(&q, "after")?;
-    let limit = number_param(&q, "limit", 1000)?;
     ok(&blocking(move || {
         let user = s.authenticate(token.as_deref())?;
+        let space = path_of(path)?;
+        let after = query_param(&q, "after")?;
+        let limit = number_param(&q, "limit", 1000)?;
         s.snapshot(
             &user,
             &space,
@@ -219,12 +232,13 @@ async fn snapshot<S: ServerStore>(
 
 async fn record<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path((space, collection, id)): Path<(String, String, String)>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> HttpResult {
     let token = bearer(&headers);
     let fields = blocking(move || {
         let user = s.authenticate(token.as_deref())?;
+        let (space, collection, id) = path_of(path)?;
         s.record(&user, &space, &collection, &id)?
             .ok_or_else(|| ServiceError::NotFoundOther(format!("no record {collection}/{id} in space {space:?}")))
     })
@@ -257,11 +271,12 @@ async fn admin_create_space<S: ServerStore>(State(s): State<Shared<S>>, headers:
 
 async fn admin_set_package<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path(space): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult {
     s.check_admin(bearer(&headers).as_deref())?;
+    let space = path_of(path)?;
     let package: Package = read_json(body, s.limits().max_body_bytes).await?;
     admin(s, &headers, move |s| {
         s.set_package(&space, Some(&package))
@@ -278,9 +293,11 @@ async fn admin_add_user<S: ServerStore>(State(s): State<Shared<S>>, headers: Hea
 
 async fn admin_new_token<S: ServerStore>(
     State(s): State<Shared<S>>,
-    Path(user): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let user = path_of(path)?;
     admin(s, &headers, move |s| s.new_token(&user)).await
 }
 

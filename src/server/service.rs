@@ -166,11 +166,11 @@ impl<S: ServerStore> Service<S> {
         let invalid = |reason: String| ServiceError::InvalidOp { index, reason };
         let op = wire.to_op().map_err(|e| invalid(e.to_string()))?;
         if op.change.len() > self.limits.max_op_bytes {
-            return Err(ServiceError::TooLarge(format!(
-                "op {index} carries {} bytes; the limit is {} bytes per op",
-                op.change.len(),
-                self.limits.max_op_bytes
-            )));
+            return Err(ServiceError::OpTooLarge {
+                index,
+                bytes: op.change.len(),
+                max: self.limits.max_op_bytes,
+            });
         }
         let schema = match package {
             Some(p) => Some(

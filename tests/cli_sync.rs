@@ -1,0 +1,436 @@
+//! The server half of the CLI contract, through the real binary: `serve`,
+//! `admin`, `login`, `sync`, `status`, with a server child process on a
+//! loopback port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "cli-sync-admin-token-0123456789";
+
+const CRM_PACKAGE: &str = r#"{"version": 1, "collections": {
+    "contacts": {"fields": {"name": "string", "email": "string", "age": "number", "vip": "bool",
+                             "born": "datetime", "tags": "json", "note": "text", "visits": "counter"}},
+    "accounts": {"fields": {"name": "string"}}
+}}"#;
+
+/// A `tidemark` command with a clean environment (no inherited store, token or log filter).
+fn tidemark() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    for var in ["TIDEMARK_STORE", "TIDEMARK_TOKEN", "TIDEMARK_ADMIN_TOKEN", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A running `tidemark serve`; killed when dropped, whatever happens to the test.
+struct ServerChild {
+    child: Child,
+    url: String,
+    /// Everything the server wrote to stderr after its first line.
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ServerChild {
+    fn start(data: &Path) -> ServerChild {
+        let mut child = tidemark()
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN)
+            // Everything the server logs is checked for secrets.
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rest = Arc::new(Mutex::new(String::new()));
+        let sink = rest.clone();
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = stderr.read_line(&mut first);
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let mut server = ServerChild {
+            child,
+            url: String::new(),
+            stderr: rest,
+        };
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address on stderr");
+        let prefix = "tidemark server listening on ";
+        assert!(first.starts_with(prefix), "unexpected first line: {first:?}");
+        let url = first[prefix.len()..].split_whitespace().next().unwrap();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        server.url = url.to_string();
+        server
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("server stderr:\n{}", self.stderr.lock().unwrap());
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs and expects exit 0; returns stdout.
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}): {}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn admin(server: &ServerChild, args: &[&str]) -> String {
+    ok(tidemark()
+        .args(["admin", "--server", &server.url])
+        .args(args)
+        .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN))
+}
+
+fn client(store: &Path, args: &[&str]) -> Command {
+    let mut cmd = tidemark();
+    cmd.arg("--store").arg(store).args(args);
+    cmd
+}
+
+fn status(store: &Path) -> Value {
+    serde_json::from_str(&ok(&mut client(store, &["status"]))).unwrap()
+}
+
+fn login(store: &Path, url: &str, user: &str, token: &str) -> Output {
+    run(&mut client(
+        store,
+        &[
+            "login", "--server", url, "--user", user, "--token", token, "--space", "crm",
+        ],
+    ))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    server: ServerChild,
+    alice: String,
+    bob: String,
+}
+
+impl Setup {
+    fn store(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A server with space `crm` (the CRM package), alice (read-write) and bob (read-only).
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerChild::start(&dir.path().join("server-data"));
+    let package = dir.path().join("crm.json");
+    std::fs::write(&package, CRM_PACKAGE).unwrap();
+    admin(
+        &server,
+        &["create-space", "crm", "--package", package.to_str().unwrap()],
+    );
+    let token_of = |user: &str| {
+        let out = admin(&server, &["add-user", user]);
+        assert_eq!(out.lines().count(), 1, "add-user prints the token on one line: {out:?}");
+        let token = out.trim().to_string();
+        assert!(!token.is_empty() && !token.contains(char::is_whitespace), "{out:?}");
+        token
+    };
+    let alice = token_of("alice");
+    let bob = token_of("bob");
+    assert_ne!(alice, bob);
+    admin(&server, &["grant", "alice", "crm"]);
+    admin(&server, &["grant", "bob", "crm", "--read-only"]);
+    Setup {
+        dir,
+        server,
+        alice,
+        bob,
+    }
+}
+
+#[test]
+fn serve_admin_login_sync_and_the_exit_codes_of_sync_through_the_binary() {
+    let mut s = setup();
+    let url = s.server.url.clone();
+    let a = s.store("a.db");
+    let b = s.store("b.db");
+    let bob_store = s.store("bob.db");
+
+    // alice on store a: login (initial sync, package downloaded), put, sync → 0, "pushed 1".
+    let out = login(&a, &url, "alice", &s.alice);
+    assert!(out.status.success(), "login a: {}", text(&out.stderr));
+    let st = status(&a);
+    assert_eq!(st["user"], "alice");
+    assert_eq!(st["space"], "crm");
+    assert_eq!(st["package_version"], 1, "login downloaded the package: {st}");
+    ok(&mut client(&a, &["put", "contacts", "c1", "name=Ada", "age=36"]));
+    assert_eq!(status(&a)["pending"], 1);
+    let out = run(&mut client(&a, &["sync"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sync a: {} / {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("pushed 1")),
+        "sync reports what it pushed: {stdout:?}"
+    );
+    let st = status(&a);
+    assert_eq!(st["pending"], 0, "{st}");
+    assert_eq!(st["rejected"], 0, "{st}");
+
+    // alice on store b: login downloads the record.
+    let out = login(&b, &url, "alice", &s.alice);
+    assert!(out.status.success(), "login b: {}", text(&out.stderr));
+    let got: Value = serde_json::from_str(&ok(&mut client(&b, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(got, json!({"name": "Ada", "age": 36}));
+
+    // bob (read-only): login works and reads, a put is refused by the server → exit 2.
+    let out = login(&bob_store, &url, "bob", &s.bob);
+    assert!(out.status.success(), "login bob: {}", text(&out.stderr));
+    let got: Value = serde_json::from_str(&ok(&mut client(&bob_store, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(got["name"], "Ada");
+    ok(&mut client(&bob_store, &["put", "contacts", "c2", "name=Bob's"]));
+    let out = run(&mut client(&bob_store, &["sync"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refused push exits 2: {} / {stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains("refused") && stderr.contains("read-only"),
+        "stderr names the refusal and why: {stderr:?}"
+    );
+    let st = status(&bob_store);
+    assert_eq!(st["rejected"], 1, "{st}");
+    assert_eq!(st["pending"], 0, "a rejected op does not block the queue: {st}");
+    let compact = serde_json::to_string(&st).unwrap();
+    assert!(compact.contains("\"rejected\":1"), "{compact}");
+    // The refused record never reached alice.
+    ok(&mut client(&b, &["sync"]));
+    let out = run(&mut client(&b, &["get", "contacts", "c2"]));
+    assert!(!out.status.success(), "bob's refused put did not reach the server");
+
+    // The server goes away: sync on a fails with exit 1, a message, nothing lost.
+    ok(&mut client(&a, &["put", "contacts", "c3", "name=Offline"]));
+    let pending = status(&a)["pending"].clone();
+    assert_eq!(pending, 1);
+    s.server.stop();
+    let out = run(&mut client(&a, &["sync"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "an unreachable server exits 1: {stderr}");
+    assert!(!stderr.trim().is_empty(), "sync says why it failed");
+    assert!(out.stdout.is_empty(), "errors go to stderr: {:?}", text(&out.stdout));
+    assert_eq!(status(&a)["pending"], pending, "the pending change is kept");
+    assert!(!stderr.contains(&s.alice), "the token is not printed: {stderr:?}");
+    let server_log = s.server.stderr.lock().unwrap().clone();
+    for secret in [s.alice.as_str(), s.bob.as_str(), ADMIN_TOKEN] {
+        assert!(!server_log.contains(secret), "the server's log holds a token");
+    }
+    let got: Value = serde_json::from_str(&ok(&mut client(&a, &["get", "contacts", "c3"]))).unwrap();
+    assert_eq!(got["name"], "Offline");
+
+    // login on a as another user without --yes refuses and names the unsynced changes.
+    let out = login(&a, &url, "bob", &s.bob);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "switching users without --yes refuses");
+    assert!(
+        stderr.contains("1 unsynced change"),
+        "stderr names the number of unsynced changes: {stderr:?}"
+    );
+    let st = status(&a);
+    assert_eq!(st["user"], "alice", "the store is still alice's: {st}");
+    assert_eq!(st["pending"], 1, "{st}");
+    let got: Value = serde_json::from_str(&ok(&mut client(&a, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(got["name"], "Ada", "the downloaded data is kept");
+}
+
+#[test]
+fn serve_refuses_a_short_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tidemark()
+        .args(["serve", "--data"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TIDEMARK_ADMIN_TOKEN", "short"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("TIDEMARK_ADMIN_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn admin_with_a_wrong_admin_token_fails_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerChild::start(&dir.path().join("data"));
+    let out = run(tidemark()
+        .args(["admin", "--server", &server.url, "add-user", "carol"])
+        .env("TIDEMARK_ADMIN_TOKEN", "not-the-admin-token-at-all"));
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no token printed: {:?}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("admin"), "{stderr:?}");
+}
+
+#[test]
+fn login_with_a_wrong_token_fails_and_sync_without_login_says_what_to_do() {
+    let s = setup();
+    let store = s.store("c.db");
+    let out = run(&mut client(&store, &["sync"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("login"), "{}", text(&out.stderr));
+
+    let bad = format!("{}x", s.alice);
+    let out = login(&store, &s.server.url, "alice", &bad);
+    assert!(!out.status.success(), "a wrong token does not log in");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("token"),
+        "stderr says the token is the problem: {stderr:?}"
+    );
+}
+
+#[test]
+fn login_with_a_new_token_for_the_same_user_keeps_the_data() {
+    let s = setup();
+    let a = s.store("a.db");
+    let out = login(&a, &s.server.url, "alice", &s.alice);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(&mut client(&a, &["put", "contacts", "c1", "name=Ada"]));
+    ok(&mut client(&a, &["sync"]));
+    ok(&mut client(&a, &["put", "contacts", "c2", "name=Unsynced"]));
+
+    let new_token = admin(&s.server, &["new-token", "alice"]).trim().to_string();
+    assert_ne!(new_token, s.alice);
+    let out = login(&a, &s.server.url, "alice", &new_token);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st = status(&a);
+    assert_eq!(st["user"], "alice");
+    assert_eq!(st["pending"], 0, "the initial sync pushed the unsynced change: {st}");
+    for id in ["c1", "c2"] {
+        ok(&mut client(&a, &["get", "contacts", id]));
+    }
+    let out = run(&mut client(&a, &["sync"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// DESIGN.md, CLI: "with `--yes` ... it clears the downloaded data and the
+/// package, binds the new account, downloads the package and runs the
+/// initial sync."
+#[test]
+fn login_as_another_user_with_yes_clears_the_data_and_binds_the_new_account() {
+    let s = setup();
+    let a = s.store("a.db");
+    let out = login(&a, &s.server.url, "alice", &s.alice);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(&mut client(&a, &["put", "contacts", "c1", "name=Ada"]));
+    ok(&mut client(&a, &["sync"]));
+    ok(&mut client(&a, &["put", "contacts", "c9", "name=Lost on purpose"]));
+
+    let out = run(&mut client(
+        &a,
+        &[
+            "login",
+            "--server",
+            &s.server.url,
+            "--user",
+            "bob",
+            "--token",
+            &s.bob,
+            "--space",
+            "crm",
+            "--yes",
+        ],
+    ));
+    assert!(
+        out.status.success(),
+        "login --yes as another user switches accounts: {}",
+        text(&out.stderr)
+    );
+    let st = status(&a);
+    assert_eq!(st["user"], "bob", "{st}");
+    assert_eq!(st["pending"], 0, "{st}");
+    assert_eq!(st["rejected"], 0, "{st}");
+    assert_eq!(st["package_version"], 1, "the package is downloaded again: {st}");
+    let got: Value = serde_json::from_str(&ok(&mut client(&a, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(got["name"], "Ada", "the server's data is downloaded again");
+    let out = run(&mut client(&a, &["get", "contacts", "c9"]));
+    assert!(!out.status.success(), "alice's unsynced change was cleared");
+    let out = run(&mut client(&a, &["sync"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// A record edit larger than the server's per-op limit (256 KiB by default)
+/// is refused for good: `sync` exits 2 and moves it to the rejected list, and
+/// later edits still sync (DESIGN.md: rejected ops are "never blocking the
+/// queue"; `sync` exits 2 "when the round completed but the server refused
+/// some ops").
+#[test]
+fn an_edit_over_the_servers_op_limit_is_rejected_and_does_not_block_the_queue() {
+    let s = setup();
+    let a = s.store("a.db");
+    let out = login(&a, &s.server.url, "alice", &s.alice);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let big = s.dir.path().join("big.jsonl");
+    let line = json!({"id": "huge", "fields": {"name": "x".repeat(300 * 1024)}});
+    std::fs::write(&big, format!("{line}\n")).unwrap();
+    ok(&mut client(&a, &["import", "contacts", big.to_str().unwrap()]));
+
+    let out = run(&mut client(&a, &["sync"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the server refused the op for good: {} / {stderr}",
+        text(&out.stdout)
+    );
+    assert_eq!(status(&a)["rejected"], 1);
+
+    ok(&mut client(&a, &["put", "contacts", "c1", "name=Ada"]));
+    let out = run(&mut client(&a, &["sync"]));
+    assert_eq!(out.status.code(), Some(0), "later edits sync: {}", text(&out.stderr));
+    assert_eq!(status(&a)["pending"], 0);
+}

@@ -1,0 +1,829 @@
+//! Hostile input against a live server: an axum front on a loopback port,
+//! reached with reqwest as any client on the network would reach it.
+//!
+//! Every test builds its own server (own store, own limits) and ends by
+//! checking that the server still answers `/v1/health`.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rand::RngCore;
+use serde_json::{Value, json};
+use tidemark::protocol::message::{CreateSpace, Grant, PullResponse, PushResponse, WireOp};
+use tidemark::server::store::redb::RedbStore;
+use tidemark::server::{Limits, Service, http};
+use tidemark::{Package, Replica};
+
+const SPACE: &str = "crm";
+const OTHER_SPACE: &str = "other";
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// The 37 bytes that make automerge 0.12 panic inside its decoder (DESIGN.md, "Known hazards").
+const PANICKING_CHANGE_HEX: &str = "856f4a83fc030a0a030a0000000123030083fc030a0a030a00000a000000011500030a8500";
+
+fn crm_package() -> Package {
+    Package::from_json(
+        r#"{"version": 1, "collections": {
+            "contacts": {"fields": {"name": "string", "email": "string", "age": "number", "vip": "bool",
+                                     "born": "datetime", "tags": "json", "note": "text", "visits": "counter"}},
+            "accounts": {"fields": {"name": "string"}}
+        }}"#,
+    )
+    .unwrap()
+}
+
+/// A live server: its base URL, the service behind it, and the users' tokens.
+///
+/// Users: `alice` (read-write member of `crm`), `rita` (read-only member of
+/// `crm`), `mallory` (member of `other` only).
+struct Live {
+    url: String,
+    service: Arc<Service<RedbStore>>,
+    alice: String,
+    rita: String,
+    mallory: String,
+    client: reqwest::Client,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+fn client() -> reqwest::Client {
+    // reqwest is built without a default crypto provider; plain http needs none,
+    // but the builder wants one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn live(limits: Limits) -> Live {
+    live_on(RedbStore::in_memory().unwrap(), limits).await
+}
+
+async fn live_on(store: RedbStore, limits: Limits) -> Live {
+    let service = Arc::new(Service::new(store, limits, Some(ADMIN_TOKEN)).unwrap());
+    for space in [SPACE, OTHER_SPACE] {
+        service
+            .create_space(&CreateSpace {
+                space: space.into(),
+                package: Some(crm_package()),
+            })
+            .unwrap();
+    }
+    let mut tokens = Vec::new();
+    for (user, space, read_only) in [
+        ("alice", SPACE, false),
+        ("rita", SPACE, true),
+        ("mallory", OTHER_SPACE, false),
+    ] {
+        tokens.push(service.add_user(user).unwrap().token);
+        service
+            .grant(&Grant {
+                user: user.into(),
+                space: space.into(),
+                read_only,
+            })
+            .unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, service.clone(), async move {
+        let _ = rx.await;
+    }));
+    let [alice, rita, mallory]: [String; 3] = tokens.try_into().unwrap();
+    Live {
+        url,
+        service,
+        alice,
+        rita,
+        mallory,
+        client: client(),
+        _shutdown: tx,
+    }
+}
+
+impl Live {
+    fn space_url(&self, space: &str, tail: &str) -> String {
+        format!("{}/v1/spaces/{space}/{tail}", self.url)
+    }
+
+    async fn push_raw(&self, token: &str, space: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(self.space_url(space, "push"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn push(&self, token: &str, ops: &[Value]) -> reqwest::Response {
+        self.push_raw(token, SPACE, serde_json::to_vec(&json!({ "ops": ops })).unwrap())
+            .await
+    }
+
+    async fn get(&self, token: Option<&str>, path_and_query: &str) -> reqwest::Response {
+        let mut request = self.client.get(format!("{}{path_and_query}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn pull(&self, since: u64, limit: u64) -> PullResponse {
+        let resp = self
+            .get(
+                Some(&self.alice),
+                &format!("/v1/spaces/{SPACE}/pull?since={since}&limit={limit}"),
+            )
+            .await;
+        assert_eq!(resp.status().as_u16(), 200, "pull as alice");
+        resp.json().await.unwrap()
+    }
+
+    /// The space's head as alice sees it through `GET pull`.
+    async fn head(&self) -> u64 {
+        self.pull(0, 1).await.head
+    }
+
+    async fn assert_healthy(&self) {
+        let resp = self.get(None, "/v1/health").await;
+        assert_eq!(resp.status().as_u16(), 200, "the server still answers /v1/health");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["ok"], true, "{body}");
+    }
+}
+
+/// Real ops of one replica: a put on each of `ids` in `contacts`, as wire JSON.
+fn real_ops(ids: &[&str]) -> Vec<Value> {
+    let replica = Replica::in_memory().unwrap();
+    replica.set_package(Some(&crm_package())).unwrap();
+    for id in ids {
+        replica
+            .put("contacts", id, json!({"name": format!("name of {id}"), "age": 36}))
+            .unwrap();
+    }
+    replica
+        .pending_ops(usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::to_value(WireOp::from_op(&p.op)).unwrap())
+        .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Asserts an error answer: `status`, a JSON content type, and an `{code, message}` body.
+async fn json_error(resp: reqwest::Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let bytes = resp.bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(got, status, "status; body: {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "an error answer is JSON, got content-type {content_type:?} and body {text:?}"
+    );
+    let body: Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text:?}"));
+    assert!(
+        body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "error body has a code: {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.len() > 10),
+        "error body has a message a person can act on: {body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_or_with_a_bad_token_gets_401_with_a_json_error() {
+    let s = live(Limits::default()).await;
+    let real_id = s.alice.split('.').nth(1).unwrap().to_string();
+    let bad_headers: Vec<Option<String>> = vec![
+        None,
+        Some("Bearer".into()),
+        Some("Bearer ".into()),
+        Some("Bearer nonsense".into()),
+        Some("Bearer tm1..".into()),
+        Some("Bearer tm1.x.y.z".into()),
+        Some(format!("Bearer tm1.{real_id}.{}", "0".repeat(64))),
+        Some(format!("Bearer tm1.{real_id}.")),
+        Some(format!("Bearer {}x", s.alice)),
+        Some(format!("Bearer {ADMIN_TOKEN}")),
+        Some(format!("Basic {}", b64(format!("alice:{}", s.alice).as_bytes()))),
+        Some(format!("Bearer {}", "A".repeat(8 * 1024))),
+    ];
+    let ops = serde_json::to_vec(&json!({ "ops": real_ops(&["c1"]) })).unwrap();
+    for header in &bad_headers {
+        for (method, path) in [
+            ("POST", format!("/v1/spaces/{SPACE}/push")),
+            ("GET", format!("/v1/spaces/{SPACE}/pull?since=0")),
+            ("GET", format!("/v1/spaces/{SPACE}/package")),
+            ("GET", format!("/v1/spaces/{SPACE}/snapshot")),
+            ("GET", format!("/v1/spaces/{SPACE}/records/contacts/c1")),
+            ("GET", "/v1/spaces/no-such-space/pull".to_string()),
+        ] {
+            let url = format!("{}{path}", s.url);
+            let mut request = match method {
+                "POST" => s.client.post(&url).body(ops.clone()),
+                _ => s.client.get(&url),
+            };
+            if let Some(h) = header {
+                request = request.header("authorization", h);
+            }
+            let body = json_error(request.send().await.unwrap(), 401).await;
+            assert_eq!(body["code"], "unauthorized", "{method} {path} with {header:?}: {body}");
+        }
+    }
+    // A user token is not an admin token.
+    let resp = s
+        .client
+        .post(format!("{}/v1/admin/users", s.url))
+        .bearer_auth(&s.alice)
+        .json(&json!({"user": "eve"}))
+        .send()
+        .await
+        .unwrap();
+    json_error(resp, 401).await;
+    assert_eq!(s.head().await, 0, "nothing was stored");
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_space_the_user_is_not_a_member_of_answers_the_same_404_as_a_missing_space() {
+    let s = live(Limits::default()).await;
+    let ops = serde_json::to_vec(&json!({ "ops": real_ops(&["c1"]) })).unwrap();
+    for tail in ["push", "pull?since=0", "package", "snapshot", "records/contacts/c1"] {
+        let mut answers = Vec::new();
+        for space in [SPACE, "no-such-space"] {
+            let url = s.space_url(space, tail);
+            let request = if tail == "push" {
+                s.client.post(url).body(ops.clone())
+            } else {
+                s.client.get(url)
+            };
+            let resp = request.bearer_auth(&s.mallory).send().await.unwrap();
+            let body = json_error(resp, 404).await;
+            let message = body["message"].as_str().unwrap().to_string();
+            assert!(message.contains(space), "the message names the space: {message}");
+            answers.push((
+                body["code"].clone(),
+                message.replace(space, "SPACE"),
+                body.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+            ));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{tail}: a space the user is not a member of and a missing space look the same"
+        );
+        assert_eq!(answers[0].0, "not_found");
+    }
+    assert_eq!(s.head().await, 0, "mallory's push stored nothing");
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_read_only_members_push_is_refused_with_403_and_nothing_is_stored() {
+    let s = live(Limits::default()).await;
+    let resp = s.push(&s.alice, &real_ops(&["a1"])).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let before = s.head().await;
+    assert_eq!(before, 1);
+
+    let resp = s.push(&s.rita, &real_ops(&["r1", "r2"])).await;
+    let body = json_error(resp, 403).await;
+    assert_eq!(body["code"], "read_only", "{body}");
+    assert_eq!(s.head().await, before, "the read-only member's ops were not stored");
+    // The read-only member can still read.
+    let resp = s.get(Some(&s.rita), &format!("/v1/spaces/{SPACE}/pull?since=0")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let page: PullResponse = resp.json().await.unwrap();
+    assert_eq!(page.ops.len(), 1);
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn malformed_json_gets_400_with_a_json_error() {
+    let s = live(Limits::default()).await;
+    let valid = real_ops(&["c1"]);
+    let mut unknown_field = valid[0].clone();
+    unknown_field["extra"] = json!(1);
+    let mut bad_actor = valid[0].clone();
+    bad_actor["actor"] = json!("not hex");
+    let mut bad_id = valid[0].clone();
+    bad_id["id"] = json!("not-a-uuid");
+    let mut missing = valid[0].clone();
+    missing.as_object_mut().unwrap().remove("change");
+    let mut negative_time = valid[0].clone();
+    negative_time["time_ms"] = json!(-1);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"not json".to_vec(),
+        b"{".to_vec(),
+        b"[]".to_vec(),
+        b"null".to_vec(),
+        b"{\"ops\": 5}".to_vec(),
+        b"{\"ops\": [1, 2]}".to_vec(),
+        b"{\"ops\": [], \"extra\": true}".to_vec(),
+        b"{\"ops\": []} trailing".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x7b],
+        deep.into_bytes(),
+        serde_json::to_vec(&json!({ "ops": [unknown_field] })).unwrap(),
+        serde_json::to_vec(&json!({ "ops": [bad_actor] })).unwrap(),
+        serde_json::to_vec(&json!({ "ops": [bad_id] })).unwrap(),
+        serde_json::to_vec(&json!({ "ops": [missing] })).unwrap(),
+        serde_json::to_vec(&json!({ "ops": [negative_time] })).unwrap(),
+    ];
+    for body in bodies {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let resp = s.push_raw(&s.alice, SPACE, body).await;
+        let err = json_error(resp, 400).await;
+        assert_eq!(err["code"], "bad_request", "{shown:?}: {err}");
+    }
+    // Admin bodies too.
+    let resp = s
+        .client
+        .post(format!("{}/v1/admin/spaces", s.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{\"space\": ")
+        .send()
+        .await
+        .unwrap();
+    json_error(resp, 400).await;
+    assert_eq!(s.head().await, 0);
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_and_nothing_is_stored() {
+    let s = live(Limits {
+        max_body_bytes: 64 * 1024,
+        ..Default::default()
+    })
+    .await;
+    // A well-formed push whose JSON is just over the limit: real ops padded with whitespace.
+    let ops = serde_json::to_vec(&json!({ "ops": real_ops(&["c1", "c2"]) })).unwrap();
+    let mut body = b"{\"ops\":".to_vec();
+    body.extend(std::iter::repeat_n(b' ', 64 * 1024));
+    body.extend_from_slice(&ops[b"{\"ops\":".len()..]);
+    assert!(body.len() > 64 * 1024);
+    let err = json_error(s.push_raw(&s.alice, SPACE, body).await, 413).await;
+    assert_eq!(err["code"], "too_large", "{err}");
+
+    // Far over the limit (4 MiB of garbage).
+    let err = json_error(s.push_raw(&s.alice, SPACE, vec![b'x'; 4 << 20]).await, 413).await;
+    assert_eq!(err["code"], "too_large", "{err}");
+
+    // Just under the limit goes through.
+    let resp = s.push_raw(&s.alice, SPACE, ops).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.head().await, 2);
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn more_ops_than_max_ops_per_push_gets_413_and_nothing_is_stored() {
+    let s = live(Limits {
+        max_ops_per_push: 3,
+        ..Default::default()
+    })
+    .await;
+    let ops = real_ops(&["c1", "c2", "c3", "c4"]);
+    let err = json_error(s.push(&s.alice, &ops).await, 413).await;
+    assert_eq!(err["code"], "too_large", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains('3'),
+        "the message names the limit: {err}"
+    );
+    assert_eq!(s.head().await, 0);
+
+    let resp = s.push(&s.alice, &ops[..3]).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let ack: PushResponse = resp.json().await.unwrap();
+    assert_eq!(ack.seqs, vec![1, 2, 3]);
+    s.assert_healthy().await;
+}
+
+/// An op whose change is over `max_op_bytes` is an op-level refusal: the
+/// answer must name it (`op_index`), or a client cannot move it to its
+/// rejected list and its queue is blocked for good (DESIGN.md: rejected ops
+/// are "never blocking the queue").
+#[tokio::test]
+async fn an_op_over_max_op_bytes_is_refused_naming_the_op_and_nothing_is_stored() {
+    let s = live(Limits {
+        max_op_bytes: 1024,
+        ..Default::default()
+    })
+    .await;
+    let small = real_ops(&["c1"]).remove(0);
+    let big = {
+        let replica = Replica::in_memory().unwrap();
+        replica.set_package(Some(&crm_package())).unwrap();
+        replica
+            .put("contacts", "big", json!({"name": "x".repeat(4096)}))
+            .unwrap();
+        let op = replica.pending_ops(1).unwrap().remove(0).op;
+        assert!(op.change.len() > 1024);
+        serde_json::to_value(WireOp::from_op(&op)).unwrap()
+    };
+    let resp = s.push(&s.alice, &[small.clone(), big]).await;
+    let status = resp.status().as_u16();
+    assert!(status == 413 || status == 400, "{status}");
+    let err = json_error(resp, status).await;
+    assert_eq!(s.head().await, 0, "nothing of the batch was stored");
+    assert_eq!(err["op_index"], 1, "the answer names the op that is too large: {err}");
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_garbage_change_inside_a_valid_envelope_gets_400_with_op_index_and_nothing_is_stored() {
+    let s = live(Limits::default()).await;
+    let ops = real_ops(&["c1", "c2"]);
+    let template = ops[1].clone();
+    let with_change = |change: String| {
+        let mut op = template.clone();
+        op["change"] = json!(change);
+        op
+    };
+    let mut rng = rand::rng();
+    let mut garbage: Vec<(String, Value)> = vec![
+        (
+            "the automerge-panicking input".into(),
+            with_change(b64(&hex::decode(PANICKING_CHANGE_HEX).unwrap())),
+        ),
+        ("an empty change".into(), with_change(String::new())),
+        ("not base64".into(), with_change("!!! not base64 !!!".into())),
+    ];
+    for i in 0..40 {
+        let mut bytes = vec![0u8; 1 + (rng.next_u32() % 300) as usize];
+        rng.fill_bytes(&mut bytes);
+        if i % 2 == 0 {
+            // Past the magic bytes, into the decoder.
+            bytes.splice(0..0, [0x85, 0x6f, 0x4a, 0x83]);
+        }
+        garbage.push((
+            format!("random bytes {}", hex::encode(&bytes)),
+            with_change(b64(&bytes)),
+        ));
+    }
+    // A real change whose envelope names another actor.
+    let mut other_actor = ops[1].clone();
+    other_actor["actor"] = json!("00112233445566778899aabbccddeeff");
+    garbage.push(("a change by another actor than the envelope's".into(), other_actor));
+    // A real change of another collection's field types (a counter into a string field).
+    let counter = {
+        let replica = Replica::in_memory().unwrap();
+        replica.set_package(Some(&crm_package())).unwrap();
+        replica.increment("contacts", "c9", "visits", 1).unwrap();
+        let op = replica.pending_ops(1).unwrap().remove(0).op;
+        let mut wire = serde_json::to_value(WireOp::from_op(&op)).unwrap();
+        wire["collection"] = json!("accounts");
+        wire
+    };
+    garbage.push(("a counter into an accounts string field".into(), counter));
+
+    for (what, bad) in garbage {
+        let resp = s.push(&s.alice, &[ops[0].clone(), bad]).await;
+        let err = json_error(resp, 400).await;
+        assert_eq!(err["code"], "invalid_op", "{what}: {err}");
+        assert_eq!(err["op_index"], 1, "{what}: the error names the offending op: {err}");
+        assert_eq!(s.head().await, 0, "{what}: nothing of the batch was stored");
+    }
+    // The valid op alone still goes through.
+    let resp = s.push(&s.alice, &ops[..1]).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.head().await, 1);
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn the_same_op_id_pushed_again_with_other_content_gets_409() {
+    let s = live(Limits::default()).await;
+    let ops = real_ops(&["c1", "c2"]);
+    let resp = s.push(&s.alice, &ops[..1]).await;
+    let first: PushResponse = resp.json().await.unwrap();
+    assert_eq!(first.seqs, vec![1]);
+
+    // The same op again is idempotent: its first seq back, no second one.
+    let again: PushResponse = s.push(&s.alice, &ops[..1]).await.json().await.unwrap();
+    assert_eq!(again.seqs, vec![1]);
+    assert_eq!(again.head, 1);
+
+    // The same id with another (valid) change.
+    let mut reused = ops[1].clone();
+    reused["id"] = ops[0]["id"].clone();
+    let err = json_error(s.push(&s.alice, &[reused.clone()]).await, 409).await;
+    assert_eq!(err["code"], "op_id_conflict", "{err}");
+    assert_eq!(err["op_index"], 0, "{err}");
+
+    // Other envelope content with the same id and change.
+    let mut moved = ops[0].clone();
+    moved["record"] = json!("elsewhere");
+    json_error(s.push(&s.alice, &[moved]).await, 409).await;
+
+    // Inside one batch: the reuse comes second, after a fresh op; nothing of it is stored.
+    let fresh = real_ops(&["c3"]).remove(0);
+    let err = json_error(s.push(&s.alice, &[fresh, reused]).await, 409).await;
+    assert_eq!(err["op_index"], 1, "{err}");
+    assert_eq!(s.head().await, 1, "nothing of the refused batches was stored");
+    let page = s.pull(0, 10).await;
+    assert_eq!(page.ops.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&page.ops[0].op).unwrap(),
+        ops[0],
+        "the first content stays"
+    );
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_huge_pull_limit_is_clamped_and_a_non_numeric_limit_gets_400() {
+    let s = live(Limits {
+        max_pull_page: 3,
+        ..Default::default()
+    })
+    .await;
+    let resp = s.push(&s.alice, &real_ops(&["c1", "c2", "c3", "c4", "c5"])).await;
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let page = s.pull(0, 999_999_999).await;
+    assert!(page.ops.len() <= 3, "the page is clamped: {} ops", page.ops.len());
+    assert_eq!(page.ops.len(), 3);
+    assert_eq!(page.end, 3);
+    assert!(page.more);
+    let page = s.pull(3, u64::MAX).await;
+    assert_eq!(page.ops.len(), 2);
+    assert!(!page.more);
+    // since beyond the head: an empty page, not an error.
+    let page = s.pull(u64::MAX, 10).await;
+    assert!(page.ops.is_empty());
+
+    for query in [
+        "limit=abc",
+        "since=abc",
+        "since=-1",
+        "limit=-5",
+        "limit=1.5",
+        "since=%ZZ",
+        "limit=%FF",
+    ] {
+        let resp = s.get(Some(&s.alice), &format!("/v1/spaces/{SPACE}/pull?{query}")).await;
+        let err = json_error(resp, 400).await;
+        assert_eq!(err["code"], "bad_request", "{query}: {err}");
+    }
+    let resp = s
+        .get(Some(&s.alice), &format!("/v1/spaces/{SPACE}/snapshot?limit=abc"))
+        .await;
+    json_error(resp, 400).await;
+    let resp = s
+        .get(Some(&s.alice), &format!("/v1/spaces/{SPACE}/snapshot?after=no-cursor"))
+        .await;
+    json_error(resp, 400).await;
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn the_server_still_answers_health_after_a_concurrent_barrage_of_hostile_requests() {
+    let s = Arc::new(
+        live(Limits {
+            max_body_bytes: 64 * 1024,
+            max_ops_per_push: 5,
+            ..Default::default()
+        })
+        .await,
+    );
+    let ops = real_ops(&["c1"]);
+    let panicking = {
+        let mut op = ops[0].clone();
+        op["change"] = json!(b64(&hex::decode(PANICKING_CHANGE_HEX).unwrap()));
+        op
+    };
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        let panicking = panicking.clone();
+        tasks.push(tokio::spawn(async move {
+            let status = match i % 8 {
+                0 => s.push(&s.alice, &[panicking]).await.status(),
+                1 => s.push_raw(&s.alice, SPACE, vec![b'{'; 200 * 1024]).await.status(),
+                2 => s.push_raw(&s.alice, SPACE, b"{\"ops\":[".to_vec()).await.status(),
+                3 => s.push(&s.rita, &real_ops(&["x"])).await.status(),
+                4 => s.push(&s.mallory, &real_ops(&["x"])).await.status(),
+                5 => s.get(Some("Bearer junk"), "/v1/spaces/crm/pull").await.status(),
+                6 => s
+                    .get(Some(&s.alice), "/v1/spaces/crm/pull?since=0&limit=zzz")
+                    .await
+                    .status(),
+                _ => s
+                    .push(&s.alice, &real_ops(&["a", "b", "c", "d", "e", "f"]))
+                    .await
+                    .status(),
+            };
+            assert!(status.is_client_error(), "request {i}: {status}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    s.assert_healthy().await;
+    assert_eq!(s.head().await, 0, "none of it was stored");
+    // And it still does real work.
+    let resp = s.push(&s.alice, &ops).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.head().await, 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_push_and_pull_paths() {
+    let s = live(Limits::default()).await;
+    let resp = s.get(None, "/v1/openapi.json").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let doc: Value = resp.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("the document has paths");
+    for path in ["/v1/spaces/{space}/push", "/v1/spaces/{space}/pull"] {
+        assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
+    }
+    assert!(paths["/v1/spaces/{space}/push"]["post"].is_object());
+    assert!(paths["/v1/spaces/{space}/pull"]["get"].is_object());
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn an_unknown_route_gets_a_json_404() {
+    let s = live(Limits::default()).await;
+    for path in ["/", "/v2/health", "/v1/spaces/crm", "/v1/spaces/crm/push/extra"] {
+        let resp = s.get(Some(&s.alice), path).await;
+        let err = json_error(resp, 404).await;
+        assert_eq!(err["code"], "not_found", "{path}: {err}");
+    }
+    s.assert_healthy().await;
+}
+
+/// DESIGN.md: "Every error is JSON with a message a person can act on."
+/// axum's own method-not-allowed answer bypasses the router's JSON fallback.
+#[tokio::test]
+async fn a_wrong_method_gets_a_json_405() {
+    let s = live(Limits::default()).await;
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/spaces/{SPACE}/push")),
+        (reqwest::Method::POST, format!("/v1/spaces/{SPACE}/pull")),
+        (reqwest::Method::DELETE, "/v1/health".to_string()),
+    ] {
+        let resp = s
+            .client
+            .request(method.clone(), format!("{}{path}", s.url))
+            .bearer_auth(&s.alice)
+            .send()
+            .await
+            .unwrap();
+        json_error(resp, 405).await;
+    }
+    s.assert_healthy().await;
+}
+
+/// DESIGN.md: "Every error is JSON". A path segment that is not UTF-8 is
+/// refused by axum's `Path` extractor, whose rejection is plain text.
+#[tokio::test]
+async fn a_space_name_that_is_not_utf8_gets_a_json_error() {
+    let s = live(Limits::default()).await;
+    let resp = s.get(Some(&s.alice), "/v1/spaces/%FF%FE/pull").await;
+    let status = resp.status().as_u16();
+    assert!(status == 400 || status == 404, "{status}");
+    json_error(resp, status).await;
+    s.assert_healthy().await;
+}
+
+/// Log lines of every test in this binary, captured at TRACE level.
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    static INSTALL: OnceLock<()> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| Mutex::new(Vec::new()));
+    INSTALL.get_or_init(|| {
+        struct Capture;
+        impl Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                captured_logs().lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+    logs
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn user_tokens_never_appear_in_the_servers_files_or_logs() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let s = live_on(RedbStore::open(dir.path()).unwrap(), Limits::default()).await;
+    // A few more tokens: a second one for alice, a new user.
+    let admin = |path: &str, body: Value| {
+        s.client
+            .post(format!("{}{path}", s.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let eve: Value = admin("/v1/admin/users", json!({"user": "eve"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alice2: Value = s
+        .client
+        .post(format!("{}/v1/admin/users/alice/tokens", s.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tokens = vec![
+        s.alice.clone(),
+        s.rita.clone(),
+        s.mallory.clone(),
+        eve["token"].as_str().unwrap().to_string(),
+        alice2["token"].as_str().unwrap().to_string(),
+    ];
+    // Use them: pushes, pulls, reads of the materialized records, refusals.
+    let resp = s.push(&tokens[4], &real_ops(&["c1", "c2", "c3"])).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.push(&s.alice, &real_ops(&["c4"])).await.status().as_u16(), 200);
+    assert_eq!(s.push(&s.rita, &real_ops(&["r1"])).await.status().as_u16(), 403);
+    assert_eq!(s.push(&s.mallory, &real_ops(&["m1"])).await.status().as_u16(), 404);
+    let wrong_secret = format!("{}0", &s.alice[..s.alice.len() - 1]);
+    assert_eq!(s.push(&wrong_secret, &real_ops(&["w1"])).await.status().as_u16(), 401);
+    s.service.materialize(SPACE).unwrap();
+    let resp = s
+        .get(Some(&s.alice), &format!("/v1/spaces/{SPACE}/records/contacts/c1"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = s.get(Some(&s.rita), &format!("/v1/spaces/{SPACE}/snapshot")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.head().await, 4);
+
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(!files.is_empty(), "the store wrote files");
+    let mut secrets = vec![ADMIN_TOKEN.to_string(), wrong_secret.clone()];
+    for token in &tokens {
+        let secret = token.rsplit('.').next().unwrap();
+        assert!(secret.len() >= 32, "a token carries at least 128 random bits: {token}");
+        secrets.push(token.clone());
+        secrets.push(secret.to_string());
+        secrets.push(secret.to_uppercase());
+    }
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for secret in &secrets {
+            assert!(!contains(&bytes, secret), "{} holds a token secret", file.display());
+        }
+    }
+    let logs = logs.lock().unwrap().clone();
+    for secret in &secrets {
+        assert!(!contains(&logs, secret), "the logs hold a token secret");
+    }
+    s.assert_healthy().await;
+}
