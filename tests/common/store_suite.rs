@@ -691,9 +691,12 @@ pub fn concurrent_appends_get_exactly_one_to_n<S: ServerStore>(store: &S) {
                 })
             })
             .collect();
-        let assigned: Vec<(OpId, Seq)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        // Stop the reader before judging the writers, so a failed writer cannot hang the suite.
+        let results: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
         writing.store(false, Ordering::SeqCst);
-        (assigned, reader.join().unwrap())
+        let pulled = reader.join().unwrap();
+        let assigned: Vec<(OpId, Seq)> = results.into_iter().flat_map(|r| r.unwrap()).collect();
+        (assigned, pulled)
     });
 
     let mut seqs: Vec<Seq> = assigned.iter().map(|(_, seq)| *seq).collect();
