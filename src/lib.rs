@@ -2,7 +2,7 @@
 //!
 //! People edit records (contacts, accounts, notes: any JSON-like record) in a
 //! local [`Replica`] that always works, online or not. Every edit becomes an
-//! [`Op`](model::Op) — an automerge change plus its envelope — appended to a
+//! [`Op`] — an automerge change plus its envelope — appended to a
 //! redb change log in the same transaction that updates the record's document
 //! and the materialized view. Sync exchanges those logs with a server since the
 //! last shared watermark, and automerge merges them deterministically.

@@ -1,6 +1,8 @@
 //! The account rule, package refresh and `sync --watch`, through the real
 //! binary against real server processes.
 
+#![cfg(feature = "cli")]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

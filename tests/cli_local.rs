@@ -1,5 +1,7 @@
 //! The local half of the CLI contract, through the real binary.
 
+#![cfg(feature = "cli")]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

@@ -2,6 +2,8 @@
 //! `admin`, `login`, `sync`, `status`, with a server child process on a
 //! loopback port.
 
+#![cfg(feature = "cli")]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

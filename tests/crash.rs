@@ -1,6 +1,6 @@
 //! Crash safety: a SIGKILLed import leaves a consistent committed prefix.
 
-#![cfg(unix)]
+#![cfg(all(unix, feature = "cli"))]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

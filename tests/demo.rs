@@ -1,5 +1,7 @@
 //! The demo runs on the embedded default and says the replicas converged.
 
+#![cfg(feature = "cli")]
+
 #[test]
 fn the_demo_runs_and_says_converged() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))

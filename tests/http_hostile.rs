@@ -4,6 +4,8 @@
 //! Every test builds its own server (own store, own limits) and ends by
 //! checking that the server still answers `/v1/health`.
 
+#![cfg(all(feature = "server", feature = "http-client"))]
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 

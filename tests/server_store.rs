@@ -1,6 +1,7 @@
 //! The redb server store: the conformance suite in memory and on disk, and what
 //! only a file can show (reopening, the epoch, file placement and mode, locking).
 #![cfg(feature = "server")]
+#![cfg(feature = "server")]
 
 mod common;
 

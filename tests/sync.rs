@@ -1,6 +1,8 @@
 //! Sync end to end: one suite run over the in-process remote and over HTTP,
 //! plus fault and boundary tests driven through the sans-IO session by hand.
 
+#![cfg(all(feature = "server", feature = "http-client"))]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The axum HTTP front: routes of API v1, JSON errors, limits, graceful
 //! shutdown. The only module that names axum. Storage calls are blocking and
-//! meet async code in one place: [`blocking`].
+//! meet async code in one place: `blocking`.
 
 use std::future::Future;
 use std::sync::Arc;
