@@ -17,7 +17,7 @@
 //! - [`sync`] — one sync round over a remote, and the background task.
 //! - `server` — the service core, its stores (redb) and the axum front.
 //!
-//! ## Example
+//! ## Example: a local edit
 //!
 //! ```
 //! use serde_json::json;
@@ -26,6 +26,35 @@
 //! let fields = replica.get("contacts", "c1").unwrap().unwrap();
 //! assert_eq!(fields["name"], "Ada");
 //! assert_eq!(replica.status().unwrap().pending, 1);
+//! ```
+//!
+//! ## Example: two replicas converge through an embedded server
+//!
+//! ```
+//! # #[cfg(feature = "server")] {
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use tidemark::protocol::SessionConfig;
+//! use tidemark::protocol::message::{CreateSpace, Grant};
+//! use tidemark::remote::local::LocalRemote;
+//! use tidemark::server::{store::redb::RedbStore, Limits, Service};
+//! use tidemark::sync::sync_once_blocking;
+//! use tidemark::Replica;
+//!
+//! let service = Arc::new(Service::new(RedbStore::in_memory().unwrap(), Limits::default(), None).unwrap());
+//! service.create_space(&CreateSpace { space: "crm".into(), package: None }).unwrap();
+//! let token = service.add_user("ada").unwrap().token;
+//! service.grant(&Grant { user: "ada".into(), space: "crm".into(), read_only: false }).unwrap();
+//! let remote = LocalRemote::new(service.clone(), token, "crm");
+//!
+//! let (laptop, phone) = (Replica::in_memory().unwrap(), Replica::in_memory().unwrap());
+//! laptop.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+//! phone.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
+//! for replica in [&laptop, &phone, &laptop] {
+//!     sync_once_blocking(replica, |request| remote.call_blocking(request), SessionConfig::default()).unwrap();
+//! }
+//! assert_eq!(laptop.view_rows().unwrap(), phone.view_rows().unwrap());
+//! # }
 //! ```
 
 pub mod error;
