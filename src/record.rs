@@ -38,11 +38,84 @@ fn guarded<T>(context: &str, f: impl FnOnce() -> T) -> Result<T, CorruptData> {
     })
 }
 
-/// Decodes one automerge change from bytes that came from outside.
+/// Decodes one automerge change from bytes that came from outside, and checks
+/// what automerge's decoder does not: the header checksum belongs to the
+/// change, the encoding is canonical (it re-encodes to the same hash), and
+/// there are no mark ops. A change that fails any of these would be stored,
+/// then make its record document unloadable (or abort automerge) later.
 pub fn decode_change(bytes: &[u8]) -> Result<Change, CorruptData> {
-    guarded("automerge change", || Change::try_from(bytes))?.map_err(|e| CorruptData::new("automerge change", e))
+    decode_checked(bytes).map(|(change, _)| change)
 }
 
+fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), CorruptData> {
+    let bad = |reason: &str| CorruptData::new("automerge change", reason);
+    let change = guarded("automerge change", || Change::try_from(bytes))?
+        .map_err(|e| CorruptData::new("automerge change", e))?;
+    if bytes.get(4..8) != Some(&change.hash().0[..4]) {
+        return Err(bad("its checksum does not match its contents"));
+    }
+    let expanded = guarded("automerge change", || change.decode())?;
+    if expanded.operations.iter().any(|op| {
+        matches!(
+            op.action,
+            automerge::legacy::OpType::MarkBegin(_) | automerge::legacy::OpType::MarkEnd(_)
+        )
+    }) {
+        return Err(bad("it contains text marks, which tidemark records never use"));
+    }
+    let reencoded = guarded("automerge change", || Change::from(expanded.clone()))?;
+    if reencoded.hash() != change.hash() {
+        return Err(bad("it is not canonically encoded"));
+    }
+    Ok((change, expanded))
+}
+
+/// Decodes a change that was checked when it entered the store (the log, the server's ops).
+pub fn decode_stored_change(bytes: &[u8]) -> Result<Change, CorruptData> {
+    guarded("stored change", || Change::try_from(bytes))?.map_err(|e| CorruptData::new("stored change", e))
+}
+
+/// The magic bytes that open every automerge chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+const DOCUMENT_CHUNK: u8 = 0;
+const CHANGE_CHUNK: u8 = 1;
+const COMPRESSED_CHANGE_CHUNK: u8 = 2;
+
+/// Splits automerge bytes into chunks `(type, whole chunk)`, checking every
+/// header and length before automerge sees them (it trusts lengths from the input).
+fn split_chunks(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, CorruptData> {
+    let bad = |reason: String| CorruptData::new("record document", reason);
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < 10 || rest[..4] != CHUNK_MAGIC {
+            return Err(bad(format!("no automerge chunk at byte {at}")));
+        }
+        let kind = rest[8];
+        let (mut len, mut shift, mut i) = (0u64, 0u32, 9);
+        loop {
+            let byte = *rest.get(i).ok_or_else(|| bad("truncated chunk length".into()))?;
+            if shift > 56 {
+                return Err(bad("chunk length too long".into()));
+            }
+            len |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| i.checked_add(l))
+            .filter(|&e| e <= rest.len())
+            .ok_or_else(|| bad(format!("chunk at byte {at} claims {len} bytes, more than there are")))?;
+        chunks.push((kind, &rest[..end]));
+        at += end;
+    }
+    Ok(chunks)
+}
 /// The automerge actor of a decoded change, if it is one of our 16-byte actors.
 pub fn change_actor(change: &Change) -> Option<ActorId> {
     ActorId::from_slice(change.actor_id().to_bytes()).ok()
@@ -77,13 +150,40 @@ impl RecordDoc {
         }
     }
 
-    /// Loads a saved document (or concatenated changes); malformed bytes are an error, never a panic.
+    /// Loads a saved document, optionally followed by changes. Malformed bytes
+    /// are an error, never a panic: chunk headers are checked first, only
+    /// document and change chunks are accepted, and changes go through
+    /// [`decode_change`] before automerge applies them.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<Self, CorruptData> {
-        let doc = guarded("record document", || AutoCommit::load(bytes))?
-            .map_err(|e| CorruptData::new("record document", e))?;
-        Ok(RecordDoc {
-            doc: doc.with_actor(automerge::ActorId::from(actor.0)),
-        })
+        let mut doc: Option<AutoCommit> = None;
+        let mut changes = Vec::new();
+        for (kind, chunk) in split_chunks(bytes)? {
+            match kind {
+                DOCUMENT_CHUNK if doc.is_none() && changes.is_empty() => {
+                    doc = Some(
+                        guarded("record document", || AutoCommit::load(chunk))?
+                            .map_err(|e| CorruptData::new("record document", e))?,
+                    );
+                }
+                DOCUMENT_CHUNK => {
+                    return Err(CorruptData::new("record document", "a document chunk must come first"));
+                }
+                CHANGE_CHUNK | COMPRESSED_CHANGE_CHUNK => changes.push(decode_change(chunk)?),
+                other => {
+                    return Err(CorruptData::new(
+                        "record document",
+                        format!("unsupported chunk type {other}"),
+                    ));
+                }
+            }
+        }
+        let mut doc = RecordDoc {
+            doc: doc.unwrap_or_default().with_actor(automerge::ActorId::from(actor.0)),
+        };
+        if !changes.is_empty() {
+            doc.apply_changes(changes)?;
+        }
+        Ok(doc)
     }
 
     /// The compacted document bytes.
@@ -99,7 +199,8 @@ impl RecordDoc {
 
     /// Merges a compacted document (a snapshot) into this one.
     pub fn merge_saved(&mut self, bytes: &[u8]) -> Result<(), CorruptData> {
-        guarded("snapshot document", || self.doc.load_incremental(bytes))?
+        let mut other = RecordDoc::load(bytes, ActorId([0; 16]))?;
+        guarded("snapshot document", || self.doc.merge(&mut other.doc))?
             .map(|_| ())
             .map_err(|e| CorruptData::new("snapshot document", e))
     }
@@ -502,14 +603,13 @@ pub fn validate_change(
     schema: Option<&CollectionSchema>,
 ) -> Result<Change, ChangeError> {
     use automerge::legacy::{Key, ObjectId, OpType};
-    let change = decode_change(bytes)?;
+    let (change, expanded) = decode_checked(bytes)?;
     if change.actor_id().to_bytes() != actor.0 {
         return Err(ChangeError::ActorMismatch {
             expected: actor.to_hex(),
             found: change.actor_id().to_hex_string(),
         });
     }
-    let expanded = guarded("automerge change", || change.decode())?;
     for op in &expanded.operations {
         let bad = |msg: String| ChangeError::Invalid(InvalidInput::Other(msg));
         match (&op.obj, &op.key) {

@@ -270,7 +270,7 @@ impl Replica {
                 }
                 let decoded = changes
                     .iter()
-                    .map(|c| crate::record::decode_change(c))
+                    .map(|c| crate::record::decode_stored_change(c))
                     .collect::<Result<Vec<_>, _>>()?;
                 doc.apply_changes(decoded)?;
                 let m = materialize(&doc, true);

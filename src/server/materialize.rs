@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::error::ServiceError;
 use super::store::{ServerStore, StoredDoc};
 use crate::model::ActorId;
-use crate::record::{RecordDoc, decode_change};
+use crate::record::{RecordDoc, decode_stored_change};
 
 /// Ops materialized per transaction.
 const CHUNK: usize = 2000;
@@ -80,7 +80,7 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
             };
             let decoded = changes
                 .iter()
-                .map(|c| decode_change(c))
+                .map(|c| decode_stored_change(c))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(internal)?;
             doc.apply_changes(decoded).map_err(internal)?;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# A short real fuzz search of every target on stable (no sanitizer; see DESIGN.md,
+# "Known hazards"). Exits non-zero when a target finds a crash; the input is then
+# in fuzz/artifacts/<target>/, and `cargo test --test fuzz_corpus` replays it.
+#
+#   .ci/fuzz-smoke.sh [SECONDS_PER_TARGET]   (default 60)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+# Generous per-input limits: a debug-assertion build on a small, shared machine.
+for target in $(cargo fuzz list); do
+    echo "== fuzzing ${target} for ${seconds}s"
+    # Fuzz in a scratch copy so the committed seed corpus stays small.
+    work="$(mktemp -d)"
+    cp -R "fuzz/corpus/${target}/." "${work}/" 2>/dev/null || true
+    if ! cargo fuzz run --sanitizer none "${target}" "${work}" -- \
+        -max_total_time="${seconds}" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1; then
+        echo "fuzz target ${target} crashed; the input is in fuzz/artifacts/${target}/" >&2
+        rm -rf "${work}"
+        exit 1
+    fi
+    rm -rf "${work}"
+done
+echo "fuzz smoke: every target ran ${seconds}s without a crash"

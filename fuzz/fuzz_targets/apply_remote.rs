@@ -1,0 +1,12 @@
+//! Foreign op payloads through `Replica::apply_remote`: never a panic; a refused
+//! page writes nothing; an accepted page leaves the view a rebuild reproduces.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+mod common;
+
+fuzz_target!(
+    init: common::install_panic_recorder(),
+    |data: &[u8]| common::fuzz(|| common::check_apply_remote(data))
+);
