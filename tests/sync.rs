@@ -168,10 +168,10 @@ async fn three_replicas_converge_over_http() {
 }
 
 /// A push whose answer was lost (server killed after commit) is re-pushed and gets the same seqs.
-#[test]
-fn a_lost_push_answer_is_repushed_without_duplicates() {
+fn a_lost_push_answer_is_repushed_without_duplicates(via: Via) {
+    let net = Net::new(via);
     let (service, tokens) = server_with(None, &["alice"]);
-    let remote = LocalRemote::new(service.clone(), tokens[0].clone(), SPACE);
+    let remote = net.remote(&service, &tokens[0]);
     let replica = Replica::in_memory().unwrap();
     for i in 0..5 {
         replica.put("contacts", &format!("c{i}"), json!({"n": i})).unwrap();
@@ -180,7 +180,7 @@ fn a_lost_push_answer_is_repushed_without_duplicates() {
     let mut session = Session::new(SessionConfig::default());
     let mut lost = None;
     while let Some(request) = session.next_request(&replica).unwrap() {
-        let response = remote.call_blocking(request).unwrap();
+        let response = remote.call(request).unwrap();
         if let Response::Push(p) = &response {
             lost = Some(p.seqs.clone());
             break;
@@ -189,30 +189,30 @@ fn a_lost_push_answer_is_repushed_without_duplicates() {
     }
     assert_eq!(lost, Some(vec![1, 2, 3, 4, 5]));
     assert_eq!(replica.status().unwrap().pending, 5, "the answer never arrived");
-    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     assert_eq!(summary.pushed, 5);
     assert_eq!(summary.head, 5, "the re-push got the same seqs: no duplicates");
     assert_eq!(replica.status().unwrap().pending, 0);
     assert_eq!(service.store().head_of(SPACE), 5);
 }
 
-fn seed_space(service: &Svc, token: &str, records: usize) {
+fn seed_space(net: &Net, service: &Svc, token: &str, records: usize) {
     let writer = Replica::in_memory().unwrap();
     for i in 0..records {
         writer.put("contacts", &format!("c{i:03}"), json!({"n": i})).unwrap();
     }
-    let remote = LocalRemote::new(service.clone(), token.to_string(), SPACE);
-    sync_once_blocking(&writer, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let remote = net.remote(service, token);
+    sync_once_blocking(&writer, |r| remote.call(r), SessionConfig::default()).unwrap();
 }
 
 /// A client that stops mid-pull resumes from the last committed page.
-#[test]
-fn an_interrupted_pull_resumes_from_the_last_committed_page() {
+fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
+    let net = Net::new(via);
     let (service, tokens) = server_with(None, &["alice", "bob"]);
-    seed_space(&service, &tokens[0], 10);
+    seed_space(&net, &service, &tokens[0], 10);
     let reader = Replica::in_memory().unwrap();
     reader.put("contacts", "mine", json!({"n": -1})).unwrap(); // pulled stays 0 → force the pull path below
-    let remote = LocalRemote::new(service.clone(), tokens[1].clone(), SPACE);
+    let remote = net.remote(&service, &tokens[1]);
     let config = SessionConfig {
         push_batch: 100,
         pull_page: 1,
@@ -229,7 +229,7 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page() {
                 break;
             }
         }
-        let response = remote.call_blocking(request).unwrap();
+        let response = remote.call(request).unwrap();
         session.handle_response(&reader, response).unwrap();
     }
     let (_, pulled_before, _) = reader.watermarks().unwrap();
@@ -238,7 +238,7 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page() {
         pulled_before > 0 || checkpoint.is_some(),
         "some pages were committed before the crash"
     );
-    let summary = sync_once_blocking(&reader, |r| remote.call_blocking(r), config).unwrap();
+    let summary = sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
     assert!(
         summary.pulled + summary.snapshot_docs < 14,
         "the second round did not start over: {summary:?}"
@@ -248,11 +248,11 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page() {
 }
 
 /// Page size 1, exact multiples of the page size, and ops committed while paging.
-#[test]
-fn page_boundaries_lose_nothing() {
+fn page_boundaries_lose_nothing(via: Via) {
+    let net = Net::new(via);
     for (records, page) in [(8, 1), (8, 4), (8, 8), (9, 4), (0, 3)] {
         let (service, tokens) = server_with(None, &["alice", "bob"]);
-        seed_space(&service, &tokens[0], records);
+        seed_space(&net, &service, &tokens[0], records);
         let reader = Replica::in_memory().unwrap();
         let config = SessionConfig {
             push_batch: page,
@@ -260,9 +260,9 @@ fn page_boundaries_lose_nothing() {
             snapshot_page: page,
             max_passes: 2,
         };
-        let remote = LocalRemote::new(service.clone(), tokens[1].clone(), SPACE);
+        let remote = net.remote(&service, &tokens[1]);
         let writer = Replica::in_memory().unwrap();
-        let writer_remote = LocalRemote::new(service.clone(), tokens[0].clone(), SPACE);
+        let writer_remote = net.remote(&service, &tokens[0]);
         let mut extra = 0;
         // Every request of the reader lets the writer commit one more op first.
         sync_once_blocking(
@@ -272,15 +272,15 @@ fn page_boundaries_lose_nothing() {
                     writer
                         .put("contacts", &format!("late{extra}"), json!({"n": extra}))
                         .unwrap();
-                    sync_once_blocking(&writer, |w| writer_remote.call_blocking(w), SessionConfig::default()).unwrap();
+                    sync_once_blocking(&writer, |w| writer_remote.call(w), SessionConfig::default()).unwrap();
                     extra += 1;
                 }
-                remote.call_blocking(r)
+                remote.call(r)
             },
             config,
         )
         .unwrap();
-        sync_once_blocking(&reader, |r| remote.call_blocking(r), config).unwrap();
+        sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
         let got = reader.list("contacts", None, 1000).unwrap().len();
         assert_eq!(got, records + 3, "records {records}, page {page}");
         assert_eq!(reader.status().unwrap().pulled, service.store().head_of(SPACE));
@@ -288,11 +288,11 @@ fn page_boundaries_lose_nothing() {
 }
 
 /// A fresh replica bootstraps from snapshot pages, then pulls the ops after the snapshot.
-#[test]
-fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one() {
+fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one(via: Via) {
+    let net = Net::new(via);
     let (service, tokens) = server_with(None, &["alice", "bob"]);
-    seed_space(&service, &tokens[0], 23);
-    let remote = LocalRemote::new(service.clone(), tokens[1].clone(), SPACE);
+    seed_space(&net, &service, &tokens[0], 23);
+    let remote = net.remote(&service, &tokens[1]);
     let reader = Replica::in_memory().unwrap();
     let config = SessionConfig {
         push_batch: 10,
@@ -309,9 +309,7 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one() {
                 break; // the connection dies during the bootstrap
             }
         }
-        session
-            .handle_response(&reader, remote.call_blocking(request).unwrap())
-            .unwrap();
+        session.handle_response(&reader, remote.call(request).unwrap()).unwrap();
     }
     assert_eq!(
         reader.list("contacts", None, 100).unwrap().len(),
@@ -319,7 +317,7 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one() {
         "two pages of five committed"
     );
     assert!(reader.snapshot_checkpoint().unwrap().is_some());
-    let summary = sync_once_blocking(&reader, |r| remote.call_blocking(r), config).unwrap();
+    let summary = sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
     assert_eq!(summary.snapshot_docs, 13, "resumed after the committed pages");
     assert_eq!(summary.pulled, 0, "the snapshot covered every op");
     assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 23);
@@ -332,34 +330,34 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one() {
 }
 
 /// A server store reset (new epoch): the replica re-pushes what the server lacks and says so.
-#[test]
-fn after_a_server_reset_the_replicas_ops_reappear() {
+fn after_a_server_reset_the_replicas_ops_reappear(via: Via) {
+    let net = Net::new(via);
     let (old, old_tokens) = server_with(None, &["alice"]);
     let replica = Replica::in_memory().unwrap();
     replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
     replica.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
-    let remote = LocalRemote::new(old.clone(), old_tokens[0].clone(), SPACE);
-    sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let remote = net.remote(&old, &old_tokens[0]);
+    sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     drop(remote);
 
     let (fresh, tokens) = server_with(None, &["alice"]);
     assert_ne!(fresh.epoch(), old.epoch());
-    let remote = LocalRemote::new(fresh.clone(), tokens[0].clone(), SPACE);
-    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let remote = net.remote(&fresh, &tokens[0]);
+    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     assert!(summary.epoch_changed);
     assert_eq!(summary.repushed, 2);
     assert_eq!(
         fresh.record("alice", SPACE, "contacts", "c2").unwrap().unwrap()["name"],
         "Grace"
     );
-    let again = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let again = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     assert!(!again.epoch_changed);
     assert_eq!(replica.status().unwrap().pulled, 2);
 }
 
 /// A read-only member's ops move to the rejected list; the queue does not wedge.
-#[test]
-fn a_read_only_members_ops_are_rejected_and_the_round_goes_on() {
+fn a_read_only_members_ops_are_rejected_and_the_round_goes_on(via: Via) {
+    let net = Net::new(via);
     let (service, tokens) = server_with(None, &["alice"]);
     let viewer = service.add_user("viewer").unwrap().token;
     service
@@ -369,11 +367,11 @@ fn a_read_only_members_ops_are_rejected_and_the_round_goes_on() {
             read_only: true,
         })
         .unwrap();
-    seed_space(&service, &tokens[0], 3);
+    seed_space(&net, &service, &tokens[0], 3);
     let replica = Replica::in_memory().unwrap();
     replica.put("contacts", "mine", json!({"n": 1})).unwrap();
-    let remote = LocalRemote::new(service.clone(), viewer, SPACE);
-    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let remote = net.remote(&service, &viewer);
+    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     assert_eq!(summary.rejected, 1);
     let status = replica.status().unwrap();
     assert_eq!((status.pending, status.rejected), (0, 1));
@@ -387,8 +385,8 @@ fn a_read_only_members_ops_are_rejected_and_the_round_goes_on() {
 }
 
 /// An op that the server's package refuses is rejected with the reason; the rest get through.
-#[test]
-fn an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed() {
+fn an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed(via: Via) {
+    let net = Net::new(via);
     let package = common::crm_package();
     let (service, tokens) = server_with(Some(package), &["alice"]);
     let replica = Replica::in_memory().unwrap(); // schemaless until its first sync
@@ -397,8 +395,8 @@ fn an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed() {
         .put("contacts", "c2", json!({"nickname": "not in the package"}))
         .unwrap();
     replica.put("contacts", "c3", json!({"name": "Grace"})).unwrap();
-    let remote = LocalRemote::new(service.clone(), tokens[0].clone(), SPACE);
-    let summary = sync_once_blocking(&replica, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    let remote = net.remote(&service, &tokens[0]);
+    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     assert_eq!(summary.rejected_by_package + summary.rejected, 1);
     assert_eq!(summary.pushed, 2);
     let rejected = replica.rejected().unwrap();
@@ -410,3 +408,91 @@ fn an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed() {
         "the package was downloaded"
     );
 }
+
+/// Which remote a test runs over: every fault test runs over both.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Local,
+    Http,
+}
+
+/// The remotes of one test: in-process, or HTTP to servers started on demand.
+struct Net {
+    via: Via,
+    rt: tokio::runtime::Runtime,
+    servers: std::sync::Mutex<Vec<(Svc, String, tokio::sync::oneshot::Sender<()>)>>,
+}
+
+/// A blocking transport over either remote, for driving sessions by hand.
+enum Transport<'a> {
+    Local(LocalRemote<RedbStore>),
+    Http(HttpRemote, &'a tokio::runtime::Runtime),
+}
+
+impl Transport<'_> {
+    fn call(&self, request: Request) -> Result<Response, tidemark::remote::RemoteError> {
+        match self {
+            Transport::Local(l) => l.call_blocking(request),
+            Transport::Http(h, rt) => rt.block_on(h.call(request)),
+        }
+    }
+}
+
+impl Net {
+    fn new(via: Via) -> Net {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Net {
+            via,
+            rt,
+            servers: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn remote(&self, service: &Svc, token: &str) -> Transport<'_> {
+        match self.via {
+            Via::Local => Transport::Local(LocalRemote::new(service.clone(), token.to_string(), SPACE)),
+            Via::Http => {
+                let mut servers = self.servers.lock().unwrap();
+                let url = match servers.iter().find(|(s, _, _)| Arc::ptr_eq(s, service)) {
+                    Some((_, url, _)) => url.clone(),
+                    None => {
+                        let (url, stop) = self.rt.block_on(start_http(service.clone()));
+                        servers.push((service.clone(), url.clone(), stop));
+                        url
+                    }
+                };
+                Transport::Http(HttpRemote::new(&url, token, SPACE).unwrap(), &self.rt)
+            }
+        }
+    }
+}
+
+/// Runs a test body over the in-process remote and over HTTP.
+macro_rules! over_both_remotes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn in_process() {
+                super::$name(super::Via::Local)
+            }
+            #[test]
+            fn over_http() {
+                super::$name(super::Via::Http)
+            }
+        }
+    )*};
+}
+
+over_both_remotes!(
+    a_lost_push_answer_is_repushed_without_duplicates,
+    an_interrupted_pull_resumes_from_the_last_committed_page,
+    page_boundaries_lose_nothing,
+    a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one,
+    after_a_server_reset_the_replicas_ops_reappear,
+    a_read_only_members_ops_are_rejected_and_the_round_goes_on,
+    an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed,
+);
