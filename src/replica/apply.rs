@@ -134,10 +134,7 @@ impl Replica {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
         let actor = m.actor()?;
-        for r in records {
-            // Decode up front so a bad page writes nothing.
-            RecordDoc::load(&r.doc, actor)?;
-        }
+        // A document that does not load fails merge_into, and the transaction with it: nothing is written.
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Vec<u8>>> = BTreeMap::new();
         for r in records {
             groups
@@ -198,6 +195,13 @@ impl Replica {
             merge.existing = views.doc_bytes(merge.collection.as_str(), merge.record.as_str())?;
         }
         let results = run_parallel(&merges, |merge| -> Result<(Vec<u8>, super::view::Materialized)> {
+            // A new record from one snapshot document: load it once and keep its bytes as they are.
+            if let (None, Incoming::Snapshot(docs)) = (&merge.existing, &merge.incoming) {
+                if let [only] = docs.as_slice() {
+                    let doc = RecordDoc::load(only, actor)?;
+                    return Ok((only.clone(), materialize(&doc, true)));
+                }
+            }
             let mut doc = match &merge.existing {
                 Some(bytes) => RecordDoc::load(bytes, actor)?,
                 None => RecordDoc::new(actor),
