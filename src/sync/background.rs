@@ -173,7 +173,9 @@ async fn run<R: Remote>(
                 }
                 _ = sleep(config.poll) => {
                     let now = marker(&replica);
-                    if now != seen && !failing {
+                    // Pending ops after a successful round were made after it looked: sync them too.
+                    let has_pending = now.is_some_and(|(pending, _)| pending > 0);
+                    if (now != seen || has_pending) && !failing {
                         tokio::select! {
                             _ = &mut stop => break true,
                             _ = sleep(config.debounce) => break false,

@@ -1,0 +1,120 @@
+//! The background sync task: syncs after edits, backs off while the server
+//! refuses, recovers, reports status, stops cleanly.
+
+#![cfg(all(feature = "server", feature = "background"))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tidemark::Replica;
+use tidemark::protocol::message::{CreateSpace, Grant};
+use tidemark::remote::local::LocalRemote;
+use tidemark::server::store::redb::RedbStore;
+use tidemark::server::{Limits, Service};
+use tidemark::sync::{BackgroundConfig, BackgroundSync, SyncStatus};
+
+fn config() -> BackgroundConfig {
+    BackgroundConfig {
+        interval: Duration::from_secs(3600),
+        debounce: Duration::from_millis(20),
+        poll: Duration::from_millis(20),
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..BackgroundConfig::default()
+    }
+}
+
+async fn wait_for(sync: &BackgroundSync, what: &str, check: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
+    let mut rx = sync.watch();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = rx.borrow_and_update().clone();
+        if check(&status) {
+            return status;
+        }
+        tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {status:?}"))
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_are_synced_soon_after_they_are_made_and_stop_is_clean() {
+    let service = Arc::new(Service::new(RedbStore::in_memory().unwrap(), Limits::default(), None).unwrap());
+    service
+        .create_space(&CreateSpace {
+            space: "crm".into(),
+            package: None,
+        })
+        .unwrap();
+    let token = service.add_user("alice").unwrap().token;
+    service
+        .grant(&Grant {
+            user: "alice".into(),
+            space: "crm".into(),
+            read_only: false,
+        })
+        .unwrap();
+    let replica = Arc::new(Replica::in_memory().unwrap());
+    let sync = BackgroundSync::start(
+        replica.clone(),
+        LocalRemote::new(service.clone(), token, "crm"),
+        config(),
+    );
+    wait_for(&sync, "the first round", |s| s.rounds >= 1).await;
+
+    replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    sync.nudge();
+    let s = wait_for(&sync, "the edit to be pushed", |s| {
+        s.last_summary.as_ref().is_some_and(|r| r.pushed == 1)
+    })
+    .await;
+    assert_eq!(s.pending, 0);
+    assert!(s.last_success_ms.is_some() && s.last_error.is_none());
+    // An edit without a nudge (as from another process) is found by polling.
+    replica.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
+    wait_for(&sync, "the polled edit", |s| s.pending == 0 && s.rounds >= 3).await;
+    assert!(service.record("alice", "crm", "contacts", "c2").unwrap().is_some());
+    sync.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_rounds_back_off_and_the_task_recovers_when_the_server_does() {
+    let service = Arc::new(Service::new(RedbStore::in_memory().unwrap(), Limits::default(), None).unwrap());
+    service
+        .create_space(&CreateSpace {
+            space: "crm".into(),
+            package: None,
+        })
+        .unwrap();
+    let token = service.add_user("alice").unwrap().token;
+    // Not a member yet: every round fails with 404 until the grant below.
+    let replica = Arc::new(Replica::in_memory().unwrap());
+    replica.put("contacts", "c1", json!({"name": "offline edit"})).unwrap();
+    let sync = BackgroundSync::start(
+        replica.clone(),
+        LocalRemote::new(service.clone(), token, "crm"),
+        config(),
+    );
+    let failing = wait_for(&sync, "three failures", |s| s.failures_in_a_row >= 3).await;
+    assert!(failing.last_error.as_deref().unwrap().contains("404"), "{failing:?}");
+    assert_eq!(failing.pending, 1, "nothing is lost while failing");
+    assert!(failing.next_attempt_ms.is_some());
+    replica
+        .put("contacts", "c2", json!({"name": "still works offline"}))
+        .unwrap();
+
+    service
+        .grant(&Grant {
+            user: "alice".into(),
+            space: "crm".into(),
+            read_only: false,
+        })
+        .unwrap();
+    let ok = wait_for(&sync, "recovery", |s| s.last_error.is_none() && s.pending == 0).await;
+    assert_eq!(ok.failures_in_a_row, 0);
+    assert!(service.record("alice", "crm", "contacts", "c2").unwrap().is_some());
+    sync.stop().await;
+}
