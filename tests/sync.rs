@@ -66,6 +66,7 @@ async fn start_http(service: Svc) -> (String, tokio::sync::oneshot::Sender<()>) 
 fn small_pages() -> SessionConfig {
     SessionConfig {
         push_batch: 3,
+        max_push_bytes: 1 << 20,
         pull_page: 4,
         snapshot_page: 5,
         max_passes: 4,
@@ -215,6 +216,7 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     let remote = net.remote(&service, &tokens[1]);
     let config = SessionConfig {
         push_batch: 100,
+        max_push_bytes: 1 << 20,
         pull_page: 1,
         snapshot_page: 1,
         max_passes: 1,
@@ -256,6 +258,7 @@ fn page_boundaries_lose_nothing(via: Via) {
         let reader = Replica::in_memory().unwrap();
         let config = SessionConfig {
             push_batch: page,
+            max_push_bytes: 1 << 20,
             pull_page: page,
             snapshot_page: page,
             max_passes: 2,
@@ -296,6 +299,7 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one(via: Via)
     let reader = Replica::in_memory().unwrap();
     let config = SessionConfig {
         push_batch: 10,
+        max_push_bytes: 1 << 20,
         pull_page: 10,
         snapshot_page: 5,
         max_passes: 2,

@@ -136,6 +136,10 @@ pub struct SnapshotResponse {
     pub epoch: String,
     /// Every op with seq ≤ `as_of` is contained in the documents of this page.
     pub as_of: Seq,
+    /// The id of the op at seq `as_of` (for the history check of later pulls).
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
+    pub as_of_op: Option<OpId>,
     pub docs: Vec<SnapshotDoc>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next: Option<String>,

@@ -22,8 +22,17 @@ use crate::replica::{Fence, RemoteOp, RemotePage, Replica, SnapshotRecord};
 pub enum Request {
     Package,
     Push(PushRequest),
-    Pull { since: Seq, limit: usize },
-    Snapshot { after: Option<String>, limit: usize },
+    /// `at`: the id of the op the replica holds at seq `since`, so the server can
+    /// tell when its history changed under the same epoch (a restored backup).
+    Pull {
+        since: Seq,
+        limit: usize,
+        at: Option<crate::model::OpId>,
+    },
+    Snapshot {
+        after: Option<String>,
+        limit: usize,
+    },
 }
 
 /// The server's answer to a [`Request`].
@@ -60,6 +69,8 @@ impl RemoteError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
     pub push_batch: usize,
+    /// Approximate bytes of one push body; a batch stops growing beyond it.
+    pub max_push_bytes: usize,
     pub pull_page: usize,
     pub snapshot_page: usize,
     /// Push/pull passes per round before it stops chasing concurrent edits.
@@ -70,6 +81,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             push_batch: 500,
+            max_push_bytes: 4 * 1024 * 1024,
             pull_page: 1000,
             snapshot_page: 1000,
             max_passes: 4,
@@ -99,10 +111,8 @@ pub struct RoundSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Package,
-    /// After an epoch change: push every op of the log, from this position on.
-    Repush {
-        from: u64,
-    },
+    /// After a server reset: push every op of the log (the position is kept in the store).
+    Repush,
     Push,
     Snapshot,
     Pull,
@@ -120,6 +130,14 @@ enum InFlight {
         local: Vec<bool>,
         last: u64,
     },
+    Snapshot {
+        after: Option<String>,
+    },
+}
+
+/// Roughly what an op weighs in a JSON push body (base64 plus the envelope).
+fn wire_weight(op: &crate::model::Op) -> usize {
+    op.change.len().div_ceil(3) * 4 + op.collection.as_str().len() + op.record.as_str().len() + 160
 }
 
 /// One sync round's state.
@@ -131,10 +149,18 @@ pub struct Session {
     summary: RoundSummary,
     /// Taken at the first request: answers are only applied to the same store generation.
     fence: Option<Fence>,
+    /// Ops per push; halved when the server finds a batch too large.
+    batch: usize,
+    /// Positions of other replicas' ops the server refused during a re-push (their authors re-push them).
+    skip: std::collections::HashSet<u64>,
 }
 
 impl Session {
     pub fn new(config: SessionConfig) -> Self {
+        let config = SessionConfig {
+            push_batch: config.push_batch.max(1),
+            ..config
+        };
         Session {
             config,
             phase: Phase::Package,
@@ -142,6 +168,8 @@ impl Session {
             passes: 0,
             summary: RoundSummary::default(),
             fence: None,
+            batch: config.push_batch.max(1),
+            skip: std::collections::HashSet::new(),
         }
     }
 
@@ -163,35 +191,48 @@ impl Session {
             match &self.phase {
                 Phase::Done => return Ok(None),
                 Phase::Package => return Ok(Some(Request::Package)),
-                Phase::Repush { from } => {
-                    let entries = replica.log_entries(from.saturating_sub(1), self.config.push_batch)?;
-                    let Some(&(last, _)) = entries.last() else {
+                Phase::Repush => {
+                    let Some(from) = replica.repush_from()? else {
+                        self.phase = Phase::Push;
+                        continue;
+                    };
+                    let (entries, last) = replica.repush_batch(from, self.batch)?;
+                    let Some(last) = last else {
+                        replica.set_repush_from(None)?;
                         self.phase = Phase::Push;
                         continue;
                     };
                     let mut ops = Vec::new();
                     let mut positions = Vec::new();
                     let mut local = Vec::new();
-                    for (pos, entry) in entries {
-                        use crate::replica::LogEntry;
-                        let (op, is_local) = match entry {
-                            LogEntry::Local(op) => (op, true),
-                            LogEntry::Remote(op, _) => (op, false),
-                            LogEntry::Snapshot { .. } => continue,
-                        };
+                    let mut bytes = 0;
+                    let mut scanned = last;
+                    for (pos, op, is_local) in entries {
+                        if self.skip.contains(&pos) {
+                            continue;
+                        }
+                        bytes += wire_weight(&op);
+                        if !ops.is_empty() && bytes > self.config.max_push_bytes {
+                            scanned = pos - 1;
+                            break;
+                        }
                         local.push(is_local);
                         ops.push(WireOp::from_op(&op));
                         positions.push(pos);
                     }
                     if ops.is_empty() {
-                        self.phase = Phase::Repush { from: last + 1 };
+                        replica.set_repush_from(Some(scanned + 1))?;
                         continue;
                     }
-                    self.in_flight = InFlight::Repush { positions, local, last };
+                    self.in_flight = InFlight::Repush {
+                        positions,
+                        local,
+                        last: scanned,
+                    };
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
                 Phase::Push => {
-                    let pending = replica.pending_ops(self.config.push_batch)?;
+                    let mut pending = replica.pending_ops(self.batch)?;
                     if pending.is_empty() {
                         let (_, pulled, _) = replica.watermarks()?;
                         self.phase = if pulled == 0 && self.summary.head > 0 && !self.summary.epoch_changed {
@@ -201,6 +242,16 @@ impl Session {
                         };
                         continue;
                     }
+                    let mut bytes = 0;
+                    let keep = pending
+                        .iter()
+                        .position(|p| {
+                            bytes += wire_weight(&p.op);
+                            bytes > self.config.max_push_bytes
+                        })
+                        .unwrap_or(pending.len())
+                        .max(1);
+                    pending.truncate(keep);
                     let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();
                     self.in_flight = InFlight::Push {
                         positions: pending.iter().map(|p| p.pos).collect(),
@@ -208,7 +259,15 @@ impl Session {
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
                 Phase::Snapshot => {
-                    let after = replica.snapshot_checkpoint()?.and_then(|(_, next)| next);
+                    let (_, pulled, _) = replica.watermarks()?;
+                    let checkpoint = replica.snapshot_checkpoint()?;
+                    if pulled > 0 && checkpoint.is_none() {
+                        // Another process finished the bootstrap.
+                        self.phase = Phase::Pull;
+                        continue;
+                    }
+                    let after = checkpoint.and_then(|(_, next)| next);
+                    self.in_flight = InFlight::Snapshot { after: after.clone() };
                     return Ok(Some(Request::Snapshot {
                         after,
                         limit: self.config.snapshot_page,
@@ -217,6 +276,7 @@ impl Session {
                 Phase::Pull => {
                     let (_, pulled, _) = replica.watermarks()?;
                     return Ok(Some(Request::Pull {
+                        at: if pulled > 0 { replica.pulled_op()? } else { None },
                         since: pulled,
                         limit: self.config.pull_page,
                     }));
@@ -242,46 +302,62 @@ impl Session {
         self.check_fence(replica)?;
         let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
         let code = error.body.code.as_str();
-        match (in_flight, error.status, code) {
-            (InFlight::Push { positions }, Some(400 | 409 | 413), "invalid_op" | "op_id_conflict" | "op_too_large") => {
-                let index = error.body.op_index.filter(|&i| i < positions.len()).ok_or_else(|| {
-                    Error::Sync(format!(
-                        "the server refused the push without naming the op: {}",
-                        error.body.message
-                    ))
-                })?;
-                replica.reject(positions[index], code, &error.body.message)?;
-                self.summary.rejected += 1;
+        let message = error.body.message.clone();
+        let named = |positions: &[u64]| {
+            error
+                .body
+                .op_index
+                .filter(|&i| i < positions.len())
+                .ok_or_else(|| Error::Sync(format!("the server refused a push without naming the op: {message}")))
+        };
+        let op_refused = matches!(
+            (error.status, code),
+            (Some(400 | 409 | 413), "invalid_op" | "op_id_conflict" | "op_too_large")
+        );
+        let too_large = matches!((error.status, code), (Some(413), "too_large"));
+        match in_flight {
+            InFlight::Push { positions } if op_refused => {
+                self.summary.rejected += replica.reject(positions[named(&positions)?], code, &message)?;
                 Ok(())
             }
-            (InFlight::Push { positions }, Some(403), "read_only") => {
+            InFlight::Push { positions } if error.status == Some(403) && code == "read_only" => {
                 for pos in positions {
-                    replica.reject(pos, code, &error.body.message)?;
-                    self.summary.rejected += 1;
+                    // Earlier ones may have taken later ones of the same record along.
+                    if replica.rejected()?.iter().all(|r| r.pos != pos) {
+                        self.summary.rejected += replica.reject(pos, code, &message)?;
+                    }
                 }
                 Ok(())
             }
-            (
-                InFlight::Repush { positions, local, .. },
-                Some(400 | 409 | 413),
-                "invalid_op" | "op_id_conflict" | "op_too_large",
-            ) => {
-                let index = error.body.op_index.filter(|&i| i < positions.len()).ok_or_else(|| {
-                    Error::Sync(format!(
-                        "the server refused the re-push without naming the op: {}",
-                        error.body.message
-                    ))
-                })?;
+            InFlight::Push { positions } | InFlight::Repush { positions, .. } if too_large && positions.len() > 1 => {
+                // The batch as a whole is over the server's body limit: send less at a time.
+                self.batch = (positions.len() / 2).max(1);
+                Ok(())
+            }
+            InFlight::Push { positions } if too_large => {
+                self.summary.rejected += replica.reject(positions[0], "op_too_large", &message)?;
+                Ok(())
+            }
+            InFlight::Repush { positions, local, .. } if op_refused || too_large => {
+                let index = if too_large { 0 } else { named(&positions)? };
                 if local[index] {
-                    replica.reject(positions[index], code, &error.body.message)?;
-                    self.summary.rejected += 1;
+                    self.summary.rejected += replica.reject(positions[index], code, &message)?;
+                } else {
+                    self.skip.insert(positions[index]);
                 }
-                // Ops of other replicas that the server refuses are skipped: their authors re-push them.
-                let from = positions[index] + 1;
-                self.phase = Phase::Repush { from };
+                // Nothing of the batch was stored: send it again without the refused op.
+                self.phase = Phase::Repush;
                 Ok(())
             }
-            (_, _, _) => Err(Error::Sync(error.to_string())),
+            InFlight::None if error.status == Some(409) && code == "history_changed" => {
+                // A restored backup under the same epoch: treat it as a reset.
+                let (_, _, epoch) = replica.watermarks()?;
+                replica.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
+                self.summary.epoch_changed = true;
+                self.phase = Phase::Repush;
+                Ok(())
+            }
+            _ => Err(Error::Sync(error.to_string())),
         }
     }
 
@@ -317,8 +393,8 @@ impl Session {
             }
         }
         self.summary.package_version = r.version;
-        self.phase = if self.summary.epoch_changed {
-            Phase::Repush { from: 1 }
+        self.phase = if replica.repush_from()?.is_some() {
+            Phase::Repush
         } else {
             Phase::Push
         };
@@ -343,10 +419,11 @@ impl Session {
             }
             InFlight::Repush { positions, last, .. } => {
                 replica.ack_pushed(last)?;
+                replica.set_repush_from(Some(last + 1))?;
                 self.summary.repushed += positions.len() as u64;
-                self.phase = Phase::Repush { from: last + 1 };
+                self.phase = Phase::Repush;
             }
-            InFlight::None => return Err(Error::Sync("a push answer arrived without a push".into())),
+            _ => return Err(Error::Sync("a push answer arrived without a push".into())),
         }
         Ok(())
     }
@@ -361,11 +438,18 @@ impl Session {
                 doc: decode_doc(&d.doc)?,
             });
         }
-        self.summary.snapshot_docs += records.len() as u64;
-        replica.apply_snapshot(&records, r.as_of, r.next.as_deref())?;
-        if r.next.is_none() {
-            self.phase = Phase::Pull;
+        let InFlight::Snapshot { after } = std::mem::replace(&mut self.in_flight, InFlight::None) else {
+            return Err(Error::Sync(
+                "a snapshot answer arrived without a snapshot request".into(),
+            ));
+        };
+        if replica.apply_snapshot(&records, r.as_of, r.as_of_op, after.as_deref(), r.next.as_deref())? {
+            self.summary.snapshot_docs += records.len() as u64;
+            if r.next.is_none() {
+                self.phase = Phase::Pull;
+            }
         }
+        // Else another process moved the bootstrap on: the next request follows its checkpoint.
         Ok(())
     }
 

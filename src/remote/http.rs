@@ -139,8 +139,11 @@ impl Remote for HttpRemote {
                     .await?,
                 ))
             }
-            Request::Pull { since, limit } => {
-                let url = format!("{}?since={since}&limit={limit}", self.url("pull"));
+            Request::Pull { since, limit, at } => {
+                let mut url = format!("{}?since={since}&limit={limit}", self.url("pull"));
+                if let Some(at) = at {
+                    url.push_str(&format!("&at={at}"));
+                }
                 Ok(Response::Pull(self.send(|| self.client.get(&url)).await?))
             }
             Request::Snapshot { after, limit } => {

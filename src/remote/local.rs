@@ -38,7 +38,7 @@ impl<S: ServerStore> LocalRemote<S> {
         Ok(match request {
             Request::Package => Response::Package(s.package(&user, space)?),
             Request::Push(push) => Response::Push(s.push(&user, space, push)?),
-            Request::Pull { since, limit } => Response::Pull(s.pull(&user, space, since, limit)?),
+            Request::Pull { since, limit, at } => Response::Pull(s.pull(&user, space, since, limit, at)?),
             Request::Snapshot { after, limit } => {
                 Response::Snapshot(s.snapshot(&user, space, after.as_deref(), limit)?)
             }

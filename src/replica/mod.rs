@@ -159,6 +159,7 @@ impl Replica {
             txn.open_table(tables::VIEW)?;
             txn.open_table(tables::CONFLICTED)?;
             txn.open_table(tables::REJECTED)?;
+            txn.open_table(tables::DISCARDED)?;
         }
         txn.commit()?;
         Ok(())

@@ -10,6 +10,9 @@ use super::{Meta, Replica, put_meta};
 use crate::error::{CorruptData, Result};
 use crate::model::{Binding, Op, Package};
 
+/// Ops to re-push: `(log position, op, is local)`, and the last position scanned.
+pub type RepushBatch = (Vec<(u64, Op, bool)>, Option<u64>);
+
 /// A local op waiting for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingOp {
@@ -61,6 +64,7 @@ impl Replica {
         let pushed = m.u64(meta::PUSHED)?;
         let log = txn.open_table(tables::LOG)?;
         let rejected = txn.open_table(tables::REJECTED)?;
+        let discarded = txn.open_table(tables::DISCARDED)?;
         let mut out = Vec::new();
         for entry in log.range(pushed + 1..)? {
             if out.len() >= limit {
@@ -68,7 +72,7 @@ impl Replica {
             }
             let (k, v) = entry?;
             if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
-                if rejected.get(k.value())?.is_none() {
+                if rejected.get(k.value())?.is_none() && discarded.get(k.value())?.is_none() {
                     out.push(PendingOp { pos: k.value(), op });
                 }
             }
@@ -87,9 +91,14 @@ impl Replica {
             {
                 let log = txn.open_table(tables::LOG)?;
                 let rejected = txn.open_table(tables::REJECTED)?;
+                let discarded = txn.open_table(tables::DISCARDED)?;
                 for entry in log.range(pushed + 1..=through_pos)? {
                     let (k, v) = entry?;
-                    if v.value().first() == Some(&LogEntry::LOCAL_KIND) && rejected.get(k.value())?.is_none() {
+                    let pos = k.value();
+                    if v.value().first() == Some(&LogEntry::LOCAL_KIND)
+                        && rejected.get(pos)?.is_none()
+                        && discarded.get(pos)?.is_none()
+                    {
                         acked += 1;
                     }
                 }
@@ -110,9 +119,70 @@ impl Replica {
         if reset {
             put_meta(&txn, meta::PULLED, &0u64.to_le_bytes())?;
             txn.open_table(tables::META)?.remove(meta::SNAPSHOT)?;
+            txn.open_table(tables::META)?.remove(meta::PULLED_OP)?;
+            // The re-push is owed until it completes, across crashes and rounds.
+            put_meta(&txn, meta::REPUSH_FROM, &1u64.to_le_bytes())?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The id of the op at seq `pulled`, when known.
+    pub fn pulled_op(&self) -> Result<Option<crate::model::OpId>> {
+        let txn = self.read()?;
+        let m = Meta::read(&txn)?;
+        Ok(m.bytes(meta::PULLED_OP)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(|b| crate::model::OpId::from_u128(u128::from_le_bytes(b))))
+    }
+
+    /// Where an owed re-push (after a server reset) stands; None when none is owed.
+    pub fn repush_from(&self) -> Result<Option<u64>> {
+        let txn = self.read()?;
+        Ok(Meta::read(&txn)?.bytes(meta::REPUSH_FROM).map(super::read_u64))
+    }
+
+    /// Records re-push progress; None when the re-push is complete.
+    pub fn set_repush_from(&self, from: Option<u64>) -> Result<()> {
+        let txn = self.write()?;
+        match from {
+            Some(pos) => put_meta(&txn, meta::REPUSH_FROM, &pos.to_le_bytes())?,
+            None => {
+                txn.open_table(tables::META)?.remove(meta::REPUSH_FROM)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` ops of the log from position `from` for a re-push: local
+    /// ops still in play (not rejected or discarded) and ops pulled from
+    /// others, with whether each is local. Also returns the last position scanned.
+    pub fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch> {
+        let txn = self.read()?;
+        let log = txn.open_table(tables::LOG)?;
+        let rejected = txn.open_table(tables::REJECTED)?;
+        let discarded = txn.open_table(tables::DISCARDED)?;
+        let mut out = Vec::new();
+        let mut last = None;
+        for entry in log.range(from.max(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let pos = k.value();
+            last = Some(pos);
+            match LogEntry::decode(v.value())? {
+                LogEntry::Local(op) => {
+                    if rejected.get(pos)?.is_none() && discarded.get(pos)?.is_none() {
+                        out.push((pos, op, true));
+                    }
+                }
+                LogEntry::Remote(op, _) => out.push((pos, op, false)),
+                LogEntry::Snapshot { .. } => {}
+            }
+        }
+        Ok((out, last))
     }
 
     /// A snapshot bootstrap in progress: `(as_of, next cursor)`.
@@ -121,37 +191,67 @@ impl Replica {
         Meta::read(&txn)?.json(meta::SNAPSHOT)
     }
 
-    /// Moves a pending op to the rejected list with the server's reason.
-    pub fn reject(&self, pos: u64, code: &str, reason: &str) -> Result<()> {
+    /// Moves a pending op to the rejected list with the server's reason. Later
+    /// local ops of the same record go with it (code `depends_on_rejected`):
+    /// their changes depend on this one, so no server or peer could apply them.
+    /// Returns how many ops were rejected.
+    pub fn reject(&self, pos: u64, code: &str, reason: &str) -> Result<u64> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
-        let entry = {
+        let pushed = m.u64(meta::PUSHED)?;
+        let mut targets = Vec::new();
+        {
             let log = txn.open_table(tables::LOG)?;
+            let rejected = txn.open_table(tables::REJECTED)?;
+            let discarded = txn.open_table(tables::DISCARDED)?;
             let bytes = log
                 .get(pos)?
                 .ok_or_else(|| CorruptData::new("reject", format!("no log entry at {pos}")))?;
-            LogEntry::decode(bytes.value())?
-        };
-        let LogEntry::Local(op) = entry else {
-            return Err(CorruptData::new("reject", format!("log entry {pos} is not a local op")).into());
-        };
-        let rejection = Rejection {
-            pos,
-            op_id: op.id.to_string(),
-            collection: op.collection.to_string(),
-            record: op.record.to_string(),
-            code: code.into(),
-            reason: reason.into(),
-        };
+            let LogEntry::Local(first) = LogEntry::decode(bytes.value())? else {
+                return Err(CorruptData::new("reject", format!("log entry {pos} is not a local op")).into());
+            };
+            drop(bytes);
+            for entry in log.range(pos + 1..)? {
+                let (k, v) = entry?;
+                let p = k.value();
+                if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
+                    if op.collection == first.collection
+                        && op.record == first.record
+                        && rejected.get(p)?.is_none()
+                        && discarded.get(p)?.is_none()
+                    {
+                        let why = format!("depends on rejected op {} of the same record ({reason})", first.id);
+                        targets.push((p, op, "depends_on_rejected".to_string(), why));
+                    }
+                }
+            }
+            targets.insert(0, (pos, first, code.to_string(), reason.to_string()));
+        }
         let mut rejected = txn.open_table(tables::REJECTED)?;
-        let json = serde_json::to_vec(&rejection).expect("rejection serializes");
-        if rejected.insert(pos, json.as_slice())?.is_none() {
-            let left = m.u64(meta::PENDING)?.saturating_sub(1);
-            put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
+        let mut left = m.u64(meta::PENDING)?;
+        let mut count = 0;
+        for (p, op, code, reason) in targets {
+            let rejection = Rejection {
+                pos: p,
+                op_id: op.id.to_string(),
+                collection: op.collection.to_string(),
+                record: op.record.to_string(),
+                code,
+                reason,
+            };
+            let json = serde_json::to_vec(&rejection).expect("rejection serializes");
+            if rejected.insert(p, json.as_slice())?.is_none() {
+                count += 1;
+                // Only ops still in the queue leave it; an acknowledged op refused by a re-push was not pending.
+                if p > pushed {
+                    left = left.saturating_sub(1);
+                }
+            }
         }
         drop(rejected);
+        put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
         txn.commit()?;
-        Ok(())
+        Ok(count)
     }
 
     /// The rejected ops, oldest first.
@@ -162,6 +262,16 @@ impl Replica {
         for entry in table.iter()? {
             let (_, v) = entry?;
             out.push(serde_json::from_slice(v.value()).map_err(|e| CorruptData::new("rejected entry", e))?);
+        }
+        Ok(out)
+    }
+
+    fn rejected_positions(&self) -> Result<Vec<u64>> {
+        let txn = self.read()?;
+        let table = txn.open_table(tables::REJECTED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(entry?.0.value());
         }
         Ok(out)
     }
@@ -183,8 +293,9 @@ impl Replica {
         Ok(out)
     }
 
-    /// Puts rejected ops back in the queue (appended again, same op id), or drops them
-    /// from the rejected list for good. Returns how many were handled.
+    /// Puts rejected ops back in the queue (a copy appended at the end of the
+    /// log, same op id; the old position is superseded), or discards them for
+    /// good. Either way they leave the rejected list. Returns how many.
     pub fn resolve_rejected(&self, retry: bool) -> Result<u64> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
@@ -192,6 +303,7 @@ impl Replica {
         let mut handled = 0;
         {
             let mut rejected = txn.open_table(tables::REJECTED)?;
+            let mut discarded = txn.open_table(tables::DISCARDED)?;
             let mut log = txn.open_table(tables::LOG)?;
             let mut index = txn.open_table(tables::OP_INDEX)?;
             let positions: Vec<u64> = rejected
@@ -200,6 +312,7 @@ impl Replica {
                 .collect::<Result<_, _>>()?;
             for old in positions {
                 rejected.remove(old)?;
+                discarded.insert(old, ())?;
                 handled += 1;
                 if retry {
                     let bytes = log.get(old)?.map(|v| v.value().to_vec());
@@ -278,13 +391,15 @@ impl Replica {
             }
         }
         self.set_package(Some(package))?;
+        let mut count = 0;
         for (pos, reason) in &refused {
-            self.reject(
-                *pos,
-                "invalid_after_package_change",
-                &format!("package version {}: {reason}", package.version),
-            )?;
+            // An earlier refusal may already have taken this op along (same record).
+            if self.rejected_positions()?.contains(pos) {
+                continue;
+            }
+            let why = format!("package version {}: {reason}", package.version);
+            count += self.reject(*pos, "invalid_after_package_change", &why)?;
         }
-        Ok(refused.len() as u64)
+        Ok(count)
     }
 }

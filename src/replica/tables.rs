@@ -25,6 +25,10 @@ pub const CONFLICTED: TableDefinition<(&str, &str), u32> = TableDefinition::new(
 /// Local ops the server refused for good: local position → [`Rejection`](super::Rejection) JSON.
 pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected_v1");
 
+/// Local ops taken out of the queue for good (discarded, or superseded by a retried
+/// copy at a later position): local position → (). Skipped by every push.
+pub const DISCARDED: TableDefinition<u64, ()> = TableDefinition::new("discarded_v1");
+
 /// Metadata: key → value bytes. Keys are the constants in [`meta`].
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 
@@ -46,12 +50,20 @@ pub mod meta {
     pub const PUSHED: &str = "pushed";
     /// u64 LE: every server op with seq ≤ pulled is applied.
     pub const PULLED: &str = "pulled";
+    /// 16 bytes: the id of the op at seq `pulled`, when known; the server checks it
+    /// so a store restored from a backup (same epoch, other history) is noticed.
+    pub const PULLED_OP: &str = "pulled_op";
+    /// 16 bytes: during a snapshot bootstrap, the id of the op at its `as_of` seq.
+    pub const SNAPSHOT_OP: &str = "snapshot_op";
     /// u64 LE: local ops above `pushed` that are neither acknowledged nor rejected.
     pub const PENDING: &str = "pending";
     /// UTF-8: the server epoch the watermarks refer to.
     pub const EPOCH: &str = "epoch";
     /// JSON `[as_of, next cursor]`: a snapshot bootstrap in progress.
     pub const SNAPSHOT: &str = "snapshot";
+    /// u64 LE: after a server reset, the log position the re-push has reached
+    /// (absent when no re-push is owed).
+    pub const REPUSH_FROM: &str = "repush_from";
     /// u64 LE: bumped by every account switch (see `account.rs`).
     pub const GENERATION: &str = "generation";
     /// JSON `LastSync`.

@@ -31,6 +31,8 @@ pub enum ServiceError {
     OpTooLarge { index: usize, bytes: usize, max: usize },
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("the server's history changed at seq {seq} (its store was restored from a backup): re-push and pull again")]
+    HistoryChanged { seq: u64 },
     #[error("{0}")]
     Conflict(String),
     #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]
@@ -47,7 +49,7 @@ impl ServiceError {
             ServiceError::NotFound(_) | ServiceError::NotFoundOther(_) => 404,
             ServiceError::ReadOnly { .. } => 403,
             ServiceError::InvalidOp { .. } | ServiceError::BadRequest(_) => 400,
-            ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) => 409,
+            ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) | ServiceError::HistoryChanged { .. } => 409,
             ServiceError::TooLarge(_) | ServiceError::OpTooLarge { .. } => 413,
             ServiceError::MethodNotAllowed(_) => 405,
             ServiceError::Internal(_) => 500,
@@ -67,6 +69,7 @@ impl ServiceError {
             ServiceError::OpTooLarge { .. } => "op_too_large",
             ServiceError::MethodNotAllowed(_) => "method_not_allowed",
             ServiceError::Conflict(_) => "conflict",
+            ServiceError::HistoryChanged { .. } => "history_changed",
             ServiceError::Internal(_) => "internal",
         }
     }

@@ -190,7 +190,13 @@ async fn pull<S: ServerStore>(
         let space = path_of(path)?;
         let since = number_param(&q, "since", 0)?;
         let limit = number_param(&q, "limit", 500)?;
-        s.pull(&user, &space, since, usize::try_from(limit).unwrap_or(usize::MAX))
+        let at = match query_param(&q, "at")? {
+            Some(at) => Some(crate::model::OpId(uuid::Uuid::parse_str(&at).map_err(|e| {
+                ServiceError::BadRequest(format!("query parameter at={at:?} is not an op id (a UUID): {e}"))
+            })?)),
+            None => None,
+        };
+        s.pull(&user, &space, since, usize::try_from(limit).unwrap_or(usize::MAX), at)
     })
     .await?)
 }

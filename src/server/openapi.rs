@@ -23,7 +23,8 @@ fn health() {}
 fn push() {}
 
 #[utoipa::path(get, path = "/v1/spaces/{space}/pull",
-    params(("space" = String, Path), ("since" = u64, Query), ("limit" = Option<u64>, Query, description = "clamped to the server's page limit")),
+    params(("space" = String, Path), ("since" = u64, Query), ("limit" = Option<u64>, Query, description = "clamped to the server's page limit"),
+        ("at" = Option<String>, Query, description = "the id of the op the client holds at seq `since`; 409 history_changed if the server's differs")),
     responses((status = 200, body = PullResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 fn pull() {}

@@ -186,9 +186,24 @@ impl<S: ServerStore> Service<S> {
         Ok(op)
     }
 
-    /// Ops after `since`, at most `limit` (clamped to the page limit).
-    pub fn pull(&self, user: &str, space: &str, since: Seq, limit: usize) -> Result<PullResponse> {
+    /// Ops after `since`, at most `limit` (clamped to the page limit). With `at`,
+    /// the op at seq `since` must be that op, or the history changed under the
+    /// client (a store restored from a backup keeps its epoch).
+    pub fn pull(
+        &self,
+        user: &str,
+        space: &str,
+        since: Seq,
+        limit: usize,
+        at: Option<crate::model::OpId>,
+    ) -> Result<PullResponse> {
         self.role(user, space)?;
+        if let (Some(at), true) = (at, since > 0) {
+            let found = self.store.read_ops(space, since - 1, 1)?;
+            if !matches!(found.first(), Some((seq, stored)) if *seq == since && stored.op.id == at) {
+                return Err(ServiceError::HistoryChanged { seq: since });
+            }
+        }
         let limit = limit.clamp(1, self.limits.max_pull_page);
         let head = self.store.head(space)?;
         let rows = self.store.read_ops(space, since, limit)?;
@@ -244,9 +259,19 @@ impl<S: ServerStore> Service<S> {
         } else {
             None
         };
+        let as_of_op = match as_of {
+            0 => None,
+            n => self
+                .store
+                .read_ops(space, n - 1, 1)?
+                .into_iter()
+                .find(|(seq, _)| *seq == n)
+                .map(|(_, stored)| stored.op.id),
+        };
         Ok(SnapshotResponse {
             epoch: self.epoch.clone(),
             as_of,
+            as_of_op,
             docs: docs
                 .into_iter()
                 .map(|d| SnapshotDoc {
