@@ -49,6 +49,7 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change, CorruptData> {
 
 fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), CorruptData> {
     let bad = |reason: &str| CorruptData::new("automerge change", reason);
+    check_single_change_chunk(bytes)?;
     let change = guarded("automerge change", || Change::try_from(bytes))?
         .map_err(|e| CorruptData::new("automerge change", e))?;
     if bytes.get(4..8) != Some(&change.hash().0[..4]) {
@@ -72,7 +73,24 @@ fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), C
 
 /// Decodes a change that was checked when it entered the store (the log, the server's ops).
 pub fn decode_stored_change(bytes: &[u8]) -> Result<Change, CorruptData> {
+    check_single_change_chunk(bytes)?;
     guarded("stored change", || Change::try_from(bytes))?.map_err(|e| CorruptData::new("stored change", e))
+}
+
+/// Automerge parses any chunk type it is given, and some (bundles) allocate
+/// whatever a count in the input says: only one change chunk gets through.
+fn check_single_change_chunk(bytes: &[u8]) -> Result<(), CorruptData> {
+    match split_chunks(bytes)?.as_slice() {
+        [(CHANGE_CHUNK | COMPRESSED_CHANGE_CHUNK, _)] => Ok(()),
+        [(kind, _)] => Err(CorruptData::new(
+            "automerge change",
+            format!("a chunk of type {kind}, not a change"),
+        )),
+        chunks => Err(CorruptData::new(
+            "automerge change",
+            format!("{} chunks, expected one change", chunks.len()),
+        )),
+    }
 }
 
 /// The magic bytes that open every automerge chunk.
@@ -148,6 +166,59 @@ impl RecordDoc {
         RecordDoc {
             doc: AutoCommit::new().with_actor(automerge::ActorId::from(actor.0)),
         }
+    }
+
+    /// A new record document holding `fields` (a first put), written as one batch
+    /// insertion: on automerge 0.12 that is about half the cost of one `put` per
+    /// field. Also returns the fields as the view shows them, computed from the
+    /// values written (the same conversions `fields()` applies when reading them
+    /// back), so a new record needs no read-back. None when every value is null
+    /// (nothing to write): use [`RecordDoc::new`] and [`RecordDoc::put`] then.
+    pub fn create(
+        actor: ActorId,
+        collection: &str,
+        fields: &Fields,
+        schema: Option<&CollectionSchema>,
+    ) -> Result<Option<(Self, Fields)>, InvalidInput> {
+        use automerge::hydrate;
+        Self::check_put(collection, fields, schema)?;
+        let mut doc = Self::new(actor);
+        let encoding = doc.doc.text_encoding();
+        let mut root = std::collections::HashMap::with_capacity(fields.len());
+        let mut view = Map::new();
+        for (name, value) in fields {
+            if value.is_null() {
+                continue;
+            }
+            let (stored, shown) = match schema.map(|s| s.fields[name]) {
+                Some(FieldType::Text) => {
+                    let text = value.as_str().unwrap_or_default();
+                    (hydrate::Value::text(encoding, text), Json::String(text.to_string()))
+                }
+                Some(FieldType::Counter) => {
+                    let scalar = ScalarValue::counter(value.as_i64().unwrap_or_default());
+                    let shown = scalar_to_json(&scalar);
+                    (hydrate::Value::Scalar(scalar), shown)
+                }
+                Some(FieldType::Json) => {
+                    let scalar = ScalarValue::Bytes(serde_json::to_vec(value).unwrap_or_default());
+                    let shown = scalar_to_json(&scalar);
+                    (hydrate::Value::Scalar(scalar), shown)
+                }
+                _ => {
+                    let scalar = json_to_scalar(value);
+                    let shown = scalar_to_json(&scalar);
+                    (hydrate::Value::Scalar(scalar), shown)
+                }
+            };
+            root.insert(name.clone(), stored);
+            view.insert(name.clone(), shown);
+        }
+        if root.is_empty() {
+            return Ok(None);
+        }
+        doc.doc.init_root_from_hydrate(&root.into()).map_err(internal)?;
+        Ok(Some((doc, view)))
     }
 
     /// Loads a saved document, optionally followed by changes. Malformed bytes

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
+use redb::ReadableTable;
 use serde_json::Value as Json;
 
 use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::view::{Materialized, ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
-use crate::error::{CorruptData, InvalidInput, Result};
+use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
 use crate::record::{Fields, RecordDoc};
 
@@ -110,6 +111,10 @@ struct RecordWork {
     collection: Collection,
     id: RecordId,
     existing: Option<Vec<u8>>,
+    /// The record has a row in CONFLICTED. Local edits never add conflicts (a local
+    /// put or delete supersedes every value it sees), so without one the conflict
+    /// scan after the edit is skipped.
+    conflicted: bool,
     edits: Vec<usize>,
 }
 
@@ -203,6 +208,7 @@ impl Replica {
                     collection,
                     id,
                     existing: None,
+                    conflicted: false,
                     edits: Vec::new(),
                 });
                 works.len() - 1
@@ -212,7 +218,9 @@ impl Replica {
 
         let mut views = ViewTables::open(&txn)?;
         for work in &mut works {
-            work.existing = views.doc_bytes(work.collection.as_str(), work.id.as_str())?;
+            let key = (work.collection.as_str(), work.id.as_str());
+            work.existing = views.doc_bytes(key.0, key.1)?;
+            work.conflicted = work.existing.is_some() && views.conflicted.get(key).map_err(Error::storage)?.is_some();
         }
 
         let results = run_parallel(&works, |work| {
@@ -274,8 +282,14 @@ impl Replica {
 
 /// Runs `f` over `items` on all cores when there are enough of them.
 pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if items.len() < PARALLEL_THRESHOLD || threads < 2 {
+    // available_parallelism() reads cgroup files on Linux (3 opens and reads per
+    // call): ask only when the batch is big enough to split, and once per process.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if items.len() < PARALLEL_THRESHOLD {
+        return Ok(items.iter().map(&f).collect());
+    }
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if threads < 2 {
         return Ok(items.iter().map(&f).collect());
     }
     let chunk = items.len().div_ceil(threads);
@@ -304,13 +318,36 @@ fn apply_record_edits(
     time_ms: u64,
 ) -> Result<RecordResult> {
     let is_new = work.existing.is_none();
-    let mut doc = match &work.existing {
-        Some(bytes) => RecordDoc::load(bytes, actor)?,
-        None => RecordDoc::new(actor),
-    };
     let schema = package.and_then(|p| p.collections.get(work.collection.as_str()));
     let mut changes = Vec::with_capacity(work.edits.len());
-    for &index in &work.edits {
+    // A new record whose first edit is a put (every record of a bulk import) is
+    // written in one batch insertion, and its view row comes from the values written
+    // rather than from reading the document back.
+    let mut created_view = None;
+    let mut rest = work.edits.as_slice();
+    let mut doc = match (&work.existing, rest.split_first()) {
+        (Some(bytes), _) => RecordDoc::load(bytes, actor)?,
+        (None, Some((&first, tail))) => match &edits[first] {
+            Edit::Put { fields, .. } => match RecordDoc::create(actor, work.collection.as_str(), fields, schema)? {
+                Some((mut doc, view)) => {
+                    if let Some(change) = doc.commit(time_ms) {
+                        changes.push((first, change));
+                    }
+                    created_view = Some(view);
+                    rest = tail;
+                    doc
+                }
+                None => RecordDoc::new(actor),
+            },
+            _ => RecordDoc::new(actor),
+        },
+        (None, None) => RecordDoc::new(actor),
+    };
+    if !rest.is_empty() {
+        // More edits follow: materialize from the document as before.
+        created_view = None;
+    }
+    for &index in rest {
         match &edits[index] {
             Edit::Put { fields, .. } => doc.put(work.collection.as_str(), fields, schema)?,
             Edit::Delete { .. } => doc.delete(),
@@ -329,7 +366,13 @@ fn apply_record_edits(
         (true, [(_, only)]) => only.clone(),
         _ => doc.save(),
     };
-    let materialized = materialize(&doc, !is_new);
+    let materialized = match created_view {
+        Some(view) => Materialized {
+            row: Some(serde_json::to_vec(&view).expect("JSON values always serialize")),
+            conflicts: 0,
+        },
+        None => materialize(&doc, work.conflicted),
+    };
     Ok(RecordResult {
         changes,
         doc: doc_bytes,
