@@ -157,8 +157,8 @@ fn bench_incremental(c: &mut Criterion) {
                     round += 1;
                     let edits = (0..100)
                         .map(|k| {
-                            let i = (round * 7919 + k * 104_729) % size;
-                            Edit::put("contacts", &format!("r{i:07}"), json!({"n": round})).unwrap()
+                            let i = (round * 100 + k) % size; // 100 distinct records per round
+                            Edit::put("contacts", &format!("r{i:07}"), json!({"round": round})).unwrap()
                         })
                         .collect();
                     writer.apply_edits(edits).unwrap();
