@@ -58,6 +58,7 @@
 //! ```
 
 pub mod error;
+mod fsutil;
 pub mod model;
 pub mod protocol;
 pub mod record;

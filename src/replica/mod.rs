@@ -432,16 +432,6 @@ fn create_private_file(path: &Path) -> Result<()> {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display())))?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::storage(format!("cannot create {}: {e}", path.display()))),
-    }
+    crate::fsutil::create_private_file(path)
+        .map_err(|e| Error::storage(format!("cannot create {}: {e}", path.display())))
 }

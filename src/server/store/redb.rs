@@ -575,19 +575,7 @@ fn store_file(path: &Path) -> StoreResult<PathBuf> {
     Ok(file)
 }
 
-/// Creates the store file with mode 0600 if it does not exist yet: it holds
-/// token hashes and every space's data.
 fn create_private_file(path: &Path) -> StoreResult<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Backend(format!("cannot create {}: {e}", path.display()))),
-    }
+    crate::fsutil::create_private_file(path)
+        .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))
 }
