@@ -1,0 +1,212 @@
+//! Changes from outside: decoded only after their chunk headers are checked,
+//! refused unless canonical, and validated against a record's schema.
+
+use automerge::{Change, ObjType, ScalarValue};
+
+use super::values::is_rfc3339;
+use super::{DELETED, guarded};
+use crate::error::{CorruptData, InvalidInput};
+use crate::model::{ActorId, CollectionSchema, FieldType, check_field_name};
+
+/// Decodes one automerge change from bytes that came from outside, and checks
+/// what automerge's decoder does not: the header checksum belongs to the
+/// change, the encoding is canonical (it re-encodes to the same hash), and
+/// there are no mark ops. A change that fails any of these would be stored,
+/// then make its record document unloadable (or abort automerge) later.
+pub fn decode_change(bytes: &[u8]) -> Result<Change, CorruptData> {
+    decode_checked(bytes).map(|(change, _)| change)
+}
+
+fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), CorruptData> {
+    let bad = |reason: &str| CorruptData::new("automerge change", reason);
+    check_single_change_chunk(bytes)?;
+    let change = guarded("automerge change", || Change::try_from(bytes))?
+        .map_err(|e| CorruptData::new("automerge change", e))?;
+    if bytes.get(4..8) != Some(&change.hash().0[..4]) {
+        return Err(bad("its checksum does not match its contents"));
+    }
+    let expanded = guarded("automerge change", || change.decode())?;
+    if expanded.operations.iter().any(|op| {
+        matches!(
+            op.action,
+            automerge::legacy::OpType::MarkBegin(_) | automerge::legacy::OpType::MarkEnd(_)
+        )
+    }) {
+        return Err(bad("it contains text marks, which tidemark records never use"));
+    }
+    let reencoded = guarded("automerge change", || Change::from(expanded.clone()))?;
+    if reencoded.hash() != change.hash() {
+        return Err(bad("it is not canonically encoded"));
+    }
+    Ok((change, expanded))
+}
+
+/// Decodes a change that was checked when it entered the store (the log, the server's ops).
+pub fn decode_stored_change(bytes: &[u8]) -> Result<Change, CorruptData> {
+    check_single_change_chunk(bytes)?;
+    guarded("stored change", || Change::try_from(bytes))?.map_err(|e| CorruptData::new("stored change", e))
+}
+
+/// Automerge parses any chunk type it is given, and some (bundles) allocate
+/// whatever a count in the input says: only one change chunk gets through.
+fn check_single_change_chunk(bytes: &[u8]) -> Result<(), CorruptData> {
+    match split_chunks(bytes)?.as_slice() {
+        [(CHANGE_CHUNK | COMPRESSED_CHANGE_CHUNK, _)] => Ok(()),
+        [(kind, _)] => Err(CorruptData::new(
+            "automerge change",
+            format!("a chunk of type {kind}, not a change"),
+        )),
+        chunks => Err(CorruptData::new(
+            "automerge change",
+            format!("{} chunks, expected one change", chunks.len()),
+        )),
+    }
+}
+
+/// The magic bytes that open every automerge chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+pub(super) const DOCUMENT_CHUNK: u8 = 0;
+pub(super) const CHANGE_CHUNK: u8 = 1;
+pub(super) const COMPRESSED_CHANGE_CHUNK: u8 = 2;
+
+/// Splits automerge bytes into chunks `(type, whole chunk)`, checking every
+/// header and length before automerge sees them (it trusts lengths from the input).
+pub(super) fn split_chunks(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, CorruptData> {
+    let bad = |reason: String| CorruptData::new("record document", reason);
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < 10 || rest[..4] != CHUNK_MAGIC {
+            return Err(bad(format!("no automerge chunk at byte {at}")));
+        }
+        let kind = rest[8];
+        let (mut len, mut shift, mut i) = (0u64, 0u32, 9);
+        loop {
+            let byte = *rest.get(i).ok_or_else(|| bad("truncated chunk length".into()))?;
+            if shift > 56 {
+                return Err(bad("chunk length too long".into()));
+            }
+            len |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| i.checked_add(l))
+            .filter(|&e| e <= rest.len())
+            .ok_or_else(|| bad(format!("chunk at byte {at} claims {len} bytes, more than there are")))?;
+        chunks.push((kind, &rest[..end]));
+        at += end;
+    }
+    Ok(chunks)
+}
+/// The automerge actor of a decoded change, if it is one of our 16-byte actors.
+pub fn change_actor(change: &Change) -> Option<ActorId> {
+    ActorId::from_slice(change.actor_id().to_bytes()).ok()
+}
+
+/// Why a foreign change is refused for a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Corrupt(#[from] CorruptData),
+    #[error("{0}")]
+    Invalid(#[from] InvalidInput),
+    #[error("the change is written by actor {found}, but the op says {expected}")]
+    ActorMismatch { expected: String, found: String },
+}
+
+/// Decodes `bytes` as one automerge change by `actor` and checks that every
+/// operation is a legal edit of a record of `collection` under `schema`
+/// (schemaless when `None`). Shared by the replica and the server, so both
+/// refuse exactly the same things.
+pub fn validate_change(
+    bytes: &[u8],
+    actor: ActorId,
+    collection: &str,
+    schema: Option<&CollectionSchema>,
+) -> Result<Change, ChangeError> {
+    use automerge::legacy::{Key, ObjectId, OpType};
+    let (change, expanded) = decode_checked(bytes)?;
+    if change.actor_id().to_bytes() != actor.0 {
+        return Err(ChangeError::ActorMismatch {
+            expected: actor.to_hex(),
+            found: change.actor_id().to_hex_string(),
+        });
+    }
+    for op in &expanded.operations {
+        let bad = |msg: String| ChangeError::Invalid(InvalidInput::Other(msg));
+        match (&op.obj, &op.key) {
+            (ObjectId::Root, Key::Map(key)) => {
+                let key = key.as_str();
+                if key == DELETED {
+                    // A Delete shows up when automerge resolves a conflicted tombstone.
+                    if !matches!(op.action, OpType::Put(ScalarValue::Boolean(_)) | OpType::Delete) {
+                        return Err(bad("the tombstone field _deleted only takes true or false".into()));
+                    }
+                    continue;
+                }
+                check_field_name(key)?;
+                let ty = match schema {
+                    Some(s) => Some(s.field(collection, key)?),
+                    None => None,
+                };
+                let ok = match (&op.action, ty) {
+                    (OpType::Delete, _) => true,
+                    (OpType::Make(ObjType::Text), Some(FieldType::Text)) => true,
+                    (OpType::Put(ScalarValue::Counter(_)) | OpType::Increment(_), Some(FieldType::Counter)) => true,
+                    (OpType::Put(v), Some(t)) => scalar_fits(v, t),
+                    // Schemaless spaces hold scalar registers only.
+                    (OpType::Put(v), None) => !matches!(v, ScalarValue::Counter(_)),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(bad(format!(
+                        "field {key:?} ({}) cannot take a {:?} operation",
+                        ty.map(FieldType::name).unwrap_or("schemaless register"),
+                        op_kind(&op.action)
+                    )));
+                }
+            }
+            (ObjectId::Root, Key::Seq(_)) => return Err(bad("the record root is a map, not a list".into())),
+            // Inside a text object: character inserts, deletes and marks-free edits only.
+            (ObjectId::Id(_), _) => {
+                if !matches!(op.action, OpType::Put(ScalarValue::Str(_)) | OpType::Delete) {
+                    return Err(bad(format!(
+                        "a text field cannot take a {:?} operation",
+                        op_kind(&op.action)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(change)
+}
+
+fn op_kind(op: &automerge::legacy::OpType) -> &'static str {
+    use automerge::legacy::OpType;
+    match op {
+        OpType::Make(_) => "make-object",
+        OpType::Delete => "delete",
+        OpType::Increment(_) => "increment",
+        OpType::Put(_) => "put",
+        OpType::MarkBegin(_) | OpType::MarkEnd(_) => "mark",
+    }
+}
+
+fn scalar_fits(v: &ScalarValue, ty: FieldType) -> bool {
+    match (v, ty) {
+        (ScalarValue::Null, FieldType::Text | FieldType::Counter) => false,
+        (ScalarValue::Null, _) => true,
+        (ScalarValue::Str(_), FieldType::String) => true,
+        (ScalarValue::Str(s), FieldType::Datetime) => is_rfc3339(s),
+        (ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::F64(_), FieldType::Number) => true,
+        (ScalarValue::Boolean(_), FieldType::Bool) => true,
+        (ScalarValue::Bytes(_), FieldType::Json) => true,
+        _ => false,
+    }
+}

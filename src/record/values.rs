@@ -1,0 +1,131 @@
+//! JSON values ↔ automerge scalars, and the checks of values against field types.
+
+use automerge::ScalarValue;
+use serde_json::Value as Json;
+
+use crate::error::InvalidInput;
+use crate::model::FieldType;
+
+pub(super) fn json_to_scalar(value: &Json) -> ScalarValue {
+    match value {
+        Json::Null => ScalarValue::Null,
+        Json::Bool(b) => ScalarValue::Boolean(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                ScalarValue::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                ScalarValue::Uint(u)
+            } else {
+                ScalarValue::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Json::String(s) => ScalarValue::Str(s.as_str().into()),
+        // Nested JSON is one register: stored as its JSON text in a bytes scalar.
+        Json::Array(_) | Json::Object(_) => ScalarValue::Bytes(serde_json::to_vec(value).unwrap_or_default()),
+    }
+}
+
+pub(super) fn scalar_to_json(s: &ScalarValue) -> Json {
+    match s {
+        ScalarValue::Null => Json::Null,
+        ScalarValue::Boolean(b) => Json::Bool(*b),
+        ScalarValue::Int(i) => Json::from(*i),
+        ScalarValue::Uint(u) => Json::from(*u),
+        ScalarValue::F64(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        ScalarValue::Counter(c) => Json::from(i64::from(c)),
+        ScalarValue::Timestamp(t) => Json::from(*t),
+        ScalarValue::Str(s) => Json::String(s.to_string()),
+        ScalarValue::Bytes(b) => serde_json::from_slice(b).unwrap_or(Json::Null),
+        ScalarValue::Unknown { .. } => Json::Null,
+    }
+}
+
+/// Checks a JSON value against a field type.
+pub fn check_value(field: &str, ty: FieldType, value: &Json) -> Result<(), InvalidInput> {
+    let wrong = |hint: &'static str| InvalidInput::WrongType {
+        field: field.to_string(),
+        expected: ty.name(),
+        value: truncate_json(value),
+        hint,
+    };
+    if value.is_null() {
+        return Ok(());
+    }
+    match ty {
+        FieldType::String | FieldType::Text if !value.is_string() => Err(wrong("give a JSON string")),
+        FieldType::Number if !value.is_number() => Err(wrong("give a JSON number")),
+        FieldType::Bool if !value.is_boolean() => Err(wrong("give true or false")),
+        FieldType::Counter if value.as_i64().is_none() => Err(wrong("give a whole number")),
+        FieldType::Datetime => match value.as_str() {
+            Some(s) if is_rfc3339(s) => Ok(()),
+            _ => Err(wrong("give an RFC 3339 date-time such as \"2026-11-26T15:04:05Z\"")),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn truncate_json(value: &Json) -> String {
+    let s = value.to_string();
+    if s.len() > 60 {
+        format!("{}…", &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())])
+    } else {
+        s
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` with plausible ranges.
+pub(super) fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(99);
+    if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
+        return false;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    if !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 60
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', ..] => b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_are_checked() {
+        assert!(is_rfc3339("2026-11-26T15:04:05Z"));
+        assert!(is_rfc3339("2026-11-26T15:04:05.123+01:00"));
+        assert!(!is_rfc3339("2026-13-26T15:04:05Z"));
+        assert!(!is_rfc3339("yesterday"));
+        assert!(!is_rfc3339("2026-11-26T15:04:05"));
+    }
+}
