@@ -29,12 +29,7 @@ pub struct HttpRemote {
 impl HttpRemote {
     /// `server` is the base URL (`http://127.0.0.1:7878`).
     pub fn new(server: &str, token: &str, space: &str) -> Result<HttpRemote, RemoteError> {
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| RemoteError::unreachable(format!("cannot build the HTTP client: {e}")))?;
+        let client = build_client(Duration::from_secs(60))?;
         Ok(HttpRemote {
             client,
             base: server.trim_end_matches('/').to_string(),
@@ -76,11 +71,7 @@ impl HttpRemote {
                             },
                         });
                     }
-                    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                        code: "http".into(),
-                        message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
-                        op_index: None,
-                    });
+                    let body = error_body(&bytes);
                     let error = RemoteError {
                         status: Some(status),
                         body,
@@ -94,6 +85,24 @@ impl HttpRemote {
         }
         Err(last.unwrap_or_else(|| RemoteError::unreachable("no attempt made")))
     }
+}
+
+fn build_client(timeout: Duration) -> Result<reqwest::Client, RemoteError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| RemoteError::unreachable(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The server's JSON error, or (from something that is not a tidemark server) the start of its text.
+fn error_body(bytes: &[u8]) -> ErrorBody {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| ErrorBody {
+        code: "http".into(),
+        message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+        op_index: None,
+    })
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -167,12 +176,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(server: &str, admin_token: &str) -> Result<AdminClient, RemoteError> {
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| RemoteError::unreachable(format!("cannot build the HTTP client: {e}")))?;
+        let client = build_client(Duration::from_secs(30))?;
         Ok(AdminClient {
             client,
             base: server.trim_end_matches('/').to_string(),
@@ -209,11 +213,7 @@ impl AdminClient {
         } else {
             Err(RemoteError {
                 status: Some(status),
-                body: serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
-                    op_index: None,
-                }),
+                body: error_body(&bytes),
             })
         }
     }
