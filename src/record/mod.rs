@@ -13,7 +13,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
@@ -26,7 +26,7 @@ mod values;
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
 pub use change::{ChangeError, change_actor, decode_change, decode_stored_change, validate_change};
 pub use values::check_value;
-use values::{json_to_scalar, scalar_to_json};
+use values::{json_to_scalar, scalar_ref_to_json, scalar_to_json};
 
 /// The fields of a record as JSON, sorted by name.
 pub type Fields = Map<String, Json>;
@@ -60,6 +60,18 @@ pub struct FieldConflict {
     pub field: String,
     /// The value the view shows (automerge's deterministic winner) comes first.
     pub values: Vec<ConflictValue>,
+}
+
+/// What a record document reads as, for the view: see [`RecordDoc::state`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordState {
+    pub fields: Fields,
+    /// The tombstone is set (a later put clears it).
+    pub deleted: bool,
+    /// The document has no keys at all: nothing was ever written.
+    pub empty: bool,
+    /// Fields with more than one concurrent value.
+    pub conflicted_fields: u32,
 }
 
 /// A record's automerge document.
@@ -342,6 +354,38 @@ impl RecordDoc {
             self.doc.put(ROOT, DELETED, false).map_err(internal)?;
         }
         Ok(())
+    }
+
+    /// Everything the view needs, read in one pass over the root map: the
+    /// fields, whether the record is deleted or was never written, and how many
+    /// fields hold concurrent values. `fields()` plus `conflicts()` read every key
+    /// twice more (`get` and `get_all`); this is the hot path of every merge.
+    pub fn state(&self) -> RecordState {
+        let mut state = RecordState {
+            fields: Map::new(),
+            deleted: false,
+            empty: true,
+            conflicted_fields: 0,
+        };
+        for item in self.doc.map_range(ROOT, ..) {
+            state.empty = false;
+            if item.key.starts_with('_') {
+                if item.key == DELETED {
+                    state.deleted = matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
+                }
+                continue;
+            }
+            if item.conflict {
+                state.conflicted_fields += 1;
+            }
+            let value = match item.value {
+                ValueRef::Object(ObjType::Text) => Json::String(self.doc.text(item.id()).unwrap_or_default()),
+                ValueRef::Object(_) => Json::Null,
+                ValueRef::Scalar(s) => scalar_ref_to_json(&s),
+            };
+            state.fields.insert(item.key.into_owned(), value);
+        }
+        state
     }
 
     /// The record's fields as JSON (reserved keys left out).

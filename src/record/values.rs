@@ -1,6 +1,6 @@
 //! JSON values ↔ automerge scalars, and the checks of values against field types.
 
-use automerge::ScalarValue;
+use automerge::{ScalarValue, ScalarValueRef};
 use serde_json::Value as Json;
 
 use crate::error::InvalidInput;
@@ -37,6 +37,22 @@ pub(super) fn scalar_to_json(s: &ScalarValue) -> Json {
         ScalarValue::Str(s) => Json::String(s.to_string()),
         ScalarValue::Bytes(b) => serde_json::from_slice(b).unwrap_or(Json::Null),
         ScalarValue::Unknown { .. } => Json::Null,
+    }
+}
+
+/// The same conversion as [`scalar_to_json`], from the borrowed form a map range yields.
+pub(super) fn scalar_ref_to_json(s: &ScalarValueRef<'_>) -> Json {
+    match s {
+        ScalarValueRef::Null => Json::Null,
+        ScalarValueRef::Boolean(b) => Json::Bool(*b),
+        ScalarValueRef::Int(i) => Json::from(*i),
+        ScalarValueRef::Uint(u) => Json::from(*u),
+        ScalarValueRef::F64(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        ScalarValueRef::Counter(c) => Json::from(*c),
+        ScalarValueRef::Timestamp(t) => Json::from(*t),
+        ScalarValueRef::Str(s) => Json::String(s.to_string()),
+        ScalarValueRef::Bytes(b) => serde_json::from_slice(b).unwrap_or(Json::Null),
+        ScalarValueRef::Unknown { .. } => Json::Null,
     }
 }
 

@@ -238,7 +238,7 @@ impl Replica {
             if let (None, Incoming::Snapshot(docs)) = (&merge.existing, &merge.incoming) {
                 if let [only] = docs.as_slice() {
                     let doc = RecordDoc::load(only, actor)?;
-                    return Ok((only.clone(), materialize(&doc, true)));
+                    return Ok((only.clone(), materialize(&doc)));
                 }
             }
             let mut doc = match &merge.existing {
@@ -253,7 +253,7 @@ impl Replica {
                     }
                 }
             }
-            let m = materialize(&doc, true);
+            let m = materialize(&doc);
             Ok((doc.save(), m))
         })?;
         for (merge, result) in merges.iter().zip(results) {
@@ -316,7 +316,7 @@ impl Replica {
                     .map(|c| crate::record::decode_stored_change(c))
                     .collect::<Result<Vec<_>, _>>()?;
                 doc.apply_changes(decoded)?;
-                let m = materialize(&doc, true);
+                let m = materialize(&doc);
                 Ok((doc.save(), m))
             })?;
             for ((c, r, _, _), result) in merges.iter().zip(results) {

@@ -371,7 +371,7 @@ fn apply_record_edits(
             row: Some(serde_json::to_vec(&view).expect("JSON values always serialize")),
             conflicts: 0,
         },
-        None => materialize(&doc, work.conflicted),
+        None => materialize(&doc),
     };
     Ok(RecordResult {
         changes,

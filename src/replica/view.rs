@@ -15,18 +15,18 @@ pub(crate) struct Materialized {
 }
 
 /// Renders a document the same way on every replica: serde_json's map keeps keys sorted.
-pub(crate) fn materialize(doc: &RecordDoc, check_conflicts: bool) -> Materialized {
-    let row = if doc.is_deleted() || doc.is_empty() {
+/// Conflicts are counted in the same pass, at no extra cost.
+pub(crate) fn materialize(doc: &RecordDoc) -> Materialized {
+    let state = doc.state();
+    let row = if state.deleted || state.empty {
         None
     } else {
-        Some(serde_json::to_vec(&doc.fields()).expect("JSON values always serialize"))
+        Some(serde_json::to_vec(&state.fields).expect("JSON values always serialize"))
     };
-    let conflicts = if check_conflicts {
-        doc.conflicts().len() as u32
-    } else {
-        0
-    };
-    Materialized { row, conflicts }
+    Materialized {
+        row,
+        conflicts: state.conflicted_fields,
+    }
 }
 
 /// The three tables a materialized record touches, opened once per transaction.
