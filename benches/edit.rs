@@ -2,8 +2,14 @@
 //! side with one bare redb durable commit of one small row on the same disk (a
 //! separate redb database in the same tempdir). Target: edit ≤ 1.3× bare commit.
 //!
-//! `redb_commit_1row` uses redb's default concurrency mode; `redb_commit_1row_multiwriter`
-//! uses the replica's (MultiWriter), to separate the mode's cost from tidemark's.
+//! - `replica_put_existing`: the edits rotate over 1000 records, each edited once per
+//!   1000 edits, so the in-memory document cache misses and every edit loads its
+//!   document (the worst case).
+//! - `replica_put_same_record`: one record edited again and again (a person typing
+//!   into a form): the cached document is reused.
+//! - `replica_put_shared`: as the first, on a store opened with `Sharing::Processes`
+//!   (the CLI's mode), against `redb_commit_1row_multiwriter`, redb's cost of that mode.
+//! - `redb_commit_tidemark_rows`: the rows one edit writes, by redb alone (attribution).
 //!
 //! `cargo bench --bench edit`
 
@@ -66,14 +72,14 @@ fn bench_edit(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("replica.db")).unwrap();
     common::import(&replica, RECORDS, 500);
+    let shared = Replica::open_shared(dir.path().join("shared.db")).unwrap();
+    common::import(&shared, RECORDS, 500);
     let ids: Vec<String> = (0..RECORDS).map(common::id).collect();
     let bare = Database::create(dir.path().join("bare.db")).unwrap();
     let mut builder = Database::builder();
     builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
     let bare_mw = builder.create(dir.path().join("bare_mw.db")).unwrap();
-    let mut builder = Database::builder();
-    builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
-    let shaped = builder.create(dir.path().join("shaped_mw.db")).unwrap();
+    let shaped = Database::create(dir.path().join("shaped.db")).unwrap();
     let mut pos = 0u64;
     for k in 0..RECORDS as u64 {
         bare_commit(&bare, k);
@@ -100,6 +106,26 @@ fn bench_edit(c: &mut Criterion) {
         })
     });
 
+    group.bench_function("replica_put_same_record", |b| {
+        b.iter(|| {
+            n += 1;
+            replica
+                .put(common::COLLECTION, &ids[7], json!({"n": n}))
+                .unwrap()
+                .expect("the edit changes the record");
+        })
+    });
+
+    group.bench_function("replica_put_shared", |b| {
+        b.iter(|| {
+            n += 1;
+            shared
+                .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
+                .unwrap()
+                .expect("the edit changes the record");
+        })
+    });
+
     let mut k = 0u64;
     group.bench_function("redb_commit_1row", |b| {
         b.iter(|| {
@@ -117,7 +143,7 @@ fn bench_edit(c: &mut Criterion) {
     });
 
     // Attribution: the same write set as the edit, redb alone, in the replica's mode.
-    group.bench_function("redb_commit_tidemark_rows_multiwriter", |b| {
+    group.bench_function("redb_commit_tidemark_rows", |b| {
         b.iter(|| {
             pos += 1;
             tidemark_rows_commit(&shaped, pos, &ids[pos as usize % RECORDS]);
@@ -125,39 +151,51 @@ fn bench_edit(c: &mut Criterion) {
     });
     group.finish();
 
-    // The same four operations interleaved (edit, bare, bare multiwriter, rows alone, edit, …) so
-    // they share one window of disk noise; medians and their ratios.
+    // The operations interleaved (edit, bare, …, edit, …) so they share one window of
+    // disk noise; medians and their ratios.
     let rounds = 300;
-    let mut times: [Vec<Duration>; 4] = Default::default();
-    for r in 0..rounds {
+    let mut times: [Vec<Duration>; 6] = Default::default();
+    let timed = |slot: &mut Vec<Duration>, f: &mut dyn FnMut()| {
         let t = Instant::now();
+        f();
+        slot.push(t.elapsed());
+    };
+    for r in 0..rounds as u64 {
         n += 1;
-        replica
-            .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
-            .unwrap();
-        times[0].push(t.elapsed());
-        let t = Instant::now();
-        bare_commit(&bare, r % RECORDS as u64);
-        times[1].push(t.elapsed());
-        let t = Instant::now();
-        bare_commit(&bare_mw, r % RECORDS as u64);
-        times[2].push(t.elapsed());
-        let t = Instant::now();
+        let [put, same, put_shared, bare_t, bare_mw_t, rows] = &mut times;
+        timed(put, &mut || {
+            replica
+                .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
+                .unwrap();
+        });
+        timed(same, &mut || {
+            replica.put(common::COLLECTION, &ids[7], json!({"n": n})).unwrap();
+        });
+        timed(put_shared, &mut || {
+            shared
+                .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
+                .unwrap();
+        });
+        timed(bare_t, &mut || bare_commit(&bare, r % RECORDS as u64));
+        timed(bare_mw_t, &mut || bare_commit(&bare_mw, r % RECORDS as u64));
         pos += 1;
-        tidemark_rows_commit(&shaped, pos, &ids[pos as usize % RECORDS]);
-        times[3].push(t.elapsed());
+        timed(rows, &mut || {
+            tidemark_rows_commit(&shaped, pos, &ids[pos as usize % RECORDS])
+        });
     }
-    let [edit, bare, bare_mw, shaped] = times.map(|mut v| {
+    let [put, same, put_shared, bare, bare_mw, rows] = times.map(|mut v| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e6
     });
     eprintln!(
-        "\ninterleaved medians over {rounds} rounds: replica put {edit:.0} µs, bare commit {bare:.0} µs, \
-         bare multiwriter commit {bare_mw:.0} µs, the edit's rows alone (multiwriter) {shaped:.0} µs; \
-         edit/bare = {:.2}×, edit/bare multiwriter = {:.2}×, edit/its rows alone = {:.2}×",
-        edit / bare,
-        edit / bare_mw,
-        edit / shaped
+        "\ninterleaved medians over {rounds} rounds: put {put:.0} µs ({:.2}× bare commit {bare:.0} µs), \
+         put of the same record {same:.0} µs ({:.2}×), the edit's rows by redb alone {rows:.0} µs ({:.2}×); \
+         shared store: put {put_shared:.0} µs ({:.2}× bare multiwriter commit {bare_mw:.0} µs, {:.2}× bare commit)",
+        put / bare,
+        same / bare,
+        rows / bare,
+        put_shared / bare_mw,
+        put_shared / bare,
     );
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 use tidemark::protocol::message::{CreateSpace, Grant};
 use tidemark::protocol::{Session, SessionConfig};
 use tidemark::remote::local::LocalRemote;
+use tidemark::replica::Sharing;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
 use tidemark::{Binding, Error, Replica};
@@ -32,7 +33,7 @@ fn a_switch_replaces_the_file_with_a_fresh_store_for_the_new_account() {
         old_actor = r.actor().unwrap();
         assert_eq!(r.generation().unwrap(), 0);
     }
-    Replica::reset_file(&path, &binding("bob"), "token-b").unwrap();
+    Replica::reset_file(&path, Sharing::Exclusive, &binding("bob"), "token-b").unwrap();
     let r = Replica::open(&path).unwrap();
     assert_eq!(r.binding().unwrap(), Some(binding("bob")));
     assert_eq!(r.token().unwrap().as_deref(), Some("token-b"));
@@ -61,7 +62,7 @@ fn a_crash_before_the_rename_leaves_the_old_account_intact_and_the_next_switch_c
     assert_eq!(r.binding().unwrap(), Some(binding("alice")));
     assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["name"], "kept");
     drop(r);
-    Replica::reset_file(&path, &binding("bob"), "t").unwrap();
+    Replica::reset_file(&path, Sharing::Exclusive, &binding("bob"), "t").unwrap();
     assert!(!leftover.exists());
     assert_eq!(Replica::open(&path).unwrap().binding().unwrap(), Some(binding("bob")));
 }
@@ -92,13 +93,14 @@ fn a_sync_in_flight_for_the_old_account_cannot_write_into_the_new_one() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let old = Replica::open(&path).unwrap();
+    // Another process can only switch the file under this handle when they share it.
+    let old = Replica::open_shared(&path).unwrap();
     old.bind(&binding("alice"), "t").unwrap();
     let mut session = Session::new(SessionConfig::default());
     let request = session.next_request(&old).unwrap().unwrap();
     let answer = remote.call_blocking(request).unwrap();
     // Another process switches the store while the answer is on its way.
-    Replica::reset_file(&path, &binding("bob"), "t").unwrap();
+    Replica::reset_file(&path, Sharing::Processes, &binding("bob"), "t").unwrap();
     let err = session.handle_response(&old, answer).unwrap_err();
     assert!(
         matches!(err, Error::Sync(ref m) if m.contains("switched accounts")),

@@ -145,6 +145,30 @@ impl RecordDoc {
     /// document and change chunks are accepted, and changes go through
     /// [`decode_change`] before automerge applies them.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<Self, CorruptData> {
+        Self::load_with(bytes, actor, decode_change)
+    }
+
+    /// Loads bytes this program stored itself (a replica's document table): the
+    /// same chunk checks, but changes skip the canonical re-encoding check that
+    /// bytes from outside get, as [`decode_stored_change`] does for the log.
+    pub fn load_stored(bytes: &[u8], actor: ActorId) -> Result<Self, CorruptData> {
+        Self::load_with(bytes, actor, decode_stored_change)
+    }
+
+    /// How many change chunks follow the document chunk in stored bytes (local
+    /// edits append their change instead of saving the whole document).
+    pub fn appended_changes(bytes: &[u8]) -> Result<usize, CorruptData> {
+        Ok(split_chunks(bytes)?
+            .iter()
+            .filter(|(kind, _)| matches!(*kind, CHANGE_CHUNK | COMPRESSED_CHANGE_CHUNK))
+            .count())
+    }
+
+    fn load_with(
+        bytes: &[u8],
+        actor: ActorId,
+        decode: fn(&[u8]) -> Result<Change, CorruptData>,
+    ) -> Result<Self, CorruptData> {
         let mut doc: Option<AutoCommit> = None;
         let mut changes = Vec::new();
         for (kind, chunk) in split_chunks(bytes)? {
@@ -158,7 +182,7 @@ impl RecordDoc {
                 DOCUMENT_CHUNK => {
                     return Err(CorruptData::new("record document", "a document chunk must come first"));
                 }
-                CHANGE_CHUNK | COMPRESSED_CHANGE_CHUNK => changes.push(decode_change(chunk)?),
+                CHANGE_CHUNK | COMPRESSED_CHANGE_CHUNK => changes.push(decode(chunk)?),
                 other => {
                     return Err(CorruptData::new(
                         "record document",

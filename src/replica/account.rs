@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use super::tables::meta;
-use super::{Meta, Replica, put_meta};
+use super::{Meta, Replica, Sharing, put_meta};
 use crate::error::{Error, Result};
 use crate::model::Binding;
 
@@ -84,10 +84,11 @@ impl Replica {
 
     /// Replaces the store file at `path` by a fresh store bound to `binding`:
     /// no records, no log, no package, no watermarks, a new actor id. Close
-    /// every handle on the old file in this process first.
-    pub fn reset_file(path: &Path, binding: &Binding, token: &str) -> Result<()> {
+    /// every handle on the old file in this process first. `sharing` is how
+    /// the other processes open the old file.
+    pub fn reset_file(path: &Path, sharing: Sharing, binding: &Binding, token: &str) -> Result<()> {
         let generation = if path.exists() {
-            Replica::open(path)?.generation()?
+            Replica::open_with(path, sharing)?.generation()?
         } else {
             0
         };

@@ -242,7 +242,7 @@ impl Replica {
                 }
             }
             let mut doc = match &merge.existing {
-                Some(bytes) => RecordDoc::load(bytes, actor)?,
+                Some(bytes) => RecordDoc::load_stored(bytes, actor)?,
                 None => RecordDoc::new(actor),
             };
             match &merge.incoming {
@@ -327,6 +327,8 @@ impl Replica {
         drop(views);
         drop(log);
         txn.commit()?;
+        // Every document was rewritten: cached ones could only miss from now on.
+        self.doc_cache.clear();
         Ok(())
     }
 }

@@ -2,10 +2,12 @@
 //! op index, documents and view in one write transaction.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use redb::ReadableTable;
 use serde_json::Value as Json;
 
+use super::doc_cache;
 use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::view::{Materialized, ViewTables, materialize};
@@ -115,6 +117,8 @@ struct RecordWork {
     /// put or delete supersedes every value it sees), so without one the conflict
     /// scan after the edit is skipped.
     conflicted: bool,
+    /// The document from the edit cache, when it matches `existing`.
+    cached: Mutex<Option<RecordDoc>>,
     edits: Vec<usize>,
 }
 
@@ -124,7 +128,12 @@ struct RecordResult {
     changes: Vec<(usize, Vec<u8>)>,
     doc: Vec<u8>,
     materialized: Materialized,
+    /// The edited document, to cache once the transaction has committed.
+    keep: Option<RecordDoc>,
 }
+
+/// Local changes stored after a record's saved document before it is saved whole again.
+const MAX_APPENDED_CHANGES: usize = 16;
 
 /// Below this many records, threads cost more than they save.
 const PARALLEL_THRESHOLD: usize = 64;
@@ -209,6 +218,7 @@ impl Replica {
                     id,
                     existing: None,
                     conflicted: false,
+                    cached: Mutex::new(None),
                     edits: Vec::new(),
                 });
                 works.len() - 1
@@ -216,22 +226,32 @@ impl Replica {
             works[slot].edits.push(index);
         }
 
+        let use_cache = works.len() <= doc_cache::MAX_BATCH;
         let mut views = ViewTables::open(&txn)?;
         for work in &mut works {
             let key = (work.collection.as_str(), work.id.as_str());
             work.existing = views.doc_bytes(key.0, key.1)?;
             work.conflicted = work.existing.is_some() && views.conflicted.get(key).map_err(Error::storage)?.is_some();
+            if let (true, Some(stored)) = (use_cache, &work.existing) {
+                *work.cached.get_mut().unwrap_or_else(|p| p.into_inner()) =
+                    self.doc_cache.take(&work.collection, &work.id, stored);
+            }
         }
 
         let results = run_parallel(&works, |work| {
-            apply_record_edits(work, &edits, actor, package.as_ref(), time_ms)
+            apply_record_edits(work, &edits, actor, package.as_ref(), time_ms, use_cache)
         })?;
 
         // Log order follows edit order, so replaying the log replays the edits.
         let mut changes: Vec<Option<Vec<u8>>> = vec![None; edits.len()];
+        let mut keep = Vec::new();
         for (work, result) in works.iter().zip(results) {
             let result = result?;
             if result.changes.is_empty() {
+                // Nothing changed: the stored bytes are still the ones the document matches.
+                if let (Some(doc), Some(stored)) = (result.keep, &work.existing) {
+                    keep.push((work, stored.clone(), doc));
+                }
                 continue;
             }
             views.store(
@@ -242,6 +262,9 @@ impl Replica {
             )?;
             for (index, change) in result.changes {
                 changes[index] = Some(change);
+            }
+            if let Some(doc) = result.keep {
+                keep.push((work, result.doc, doc));
             }
         }
         drop(views);
@@ -276,6 +299,9 @@ impl Replica {
         put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
         super::sync_state::add_pending(&txn, &m, added)?;
         txn.commit()?;
+        for (work, saved, doc) in keep {
+            self.doc_cache.put(work.collection.clone(), work.id.clone(), saved, doc);
+        }
         Ok(ids)
     }
 }
@@ -316,8 +342,8 @@ fn apply_record_edits(
     actor: ActorId,
     package: Option<&Package>,
     time_ms: u64,
+    keep: bool,
 ) -> Result<RecordResult> {
-    let is_new = work.existing.is_none();
     let schema = package.and_then(|p| p.collections.get(work.collection.as_str()));
     let mut changes = Vec::with_capacity(work.edits.len());
     // A new record whose first edit is a put (every record of a bulk import) is
@@ -325,8 +351,10 @@ fn apply_record_edits(
     // rather than from reading the document back.
     let mut created_view = None;
     let mut rest = work.edits.as_slice();
+    let cached = work.cached.lock().unwrap_or_else(|p| p.into_inner()).take();
     let mut doc = match (&work.existing, rest.split_first()) {
-        (Some(bytes), _) => RecordDoc::load(bytes, actor)?,
+        (Some(_), _) if cached.is_some() => cached.expect("checked"),
+        (Some(bytes), _) => RecordDoc::load_stored(bytes, actor)?,
         (None, Some((&first, tail))) => match &edits[first] {
             Edit::Put { fields, .. } => match RecordDoc::create(actor, work.collection.as_str(), fields, schema)? {
                 Some((mut doc, view)) => {
@@ -360,10 +388,23 @@ fn apply_record_edits(
             changes.push((index, change));
         }
     }
-    // A new record made of one change is stored as that change: automerge loads
-    // change chunks as well as saved documents, and this skips a save().
-    let doc_bytes = match (is_new, changes.as_slice()) {
-        (true, [(_, only)]) => only.clone(),
+    // Automerge loads a saved document followed by change chunks (or change chunks
+    // alone), so an edit stores its change after the bytes already there instead of
+    // saving the whole document: save() costs in proportion to the record's history,
+    // which made each edit of a often-edited record slower than the last. Every
+    // MAX_APPENDED_CHANGES edits the document is saved whole again, which bounds the
+    // work of loading it.
+    let doc_bytes = match (&work.existing, changes.as_slice()) {
+        (None, [(_, only)]) => only.clone(),
+        (Some(existing), new)
+            if !new.is_empty() && RecordDoc::appended_changes(existing)? + new.len() <= MAX_APPENDED_CHANGES =>
+        {
+            let mut bytes = existing.clone();
+            for (_, change) in new {
+                bytes.extend_from_slice(change);
+            }
+            bytes
+        }
         _ => doc.save(),
     };
     let materialized = match created_view {
@@ -377,5 +418,6 @@ fn apply_record_edits(
         changes,
         doc: doc_bytes,
         materialized,
+        keep: keep.then_some(doc),
     })
 }

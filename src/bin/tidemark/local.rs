@@ -9,7 +9,7 @@ use tidemark::Replica;
 use tidemark::replica::Edit;
 
 pub fn open(store: &Path) -> Result<Replica> {
-    Replica::open(store).with_context(|| format!("opening store {}", store.display()))
+    Replica::open_shared(store).with_context(|| format!("opening store {}", store.display()))
 }
 
 /// Parses `FIELD=VALUE` pairs; VALUE is JSON if it parses, else a plain string.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use tidemark::protocol::SessionConfig;
 use tidemark::remote::http::HttpRemote;
+use tidemark::replica::Sharing;
 use tidemark::sync::{sync_once, sync_once_observed};
 use tidemark::{Binding, Replica};
 
@@ -26,7 +27,7 @@ pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions
         if current != wanted {
             switch_account(&replica, &current, &wanted, options)?;
             drop(replica);
-            Replica::reset_file(store, &wanted, token).context("switching accounts")?;
+            Replica::reset_file(store, Sharing::Processes, &wanted, token).context("switching accounts")?;
             replica = open(store)?;
             eprintln!(
                 "cleared the data of {:?} on {}; initializing for {:?}",
