@@ -387,3 +387,39 @@ fn known_op_ids_are_skipped() {
         .unwrap();
     assert_eq!(own.known, 1, "a replica's own op coming back is skipped");
 }
+
+/// `pushed` steps over pulled entries whenever no local op waits before them, so the
+/// search for pending ops never rescans a log that only grew by pulls.
+#[test]
+fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
+    let (other, r) = (Replica::in_memory().unwrap(), Replica::in_memory().unwrap());
+    for i in 0..5 {
+        other.put("contacts", &format!("o{i}"), json!({"n": i})).unwrap();
+    }
+    let page = |from: usize, to: usize| RemotePage {
+        ops: common::all_ops(&other)[from..to].to_vec(),
+        end: 0,
+    };
+    r.apply_remote(&page(0, 2)).unwrap();
+    assert_eq!(r.status().unwrap().pushed, 2, "only pulled entries so far");
+    r.put("contacts", "mine", json!({"n": 1})).unwrap(); // log position 3
+    r.apply_remote(&page(2, 4)).unwrap(); // positions 4 and 5
+    let status = r.status().unwrap();
+    assert_eq!(
+        (status.pushed, status.pending),
+        (2, 1),
+        "a pending op holds the watermark"
+    );
+    let pending = r.pending_ops(10).unwrap();
+    assert_eq!(pending.iter().map(|p| p.pos).collect::<Vec<_>>(), vec![3]);
+    r.ack_pushed(3).unwrap();
+    let status = r.status().unwrap();
+    assert_eq!(
+        (status.pushed, status.pending),
+        (5, 0),
+        "the ack steps over the pulls after it"
+    );
+    r.apply_remote(&page(4, 5)).unwrap();
+    assert_eq!(r.status().unwrap().pushed, 6);
+    assert!(r.pending_ops(10).unwrap().is_empty());
+}

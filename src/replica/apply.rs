@@ -106,7 +106,8 @@ impl Replica {
             .collect();
         self.merge_into(&txn, actor, merges)?;
 
-        let mut pos = m.u64(meta::NEXT_POS)?.max(1);
+        let first = m.u64(meta::NEXT_POS)?.max(1);
+        let mut pos = first;
         {
             let mut log = txn.open_table(tables::LOG)?;
             let mut index = txn.open_table(tables::OP_INDEX)?;
@@ -118,6 +119,7 @@ impl Replica {
             }
         }
         put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+        super::sync_state::pushed_past_remote(&txn, &m, first, pos)?;
         if page.end > m.u64(meta::PULLED)? {
             put_meta(&txn, meta::PULLED, &page.end.to_le_bytes())?;
             match page.ops.last() {
@@ -179,7 +181,8 @@ impl Replica {
             })
             .collect();
         self.merge_into(&txn, actor, merges)?;
-        let mut pos = m.u64(meta::NEXT_POS)?.max(1);
+        let first = m.u64(meta::NEXT_POS)?.max(1);
+        let mut pos = first;
         {
             let mut log = txn.open_table(tables::LOG)?;
             for r in records {
@@ -194,6 +197,7 @@ impl Replica {
             }
         }
         put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+        super::sync_state::pushed_past_remote(&txn, &m, first, pos)?;
         // The first page's as_of is the bound: later pages can only be newer.
         let first_as_of = checkpoint.as_ref().map(|(a, _)| *a).unwrap_or(as_of);
         if checkpoint.is_none() {

@@ -55,6 +55,17 @@ pub(crate) fn add_pending(txn: &WriteTransaction, m: &Meta, added: u64) -> Resul
     Ok(())
 }
 
+/// Moves `pushed` over log entries `first..next` that a pull or snapshot just
+/// appended, when it already covered everything before them. Those entries are
+/// not local ops, so the invariant holds; without this, a replica that only
+/// pulls would scan its whole log for pending ops in every round.
+pub(crate) fn pushed_past_remote(txn: &WriteTransaction, m: &Meta, first: u64, next: u64) -> Result<()> {
+    if next > first && m.u64(meta::PUSHED)? + 1 == first {
+        put_meta(txn, meta::PUSHED, &(next - 1).to_le_bytes())?;
+    }
+    Ok(())
+}
+
 impl Replica {
     /// Up to `limit` pending local ops in log order.
     /// Scans from `pushed`, so the cost follows the changes since the watermark.
@@ -88,6 +99,7 @@ impl Replica {
         if through_pos > pushed {
             // Count what leaves the queue: local ops in (pushed, through] not already rejected.
             let mut acked = 0u64;
+            let mut new_pushed = through_pos;
             {
                 let log = txn.open_table(tables::LOG)?;
                 let rejected = txn.open_table(tables::REJECTED)?;
@@ -102,8 +114,18 @@ impl Replica {
                         acked += 1;
                     }
                 }
+                // Pulled entries right after the acknowledged ops need no push either:
+                // step over them up to the next local op, so that the next search for
+                // pending ops starts there (the scan covers what was pulled since).
+                for entry in log.range(through_pos + 1..)? {
+                    let (k, v) = entry?;
+                    if v.value().first() == Some(&LogEntry::LOCAL_KIND) {
+                        break;
+                    }
+                    new_pushed = k.value();
+                }
             }
-            put_meta(&txn, meta::PUSHED, &through_pos.to_le_bytes())?;
+            put_meta(&txn, meta::PUSHED, &new_pushed.to_le_bytes())?;
             let left = m.u64(meta::PENDING)?.saturating_sub(acked);
             put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
         }
