@@ -88,9 +88,10 @@ pub enum Error {
     /// The record does not exist (or is deleted).
     #[error("record {collection}/{id} does not exist")]
     NotFound { collection: String, id: String },
-    /// The store file is held by another process.
+    /// The store file is held by another process (or by another handle of this
+    /// one), or processes disagree on its [`Sharing`](crate::replica::Sharing).
     #[error(
-        "the store {path} is in use by another tidemark process (is `tidemark sync --watch` running on it?); stop that process or use another --store"
+        "the store {path} is in use by another process: a `tidemark sync --watch`, or an application that opened it for itself alone (`Replica::open`; processes that share a store must all open it with `Replica::open_shared`, as the CLI does); stop that process or use another --store"
     )]
     StoreInUse { path: String },
     /// The store file was written by a newer or unknown format.

@@ -90,7 +90,11 @@ fn an_exclusive_store_refuses_a_second_handle_with_a_clear_error() {
     let err = Replica::open_shared(&path)
         .err()
         .expect("a shared handle beside an exclusive one");
-    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(matches!(err, tidemark::Error::StoreInUse { .. }), "{err}");
+    assert!(
+        err.to_string().contains("open_shared"),
+        "the message names the way out: {err}"
+    );
 }
 
 /// Edits append their change to the stored document and save it whole every few

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use redb::ReadableTable;
 use serde_json::Value as Json;
 
 use super::doc_cache;
@@ -12,7 +11,7 @@ use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::view::{Materialized, ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
-use crate::error::{CorruptData, Error, InvalidInput, Result};
+use crate::error::{CorruptData, InvalidInput, Result};
 use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
 use crate::record::{Fields, RecordDoc};
 
@@ -113,10 +112,6 @@ struct RecordWork {
     collection: Collection,
     id: RecordId,
     existing: Option<Vec<u8>>,
-    /// The record has a row in CONFLICTED. Local edits never add conflicts (a local
-    /// put or delete supersedes every value it sees), so without one the conflict
-    /// scan after the edit is skipped.
-    conflicted: bool,
     /// The document from the edit cache, when it matches `existing`.
     cached: Mutex<Option<RecordDoc>>,
     edits: Vec<usize>,
@@ -217,7 +212,6 @@ impl Replica {
                     collection,
                     id,
                     existing: None,
-                    conflicted: false,
                     cached: Mutex::new(None),
                     edits: Vec::new(),
                 });
@@ -231,7 +225,6 @@ impl Replica {
         for work in &mut works {
             let key = (work.collection.as_str(), work.id.as_str());
             work.existing = views.doc_bytes(key.0, key.1)?;
-            work.conflicted = work.existing.is_some() && views.conflicted.get(key).map_err(Error::storage)?.is_some();
             if let (true, Some(stored)) = (use_cache, &work.existing) {
                 *work.cached.get_mut().unwrap_or_else(|p| p.into_inner()) =
                     self.doc_cache.take(&work.collection, &work.id, stored);
@@ -395,10 +388,10 @@ fn apply_record_edits(
     // MAX_APPENDED_CHANGES edits the document is saved whole again, which bounds the
     // work of loading it.
     let doc_bytes = match (&work.existing, changes.as_slice()) {
+        // Nothing changed: nothing is stored.
+        (_, []) => Vec::new(),
         (None, [(_, only)]) => only.clone(),
-        (Some(existing), new)
-            if !new.is_empty() && RecordDoc::appended_changes(existing)? + new.len() <= MAX_APPENDED_CHANGES =>
-        {
+        (Some(existing), new) if RecordDoc::appended_changes(existing)? + new.len() <= MAX_APPENDED_CHANGES => {
             let mut bytes = existing.clone();
             for (_, change) in new {
                 bytes.extend_from_slice(change);

@@ -1,10 +1,11 @@
 //! The local store on redb: change log, op-id index, documents, view, metadata.
 //! The only client-side module that names redb.
 //!
-//! Every public call is one transaction. Nothing is cached between calls
-//! except the file handle, so several processes can share one store file when
-//! they all open it with [`Sharing::Processes`] (redb's multi-writer mode): a
-//! `tidemark sync --watch` and CLI edits.
+//! Every public call is one transaction. Several processes can share one store
+//! file when they all open it with [`Sharing::Processes`] (redb's multi-writer
+//! mode): a `tidemark sync --watch` and CLI edits. The only state kept between
+//! calls, the documents of recently edited records, is checked against the
+//! stored bytes before each use (`doc_cache.rs`).
 
 mod account;
 mod apply;
@@ -148,12 +149,10 @@ impl Replica {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreInUse {
                 path: path.display().to_string(),
             },
-            redb::DatabaseError::LockProtocolMismatch => Error::StoreInUse {
-                path: format!(
-                    "{} (it is open with the other sharing mode: every process must open it with `Replica::open_shared`, as the CLI does, or one at a time with `Replica::open`)",
-                    path.display()
-                ),
-            },
+            redb::DatabaseError::LockProtocolMismatch => Error::storage(format!(
+                "cannot open {}: a process built with another version of redb has it open; stop it first",
+                path.display()
+            )),
             other => Error::storage(format!("cannot open {}: {other}", path.display())),
         })?;
         let replica = Replica {
