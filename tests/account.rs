@@ -2,15 +2,12 @@
 
 #![cfg(feature = "server")]
 
-use std::sync::Arc;
+mod common;
 
 use serde_json::json;
-use tidemark::protocol::message::{CreateSpace, Grant};
 use tidemark::protocol::{Session, SessionConfig};
 use tidemark::remote::local::LocalRemote;
 use tidemark::replica::Sharing;
-use tidemark::server::store::redb::RedbStore;
-use tidemark::server::{Limits, Service};
 use tidemark::{Binding, Error, Replica};
 
 fn binding(user: &str) -> Binding {
@@ -69,21 +66,8 @@ fn a_crash_before_the_rename_leaves_the_old_account_intact_and_the_next_switch_c
 
 #[test]
 fn a_sync_in_flight_for_the_old_account_cannot_write_into_the_new_one() {
-    let service = Arc::new(Service::new(RedbStore::in_memory().unwrap(), Limits::default(), None).unwrap());
-    service
-        .create_space(&CreateSpace {
-            space: "crm".into(),
-            package: None,
-        })
-        .unwrap();
-    let token = service.add_user("alice").unwrap().token;
-    service
-        .grant(&Grant {
-            user: "alice".into(),
-            space: "crm".into(),
-            read_only: false,
-        })
-        .unwrap();
+    let (service, tokens) = common::server::server(None, &["alice"]);
+    let token = tokens[0].clone();
     let writer = Replica::in_memory().unwrap();
     writer
         .put("contacts", "c1", json!({"name": "from the old account"}))

@@ -3,6 +3,8 @@
 
 #![cfg(all(feature = "server", feature = "background"))]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,21 +44,8 @@ async fn wait_for(sync: &BackgroundSync, what: &str, check: impl Fn(&SyncStatus)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_are_synced_soon_after_they_are_made_and_stop_is_clean() {
-    let service = Arc::new(Service::new(RedbStore::in_memory().unwrap(), Limits::default(), None).unwrap());
-    service
-        .create_space(&CreateSpace {
-            space: "crm".into(),
-            package: None,
-        })
-        .unwrap();
-    let token = service.add_user("alice").unwrap().token;
-    service
-        .grant(&Grant {
-            user: "alice".into(),
-            space: "crm".into(),
-            read_only: false,
-        })
-        .unwrap();
+    let (service, tokens) = common::server::server(None, &["alice"]);
+    let token = tokens[0].clone();
     let replica = Arc::new(Replica::in_memory().unwrap());
     let sync = BackgroundSync::start(
         replica.clone(),

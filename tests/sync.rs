@@ -8,59 +8,20 @@ mod common;
 use std::sync::Arc;
 
 use serde_json::json;
-use tidemark::protocol::message::CreateSpace;
 use tidemark::protocol::{Request, Response, Session, SessionConfig};
 use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
 use tidemark::remote::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
-use tidemark::server::{Limits, Service, http};
+
 use tidemark::sync::{sync_once, sync_once_blocking};
 use tidemark::{Package, Replica};
 
-type Svc = Arc<Service<RedbStore>>;
-
-const SPACE: &str = "crm";
+use common::server::{SPACE, Svc, start_http};
 
 /// A server with one space and `users` users who are members of it; returns their tokens.
 fn server_with(package: Option<Package>, users: &[&str]) -> (Svc, Vec<String>) {
-    server_on(RedbStore::in_memory().unwrap(), package, users)
-}
-
-fn server_on(store: RedbStore, package: Option<Package>, users: &[&str]) -> (Svc, Vec<String>) {
-    let service = Arc::new(Service::new(store, Limits::default(), Some("admin-token-0123456789")).unwrap());
-    service
-        .create_space(&CreateSpace {
-            space: SPACE.into(),
-            package,
-        })
-        .unwrap();
-    let tokens = users
-        .iter()
-        .map(|u| {
-            let t = service.add_user(u).unwrap().token;
-            service
-                .grant(&tidemark::protocol::message::Grant {
-                    user: u.to_string(),
-                    space: SPACE.into(),
-                    read_only: false,
-                })
-                .unwrap();
-            t
-        })
-        .collect();
-    (service, tokens)
-}
-
-/// Starts the HTTP front on a free loopback port; returns its base URL.
-async fn start_http(service: Svc) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, service, async move {
-        let _ = rx.await;
-    }));
-    (url, tx)
+    common::server::server(package, users)
 }
 
 fn small_pages() -> SessionConfig {

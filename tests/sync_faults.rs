@@ -17,33 +17,10 @@ use tidemark::server::{Limits, Service, http};
 use tidemark::sync::sync_once_blocking;
 use tidemark::{Package, Replica};
 
-type Svc = Arc<Service<RedbStore>>;
-const SPACE: &str = "crm";
+use common::server::{SPACE, Svc, server_on};
 
 fn server(package: Option<Package>, users: &[&str], limits: Limits) -> (Svc, Vec<String>) {
-    let service =
-        Arc::new(Service::new(RedbStore::in_memory().unwrap(), limits, Some("admin-token-0123456789")).unwrap());
-    service
-        .create_space(&CreateSpace {
-            space: SPACE.into(),
-            package,
-        })
-        .unwrap();
-    let tokens = users
-        .iter()
-        .map(|u| {
-            let t = service.add_user(u).unwrap().token;
-            service
-                .grant(&Grant {
-                    user: u.to_string(),
-                    space: SPACE.into(),
-                    read_only: false,
-                })
-                .unwrap();
-            t
-        })
-        .collect();
-    (service, tokens)
+    server_on(RedbStore::in_memory().unwrap(), package, users, limits)
 }
 
 fn remote(service: &Svc, token: &str) -> LocalRemote<RedbStore> {

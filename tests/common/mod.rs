@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
 pub mod store_suite;
 
 use tidemark::replica::{LogEntry, RemoteOp, RemotePage};
