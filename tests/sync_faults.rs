@@ -13,11 +13,11 @@ use tidemark::protocol::{Request, Session, SessionConfig};
 use tidemark::remote::http::HttpRemote;
 use tidemark::remote::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
-use tidemark::server::{Limits, Service, http};
+use tidemark::server::{Limits, Service};
 use tidemark::sync::sync_once_blocking;
 use tidemark::{Package, Replica};
 
-use common::server::{SPACE, Svc, server_on};
+use common::server::{SPACE, Svc, server_on, start_http};
 
 fn server(package: Option<Package>, users: &[&str], limits: Limits) -> (Svc, Vec<String>) {
     server_on(RedbStore::in_memory().unwrap(), package, users, limits)
@@ -172,12 +172,7 @@ fn a_push_batch_over_the_body_limit_is_split() {
         .enable_all()
         .build()
         .unwrap();
-    let url = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(http::serve(listener, service.clone(), std::future::pending()));
-        url
-    });
+    let (url, _stop) = rt.block_on(start_http(service.clone()));
     let replica = Replica::in_memory().unwrap();
     for i in 0..10 {
         // ~40 KB per op: each one is far under max_op_bytes (256 KB).

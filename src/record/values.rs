@@ -25,22 +25,14 @@ pub(super) fn json_to_scalar(value: &Json) -> ScalarValue {
     }
 }
 
+/// The JSON a stored scalar shows as in the view.
 pub(super) fn scalar_to_json(s: &ScalarValue) -> Json {
-    match s {
-        ScalarValue::Null => Json::Null,
-        ScalarValue::Boolean(b) => Json::Bool(*b),
-        ScalarValue::Int(i) => Json::from(*i),
-        ScalarValue::Uint(u) => Json::from(*u),
-        ScalarValue::F64(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
-        ScalarValue::Counter(c) => Json::from(i64::from(c)),
-        ScalarValue::Timestamp(t) => Json::from(*t),
-        ScalarValue::Str(s) => Json::String(s.to_string()),
-        ScalarValue::Bytes(b) => serde_json::from_slice(b).unwrap_or(Json::Null),
-        ScalarValue::Unknown { .. } => Json::Null,
-    }
+    // One mapping for both forms, so the view of a new record (built from the
+    // values written) and of a loaded one (read by map range) cannot drift apart.
+    scalar_ref_to_json(&ScalarValueRef::from(s.clone()))
 }
 
-/// The same conversion as [`scalar_to_json`], from the borrowed form a map range yields.
+/// The JSON a scalar shows as in the view, from the borrowed form a map range yields.
 pub(super) fn scalar_ref_to_json(s: &ScalarValueRef<'_>) -> Json {
     match s {
         ScalarValueRef::Null => Json::Null,

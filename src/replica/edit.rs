@@ -346,8 +346,11 @@ fn apply_record_edits(
     let mut rest = work.edits.as_slice();
     let cached = work.cached.lock().unwrap_or_else(|p| p.into_inner()).take();
     let mut doc = match (&work.existing, rest.split_first()) {
-        (Some(_), _) if cached.is_some() => cached.expect("checked"),
-        (Some(bytes), _) => RecordDoc::load_stored(bytes, actor)?,
+        // A cached document is only ever taken for a record that has stored bytes.
+        (Some(bytes), _) => match cached {
+            Some(doc) => doc,
+            None => RecordDoc::load_stored(bytes, actor)?,
+        },
         (None, Some((&first, tail))) => match &edits[first] {
             Edit::Put { fields, .. } => match RecordDoc::create(actor, work.collection.as_str(), fields, schema)? {
                 Some((mut doc, view)) => {
