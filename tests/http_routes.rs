@@ -1,0 +1,251 @@
+//! The live server's routes and its secrets: unknown routes and methods, the
+//! OpenAPI document, a barrage of hostile requests, and user tokens that never
+//! reach the server's files or logs. An axum front on a loopback port, reached
+//! with reqwest; every test builds its own server.
+
+#![cfg(all(feature = "server", feature = "http-client"))]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Value, json};
+use tidemark::server::Limits;
+use tidemark::server::store::redb::RedbStore;
+
+use common::live::*;
+
+#[tokio::test]
+async fn the_server_still_answers_health_after_a_concurrent_barrage_of_hostile_requests() {
+    let s = Arc::new(
+        live(Limits {
+            max_body_bytes: 64 * 1024,
+            max_ops_per_push: 5,
+            ..Default::default()
+        })
+        .await,
+    );
+    let ops = real_ops(&["c1"]);
+    let panicking = {
+        let mut op = ops[0].clone();
+        op["change"] = json!(b64(&hex::decode(PANICKING_CHANGE_HEX).unwrap()));
+        op
+    };
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        let panicking = panicking.clone();
+        tasks.push(tokio::spawn(async move {
+            let status = match i % 8 {
+                0 => s.push(&s.alice, &[panicking]).await.status(),
+                1 => s.push_raw(&s.alice, SPACE, vec![b'{'; 200 * 1024]).await.status(),
+                2 => s.push_raw(&s.alice, SPACE, b"{\"ops\":[".to_vec()).await.status(),
+                3 => s.push(&s.rita, &real_ops(&["x"])).await.status(),
+                4 => s.push(&s.mallory, &real_ops(&["x"])).await.status(),
+                5 => s.get(Some("Bearer junk"), "/v1/spaces/crm/pull").await.status(),
+                6 => s
+                    .get(Some(&s.alice), "/v1/spaces/crm/pull?since=0&limit=zzz")
+                    .await
+                    .status(),
+                _ => s
+                    .push(&s.alice, &real_ops(&["a", "b", "c", "d", "e", "f"]))
+                    .await
+                    .status(),
+            };
+            assert!(status.is_client_error(), "request {i}: {status}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    s.assert_healthy().await;
+    assert_eq!(s.head().await, 0, "none of it was stored");
+    // And it still does real work.
+    let resp = s.push(&s.alice, &ops).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.head().await, 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_push_and_pull_paths() {
+    let s = live(Limits::default()).await;
+    let resp = s.get(None, "/v1/openapi.json").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let doc: Value = resp.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("the document has paths");
+    for path in ["/v1/spaces/{space}/push", "/v1/spaces/{space}/pull"] {
+        assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
+    }
+    assert!(paths["/v1/spaces/{space}/push"]["post"].is_object());
+    assert!(paths["/v1/spaces/{space}/pull"]["get"].is_object());
+    s.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn an_unknown_route_gets_a_json_404() {
+    let s = live(Limits::default()).await;
+    for path in ["/", "/v2/health", "/v1/spaces/crm", "/v1/spaces/crm/push/extra"] {
+        let resp = s.get(Some(&s.alice), path).await;
+        let err = json_error(resp, 404).await;
+        assert_eq!(err["code"], "not_found", "{path}: {err}");
+    }
+    s.assert_healthy().await;
+}
+
+/// DESIGN.md: "Every error is JSON with a message a person can act on."
+/// axum's own method-not-allowed answer bypasses the router's JSON fallback.
+#[tokio::test]
+async fn a_wrong_method_gets_a_json_405() {
+    let s = live(Limits::default()).await;
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/spaces/{SPACE}/push")),
+        (reqwest::Method::POST, format!("/v1/spaces/{SPACE}/pull")),
+        (reqwest::Method::DELETE, "/v1/health".to_string()),
+    ] {
+        let resp = s
+            .client
+            .request(method.clone(), format!("{}{path}", s.url))
+            .bearer_auth(&s.alice)
+            .send()
+            .await
+            .unwrap();
+        json_error(resp, 405).await;
+    }
+    s.assert_healthy().await;
+}
+
+/// DESIGN.md: "Every error is JSON". A path segment that is not UTF-8 is
+/// refused by axum's `Path` extractor, whose rejection is plain text.
+#[tokio::test]
+async fn a_space_name_that_is_not_utf8_gets_a_json_error() {
+    let s = live(Limits::default()).await;
+    let resp = s.get(Some(&s.alice), "/v1/spaces/%FF%FE/pull").await;
+    let status = resp.status().as_u16();
+    assert!(status == 400 || status == 404, "{status}");
+    json_error(resp, status).await;
+    s.assert_healthy().await;
+}
+
+/// Log lines of every test in this binary, captured at TRACE level.
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    static INSTALL: OnceLock<()> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| Mutex::new(Vec::new()));
+    INSTALL.get_or_init(|| {
+        struct Capture;
+        impl Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                captured_logs().lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+    logs
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn user_tokens_never_appear_in_the_servers_files_or_logs() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let s = live_on(RedbStore::open(dir.path()).unwrap(), Limits::default()).await;
+    // A few more tokens: a second one for alice, a new user.
+    let admin = |path: &str, body: Value| {
+        s.client
+            .post(format!("{}{path}", s.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let eve: Value = admin("/v1/admin/users", json!({"user": "eve"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alice2: Value = s
+        .client
+        .post(format!("{}/v1/admin/users/alice/tokens", s.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tokens = vec![
+        s.alice.clone(),
+        s.rita.clone(),
+        s.mallory.clone(),
+        eve["token"].as_str().unwrap().to_string(),
+        alice2["token"].as_str().unwrap().to_string(),
+    ];
+    // Use them: pushes, pulls, reads of the materialized records, refusals.
+    let resp = s.push(&tokens[4], &real_ops(&["c1", "c2", "c3"])).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.push(&s.alice, &real_ops(&["c4"])).await.status().as_u16(), 200);
+    assert_eq!(s.push(&s.rita, &real_ops(&["r1"])).await.status().as_u16(), 403);
+    assert_eq!(s.push(&s.mallory, &real_ops(&["m1"])).await.status().as_u16(), 404);
+    let wrong_secret = format!("{}0", &s.alice[..s.alice.len() - 1]);
+    assert_eq!(s.push(&wrong_secret, &real_ops(&["w1"])).await.status().as_u16(), 401);
+    s.service.materialize(SPACE).unwrap();
+    let resp = s
+        .get(Some(&s.alice), &format!("/v1/spaces/{SPACE}/records/contacts/c1"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = s.get(Some(&s.rita), &format!("/v1/spaces/{SPACE}/snapshot")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.head().await, 4);
+
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(!files.is_empty(), "the store wrote files");
+    let mut secrets = vec![ADMIN_TOKEN.to_string(), wrong_secret.clone()];
+    for token in &tokens {
+        let secret = token.rsplit('.').next().unwrap();
+        assert!(secret.len() >= 32, "a token carries at least 128 random bits: {token}");
+        secrets.push(token.clone());
+        secrets.push(secret.to_string());
+        secrets.push(secret.to_uppercase());
+    }
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for secret in &secrets {
+            assert!(!contains(&bytes, secret), "{} holds a token secret", file.display());
+        }
+    }
+    let logs = logs.lock().unwrap().clone();
+    for secret in &secrets {
+        assert!(!contains(&logs, secret), "the logs hold a token secret");
+    }
+    s.assert_healthy().await;
+}
