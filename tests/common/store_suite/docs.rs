@@ -1,0 +1,111 @@
+//! Checks of the materialized documents and their pages.
+
+use super::*;
+
+pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S) {
+    schemaless_space(store, "crm");
+    schemaless_space(store, "other");
+    assert_eq!(store.materialized("crm").unwrap(), 0);
+    assert_eq!(store.doc("crm", "contacts", "c1").unwrap(), None);
+
+    store
+        .store_docs(
+            "crm",
+            &[doc("contacts", "c1", b"one"), doc("contacts", "c2", b"two")],
+            2,
+        )
+        .unwrap();
+    assert_eq!(store.materialized("crm").unwrap(), 2);
+    assert_eq!(store.doc("crm", "contacts", "c1").unwrap(), Some(b"one".to_vec()));
+    assert_eq!(store.doc("crm", "contacts", "c2").unwrap(), Some(b"two".to_vec()));
+    assert_eq!(store.doc("crm", "contacts", "c3").unwrap(), None);
+    assert_eq!(store.doc("crm", "accounts", "c1").unwrap(), None);
+
+    store
+        .store_docs("crm", &[doc("contacts", "c1", b"one, later")], 5)
+        .unwrap();
+    assert_eq!(store.materialized("crm").unwrap(), 5);
+    assert_eq!(
+        store.doc("crm", "contacts", "c1").unwrap(),
+        Some(b"one, later".to_vec())
+    );
+    assert_eq!(store.doc("crm", "contacts", "c2").unwrap(), Some(b"two".to_vec()));
+
+    // Advancing without documents (ops that changed nothing new) moves the seq alone.
+    store.store_docs("crm", &[], 7).unwrap();
+    assert_eq!(store.materialized("crm").unwrap(), 7);
+
+    assert_eq!(store.materialized("other").unwrap(), 0, "per space");
+    assert_eq!(store.doc("other", "contacts", "c1").unwrap(), None);
+    store
+        .store_docs("other", &[doc("contacts", "c1", b"theirs")], 1)
+        .unwrap();
+    assert_eq!(store.doc("other", "contacts", "c1").unwrap(), Some(b"theirs".to_vec()));
+    assert_eq!(
+        store.doc("crm", "contacts", "c1").unwrap(),
+        Some(b"one, later".to_vec())
+    );
+    assert_eq!(store.materialized("crm").unwrap(), 7);
+}
+
+pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
+    // Spaces on both sides, so a page that leaks across spaces shows.
+    schemaless_space(store, "before");
+    schemaless_space(store, "crm");
+    schemaless_space(store, "after");
+    store.store_docs("before", &[doc("zzz", "z", b"x")], 1).unwrap();
+    store.store_docs("after", &[doc("aaa", "a", b"x")], 1).unwrap();
+    assert!(store.docs_page("crm", None, 10).unwrap().is_empty());
+
+    let docs = [
+        doc("contacts", "c2", b"2"),
+        doc("accounts", "b", b"b"),
+        doc("contacts", "c10", b"10"),
+        doc("contacts", "c1", b"1"),
+        doc("accounts", "a", b"a"),
+        doc("notes", "n1", b"n"),
+    ];
+    store.store_docs("crm", &docs[..3], 3).unwrap();
+    store.store_docs("crm", &docs[3..], 6).unwrap();
+    let expected = [
+        ("accounts", "a"),
+        ("accounts", "b"),
+        ("contacts", "c1"),
+        ("contacts", "c10"),
+        ("contacts", "c2"),
+        ("notes", "n1"),
+    ];
+    let all = store.docs_page("crm", None, 100).unwrap();
+    assert_eq!(keys(&all), expected, "byte order of collection, then record");
+    assert_eq!(all[3].doc, b"10");
+
+    // Pages of 2 (an exact multiple) end with an empty page.
+    let first = store.docs_page("crm", None, 2).unwrap();
+    assert_eq!(keys(&first), expected[..2]);
+    let second = store.docs_page("crm", Some(("accounts", "b")), 2).unwrap();
+    assert_eq!(keys(&second), expected[2..4]);
+    let third = store.docs_page("crm", Some(("contacts", "c10")), 2).unwrap();
+    assert_eq!(keys(&third), expected[4..]);
+    assert!(store.docs_page("crm", Some(("notes", "n1")), 2).unwrap().is_empty());
+
+    // Pages of 1, each after the previous key, meet every document once.
+    let mut after: Option<(String, String)> = None;
+    let mut walked = Vec::new();
+    loop {
+        let page = store
+            .docs_page("crm", after.as_ref().map(|(c, r)| (c.as_str(), r.as_str())), 1)
+            .unwrap();
+        let Some(d) = page.into_iter().next() else { break };
+        walked.push((d.collection.clone(), d.record.clone()));
+        after = Some((d.collection, d.record));
+    }
+    let walked: Vec<(&str, &str)> = walked.iter().map(|(c, r)| (c.as_str(), r.as_str())).collect();
+    assert_eq!(walked, expected);
+
+    // `after` need not be a stored key.
+    let from_gap = store.docs_page("crm", Some(("b", "")), 10).unwrap();
+    assert_eq!(keys(&from_gap), expected[2..]);
+    let mid_collection = store.docs_page("crm", Some(("contacts", "c11")), 10).unwrap();
+    assert_eq!(keys(&mid_collection), expected[4..]);
+    assert!(store.docs_page("crm", None, 0).unwrap().is_empty());
+}
