@@ -9,6 +9,8 @@
 //!   into a form): the cached document is reused.
 //! - `replica_put_shared`: as the first, on a store opened with `Sharing::Processes`
 //!   (the CLI's mode), against `redb_commit_1row_multiwriter`, redb's cost of that mode.
+//! - `replica_put_with_package`: as the first, on a store with a CRM-sized package
+//!   (8 collections of 12 typed fields) that every edit is validated against.
 //! - `redb_commit_tidemark_rows`: the rows one edit writes, by redb alone (attribution).
 //!
 //! `cargo bench --bench edit`
@@ -21,6 +23,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use redb::{Database, ReadableTable as _, TableDefinition};
 use serde_json::json;
 use tidemark::Replica;
+use tidemark::model::Package;
 
 /// Existing records the edits rotate over, so no single document's history grows long.
 const RECORDS: usize = 1000;
@@ -68,10 +71,37 @@ fn tidemark_rows_commit(db: &Database, pos: u64, id: &str) {
     txn.commit().unwrap();
 }
 
+/// A CRM-sized package: 8 collections of 12 fields of every type.
+fn crm_package() -> Package {
+    let fields = json!({
+        "name": "string", "email": "string", "n": "number", "vip": "bool", "city": "string",
+        "phone": "string", "notes": "text", "created": "datetime", "owner": "string",
+        "stage": "string", "score": "counter", "extra": "json"
+    });
+    let collections: serde_json::Map<String, serde_json::Value> = [
+        "contacts",
+        "accounts",
+        "activities",
+        "notes",
+        "deals",
+        "tasks",
+        "leads",
+        "products",
+    ]
+    .iter()
+    .map(|c| (c.to_string(), json!({ "fields": fields })))
+    .collect();
+    Package::from_json(&json!({"version": 1, "collections": collections}).to_string()).unwrap()
+}
+
 fn bench_edit(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("replica.db")).unwrap();
     common::import(&replica, RECORDS, 500);
+    let packaged = Replica::open(dir.path().join("packaged.db")).unwrap();
+    packaged.set_package(Some(&crm_package())).unwrap();
+    common::import(&packaged, RECORDS, 500);
+
     let shared = Replica::open_shared(dir.path().join("shared.db")).unwrap();
     common::import(&shared, RECORDS, 500);
     let ids: Vec<String> = (0..RECORDS).map(common::id).collect();
@@ -101,6 +131,16 @@ fn bench_edit(c: &mut Criterion) {
             let id = &ids[n % RECORDS];
             replica
                 .put(common::COLLECTION, id, json!({"n": n, "city": "Bergen"}))
+                .unwrap()
+                .expect("the edit changes the record");
+        })
+    });
+
+    group.bench_function("replica_put_with_package", |b| {
+        b.iter(|| {
+            n += 1;
+            packaged
+                .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
                 .unwrap()
                 .expect("the edit changes the record");
         })
@@ -152,19 +192,28 @@ fn bench_edit(c: &mut Criterion) {
     group.finish();
 
     // The operations interleaved (edit, bare, …, edit, …) so they share one window of
-    // disk noise; medians and their ratios.
+    // disk noise; medians and their ratios. Beside the wall time, the time the thread
+    // spent on a CPU: the rest of an operation is waiting for the disk.
     let rounds = 300;
-    let mut times: [Vec<Duration>; 6] = Default::default();
-    let timed = |slot: &mut Vec<Duration>, f: &mut dyn FnMut()| {
+    let mut times: [Vec<Duration>; 7] = Default::default();
+    let mut on_cpu = [Duration::ZERO; 7];
+    let mut timed = |slot: usize, f: &mut dyn FnMut()| {
+        let cpu = thread_cpu_time();
         let t = Instant::now();
         f();
-        slot.push(t.elapsed());
+        times[slot].push(t.elapsed());
+        on_cpu[slot] += thread_cpu_time().saturating_sub(cpu);
     };
     for r in 0..rounds as u64 {
         n += 1;
-        let [put, same, put_shared, bare_t, bare_mw_t, rows] = &mut times;
+        let [put, same, put_shared, bare_t, bare_mw_t, rows, put_pkg] = [0, 1, 2, 3, 4, 5, 6];
         timed(put, &mut || {
             replica
+                .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
+                .unwrap();
+        });
+        timed(put_pkg, &mut || {
+            packaged
                 .put(common::COLLECTION, &ids[n % RECORDS], json!({"n": n, "city": "Bergen"}))
                 .unwrap();
         });
@@ -183,20 +232,35 @@ fn bench_edit(c: &mut Criterion) {
             tidemark_rows_commit(&shaped, pos, &ids[pos as usize % RECORDS])
         });
     }
-    let [put, same, put_shared, bare, bare_mw, rows] = times.map(|mut v| {
+    let [cpu_put, _, _, cpu_bare, _, cpu_rows, _] = on_cpu.map(|d| d.as_secs_f64() * 1e6 / rounds as f64);
+    let [put, same, put_shared, bare, bare_mw, rows, put_pkg] = times.map(|mut v| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e6
     });
     eprintln!(
         "\ninterleaved medians over {rounds} rounds: put {put:.0} µs ({:.2}× bare commit {bare:.0} µs), \
-         put of the same record {same:.0} µs ({:.2}×), the edit's rows by redb alone {rows:.0} µs ({:.2}×); \
+         put of the same record {same:.0} µs ({:.2}×), put under a package {put_pkg:.0} µs ({:.2}×), \
+         the edit's rows by redb alone {rows:.0} µs ({:.2}×); \
          shared store: put {put_shared:.0} µs ({:.2}× bare multiwriter commit {bare_mw:.0} µs, {:.2}× bare commit)",
         put / bare,
         same / bare,
+        put_pkg / bare,
         rows / bare,
         put_shared / bare_mw,
         put_shared / bare,
     );
+    eprintln!(
+        "mean time on a CPU: put {cpu_put:.0} µs, bare commit {cpu_bare:.0} µs, the edit's rows by redb alone {cpu_rows:.0} µs"
+    );
+}
+
+/// CPU time of this thread so far (Linux; zero elsewhere, which only blanks the figure).
+fn thread_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
 }
 
 criterion_group!(benches, bench_edit);

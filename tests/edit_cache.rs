@@ -1,5 +1,6 @@
-//! The in-memory cache of edited record documents never serves a stale document:
-//! merges, other handles on a shared file and failed batches all make it miss.
+//! What a replica keeps in memory between edits is never served stale: merges,
+//! other handles on a shared file and failed batches make the cache of edited
+//! documents miss, and a new package applies to the very next edit.
 
 mod common;
 use serde_json::json;
@@ -130,4 +131,41 @@ fn a_record_edited_many_times_reloads_from_its_appended_changes() {
     let before = r.view_rows().unwrap();
     r.rebuild_view().unwrap();
     assert_eq!(r.view_rows().unwrap(), before);
+}
+
+fn package(age_type: &str) -> tidemark::model::Package {
+    tidemark::model::Package::from_json(&format!(
+        r#"{{"version": 1, "collections": {{"contacts": {{"fields": {{"name": "string", "age": "{age_type}"}}}}}}}}"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_new_package_applies_to_the_next_edit() {
+    let r = Replica::in_memory().unwrap();
+    r.set_package(Some(&package("number"))).unwrap();
+    r.put("contacts", "c1", json!({"age": 36})).unwrap(); // the parsed package is kept
+    r.set_package(Some(&package("string"))).unwrap();
+    let err = r.put("contacts", "c1", json!({"age": 37})).unwrap_err();
+    assert!(err.to_string().contains("age"), "{err}");
+    r.put("contacts", "c1", json!({"age": "37"})).unwrap();
+    // Back to schemaless: any collection goes.
+    r.put("notes", "n1", json!({"x": 1})).unwrap_err();
+    r.set_package(None).unwrap();
+    r.put("notes", "n1", json!({"x": 1})).unwrap();
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["age"], json!("37"));
+}
+
+#[test]
+fn a_package_set_through_another_handle_applies_to_the_next_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let first = Replica::open_shared(&path).unwrap();
+    let second = Replica::open_shared(&path).unwrap();
+    first.set_package(Some(&package("number"))).unwrap();
+    first.put("contacts", "c1", json!({"age": 36})).unwrap();
+    second.set_package(Some(&package("string"))).unwrap();
+    first.put("contacts", "c1", json!({"age": 37})).unwrap_err();
+    first.put("contacts", "c1", json!({"age": "37"})).unwrap();
+    assert_eq!(second.get("contacts", "c1").unwrap().unwrap()["age"], json!("37"));
 }

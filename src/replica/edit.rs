@@ -193,14 +193,14 @@ impl Replica {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
         let actor = m.actor()?;
-        let package = m.package()?;
+        let package = self.package_cache.get(&m)?;
         let time_ms = now_ms();
 
         // Check everything first: a bad edit anywhere writes nothing.
         let mut works: Vec<RecordWork> = Vec::new();
         let mut by_record: HashMap<(Collection, RecordId), usize> = HashMap::new();
         for (index, edit) in edits.iter().enumerate() {
-            let (collection, id) = edit.check(package.as_ref()).map_err(|e| {
+            let (collection, id) = edit.check(package.as_deref()).map_err(|e| {
                 if edits.len() > 1 {
                     InvalidInput::Other(format!("edit {}: {e}", index + 1))
                 } else {
@@ -232,7 +232,7 @@ impl Replica {
         }
 
         let results = run_parallel(&works, |work| {
-            apply_record_edits(work, &edits, actor, package.as_ref(), time_ms, use_cache)
+            apply_record_edits(work, &edits, actor, package.as_deref(), time_ms, use_cache)
         })?;
 
         // Log order follows edit order, so replaying the log replays the edits.

@@ -12,6 +12,7 @@ mod apply;
 mod doc_cache;
 mod edit;
 mod log;
+mod package_cache;
 mod sync_state;
 mod tables;
 mod view;
@@ -61,6 +62,8 @@ pub struct Replica {
     sharing: Sharing,
     /// Documents of recently edited records (see `doc_cache.rs`).
     doc_cache: doc_cache::DocCache,
+    /// The package parsed from META, reused while META holds the same bytes.
+    package_cache: package_cache::PackageCache,
 }
 
 /// Who may have a store file open at the same time.
@@ -161,6 +164,7 @@ impl Replica {
             file_id: account::file_identity(path),
             sharing,
             doc_cache: Default::default(),
+            package_cache: Default::default(),
         };
         replica.init()?;
         Ok(replica)
@@ -177,6 +181,7 @@ impl Replica {
             file_id: None,
             sharing: Sharing::Exclusive,
             doc_cache: Default::default(),
+            package_cache: Default::default(),
         };
         replica.init()?;
         Ok(replica)
