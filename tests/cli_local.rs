@@ -158,3 +158,48 @@ fn conflicts_prints_nothing_on_a_store_without_conflicts() {
     assert_eq!(ok(&store, &["conflicts"]), "");
     assert_eq!(ok(&store, &["conflicts", "contacts", "c1"]), "");
 }
+
+#[test]
+fn a_deleted_record_comes_back_with_a_put_and_the_store_file_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("u.db");
+    ok(&store, &["put", "contacts", "c1", "name=Ada", "age=36"]);
+    ok(&store, &["delete", "contacts", "c1"]);
+    assert!(fails(&store, &["get", "contacts", "c1"]).contains("does not exist"));
+    ok(&store, &["put", "contacts", "c1", "age=37"]);
+    let got: Value = serde_json::from_str(&ok(&store, &["get", "contacts", "c1"])).unwrap();
+    assert_eq!(
+        got,
+        json!({"name": "Ada", "age": 37}),
+        "the undelete keeps the earlier fields"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the store will hold a token: owner only");
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("p.db");
+    ok(&store, &["put", "contacts", "c1", "name=Ada"]);
+    for args in [&["get", "contacts", "c1"][..], &["status"], &["list", "contacts"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the store is even open (`tidemark get … | head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?} says nothing on a closed pipe: {stderr}");
+    }
+}

@@ -21,10 +21,10 @@ const PACKAGE: &str = r#"{"version": 1, "collections": {
 }}"#;
 
 fn show(who: &str, replica: &Replica) -> Result<()> {
-    println!("  {who}'s view:");
+    out!("  {who}'s view:")?;
     for collection in ["accounts", "contacts"] {
         for (id, fields) in replica.list(collection, None, 100)? {
-            println!("    {collection}/{id} {}", serde_json::Value::Object(fields));
+            out!("    {collection}/{id} {}", serde_json::Value::Object(fields))?;
         }
     }
     Ok(())
@@ -48,7 +48,7 @@ pub fn run() -> Result<ExitCode> {
             read_only: false,
         })?;
     }
-    println!("1. An embedded server with space \"sales\" (package v1), users alice and bob.");
+    out!("1. An embedded server with space \"sales\" (package v1), users alice and bob.")?;
 
     let alice = Replica::open(dir.path().join("alice.db"))?;
     let bob = Replica::open(dir.path().join("bob.db"))?;
@@ -86,7 +86,7 @@ pub fn run() -> Result<ExitCode> {
     )?;
     rt.block_on(sync_once(&alice, &remote_a, cfg()))?;
     rt.block_on(sync_once(&bob, &remote_b, cfg()))?;
-    println!("2. alice created an account and two contacts; both replicas synced.");
+    out!("2. alice created an account and two contacts; both replicas synced.")?;
 
     // Offline on both sides.
     alice.put("contacts", "c1", json!({"phone": "+44 20 7946 0001"}))?;
@@ -102,19 +102,19 @@ pub fn run() -> Result<ExitCode> {
         "c3",
         json!({"name": "Grace Hopper", "email": "grace@navy.test"}),
     )?;
-    println!("3. Offline: alice adds a phone, changes the email, edits the notes, logs 2 calls, deletes c2;");
-    println!("   bob changes the same email, edits the same notes, logs 1 call, adds c3.");
-    println!(
+    out!("3. Offline: alice adds a phone, changes the email, edits the notes, logs 2 calls, deletes c2;")?;
+    out!("   bob changes the same email, edits the same notes, logs 1 call, adds c3.")?;
+    out!(
         "   pending: alice {}, bob {}",
         alice.status()?.pending,
         bob.status()?.pending
-    );
+    )?;
 
     for (replica, remote) in [(&alice, &remote_a), (&bob, &remote_b), (&alice, &remote_a)] {
         let s = rt.block_on(sync_once(replica, remote, cfg()))?;
-        println!("   sync: pushed {} pulled {} head {}", s.pushed, s.pulled, s.head);
+        out!("   sync: pushed {} pulled {} head {}", s.pushed, s.pulled, s.head)?;
     }
-    println!("4. After syncing:");
+    out!("4. After syncing:")?;
     show("alice", &alice)?;
     show("bob", &bob)?;
     for c in alice.conflicts(None, None)? {
@@ -124,19 +124,19 @@ pub fn run() -> Result<ExitCode> {
                 .iter()
                 .map(|v| format!("{} (by {}…)", v.value, &v.actor[..8]))
                 .collect();
-            println!(
+            out!(
                 "  conflict kept on {}/{} field {}: {}",
                 c.collection,
                 c.id,
                 f.field,
                 values.join(" vs ")
-            );
+            )?;
         }
     }
     if alice.view_rows()? != bob.view_rows()? {
         bail!("the replicas did not converge");
     }
-    println!("5. Both views are byte-for-byte identical: converged.");
+    out!("5. Both views are byte-for-byte identical: converged.")?;
 
     alice.put("contacts", "c3", json!({"phone": "+1 555 0100"}))?;
     let current = alice.binding()?.context("alice is bound")?;
@@ -145,13 +145,13 @@ pub fn run() -> Result<ExitCode> {
         user: "carol".into(),
         space: "sales".into(),
     };
-    println!("6. alice edits offline again, then someone tries to log this store in as carol:");
-    println!(
+    out!("6. alice edits offline again, then someone tries to log this store in as carol:")?;
+    out!(
         "   tidemark refuses: {}.",
         crate::syncing::switch_warning(&current, &wanted, &alice.status()?)
-    );
+    )?;
     drop((alice, bob, remote_a, remote_b, service));
     dir.close().context("removing the demo's temporary files")?;
-    println!("Done; nothing left behind.");
+    out!("Done; nothing left behind.")?;
     Ok(ExitCode::SUCCESS)
 }

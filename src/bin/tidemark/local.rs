@@ -33,7 +33,7 @@ pub fn put(store: &Path, collection: &str, id: &str, pairs: &[String]) -> Result
 
 pub fn get(store: &Path, collection: &str, id: &str) -> Result<()> {
     match open(store)?.get(collection, id)? {
-        Some(fields) => println!("{}", Value::Object(fields)),
+        Some(fields) => out!("{}", Value::Object(fields))?,
         None => bail!("record {collection}/{id} does not exist"),
     }
     Ok(())
@@ -119,7 +119,7 @@ pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize)
     }
     imported += commit(&replica, &mut edits, first_line, imported)?;
     bar.finish_and_clear();
-    println!("{}", serde_json::json!({ "imported": imported }));
+    out!("{}", serde_json::json!({ "imported": imported }))?;
     Ok(())
 }
 
@@ -135,13 +135,13 @@ fn commit(replica: &Replica, edits: &mut Vec<Edit>, first_line: usize, before: u
 
 pub fn conflicts(store: &Path, collection: Option<&str>, id: Option<&str>) -> Result<()> {
     for record in open(store)?.conflicts(collection, id)? {
-        println!("{}", serde_json::to_string(&record)?);
+        out!("{}", serde_json::to_string(&record)?)?;
     }
     Ok(())
 }
 
 pub fn status(store: &Path) -> Result<()> {
     let status = open(store)?.status()?;
-    println!("{}", serde_json::to_string(&status)?);
+    out!("{}", serde_json::to_string(&status)?)?;
     Ok(())
 }

@@ -1,5 +1,14 @@
 //! The `tidemark` binary: the CLI over the library. The only home of clap and anyhow.
 
+/// `println!` for the CLI's output: an error instead of a panic when stdout is
+/// closed early (`tidemark list contacts | head -1`); `main` then ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod args;
 mod demo;
 mod local;
@@ -14,11 +23,19 @@ fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): like other Unix tools, stop quietly.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {

@@ -54,8 +54,14 @@ pub fn admin(server: &str, admin_token: &str, action: AdminAction) -> Result<Exi
                 client.create_space(&space, package).await?;
             }
             AdminAction::SetPackage { space, package } => client.set_package(&space, &read_package(&package)?).await?,
-            AdminAction::AddUser { user } => println!("{}", client.add_user(&user).await?),
-            AdminAction::NewToken { user } => println!("{}", client.new_token(&user).await?),
+            AdminAction::AddUser { user } => {
+                let token = client.add_user(&user).await?;
+                out!("{token}")?
+            }
+            AdminAction::NewToken { user } => {
+                let token = client.new_token(&user).await?;
+                out!("{token}")?
+            }
             AdminAction::Grant { user, space, read_only } => client.grant(&user, &space, read_only).await?,
         }
         Ok(ExitCode::SUCCESS)

@@ -48,7 +48,7 @@ pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions
         ))
         .context("initial sync (the binding is saved: run `tidemark sync` to retry)")?;
     bar.finish_and_clear();
-    println!("{}", serde_json::to_string(&summary)?);
+    out!("{}", serde_json::to_string(&summary)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -160,7 +160,7 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    println!(
+    out!(
         "pushed {} pulled {} rejected {} head {}{}",
         summary.pushed,
         summary.pulled,
@@ -171,7 +171,7 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
         } else {
             ""
         }
-    );
+    )?;
     let refused = summary.rejected + summary.rejected_by_package;
     if refused > 0 {
         let reasons: Vec<String> = replica
@@ -194,13 +194,13 @@ pub fn rejected(store: &Path, retry: bool, discard: bool) -> Result<ExitCode> {
     let replica = open(store)?;
     if retry || discard {
         let n = replica.resolve_rejected(retry)?;
-        println!(
+        out!(
             "{}",
             serde_json::json!({ if retry { "retried" } else { "discarded" }: n })
-        );
+        )?;
     } else {
         for r in replica.rejected()? {
-            println!("{}", serde_json::to_string(&r)?);
+            out!("{}", serde_json::to_string(&r)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
