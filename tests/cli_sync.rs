@@ -436,3 +436,64 @@ fn an_edit_over_the_servers_op_limit_is_rejected_and_does_not_block_the_queue() 
     assert_eq!(out.status.code(), Some(0), "later edits sync: {}", text(&out.stderr));
     assert_eq!(status(&a)["pending"], 0);
 }
+
+#[test]
+fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
+    let s = setup();
+    let url = s.server.url.clone();
+    let (laptop, phone) = (s.store("laptop.db"), s.store("phone.db"));
+    for store in [&laptop, &phone] {
+        let out = login(store, &url, "alice", &s.alice);
+        assert!(out.status.success(), "login: {}", text(&out.stderr));
+    }
+    ok(&mut client(
+        &laptop,
+        &["put", "contacts", "c1", "name=Ada", "email=ada@laptop.example"],
+    ));
+    ok(&mut client(&laptop, &["sync"]));
+    ok(&mut client(&phone, &["sync"]));
+    // Offline on both: the same field changed twice.
+    ok(&mut client(
+        &laptop,
+        &["put", "contacts", "c1", "email=ada@work.example"],
+    ));
+    ok(&mut client(
+        &phone,
+        &["put", "contacts", "c1", "email=ada@home.example"],
+    ));
+    for store in [&laptop, &phone, &laptop] {
+        ok(&mut client(store, &["sync"]));
+    }
+    let listed = ok(&mut client(&laptop, &["conflicts", "contacts", "c1"]));
+    let records: Vec<Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 1, "{listed}");
+    assert_eq!(records[0]["collection"], "contacts");
+    assert_eq!(records[0]["id"], "c1");
+    let fields = records[0]["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "only the email is in conflict: {listed}");
+    assert_eq!(fields[0]["field"], "email");
+    let mut values: Vec<&str> = fields[0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["value"].as_str().unwrap())
+        .collect();
+    // The first value is the one the view shows.
+    let shown: Value = serde_json::from_str(&ok(&mut client(&laptop, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(shown["email"], values[0]);
+    values.sort();
+    assert_eq!(values, ["ada@home.example", "ada@work.example"]);
+    // The same conflict on the other device, with the same winner.
+    assert_eq!(ok(&mut client(&phone, &["conflicts"])), listed);
+
+    ok(&mut client(
+        &laptop,
+        &["put", "contacts", "c1", "email=ada@example.com"],
+    ));
+    assert_eq!(ok(&mut client(&laptop, &["conflicts"])), "", "a new write resolves it");
+    ok(&mut client(&laptop, &["sync"]));
+    ok(&mut client(&phone, &["sync"]));
+    assert_eq!(ok(&mut client(&phone, &["conflicts"])), "");
+    let got: Value = serde_json::from_str(&ok(&mut client(&phone, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(got, json!({"name": "Ada", "email": "ada@example.com"}));
+}
