@@ -318,12 +318,18 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + 
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
             .collect();
+        // Join every worker before answering: a scope whose unjoined thread panicked
+        // would panic itself on the way out.
         let mut out = Vec::with_capacity(items.len());
+        let mut panicked = false;
         for h in handles {
             match h.join() {
                 Ok(part) => out.extend(part),
-                Err(_) => return Err(CorruptData::new("edit worker", "a worker thread panicked").into()),
+                Err(_) => panicked = true,
             }
+        }
+        if panicked {
+            return Err(CorruptData::new("edit worker", "a worker thread panicked").into());
         }
         Ok(out)
     })
