@@ -95,7 +95,9 @@ pub enum Error {
     )]
     StoreInUse { path: String },
     /// The store file was written by a newer or unknown format.
-    #[error("the store has format version {found}, this build understands version {expected}")]
+    #[error(
+        "the store has format version {found}, this build understands version {expected}: open it with the tidemark that wrote it, or a newer one"
+    )]
     StoreVersion { found: u64, expected: u64 },
     /// The storage engine failed (disk full, I/O error, corrupt file).
     #[error("storage error: {0}")]

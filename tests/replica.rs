@@ -423,3 +423,46 @@ fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
     assert_eq!(r.status().unwrap().pushed, 6);
     assert!(r.pending_ops(10).unwrap().is_empty());
 }
+
+#[test]
+fn a_list_page_of_zero_is_refused_rather_than_read_as_the_end() {
+    let r = Replica::in_memory().unwrap();
+    r.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    let err = r.list_raw("contacts", None, 0).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    assert_eq!(r.list_raw("contacts", None, 1).unwrap().rows.len(), 1);
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.db");
+    Replica::open(&path)
+        .unwrap()
+        .put("contacts", "c1", json!({"name": "Ada"}))
+        .unwrap();
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta_v1");
+    let set_format = |version: u64| {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format", version.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    // What a later tidemark with another store format would leave behind.
+    set_format(2);
+    let err = Replica::open(&path).err().expect("a store of format 2 is refused");
+    assert!(matches!(err, Error::StoreVersion { found: 2, expected: 1 }), "{err:?}");
+    assert!(
+        err.to_string().contains("open it with the tidemark that wrote it"),
+        "{err}"
+    );
+    // Nothing was rewritten: back at format 1, everything is there.
+    set_format(1);
+    let r = Replica::open(&path).unwrap();
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["name"], json!("Ada"));
+    assert_eq!(r.status().unwrap().pending, 1);
+}

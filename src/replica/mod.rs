@@ -4,8 +4,9 @@
 //! Every public call is one transaction. Several processes can share one store
 //! file when they all open it with [`Sharing::Processes`] (redb's multi-writer
 //! mode): a `tidemark sync --watch` and CLI edits. The only state kept between
-//! calls, the documents of recently edited records, is checked against the
-//! stored bytes before each use (`doc_cache.rs`).
+//! calls, the documents of recently edited records and the parsed package, is
+//! checked against the stored bytes before each use (`doc_cache.rs`,
+//! `package_cache.rs`).
 
 mod account;
 mod apply;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::Serialize;
 
-use crate::error::{CorruptData, Error, Result};
+use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::{ActorId, Binding, Collection, Package, RecordId};
 use crate::record::{FieldConflict, Fields, RecordDoc};
 pub use account::Fence;
@@ -269,10 +270,14 @@ impl Replica {
         }
     }
 
-    /// Live records of a collection in id order, after `after`, at most `limit`.
-    /// Reads the view only: no automerge on this path.
+    /// Live records of a collection in id order, after `after`, at most `limit`
+    /// (at least 1). Reads the view only: no automerge on this path.
     pub fn list_raw(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
         let collection = Collection::new(collection)?;
+        if limit == 0 {
+            // An empty page with no `next` would read as the end of the collection.
+            return Err(InvalidInput::Other("a list page needs a limit of at least 1".into()).into());
+        }
         let txn = self.read()?;
         let view = txn.open_table(tables::VIEW)?;
         let c = collection.as_str();
