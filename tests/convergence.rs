@@ -301,25 +301,6 @@ fn to_edit(replica: &Replica, edit: &EditAction) -> Edit {
     }
 }
 
-/// Known src bug (see `deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept`):
-/// deleting a record whose `_deleted` tombstone holds concurrent `true` values makes
-/// automerge emit a conflict-resolving `Delete` of `_deleted`, which
-/// `validate_change` refuses on every peer. While that stands, the property skips
-/// exactly those deletes; set this to false once the bug is fixed.
-const SKIP_DELETES_OF_CONFLICTED_TOMBSTONES: bool = false;
-
-fn skipped_for_known_bug(replica: &Replica, edit: &EditAction) -> bool {
-    if !SKIP_DELETES_OF_CONFLICTED_TOMBSTONES || !matches!(edit, EditAction::Delete { .. }) {
-        return false;
-    }
-    let (collection, id) = target(edit);
-    replica
-        .conflicts(Some(collection), Some(id))
-        .unwrap()
-        .iter()
-        .any(|r| r.fields.iter().any(|f| f.field == "_deleted"))
-}
-
 fn assert_rebuild_keeps_the_view(replica: &Replica, who: usize) {
     let before = replica.view_rows().unwrap();
     replica.rebuild_view().unwrap();
@@ -348,20 +329,13 @@ fn run(s: &Scenario) -> Vec<(String, String, Vec<u8>)> {
         match action {
             Action::Edit { replica, edit } => {
                 let r = &replicas[*replica];
-                if skipped_for_known_bug(r, edit) {
-                    continue;
-                }
                 let edit = to_edit(r, edit);
                 r.apply_edits(vec![edit.clone()])
                     .unwrap_or_else(|e| panic!("replica {replica} refused {edit:?}: {e}"));
             }
             Action::Batch { replica, edits } => {
                 let r = &replicas[*replica];
-                let edits: Vec<Edit> = edits
-                    .iter()
-                    .filter(|e| !skipped_for_known_bug(r, e))
-                    .map(|e| to_edit(r, e))
-                    .collect();
+                let edits: Vec<Edit> = edits.iter().map(|e| to_edit(r, e)).collect();
                 r.apply_edits(edits.clone())
                     .unwrap_or_else(|e| panic!("replica {replica} refused the batch {edits:?}: {e}"));
             }
@@ -574,11 +548,10 @@ fn a_fixed_long_history_converges_on_five_replicas() {
     assert!(!view.is_empty(), "the fixed scenario ends with live records");
 }
 
-/// Minimal case of the bug `SKIP_DELETES_OF_CONFLICTED_TOMBSTONES` works around:
-/// two replicas delete a record concurrently, so its `_deleted` tombstone holds two
-/// concurrent `true`s; deleting it again makes automerge resolve the conflict with
-/// a `Delete` of `_deleted` (it keeps the winning `true`), and `validate_change`
-/// only lets `Put(Boolean)` touch `_deleted`, so every peer refuses the op.
+/// Once a bug, kept as its regression test: two replicas delete a record
+/// concurrently, so its `_deleted` tombstone holds two concurrent `true`s; deleting
+/// it again makes automerge resolve the conflict with a `Delete` of `_deleted` (it
+/// keeps the winning `true`), which `validate_change` used to refuse on every peer.
 #[test]
 fn deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept() {
     let a = Replica::in_memory().unwrap();
@@ -608,7 +581,14 @@ fn a_schemaless_edit_is_accepted_locally_only_if_peers_accept_it() {
     for (name, edit) in edits {
         let a = Replica::in_memory().unwrap();
         let b = Replica::in_memory().unwrap();
-        if edit(&a).is_err() {
+        // Today the local side gives way, with an error that says what to do.
+        if let Err(e) = edit(&a) {
+            assert!(
+                e.to_string().contains("needs a package"),
+                "a schemaless {name} is refused without saying why: {e}"
+            );
+            assert!(a.view_rows().unwrap().is_empty(), "the refused {name} wrote no record");
+            assert_eq!(a.status().unwrap().pending, 0, "the refused {name} wrote no op");
             continue;
         }
         let report = b.apply_remote(&RemotePage {

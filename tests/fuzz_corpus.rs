@@ -60,16 +60,19 @@ fn replay_in_child(target: &str, file: &Path) -> Result<(), String> {
         .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(INPUT_ENV, file)
         .env(TARGET_ENV, target)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the test binary starts");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout_reader = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let reader = read_all(Box::new(child.stderr.take().expect("piped stderr")));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("child status") {
@@ -83,8 +86,11 @@ fn replay_in_child(target: &str, file: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let stderr = reader.join().unwrap_or_default();
+    let stdout = stdout_reader.join().unwrap_or_default();
     match status {
-        Some(status) if status.success() => Ok(()),
+        // A filter that matched no test also exits with success: make sure the input ran.
+        Some(status) if status.success() && stdout.contains("1 passed") => Ok(()),
+        Some(status) if status.success() => Err(format!("the child ran no replay test:\n{}", stdout.trim_end())),
         Some(status) => Err(format!("{status}\n{}", stderr.trim_end())),
         None => Err(format!("no result within {TIME_LIMIT:?}\n{}", stderr.trim_end())),
     }
