@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A short real fuzz search of every target on stable (no sanitizer; see DESIGN.md,
-# "Known hazards"). Exits non-zero when a target finds a crash; the input is then
-# in fuzz/artifacts/<target>/, and `cargo test --test fuzz_corpus` replays it.
+# "Known hazards"). Exits 1 when a target finds a crash; the input is then in
+# fuzz/artifacts/<target>/, and `cargo test --test fuzz_corpus` replays it.
+# Exits 2 when the search cannot run at all (cargo-fuzz or the targets do not build).
 #
 #   .ci/fuzz-smoke.sh [SECONDS_PER_TARGET]   (default 60)
 set -euo pipefail
@@ -10,8 +11,9 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
+    cargo install cargo-fuzz --locked || { echo "cannot install cargo-fuzz" >&2; exit 2; }
 fi
+cargo fuzz build --sanitizer none || { echo "the fuzz targets do not build" >&2; exit 2; }
 
 # Generous per-input limits: a debug-assertion build on a small, shared machine.
 for target in $(cargo fuzz list); do
