@@ -53,8 +53,8 @@ enum EditAction {
 enum Action {
     /// One edit on one replica.
     Edit { replica: usize, edit: EditAction },
-    /// Several edits in one `apply_edits` transaction (splices excluded: their
-    /// positions would depend on the edits before them in the batch).
+    /// Several edits in one `apply_edits` transaction. Splices there only insert at
+    /// the start: any other position would depend on the edits before them in the batch.
     Batch { replica: usize, edits: Vec<EditAction> },
     /// `from` sends what it knows (all of it, or a random half) to `to`:
     /// shuffled, with duplicates, in pages of random size.
@@ -151,9 +151,21 @@ fn edit_action(packaged: bool) -> BoxedStrategy<EditAction> {
     }
 }
 
+/// A splice that is valid whatever the batch did to the text before it.
+fn insert_at_start() -> BoxedStrategy<EditAction> {
+    (0..IDS.len(), "[a-zA-Z ]{1,4}")
+        .prop_map(|(id, text)| EditAction::Splice {
+            id,
+            pos: 0,
+            del: 0,
+            text,
+        })
+        .boxed()
+}
+
 fn batch_edit(packaged: bool) -> BoxedStrategy<EditAction> {
     if packaged {
-        prop_oneof![3 => put_or_delete(), 1 => increment()].boxed()
+        prop_oneof![3 => put_or_delete(), 1 => increment(), 1 => insert_at_start()].boxed()
     } else {
         put_or_delete()
     }
