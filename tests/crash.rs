@@ -3,56 +3,63 @@
 #![cfg(all(unix, feature = "cli"))]
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tidemark::Replica;
 
-#[test]
-fn a_killed_import_leaves_whole_batches_and_a_view_equal_to_the_rebuilt_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("crash.db");
-    let input = dir.path().join("in.jsonl");
-    let batch = 500;
-    let total = 50_000;
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
-        for i in 0..total {
-            writeln!(f, r#"{{"id":"r{i:06}","fields":{{"name":"name {i}","email":"n{i}@example.com","n":{i},"vip":{},"city":"Paris"}}}}"#, i % 2 == 0).unwrap();
-        }
+const BATCH: usize = 500;
+const TOTAL: usize = 50_000;
+
+fn write_input(dir: &Path) -> PathBuf {
+    let input = dir.join("in.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    for i in 0..TOTAL {
+        writeln!(f, r#"{{"id":"r{i:06}","fields":{{"name":"name {i}","email":"n{i}@example.com","n":{i},"vip":{},"city":"Paris"}}}}"#, i % 2 == 0).unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .arg("--store")
-        .arg(&store)
+    input
+}
+
+fn import(store: &Path, input: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.arg("--store")
+        .arg(store)
         .args([
             "import",
             "contacts",
             input.to_str().unwrap(),
             "--batch",
-            &batch.to_string(),
+            &BATCH.to_string(),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once some batches are committed, well before the end.
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Starts the import and SIGKILLs it once the store file has grown past `bytes`.
+fn kill_import_at(store: &Path, input: &Path, bytes: u64) {
+    let mut child = import(store, input).spawn().unwrap();
     let started = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let size = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
-        if size > 2_000_000 || started.elapsed() > Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+        let size = std::fs::metadata(store).map(|m| m.len()).unwrap_or(0);
+        if size > bytes || started.elapsed() > Duration::from_secs(60) {
             break;
         }
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let status = child.wait().unwrap();
     assert!(!status.success(), "the import was killed, not finished");
+}
 
-    let replica = Replica::open(&store).unwrap();
+/// The store holds exactly the first whole batches, and its view equals the rebuilt one.
+fn assert_committed_prefix(store: &Path) -> usize {
+    let replica = Replica::open(store).unwrap();
     let rows = replica.view_rows().unwrap();
     let n = rows.len();
-    assert!(n > 0 && n < total, "killed mid-run: {n} of {total} records committed");
-    assert_eq!(n % batch, 0, "every batch is all or nothing");
+    assert!(n > 0 && n < TOTAL, "killed mid-run: {n} of {TOTAL} records committed");
+    assert_eq!(n % BATCH, 0, "every batch is all or nothing ({n} records)");
     // The committed records are exactly the first n lines.
     for (i, (_, id, row)) in rows.iter().enumerate() {
         assert_eq!(id, &format!("r{i:06}"));
@@ -63,8 +70,37 @@ fn a_killed_import_leaves_whole_batches_and_a_view_equal_to_the_rebuilt_one() {
     assert_eq!(replica.log_entries(0, usize::MAX).unwrap().len(), n);
     replica.rebuild_view().unwrap();
     assert_eq!(replica.view_rows().unwrap(), rows);
-    // And the store keeps working.
-    replica
-        .put("contacts", "after", serde_json::json!({"name": "x"}))
-        .unwrap();
+    n
+}
+
+#[test]
+fn a_killed_import_leaves_whole_batches_and_a_view_equal_to_the_rebuilt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    // Early, middle and late in the run, each on a fresh store.
+    let mut committed = Vec::new();
+    for (run, bytes) in [1_000_000u64, 3_000_000, 8_000_000].into_iter().enumerate() {
+        let store = dir.path().join(format!("crash{run}.db"));
+        kill_import_at(&store, &input, bytes);
+        committed.push(assert_committed_prefix(&store));
+    }
+    assert!(
+        committed.windows(2).all(|w| w[0] <= w[1]),
+        "later kills commit more: {committed:?}"
+    );
+
+    // The last store keeps working: running the import again completes it.
+    let store = dir.path().join("crash2.db");
+    let status = import(&store, &input).status().unwrap();
+    assert!(status.success(), "the import runs again on a killed store");
+    let replica = Replica::open(&store).unwrap();
+    let rows = replica.view_rows().unwrap();
+    assert_eq!(rows.len(), TOTAL);
+    assert_eq!(
+        replica.status().unwrap().pending,
+        TOTAL as u64,
+        "re-importing the committed records changed nothing"
+    );
+    replica.rebuild_view().unwrap();
+    assert_eq!(replica.view_rows().unwrap(), rows);
 }
