@@ -185,8 +185,15 @@ fn a_deleted_record_comes_back_with_a_put_and_the_store_file_is_private() {
 fn output_into_a_closed_pipe_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("p.db");
-    ok(&store, &["put", "contacts", "c1", "name=Ada"]);
-    for args in [&["get", "contacts", "c1"][..], &["status"], &["list", "contacts"]] {
+    // More list output than a pipe and the output buffer hold together.
+    let input = dir.path().join("many.jsonl");
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!(r#"{{"id":"c{i:05}","fields":{{"name":"Person number {i}"}}}}"#))
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    ok(&store, &["import", "contacts", input.to_str().unwrap()]);
+    assert!(ok(&store, &["list", "contacts"]).len() > 150_000);
+    for args in [&["get", "contacts", "c00001"][..], &["status"], &["list", "contacts"]] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .arg("--store")
             .arg(&store)

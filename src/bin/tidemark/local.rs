@@ -55,21 +55,22 @@ pub fn list(store: &Path, collection: &str) -> Result<()> {
     let mut after: Option<String> = None;
     loop {
         let page = replica.list_raw(collection, after.as_deref(), 10_000)?;
-        for (id, row) in &page.rows {
+        let written = page.rows.iter().try_for_each(|(id, row)| {
             // The view row is already canonical JSON: splice it in without re-parsing.
             out.write_all(b"{\"id\":")?;
-            serde_json::to_writer(&mut out, id)?;
+            // Back to the io::Error it wraps, so that a closed pipe is recognised.
+            serde_json::to_writer(&mut out, id).map_err(std::io::Error::from)?;
             out.write_all(b",\"fields\":")?;
             out.write_all(row)?;
-            out.write_all(b"}\n")?;
-        }
+            out.write_all(b"}\n")
+        });
+        crate::to_stdout(written)?;
         match page.next {
             Some(next) => after = Some(next),
             None => break,
         }
     }
-    out.flush()?;
-    Ok(())
+    crate::to_stdout(out.flush())
 }
 
 /// One line of list format.

@@ -5,8 +5,29 @@
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)
+        crate::to_stdout(writeln!(std::io::stdout().lock(), $($arg)*))
     }};
+}
+
+/// The reader of our standard output went away. Only writes to stdout produce it,
+/// so a broken pipe anywhere else (an export file, a socket) stays an error.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// The result of a write to stdout, with a closed pipe turned into [`StdoutClosed`].
+fn to_stdout(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
+    }
 }
 
 mod args;
@@ -24,18 +45,12 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`| head`): like other Unix tools, stop quietly.
-        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|cause| cause.is::<StdoutClosed>()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {

@@ -56,14 +56,23 @@ pub fn admin(server: &str, admin_token: &str, action: AdminAction) -> Result<Exi
             AdminAction::SetPackage { space, package } => client.set_package(&space, &read_package(&package)?).await?,
             AdminAction::AddUser { user } => {
                 let token = client.add_user(&user).await?;
-                out!("{token}")?
+                print_token(&token, &user)?
             }
             AdminAction::NewToken { user } => {
                 let token = client.new_token(&user).await?;
-                out!("{token}")?
+                print_token(&token, &user)?
             }
             AdminAction::Grant { user, space, read_only } => client.grant(&user, &space, read_only).await?,
         }
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints a new token. The server has already stored it and this is its only copy,
+/// so a closed stdout is an error here, not a quiet end.
+fn print_token(token: &str, user: &str) -> Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{token}").with_context(|| {
+        format!("the token of {user} could not be printed; issue another with `tidemark admin new-token {user}`")
     })
 }

@@ -160,7 +160,8 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    out!(
+    // The exit code and the refusals on stderr come whether or not stdout is still there.
+    let printed = out!(
         "pushed {} pulled {} rejected {} head {}{}",
         summary.pushed,
         summary.pulled,
@@ -171,7 +172,7 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
         } else {
             ""
         }
-    )?;
+    );
     let refused = summary.rejected + summary.rejected_by_package;
     if refused > 0 {
         let reasons: Vec<String> = replica
@@ -187,6 +188,7 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    printed?;
     Ok(ExitCode::SUCCESS)
 }
 
