@@ -37,14 +37,28 @@ fn import(store: &Path, input: &Path) -> Command {
     cmd
 }
 
-/// Starts the import and SIGKILLs it once the store file has grown past `bytes`.
-fn kill_import_at(store: &Path, input: &Path, bytes: u64) {
+/// Starts the import and SIGKILLs it once at least `records` are committed, read
+/// through a handle of our own (the CLI opens its store for several processes).
+fn kill_import_after(store: &Path, input: &Path, records: u64) {
     let mut child = import(store, input).spawn().unwrap();
     let started = Instant::now();
+    // Our handle must never be the one that creates the file: wait until the import
+    // has created it and had time to write its first transaction.
+    while std::fs::metadata(store).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the import never created its store"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     loop {
-        std::thread::sleep(Duration::from_millis(5));
-        let size = std::fs::metadata(store).map(|m| m.len()).unwrap_or(0);
-        if size > bytes || started.elapsed() > Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+        let committed = Replica::open_shared(store)
+            .and_then(|r| r.status())
+            .map(|s| s.pending)
+            .unwrap_or(0);
+        if committed >= records || started.elapsed() > Duration::from_secs(120) {
             break;
         }
     }
@@ -79,10 +93,15 @@ fn a_killed_import_leaves_whole_batches_and_a_view_equal_to_the_rebuilt_one() {
     let input = write_input(dir.path());
     // Early, middle and late in the run, each on a fresh store.
     let mut committed = Vec::new();
-    for (run, bytes) in [1_000_000u64, 3_000_000, 8_000_000].into_iter().enumerate() {
+    for (run, records) in [1u64, 10_000, 30_000].into_iter().enumerate() {
         let store = dir.path().join(format!("crash{run}.db"));
-        kill_import_at(&store, &input, bytes);
-        committed.push(assert_committed_prefix(&store));
+        kill_import_after(&store, &input, records);
+        let n = assert_committed_prefix(&store);
+        assert!(
+            n as u64 >= records,
+            "killed after {records} records were committed, found {n}"
+        );
+        committed.push(n);
     }
     assert!(
         committed.windows(2).all(|w| w[0] <= w[1]),
