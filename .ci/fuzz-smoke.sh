@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short real fuzz search of every target on stable (no sanitizer; see DESIGN.md,
-# "Known hazards"). Exits 1 when a target finds a crash; the input is then in
+# "Known hazards"). Exits 3 when a target finds a crash; the input is then in
 # fuzz/artifacts/<target>/, and `cargo test --test fuzz_corpus` replays it.
-# Exits 2 when the search cannot run at all (cargo-fuzz or the targets do not build).
+# Any other failure (cargo-fuzz or the targets do not build, a run fails without
+# saving an input) exits with another non-zero code.
 #
 #   .ci/fuzz-smoke.sh [SECONDS_PER_TARGET]   (default 60)
 set -euo pipefail
@@ -15,17 +16,29 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 cargo fuzz build --sanitizer none || { echo "the fuzz targets do not build" >&2; exit 2; }
 
+targets="$(cargo fuzz list)" || { echo "cannot list the fuzz targets" >&2; exit 2; }
+[ -n "$targets" ] || { echo "no fuzz targets found" >&2; exit 2; }
+
+artifacts() {
+    if [ -d "fuzz/artifacts/$1" ]; then find "fuzz/artifacts/$1" -type f | wc -l; else echo 0; fi
+}
+
 # Generous per-input limits: a debug-assertion build on a small, shared machine.
-for target in $(cargo fuzz list); do
+for target in $targets; do
     echo "== fuzzing ${target} for ${seconds}s"
     # Fuzz in a scratch copy so the committed seed corpus stays small.
     work="$(mktemp -d)"
     cp -R "fuzz/corpus/${target}/." "${work}/" 2>/dev/null || true
+    before="$(artifacts "$target")"
     if ! cargo fuzz run --sanitizer none "${target}" "${work}" -- \
         -max_total_time="${seconds}" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1; then
-        echo "fuzz target ${target} crashed; the input is in fuzz/artifacts/${target}/" >&2
         rm -rf "${work}"
-        exit 1
+        if [ "$(artifacts "$target")" -gt "$before" ]; then
+            echo "fuzz target ${target} crashed; the input is in fuzz/artifacts/${target}/" >&2
+            exit 3
+        fi
+        echo "fuzz target ${target} failed without saving an input: the search did not run" >&2
+        exit 2
     fi
     rm -rf "${work}"
 done
