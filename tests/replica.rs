@@ -460,6 +460,17 @@ fn a_store_of_another_format_version_is_refused_and_keeps_its_data() {
         err.to_string().contains("open it with the tidemark that wrote it"),
         "{err}"
     );
+    let format_now = {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let table = txn.open_table(meta).unwrap();
+        table.get("format").unwrap().unwrap().value().to_vec()
+    };
+    assert_eq!(
+        format_now,
+        2u64.to_le_bytes(),
+        "the refused open left the format as it was"
+    );
     // Nothing was rewritten: back at format 1, everything is there.
     set_format(1);
     let r = Replica::open(&path).unwrap();
