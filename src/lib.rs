@@ -57,6 +57,15 @@
 //! # }
 //! ```
 
+// automerge 0.12 panics on some malformed bytes. tidemark turns those panics into
+// typed errors behind `catch_unwind` (`record::guarded`); a `panic = "abort"` build
+// would turn a hostile peer's bytes into a crash instead, so it does not build.
+#[cfg(panic = "abort")]
+compile_error!(
+    "tidemark needs panic = \"unwind\": it catches automerge's panics on malformed input \
+     and returns them as errors; with panic = \"abort\" such input would crash the process"
+);
+
 pub mod error;
 mod fsutil;
 pub mod model;
