@@ -421,14 +421,22 @@ fn an_edit_over_the_servers_op_limit_is_rejected_and_does_not_block_the_queue() 
     std::fs::write(&big, format!("{line}\n")).unwrap();
     ok(&mut client(&a, &["import", "contacts", big.to_str().unwrap()]));
 
-    let out = run(&mut client(&a, &["sync"]));
+    // Run with its stdout already closed (`tidemark sync | head -0`): the refusal is
+    // still reported on stderr and in the exit code.
+    let mut child = client(&a, &["sync"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(
         out.status.code(),
         Some(2),
-        "the server refused the op for good: {} / {stderr}",
-        text(&out.stdout)
+        "the server refused the op for good: {stderr}"
     );
+    assert!(stderr.contains("refused 1 change"), "{stderr}");
     assert_eq!(status(&a)["rejected"], 1);
 
     ok(&mut client(&a, &["put", "contacts", "c1", "name=Ada"]));
@@ -496,4 +504,25 @@ fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
     assert_eq!(ok(&mut client(&phone, &["conflicts"])), "");
     let got: Value = serde_json::from_str(&ok(&mut client(&phone, &["get", "contacts", "c1"]))).unwrap();
     assert_eq!(got, json!({"name": "Ada", "email": "ada@example.com"}));
+}
+
+#[test]
+fn a_new_token_that_cannot_be_printed_is_an_error_that_says_what_to_do() {
+    let s = setup();
+    let mut child = tidemark()
+        .args(["admin", "--server", &s.server.url, "add-user", "carol"])
+        .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the token is printed: its only copy is lost.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "a lost token is not a quiet success");
+    assert!(stderr.contains("admin new-token carol"), "{stderr}");
+    // And that advice works: the user exists and gets a token.
+    let token = admin(&s.server, &["new-token", "carol"]);
+    assert!(!token.trim().is_empty());
 }
