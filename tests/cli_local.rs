@@ -7,6 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
+#[path = "common/closed_stdout.rs"]
+mod closed_stdout;
+use closed_stdout::with_stdout_closed;
+
 fn tidemark(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .arg("--store")
@@ -194,17 +198,12 @@ fn output_into_a_closed_pipe_ends_quietly() {
     ok(&store, &["import", "contacts", input.to_str().unwrap()]);
     assert!(ok(&store, &["list", "contacts"]).len() > 150_000);
     for args in [&["get", "contacts", "c00001"][..], &["status"], &["list", "contacts"]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .arg("--store")
-            .arg(&store)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Close the reading end before the store is even open (`tidemark get … | head -0`).
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdout_closed(
+            Command::new(env!("CARGO_BIN_EXE_tidemark"))
+                .arg("--store")
+                .arg(&store)
+                .args(args),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
         assert!(stderr.is_empty(), "{args:?} says nothing on a closed pipe: {stderr}");

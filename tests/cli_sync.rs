@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+#[path = "common/closed_stdout.rs"]
+mod closed_stdout;
+use closed_stdout::with_stdout_closed;
+
 const ADMIN_TOKEN: &str = "cli-sync-admin-token-0123456789";
 
 const CRM_PACKAGE: &str = r#"{"version": 1, "collections": {
@@ -423,13 +427,7 @@ fn an_edit_over_the_servers_op_limit_is_rejected_and_does_not_block_the_queue() 
 
     // Run with its stdout already closed (`tidemark sync | head -0`): the refusal is
     // still reported on stderr and in the exit code.
-    let mut child = client(&a, &["sync"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdout_closed(&mut client(&a, &["sync"]));
     let stderr = text(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -509,16 +507,12 @@ fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
 #[test]
 fn a_new_token_that_cannot_be_printed_is_an_error_that_says_what_to_do() {
     let s = setup();
-    let mut child = tidemark()
-        .args(["admin", "--server", &s.server.url, "add-user", "carol"])
-        .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // The reader is gone before the token is printed: its only copy is lost.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdout_closed(
+        tidemark()
+            .args(["admin", "--server", &s.server.url, "add-user", "carol"])
+            .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN),
+    );
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "a lost token is not a quiet success");
     assert!(stderr.contains("admin new-token carol"), "{stderr}");
