@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Meta;
 use super::tables::meta;
-use crate::error::{CorruptData, Result};
+use crate::error::Result;
 use crate::model::Package;
 
 #[derive(Default)]
@@ -31,10 +31,10 @@ impl PackageCache {
         {
             return Ok(Some(package.clone()));
         }
-        let package: Arc<Package> = Arc::new(
-            serde_json::from_slice(stored)
-                .map_err(|e| CorruptData::new(format!("store metadata {}", meta::PACKAGE), e))?,
-        );
+        // Parsed (and its errors worded) the one way META values are.
+        let Some(package) = m.package()?.map(Arc::new) else {
+            return Ok(None);
+        };
         *parsed = Some((stored.to_vec(), package.clone()));
         Ok(Some(package))
     }
