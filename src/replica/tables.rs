@@ -12,7 +12,7 @@ pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log_v1");
 pub const OP_INDEX: TableDefinition<u128, u64> = TableDefinition::new("op_index_v1");
 
 /// Record documents: (collection, record id) → automerge bytes (a saved document,
-/// possibly followed by appended change chunks; see `view.rs`).
+/// possibly followed by change chunks appended by local edits; see `edit.rs`).
 pub const DOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("docs_v1");
 
 /// The materialized view: (collection, record id) → the live record's fields as
