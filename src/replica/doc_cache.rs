@@ -18,62 +18,193 @@ use crate::record::RecordDoc;
 /// only churn it.
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// Documents kept; a small record document takes a few KiB in memory.
+/// Documents kept at most; a small record document holds about 20 KiB.
 const CAPACITY: usize = 512;
+
+/// Estimated memory all cached documents may hold together
+/// ([`RecordDoc::memory_estimate`]). A record with a long history (a note typed
+/// into for months) holds megabytes in memory while its saved bytes stay small.
+const MEMORY_BUDGET: usize = 64 << 20;
 
 struct Entry {
     /// The bytes DOCS held for this record when the document was cached.
     saved: Vec<u8>,
     doc: RecordDoc,
+    /// Its estimated memory, counted in `Inner::held`.
+    size: usize,
     /// When it was cached (a counter): the oldest entry goes first.
     stamp: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct DocCache {
     inner: Mutex<Inner>,
+    budget: usize,
+}
+
+impl Default for DocCache {
+    fn default() -> Self {
+        DocCache::with_budget(MEMORY_BUDGET)
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     entries: HashMap<(Collection, RecordId), Entry>,
+    /// Sum of the entries' `size`.
+    held: usize,
     clock: u64,
 }
 
+impl Inner {
+    fn remove(&mut self, key: &(Collection, RecordId)) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.held -= entry.size;
+        Some(entry)
+    }
+}
+
 impl DocCache {
+    fn with_budget(budget: usize) -> Self {
+        DocCache {
+            inner: Mutex::default(),
+            budget,
+        }
+    }
+
     /// Takes the cached document of a record if it matches the stored bytes.
     pub fn take(&self, collection: &Collection, id: &RecordId, stored: &[u8]) -> Option<RecordDoc> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = inner.entries.remove(&(collection.clone(), id.clone()))?;
+        let entry = inner.remove(&(collection.clone(), id.clone()))?;
         (entry.saved == stored).then_some(entry.doc)
     }
 
-    /// Keeps a document whose saved bytes were just committed to DOCS.
+    /// Keeps a document whose saved bytes were just committed to DOCS. Older entries
+    /// go until the budget holds it; a document larger than the whole budget stays
+    /// alone (it is the one being edited), so memory stays within the budget plus one
+    /// document.
     pub fn put(&self, collection: Collection, id: RecordId, saved: Vec<u8>, doc: RecordDoc) {
-        let evicted = {
+        let size = doc.memory_estimate().saturating_add(saved.len());
+        let mut evicted = Vec::new();
+        {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let mut evicted = None;
-            if inner.entries.len() >= CAPACITY {
+            let key = (collection, id);
+            evicted.extend(inner.remove(&key));
+            while !inner.entries.is_empty() && (inner.entries.len() >= CAPACITY || inner.held + size > self.budget) {
                 // The least recently edited record goes: the one being typed into stays.
-                // A scan of CAPACITY stamps costs about a microsecond, only when full.
+                // A scan of CAPACITY stamps costs about a microsecond.
                 let oldest = inner
                     .entries
                     .iter()
                     .min_by_key(|(_, e)| e.stamp)
                     .map(|(k, _)| k.clone());
-                evicted = oldest.and_then(|k| inner.entries.remove(&k));
+                evicted.extend(oldest.and_then(|k| inner.remove(&k)));
             }
             inner.clock += 1;
             let stamp = inner.clock;
-            inner.entries.insert((collection, id), Entry { saved, doc, stamp });
-            evicted
-        };
-        // Freeing an automerge document takes 10–20 µs: not while other edits wait for the lock.
+            inner.held += size;
+            inner.entries.insert(
+                key,
+                Entry {
+                    saved,
+                    doc,
+                    size,
+                    stamp,
+                },
+            );
+        }
+        // Freeing an automerge document takes 10-20 µs: not while other edits wait for the lock.
         drop(evicted);
     }
 
     /// Forgets everything (the store file was replaced or rewritten wholesale).
     pub fn clear(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).entries.clear();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.entries.clear();
+        inner.held = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::ActorId;
+
+    /// A record document after `edits` committed puts, and its saved bytes.
+    fn doc(edits: usize) -> (RecordDoc, Vec<u8>) {
+        let mut doc = RecordDoc::new(ActorId([7; 16]));
+        for n in 0..edits.max(1) {
+            let fields = json!({"name": "Ada", "n": n}).as_object().unwrap().clone();
+            doc.put("contacts", &fields, None).unwrap();
+            doc.commit(n as u64);
+        }
+        let saved = doc.save();
+        (doc, saved)
+    }
+
+    fn key(n: usize) -> (Collection, RecordId) {
+        (
+            Collection::new("contacts").unwrap(),
+            RecordId::new(format!("c{n}")).unwrap(),
+        )
+    }
+
+    fn put(cache: &DocCache, n: usize, edits: usize) -> Vec<u8> {
+        let (doc, saved) = doc(edits);
+        let (c, id) = key(n);
+        cache.put(c, id, saved.clone(), doc);
+        saved
+    }
+
+    fn held(cache: &DocCache) -> (usize, usize) {
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!(inner.held, inner.entries.values().map(|e| e.size).sum::<usize>());
+        (inner.entries.len(), inner.held)
+    }
+
+    #[test]
+    fn the_oldest_documents_go_when_the_budget_is_full() {
+        let budget = 100 << 10;
+        let cache = DocCache::with_budget(budget);
+        let saved: Vec<Vec<u8>> = (0..20).map(|n| put(&cache, n, 1)).collect();
+        let (kept, bytes) = held(&cache);
+        assert!(bytes <= budget, "{bytes} bytes held over a budget of {budget}");
+        assert!((3..20).contains(&kept), "{kept} documents kept");
+        let (c, id) = key(19);
+        assert!(cache.take(&c, &id, &saved[19]).is_some(), "the newest document stays");
+        let (c, id) = key(0);
+        assert!(cache.take(&c, &id, &saved[0]).is_none(), "the oldest document went");
+    }
+
+    #[test]
+    fn a_document_larger_than_the_budget_is_kept_alone_until_the_next_edit() {
+        let cache = DocCache::with_budget(100 << 10);
+        for n in 0..3 {
+            put(&cache, n, 1);
+        }
+        let big = put(&cache, 3, 1000);
+        let (kept, bytes) = held(&cache);
+        assert_eq!(kept, 1);
+        assert!(bytes > 100 << 10, "the big document is estimated at {bytes} bytes");
+        put(&cache, 4, 1);
+        assert_eq!(held(&cache).0, 1, "the big document made room for the next one");
+        let (c, id) = key(3);
+        assert!(cache.take(&c, &id, &big).is_none());
+    }
+
+    #[test]
+    fn caching_a_record_again_replaces_its_entry() {
+        let cache = DocCache::default();
+        put(&cache, 1, 1);
+        let saved = put(&cache, 1, 2);
+        let (kept, bytes) = held(&cache);
+        assert_eq!(kept, 1);
+        let (c, id) = key(1);
+        assert!(cache.take(&c, &id, &saved).is_some());
+        assert_eq!(held(&cache), (0, 0), "{bytes} bytes were held");
+        put(&cache, 2, 1);
+        cache.clear();
+        assert_eq!(held(&cache), (0, 0));
     }
 }
