@@ -31,7 +31,7 @@ pub enum InvalidInput {
         field: String,
         known: String,
     },
-    #[error("field {field:?} is of type {expected}, but the value {value} is not: {hint}")]
+    #[error("field {field:?} is of type {expected}, but the value {value} is not a {expected}: {hint}")]
     WrongType {
         field: String,
         expected: &'static str,
@@ -52,6 +52,19 @@ pub enum InvalidInput {
         del: usize,
         len: usize,
     },
+    #[error(
+        "adding {by} to counter {field:?} (now {current}) would leave the range -{max}..={max}, \
+         the whole numbers every JSON reader holds exactly: add a smaller amount"
+    )]
+    CounterRange {
+        field: String,
+        current: i64,
+        by: i64,
+        max: i64,
+    },
+    /// One edit of a batch is refused (so the whole batch is): `edit` counts from 1.
+    #[error("edit {edit}: {error}")]
+    InBatch { edit: usize, error: Box<InvalidInput> },
     #[error("invalid package: {0}")]
     Package(String),
     #[error("{0}")]
@@ -83,8 +96,10 @@ pub enum Error {
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
     /// Bytes from outside (or on disk) do not decode; nothing was written.
+    /// (Not a `#[from]`: that would also make the inner error the source, and a
+    /// printed chain would repeat it.)
     #[error("corrupt data: {0}")]
-    Corrupt(#[from] CorruptData),
+    Corrupt(CorruptData),
     /// The record does not exist (or is deleted).
     #[error("record {collection}/{id} does not exist")]
     NotFound { collection: String, id: String },
@@ -105,6 +120,12 @@ pub enum Error {
     /// A sync round could not complete (unreachable server, refused auth, ...).
     #[error("sync: {0}")]
     Sync(String),
+}
+
+impl From<CorruptData> for Error {
+    fn from(e: CorruptData) -> Self {
+        Error::Corrupt(e)
+    }
 }
 
 impl Error {

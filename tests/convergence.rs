@@ -483,10 +483,11 @@ fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
 }
 
 fn reference_row(doc: &AutoCommit) -> Option<Vec<u8>> {
-    let keys: Vec<String> = doc.keys(ROOT).collect();
-    if keys.is_empty() {
+    // A record exists once anything was written to it, even if every field was removed since.
+    if doc.stats().num_changes == 0 {
         return None;
     }
+    let keys: Vec<String> = doc.keys(ROOT).collect();
     if let Some((Value::Scalar(v), _)) = doc.get(ROOT, "_deleted").unwrap() {
         match v.as_ref() {
             ScalarValue::Boolean(true) => return None,

@@ -3,7 +3,7 @@
 
 use automerge::{Change, ObjType, ScalarValue};
 
-use super::values::is_rfc3339;
+use super::values::{MAX_COUNTER, MAX_JSON_DEPTH, counter_in_range, is_rfc3339, json_depth};
 use super::{DELETED, guarded};
 use crate::error::{CorruptData, InvalidInput};
 use crate::model::{ActorId, CollectionSchema, FieldType, check_field_name};
@@ -151,6 +151,9 @@ pub fn validate_change(
                     continue;
                 }
                 check_field_name(key)?;
+                if let Some(reason) = value_problem(&op.action) {
+                    return Err(bad(format!("field {key:?}: {reason}")));
+                }
                 let ty = match schema {
                     Some(s) => Some(s.field(collection, key)?),
                     None => None,
@@ -195,6 +198,30 @@ fn op_kind(op: &automerge::legacy::OpType) -> &'static str {
         OpType::Increment(_) => "increment",
         OpType::Put(_) => "put",
         OpType::MarkBegin(_) | OpType::MarkEnd(_) => "mark",
+    }
+}
+
+/// A value no field may hold, whatever its type: a counter outside the range every
+/// replica can add up and every JSON reader can hold, or a nested value that is not
+/// JSON text a view row can carry.
+fn value_problem(action: &automerge::legacy::OpType) -> Option<String> {
+    use automerge::legacy::OpType;
+    match action {
+        OpType::Put(ScalarValue::Counter(c)) if !counter_in_range(i64::from(c)) => Some(format!(
+            "counter value {} is outside -{MAX_COUNTER}..={MAX_COUNTER}",
+            i64::from(c)
+        )),
+        OpType::Increment(by) if !counter_in_range(*by) => {
+            Some(format!("increment {by} is outside -{MAX_COUNTER}..={MAX_COUNTER}"))
+        }
+        OpType::Put(ScalarValue::Bytes(bytes)) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Err(e) => Some(format!("a nested value must be JSON text ({e})")),
+            Ok(v) if json_depth(&v) > MAX_JSON_DEPTH => {
+                Some(format!("nested JSON deeper than {MAX_JSON_DEPTH} levels"))
+            }
+            Ok(_) => None,
+        },
+        _ => None,
     }
 }
 

@@ -25,8 +25,8 @@ mod values;
 
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
 pub use change::{ChangeError, change_actor, decode_change, decode_stored_change, validate_change};
-pub use values::check_value;
-use values::{json_to_scalar, scalar_ref_to_json, scalar_to_json};
+pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_value};
+use values::{check_nesting, counter_in_range, json_to_scalar, scalar_ref_to_json, scalar_to_json};
 
 /// The fields of a record as JSON, sorted by name.
 pub type Fields = Map<String, Json>;
@@ -68,7 +68,7 @@ pub struct RecordState {
     pub fields: Fields,
     /// The tombstone is set (a later put clears it).
     pub deleted: bool,
-    /// The document has no keys at all: nothing was ever written.
+    /// Nothing was ever written: the document has no change.
     pub empty: bool,
     /// Fields with more than one concurrent value.
     pub conflicted_fields: u32,
@@ -251,9 +251,10 @@ impl RecordDoc {
         )
     }
 
-    /// True when the document has no fields at all (never written).
+    /// True when nothing was ever written: the document has no change. A record
+    /// whose fields were all removed (put with nulls) still exists, as `{}`.
     pub fn is_empty(&self) -> bool {
-        self.doc.keys(ROOT).next().is_none()
+        self.doc.stats().num_changes == 0
     }
 
     /// Checks `fields` against the schema without touching the document.
@@ -266,6 +267,8 @@ impl RecordDoc {
             };
             if schema.is_some() {
                 check_value(name, ty, value)?;
+            } else {
+                check_nesting(name, value)?;
             }
         }
         Ok(())
@@ -373,10 +376,22 @@ impl RecordDoc {
     /// Adds `by` to a `counter` field (creating it at `by`).
     pub fn increment(&mut self, field: &str, by: i64) -> Result<(), InvalidInput> {
         check_field_name(field)?;
+        let out_of_range = |current: i64| InvalidInput::CounterRange {
+            field: field.into(),
+            current,
+            by,
+            max: MAX_COUNTER,
+        };
         match self.doc.get(ROOT, field).map_err(internal)? {
             Some((Value::Scalar(v), _)) if matches!(v.as_ref(), ScalarValue::Counter(_)) => {
+                let current = counter_value(&v).unwrap_or(0);
+                // A merged value may already be outside the range: moving it back in is allowed.
+                if !counter_in_range(by) || !current.checked_add(by).is_some_and(counter_in_range) {
+                    return Err(out_of_range(current));
+                }
                 self.doc.increment(ROOT, field, by).map_err(internal)?
             }
+            None if !counter_in_range(by) => return Err(out_of_range(0)),
             None => self.doc.put(ROOT, field, ScalarValue::counter(by)).map_err(internal)?,
             Some((v, _)) => {
                 return Err(InvalidInput::WrongOperation {
@@ -401,11 +416,10 @@ impl RecordDoc {
         let mut state = RecordState {
             fields: Map::new(),
             deleted: false,
-            empty: true,
+            empty: self.is_empty(),
             conflicted_fields: 0,
         };
         for item in self.doc.map_range(ROOT, ..) {
-            state.empty = false;
             if item.key.starts_with('_') {
                 if item.key == DELETED {
                     state.deleted = matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));

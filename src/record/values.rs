@@ -48,6 +48,47 @@ pub(super) fn scalar_ref_to_json(s: &ScalarValueRef<'_>) -> Json {
     }
 }
 
+/// The largest counter value and increment, 2^53 − 1: the largest whole number every
+/// JSON reader (JavaScript's too) holds exactly. It also keeps merges from overflowing
+/// automerge's i64 sum: 1024 replicas adding it at once still fit.
+pub const MAX_COUNTER: i64 = (1 << 53) - 1;
+
+/// How deep a field's JSON value may nest. The view row around it adds a level, and
+/// JSON readers (serde_json among them) refuse rows nested beyond 128.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// True when `n` is a counter value (or increment) tidemark stores.
+pub(crate) fn counter_in_range(n: i64) -> bool {
+    (-MAX_COUNTER..=MAX_COUNTER).contains(&n)
+}
+
+/// How deep a JSON value nests (a scalar is 0, `[1]` is 1), without recursion:
+/// the value may come from a program that built it a million levels deep.
+pub(crate) fn json_depth(value: &Json) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Json::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            Json::Object(map) => stack.extend(map.values().map(|c| (c, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth + 1);
+    }
+    deepest
+}
+
+/// Refuses a value nested deeper than [`MAX_JSON_DEPTH`]: stored, it could not be read back.
+pub(crate) fn check_nesting(field: &str, value: &Json) -> Result<(), InvalidInput> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(InvalidInput::Other(format!(
+            "field {field:?} holds JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are stored: flatten the value or store it as a string"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a JSON value against a field type.
 pub fn check_value(field: &str, ty: FieldType, value: &Json) -> Result<(), InvalidInput> {
     let wrong = |hint: &'static str| InvalidInput::WrongType {
@@ -59,11 +100,14 @@ pub fn check_value(field: &str, ty: FieldType, value: &Json) -> Result<(), Inval
     if value.is_null() {
         return Ok(());
     }
+    check_nesting(field, value)?;
     match ty {
         FieldType::String | FieldType::Text if !value.is_string() => Err(wrong("give a JSON string")),
         FieldType::Number if !value.is_number() => Err(wrong("give a JSON number")),
         FieldType::Bool if !value.is_boolean() => Err(wrong("give true or false")),
-        FieldType::Counter if value.as_i64().is_none() => Err(wrong("give a whole number")),
+        FieldType::Counter if !value.as_i64().is_some_and(counter_in_range) => Err(wrong(
+            "give a whole number between -9007199254740991 and 9007199254740991 (2^53 - 1, the largest every JSON reader holds exactly)",
+        )),
         FieldType::Datetime => match value.as_str() {
             Some(s) if is_rfc3339(s) => Ok(()),
             _ => Err(wrong("give an RFC 3339 date-time such as \"2026-11-26T15:04:05Z\"")),
