@@ -31,7 +31,7 @@ fn check_name(what: &'static str, value: &str) -> Result<(), InvalidInput> {
     if value.chars().any(char::is_control) {
         return Err(InvalidInput::ControlCharacter {
             what,
-            value: value.escape_debug().to_string(),
+            value: value.to_string(),
         });
     }
     Ok(())

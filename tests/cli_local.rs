@@ -155,6 +155,55 @@ fn bad_input_is_refused_with_a_message_and_writes_nothing() {
 }
 
 #[test]
+fn an_import_error_names_the_line_of_the_file_it_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("lines.db");
+    let file = dir.path().join("in.jsonl");
+    // Blank lines, a full first batch, then a refused field name on line 7.
+    let input = "{\"id\":\"a1\",\"fields\":{\"n\":1}}\n{\"id\":\"a2\",\"fields\":{\"n\":2}}\n\n\n\
+                 {\"id\":\"a3\",\"fields\":{\"n\":3}}\n{\"id\":\"a4\",\"fields\":{\"n\":4}}\n\
+                 {\"id\":\"a5\",\"fields\":{\"_x\":5}}\n";
+    std::fs::write(&file, input).unwrap();
+    let msg = fails(&store, &["import", "contacts", file.to_str().unwrap(), "--batch", "3"]);
+    assert!(msg.contains("line 7: field name \"_x\""), "{msg}");
+    assert!(
+        msg.contains("lines 6–7 were not imported (3 records before them were)"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("edit "),
+        "the batch position leaks into the message: {msg}"
+    );
+    let listed = ok(&store, &["list", "contacts"]);
+    assert_eq!(listed.lines().count(), 3, "only the first batch was imported: {listed}");
+    // The refused line alone in its batch.
+    let msg = fails(&store, &["import", "contacts", file.to_str().unwrap(), "--batch", "1"]);
+    assert!(msg.starts_with("error: line 7: field name \"_x\""), "{msg}");
+    assert!(
+        msg.contains("line 7 was not imported (4 records before it were)"),
+        "{msg}"
+    );
+
+    // A line that is not list format: its own line and column, not serde's "line 1".
+    std::fs::write(&file, "\n{\"id\":\"b1\",\"fields\":{},\"extra\":1}\n").unwrap();
+    let msg = fails(&store, &["import", "contacts", file.to_str().unwrap()]);
+    assert!(msg.contains("line 2, column"), "{msg}");
+    assert!(msg.contains("unknown field `extra`"), "{msg}");
+    assert!(!msg.contains("at line 1"), "{msg}");
+}
+
+#[test]
+fn a_record_with_every_field_removed_is_still_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("empty.db");
+    ok(&store, &["put", "contacts", "c1", "name=Ada"]);
+    ok(&store, &["put", "contacts", "c1", "name=null"]);
+    assert_eq!(ok(&store, &["get", "contacts", "c1"]).trim(), "{}");
+    ok(&store, &["delete", "contacts", "c1"]);
+    assert!(fails(&store, &["get", "contacts", "c1"]).contains("does not exist"));
+}
+
+#[test]
 fn conflicts_prints_nothing_on_a_store_without_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("c.db");

@@ -202,7 +202,10 @@ impl Replica {
         for (index, edit) in edits.iter().enumerate() {
             let (collection, id) = edit.check(package.as_deref()).map_err(|e| {
                 if edits.len() > 1 {
-                    InvalidInput::Other(format!("edit {}: {e}", index + 1))
+                    InvalidInput::InBatch {
+                        edit: index + 1,
+                        error: Box::new(e),
+                    }
                 } else {
                     e
                 }

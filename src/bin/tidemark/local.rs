@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
-use tidemark::Replica;
 use tidemark::replica::Edit;
+use tidemark::{InvalidInput, Replica};
 
 pub fn open(store: &Path) -> Result<Replica> {
     Replica::open_shared(store).with_context(|| format!("opening store {}", store.display()))
@@ -94,18 +94,21 @@ pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize)
     let bar = crate::progress::bar(total, "importing");
     let batch = batch.max(1);
     let mut edits = Vec::with_capacity(batch);
-    let mut first_line = 1;
+    // The file line of each edit in the batch, for errors.
+    let mut lines = Vec::with_capacity(batch);
     let mut imported = 0u64;
     for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        let line_no = n + 1;
+        let line = line.with_context(|| format!("reading line {line_no}"))?;
         bar.inc(if total.is_some() { line.len() as u64 + 1 } else { 1 });
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "line {}: not a list-format line like {{\"id\":\"c1\",\"fields\":{{\"name\":\"Ada\"}}}}; {imported} records before it were imported",
-                n + 1
+        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "line {line_no}, column {}: {}; a list-format line looks like {{\"id\":\"c1\",\"fields\":{{\"name\":\"Ada\"}}}} ({imported} records before it were imported)",
+                e.column(),
+                without_position(&e)
             )
         })?;
         edits.push(Edit::Put {
@@ -113,22 +116,50 @@ pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize)
             id: parsed.id,
             fields: parsed.fields,
         });
+        lines.push(line_no);
         if edits.len() == batch {
-            imported += commit(&replica, &mut edits, first_line, imported)?;
-            first_line = n + 2;
+            imported += commit(&replica, &mut edits, &mut lines, imported)?;
         }
     }
-    imported += commit(&replica, &mut edits, first_line, imported)?;
+    imported += commit(&replica, &mut edits, &mut lines, imported)?;
     bar.finish_and_clear();
     out!("{}", serde_json::json!({ "imported": imported }))?;
     Ok(())
 }
 
-fn commit(replica: &Replica, edits: &mut Vec<Edit>, first_line: usize, before: u64) -> Result<u64> {
+/// serde_json's message without its " at line 1 column N" (always line 1 here).
+fn without_position(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message,
+    }
+}
+
+/// Commits one batch; on a refused edit, names its line in the file.
+fn commit(replica: &Replica, edits: &mut Vec<Edit>, lines: &mut Vec<usize>, before: u64) -> Result<u64> {
     let n = edits.len() as u64;
+    let first_line = lines.first().copied().unwrap_or(0);
+    let lines = std::mem::take(lines);
     if n > 0 {
-        replica.apply_edits(std::mem::take(edits)).with_context(|| {
-            format!("the batch starting at line {first_line} was not imported ({before} records before it were)")
+        replica.apply_edits(std::mem::take(edits)).map_err(|e| {
+            let last_line = lines[lines.len() - 1];
+            let not_imported = if first_line == last_line {
+                format!("line {first_line} was not imported ({before} records before it were)")
+            } else {
+                format!("lines {first_line}–{last_line} were not imported ({before} records before them were)")
+            };
+            match e {
+                tidemark::Error::Invalid(InvalidInput::InBatch { edit, error }) => {
+                    let line = lines.get(edit - 1).copied().unwrap_or(first_line);
+                    anyhow::anyhow!("line {line}: {error}; {not_imported}")
+                }
+                // A batch of one edit reports its error unwrapped.
+                tidemark::Error::Invalid(error) if lines.len() == 1 => {
+                    anyhow::anyhow!("line {first_line}: {error}; {not_imported}")
+                }
+                other => anyhow::Error::new(other).context(not_imported),
+            }
         })?;
     }
     Ok(n)
