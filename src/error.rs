@@ -45,6 +45,18 @@ pub enum InvalidInput {
         operation: &'static str,
         needed: &'static str,
     },
+    /// The field's type allows the operation, but the record holds a value of another
+    /// kind there: written before the package declared the field's type, or by a
+    /// replica without the package.
+    #[error(
+        "field {field:?} of this record holds a {stored} value, written before the field became a {needed} field; {operation} needs a {needed}: put the field's value first (a put stores it as a {needed})"
+    )]
+    StoredKind {
+        field: String,
+        stored: &'static str,
+        operation: &'static str,
+        needed: &'static str,
+    },
     #[error("text position {pos} (deleting {del}) is outside field {field:?}, which has {len} characters")]
     TextRange {
         field: String,

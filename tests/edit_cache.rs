@@ -169,3 +169,30 @@ fn a_package_set_through_another_handle_applies_to_the_next_edit() {
     first.put("contacts", "c1", json!({"age": "37"})).unwrap();
     assert_eq!(second.get("contacts", "c1").unwrap().unwrap()["age"], json!("37"));
 }
+
+/// A field that became a counter (or text) in a newer package still holds the old
+/// value in records written before: the error says so and how to convert it, and
+/// the put it suggests works.
+#[test]
+fn an_increment_on_a_field_written_before_it_became_a_counter_says_how_to_convert_it() {
+    let r = Replica::in_memory().unwrap();
+    r.set_package(Some(&package("number"))).unwrap();
+    r.put("contacts", "c1", json!({"age": 36})).unwrap();
+    r.set_package(Some(&package("counter"))).unwrap();
+    let err = r.increment("contacts", "c1", "age", 1).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("holds a number value"), "{msg}");
+    assert!(msg.contains("put the field's value first"), "{msg}");
+    assert_eq!(
+        r.get("contacts", "c1").unwrap().unwrap()["age"],
+        36,
+        "the refused increment wrote"
+    );
+    r.put("contacts", "c1", json!({"age": 36})).unwrap();
+    r.increment("contacts", "c1", "age", 1).unwrap();
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["age"], 37);
+
+    r.set_package(Some(&package("text"))).unwrap();
+    let err = r.splice_text("contacts", "c1", "age", 0, 0, "x").unwrap_err();
+    assert!(err.to_string().contains("holds a counter value"), "{err}");
+}

@@ -349,9 +349,9 @@ impl RecordDoc {
             Some((Value::Object(ObjType::Text), id)) => id,
             None => self.doc.put_object(ROOT, field, ObjType::Text).map_err(internal)?,
             Some((v, _)) => {
-                return Err(InvalidInput::WrongOperation {
+                return Err(InvalidInput::StoredKind {
                     field: field.into(),
-                    actual: value_kind(&v),
+                    stored: value_kind(&v),
                     operation: "a text splice",
                     needed: "text",
                 });
@@ -394,9 +394,9 @@ impl RecordDoc {
             None if !counter_in_range(by) => return Err(out_of_range(0)),
             None => self.doc.put(ROOT, field, ScalarValue::counter(by)).map_err(internal)?,
             Some((v, _)) => {
-                return Err(InvalidInput::WrongOperation {
+                return Err(InvalidInput::StoredKind {
                     field: field.into(),
-                    actual: value_kind(&v),
+                    stored: value_kind(&v),
                     operation: "an increment",
                     needed: "counter",
                 });
