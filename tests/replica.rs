@@ -99,43 +99,6 @@ fn concurrent_increments_add_up() {
     assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["visits"], 12);
 }
 
-/// A record's counters exist from its first change, so the first increments two
-/// replicas make concurrently add up instead of creating two competing counters.
-#[test]
-fn first_increments_on_two_replicas_add_up_on_a_record_created_without_the_counter() {
-    let a = replica_with_package();
-    let b = replica_with_package();
-    a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
-    a.put("contacts", "c2", json!({"name": "Bo"})).unwrap();
-    a.splice_text("contacts", "c3", "note", 0, 0, "hi").unwrap();
-    assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["visits"], 0);
-    assert_eq!(a.get("contacts", "c3").unwrap().unwrap()["visits"], 0);
-    send(&a, &b);
-    for id in ["c1", "c2", "c3"] {
-        a.increment("contacts", id, "visits", 1).unwrap();
-        b.increment("contacts", id, "visits", 1).unwrap();
-    }
-    a.apply_edits(vec![tidemark::replica::Edit::Increment {
-        collection: "contacts".into(),
-        id: "c2".into(),
-        field: "visits".into(),
-        by: 3,
-    }])
-    .unwrap();
-    send(&a, &b);
-    send(&b, &a);
-    for r in [&a, &b] {
-        assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["visits"], 2);
-        assert_eq!(r.get("contacts", "c2").unwrap().unwrap()["visits"], 5);
-        assert_eq!(r.get("contacts", "c3").unwrap().unwrap()["visits"], 2);
-        assert!(r.conflicts(None, None).unwrap().is_empty(), "no competing counters");
-    }
-    let before = a.view_rows().unwrap();
-    a.rebuild_view().unwrap();
-    assert_eq!(a.view_rows().unwrap(), before);
-    assert_eq!(before, b.view_rows().unwrap());
-}
-
 #[test]
 fn concurrent_writes_are_listed_as_conflicts_and_a_new_write_resolves_them() {
     let a = Replica::in_memory().unwrap();

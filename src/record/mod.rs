@@ -143,29 +143,6 @@ impl RecordDoc {
         Ok(Some((doc, view)))
     }
 
-    /// Gives every `counter` field of the schema that the document lacks the value 0.
-    /// Called within a new record's first change: an automerge counter must exist
-    /// before increments add up, and two replicas that each create a missing counter
-    /// by incrementing it write two concurrent values (a conflict, one increment
-    /// lost) instead of one sum. Created with the record, every replica increments
-    /// the same counter.
-    /// Returns the fields it set.
-    pub fn init_counters(&mut self, schema: Option<&CollectionSchema>) -> Result<Vec<String>, InvalidInput> {
-        let mut set = Vec::new();
-        for (name, ty) in schema.map(|s| &s.fields).into_iter().flatten() {
-            if *ty == FieldType::Counter && self.doc.get(ROOT, name).map_err(internal)?.is_none() {
-                self.doc.put(ROOT, name, ScalarValue::counter(0)).map_err(internal)?;
-                set.push(name.clone());
-            }
-        }
-        Ok(set)
-    }
-
-    /// True when the document has edits not yet committed as a change.
-    pub fn has_pending_edits(&self) -> bool {
-        self.doc.pending_ops() > 0
-    }
-
     /// Loads a saved document, optionally followed by changes. Malformed bytes
     /// are an error, never a panic: chunk headers are checked first, only
     /// document and change chunks are accepted, and changes go through

@@ -363,10 +363,7 @@ fn apply_record_edits(
         },
         (None, Some((&first, tail))) => match &edits[first] {
             Edit::Put { fields, .. } => match RecordDoc::create(actor, work.collection.as_str(), fields, schema)? {
-                Some((mut doc, mut view)) => {
-                    for counter in doc.init_counters(schema)? {
-                        view.insert(counter, Json::from(0));
-                    }
+                Some((mut doc, view)) => {
                     if let Some(change) = doc.commit(time_ms) {
                         changes.push((first, change));
                     }
@@ -392,10 +389,6 @@ fn apply_record_edits(
                 field, pos, del, text, ..
             } => doc.splice(field, *pos, *del, text)?,
             Edit::Increment { field, by, .. } => doc.increment(field, *by)?,
-        }
-        if work.existing.is_none() && doc.is_empty() && doc.has_pending_edits() {
-            // The record's first change (RecordDoc::create does the same for a first put).
-            doc.init_counters(schema)?;
         }
         if let Some(change) = doc.commit(time_ms) {
             changes.push((index, change));
