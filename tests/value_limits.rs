@@ -87,6 +87,53 @@ fn concurrent_increments_up_to_the_limit_merge_exactly() {
     );
 }
 
+/// The last op `r` wrote, checked as the server checks a push.
+fn server_accepts_last_op(r: &Replica) -> Result<(), String> {
+    let (_, entry) = r.log_entries(0, usize::MAX).unwrap().pop().unwrap();
+    let tidemark::replica::LogEntry::Local(op) = entry else {
+        panic!("the last entry is not a local op")
+    };
+    let schema = crm_package();
+    validate_change(&op.change, op.actor, "contacts", schema.collections.get("contacts"))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A put on a counter writes the difference as an increment (keeping concurrent
+/// increments), unless that difference is outside the range the server takes.
+#[test]
+fn a_counter_put_far_from_the_current_value_writes_an_op_the_server_accepts() {
+    let r = crm();
+    r.put("contacts", "c1", json!({"visits": -MAX_COUNTER})).unwrap();
+    r.put("contacts", "c1", json!({"visits": MAX_COUNTER})).unwrap();
+    assert_eq!(visits(&r), MAX_COUNTER);
+    server_accepts_last_op(&r).unwrap();
+    r.put("contacts", "c1", json!({"visits": 5})).unwrap();
+    assert_eq!(visits(&r), 5);
+    server_accepts_last_op(&r).unwrap();
+
+    // A merged value beyond the range, reset by a put.
+    let (a, b) = (crm(), crm());
+    a.put("contacts", "c1", json!({"visits": 0})).unwrap();
+    common::send(&a, &b);
+    a.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
+    b.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
+    common::send(&b, &a);
+    a.put("contacts", "c1", json!({"visits": 0})).unwrap();
+    assert_eq!(visits(&a), 0);
+    server_accepts_last_op(&a).unwrap();
+}
+
+#[test]
+fn the_server_refuses_a_change_with_no_operations() {
+    let actor = ActorId([4; 16]);
+    let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor.0));
+    doc.empty_change(Default::default());
+    let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let err = validate_change(&change, actor, "contacts", None).unwrap_err();
+    assert!(err.to_string().contains("no operations"), "{err}");
+}
+
 /// An op built with automerge directly (what a peer that skips tidemark's checks
 /// could send): the server refuses it, and a replica that pulls such an op anyway
 /// (from a server that did not check) merges it without panicking, identically

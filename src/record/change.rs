@@ -138,6 +138,12 @@ pub fn validate_change(
             found: change.actor_id().to_hex_string(),
         });
     }
+    if expanded.operations.is_empty() {
+        // tidemark never writes one, and it would bring a record into existence as {}.
+        return Err(ChangeError::Invalid(InvalidInput::Other(
+            "a change with no operations: leave it out".into(),
+        )));
+    }
     for op in &expanded.operations {
         let bad = |msg: String| ChangeError::Invalid(InvalidInput::Other(msg));
         match (&op.obj, &op.key) {

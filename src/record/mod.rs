@@ -321,8 +321,14 @@ impl RecordDoc {
                 match all.as_slice() {
                     [(Value::Scalar(v), _)] if matches!(v.as_ref(), ScalarValue::Counter(_)) => {
                         let current = counter_value(v).unwrap_or(0);
-                        if target != current {
-                            self.doc.increment(ROOT, name, target.wrapping_sub(current))?;
+                        // The difference as an increment keeps concurrent increments;
+                        // one outside the counter range (a merged value far from the
+                        // target) would be refused by the server, so that put starts
+                        // the counter over instead.
+                        match target.checked_sub(current) {
+                            Some(0) => {}
+                            Some(by) if counter_in_range(by) => self.doc.increment(ROOT, name, by)?,
+                            _ => self.doc.put(ROOT, name, ScalarValue::counter(target))?,
                         }
                     }
                     _ => self.doc.put(ROOT, name, ScalarValue::counter(target))?,

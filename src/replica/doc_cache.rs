@@ -73,8 +73,11 @@ impl DocCache {
 
     /// Takes the cached document of a record if it matches the stored bytes.
     pub fn take(&self, collection: &Collection, id: &RecordId, stored: &[u8]) -> Option<RecordDoc> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = inner.remove(&(collection.clone(), id.clone()))?;
+        let entry = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.remove(&(collection.clone(), id.clone()))?
+        };
+        // A stale entry is freed here, outside the lock (see `put`).
         (entry.saved == stored).then_some(entry.doc)
     }
 
