@@ -152,6 +152,11 @@ fn bad_input_is_refused_with_a_message_and_writes_nothing() {
     let status: Value = serde_json::from_str(&ok(&store, &["status"])).unwrap();
     assert_eq!(status["pending"], 1);
     assert!(fails(&store, &["list", "bad\u{1}name"]).contains("control character"));
+    let msg = fails(&store, &["put", "contacts", "c1", "big=1e400"]);
+    assert!(msg.contains("out of range") && msg.contains("quote it"), "{msg}");
+    ok(&store, &["put", "contacts", "c1", "big=\"1e400\""]);
+    let got: Value = serde_json::from_str(&ok(&store, &["get", "contacts", "c1"])).unwrap();
+    assert_eq!(got["big"], "1e400");
 }
 
 #[test]

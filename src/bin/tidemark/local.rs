@@ -19,7 +19,15 @@ fn parse_fields(pairs: &[String]) -> Result<Map<String, Value>> {
         let Some((name, raw)) = pair.split_once('=') else {
             bail!("{pair:?} is not FIELD=VALUE: write it like name=Ada or age=36");
         };
-        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let value = match serde_json::from_str(raw) {
+            Ok(value) => value,
+            // A number literal that no 64-bit number holds: storing it as text would
+            // silently change its type.
+            Err(e) if e.to_string().starts_with("number out of range") => bail!(
+                "{name}={raw}: the number is out of range (numbers are 64-bit integers or floats); to store it as text, quote it: {name}='\"{raw}\"'"
+            ),
+            Err(_) => Value::String(raw.to_string()),
+        };
         fields.insert(name.to_string(), value);
     }
     Ok(fields)
