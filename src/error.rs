@@ -132,6 +132,10 @@ pub enum Error {
     /// A sync round could not complete (unreachable server, refused auth, ...).
     #[error("sync: {0}")]
     Sync(String),
+    /// tidemark broke one of its own rules (a worker thread panicked, say); nothing
+    /// was written.
+    #[error("internal error: {0}; nothing was written. This is a bug in tidemark: please report it")]
+    Internal(String),
 }
 
 impl From<CorruptData> for Error {

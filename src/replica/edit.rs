@@ -11,7 +11,7 @@ use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::view::{Materialized, ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
-use crate::error::{CorruptData, InvalidInput, Result};
+use crate::error::{Error, InvalidInput, Result};
 use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
 use crate::record::{Fields, RecordDoc};
 
@@ -332,7 +332,7 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + 
             }
         }
         if panicked {
-            return Err(CorruptData::new("edit worker", "a worker thread panicked").into());
+            return Err(Error::Internal("a worker thread panicked".into()));
         }
         Ok(out)
     })
@@ -446,6 +446,18 @@ mod tests {
         let docs = txn.open_table(tables::DOCS).unwrap();
         let bytes = docs.get(("contacts", id)).unwrap().unwrap().value().to_vec();
         RecordDoc::appended_changes(&bytes).unwrap()
+    }
+
+    /// Needs two cores (CI has them): with one, run_parallel works inline and the
+    /// panic reaches the caller as it is.
+    #[test]
+    fn a_panicking_worker_is_an_internal_error_after_every_worker_is_joined() {
+        let items: Vec<usize> = (0..200).collect();
+        let result = run_parallel(&items, |&i| {
+            assert!(i != 150, "worker fails on purpose");
+            i
+        });
+        assert!(matches!(result, Err(Error::Internal(_))), "{result:?}");
     }
 
     #[test]
