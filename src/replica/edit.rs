@@ -302,17 +302,24 @@ impl Replica {
     }
 }
 
-/// Runs `f` over `items` on all cores when there are enough of them.
+/// Runs `f` over `items` on all cores when there are enough of them. A panic in
+/// `f` is [`Error::Internal`] whether it ran on a worker thread or inline, so a
+/// batch behaves the same whatever its size and the machine's cores.
 pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
+    let panicked = || Error::Internal("an edit worker panicked".into());
+    let inline = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| items.iter().map(&f).collect()))
+            .map_err(|_| panicked())
+    };
     // available_parallelism() reads cgroup files on Linux (3 opens and reads per
     // call): ask only when the batch is big enough to split, and once per process.
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if items.len() < PARALLEL_THRESHOLD {
-        return Ok(items.iter().map(&f).collect());
+        return inline();
     }
     let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if threads < 2 {
-        return Ok(items.iter().map(&f).collect());
+        return inline();
     }
     let chunk = items.len().div_ceil(threads);
     let f = &f;
@@ -324,15 +331,15 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + 
         // Join every worker before answering: a scope whose unjoined thread panicked
         // would panic itself on the way out.
         let mut out = Vec::with_capacity(items.len());
-        let mut panicked = false;
+        let mut failed = false;
         for h in handles {
             match h.join() {
                 Ok(part) => out.extend(part),
-                Err(_) => panicked = true,
+                Err(_) => failed = true,
             }
         }
-        if panicked {
-            return Err(Error::Internal("a worker thread panicked".into()));
+        if failed {
+            return Err(panicked());
         }
         Ok(out)
     })
@@ -398,9 +405,9 @@ fn apply_record_edits(
     // chunks, or change chunks alone), from measurements of 5-field records:
     // - a document just loaded from its bytes is saved whole: the load already paid for
     //   the whole history, and saving costs a small share of it (`cargo bench --bench
-    //   doc_storage`: 16.5 µs against a 157 µs load of 16 appended changes; 0.20 ms
-    //   against 3.4 ms after 1,000 edits). Saved whole, the next load takes about half
-    //   as long and the bytes are about a fifth;
+    //   doc_storage`: 10–17 µs against a 150 µs load of 16 appended changes; 0.14–0.20
+    //   ms against 2.3–3.4 ms after 1,000 edits). Saved whole, the next load takes a
+    //   third to a half as long and the bytes are about a fifth;
     // - a document kept in memory since the last edit (someone typing into a record)
     //   appends its change, saving nothing, and is saved whole every
     //   MAX_APPENDED_CHANGES edits, which bounds the work of the next cold load.
@@ -448,16 +455,17 @@ mod tests {
         RecordDoc::appended_changes(&bytes).unwrap()
     }
 
-    /// Needs two cores (CI has them): with one, run_parallel works inline and the
-    /// panic reaches the caller as it is.
     #[test]
     fn a_panicking_worker_is_an_internal_error_after_every_worker_is_joined() {
-        let items: Vec<usize> = (0..200).collect();
-        let result = run_parallel(&items, |&i| {
-            assert!(i != 150, "worker fails on purpose");
-            i
-        });
-        assert!(matches!(result, Err(Error::Internal(_))), "{result:?}");
+        // 200 items run on threads (on a machine with two cores or more), 10 inline.
+        for len in [200, 10] {
+            let items: Vec<usize> = (0..len).collect();
+            let result = run_parallel(&items, |&i| {
+                assert!(i != len - 3, "worker fails on purpose");
+                i
+            });
+            assert!(matches!(result, Err(Error::Internal(_))), "{len} items: {result:?}");
+        }
     }
 
     #[test]
