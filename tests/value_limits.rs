@@ -21,6 +21,27 @@ fn crm() -> Replica {
     r
 }
 
+/// Two replicas whose shared counter is 2 × MAX_COUNTER after each added the limit.
+fn counter_merged_beyond_range() -> (Replica, Replica) {
+    let (a, b) = (crm(), crm());
+    a.put("contacts", "c1", json!({"visits": 0})).unwrap();
+    common::send(&a, &b);
+    a.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
+    b.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
+    common::send(&a, &b);
+    common::send(&b, &a);
+    (a, b)
+}
+
+/// One change made with automerge directly, as `actor`: what a peer that skips
+/// tidemark's checks could send.
+fn foreign_change(actor: ActorId, edit: impl FnOnce(&mut AutoCommit)) -> Vec<u8> {
+    let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor.0));
+    edit(&mut doc);
+    doc.commit();
+    doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+}
+
 fn visits(r: &Replica) -> Value {
     r.get("contacts", "c1").unwrap().unwrap()["visits"].clone()
 }
@@ -66,13 +87,7 @@ fn a_counter_put_outside_the_range_is_refused() {
 
 #[test]
 fn concurrent_increments_up_to_the_limit_merge_exactly() {
-    let (a, b) = (crm(), crm());
-    a.put("contacts", "c1", json!({"visits": 0})).unwrap();
-    common::send(&a, &b);
-    a.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
-    b.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
-    common::send(&a, &b);
-    common::send(&b, &a);
+    let (a, b) = counter_merged_beyond_range();
     // Above the range (nobody could write it alone), but exact: no wrap, no panic.
     assert_eq!(visits(&a), 2 * MAX_COUNTER);
     assert_eq!(a.view_rows().unwrap(), b.view_rows().unwrap());
@@ -113,12 +128,7 @@ fn a_counter_put_far_from_the_current_value_writes_an_op_the_server_accepts() {
     server_accepts_last_op(&r).unwrap();
 
     // A merged value beyond the range, reset by a put.
-    let (a, b) = (crm(), crm());
-    a.put("contacts", "c1", json!({"visits": 0})).unwrap();
-    common::send(&a, &b);
-    a.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
-    b.increment("contacts", "c1", "visits", MAX_COUNTER).unwrap();
-    common::send(&b, &a);
+    let (a, _) = counter_merged_beyond_range();
     a.put("contacts", "c1", json!({"visits": 0})).unwrap();
     assert_eq!(visits(&a), 0);
     server_accepts_last_op(&a).unwrap();
@@ -127,9 +137,9 @@ fn a_counter_put_far_from_the_current_value_writes_an_op_the_server_accepts() {
 #[test]
 fn the_server_refuses_a_change_with_no_operations() {
     let actor = ActorId([4; 16]);
-    let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor.0));
-    doc.empty_change(Default::default());
-    let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let change = foreign_change(actor, |doc| {
+        doc.empty_change(Default::default());
+    });
     let err = validate_change(&change, actor, "contacts", None).unwrap_err();
     assert!(err.to_string().contains("no operations"), "{err}");
 }
@@ -141,11 +151,10 @@ fn the_server_refuses_a_change_with_no_operations() {
 #[test]
 fn an_overflowing_counter_from_a_peer_is_refused_by_the_server_and_cannot_crash_a_replica() {
     let actor = ActorId([9; 16]);
-    let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor.0));
-    doc.put(ROOT, "visits", ScalarValue::counter(i64::MAX)).unwrap();
-    doc.increment(ROOT, "visits", i64::MAX).unwrap();
-    doc.commit();
-    let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let change = foreign_change(actor, |doc| {
+        doc.put(ROOT, "visits", ScalarValue::counter(i64::MAX)).unwrap();
+        doc.increment(ROOT, "visits", i64::MAX).unwrap();
+    });
 
     let schema = crm_package();
     let err = validate_change(&change, actor, "contacts", schema.collections.get("contacts")).unwrap_err();
@@ -213,10 +222,7 @@ fn the_server_refuses_nested_values_that_are_not_shallow_json_text() {
         ("too deep", serde_json::to_vec(&nested(MAX_JSON_DEPTH + 1)).unwrap()),
     ];
     for (what, bytes) in cases {
-        let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor.0));
-        doc.put(ROOT, "deep", ScalarValue::Bytes(bytes)).unwrap();
-        doc.commit();
-        let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let change = foreign_change(actor, |doc| doc.put(ROOT, "deep", ScalarValue::Bytes(bytes)).unwrap());
         let err = validate_change(&change, actor, "contacts", None).unwrap_err();
         assert!(err.to_string().contains("field \"deep\""), "{what}: {err}");
     }

@@ -26,7 +26,7 @@ mod values;
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
 pub use change::{ChangeError, change_actor, decode_change, decode_stored_change, validate_change};
 pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_value};
-use values::{check_nesting, counter_in_range, json_to_scalar, scalar_ref_to_json, scalar_to_json};
+use values::{counter_in_range, json_to_scalar, scalar_ref_to_json, scalar_to_json};
 
 /// The fields of a record as JSON, sorted by name.
 pub type Fields = Map<String, Json>;
@@ -265,11 +265,8 @@ impl RecordDoc {
                 Some(s) => s.field(collection, name)?,
                 None => FieldType::Json,
             };
-            if schema.is_some() {
-                check_value(name, ty, value)?;
-            } else {
-                check_nesting(name, value)?;
-            }
+            // Schemaless, every field is `json`: only the nesting limit applies.
+            check_value(name, ty, value)?;
         }
         Ok(())
     }

@@ -79,7 +79,7 @@ pub(crate) fn json_depth(value: &Json) -> usize {
 }
 
 /// Refuses a value nested deeper than [`MAX_JSON_DEPTH`]: stored, it could not be read back.
-pub(crate) fn check_nesting(field: &str, value: &Json) -> Result<(), InvalidInput> {
+fn check_nesting(field: &str, value: &Json) -> Result<(), InvalidInput> {
     let depth = json_depth(value);
     if depth > MAX_JSON_DEPTH {
         return Err(InvalidInput::Other(format!(
