@@ -146,30 +146,29 @@ fn without_position(e: &serde_json::Error) -> String {
 
 /// Commits one batch; on a refused edit, names its line in the file.
 fn commit(replica: &Replica, edits: &mut Vec<Edit>, lines: &mut Vec<usize>, before: u64) -> Result<u64> {
-    let n = edits.len() as u64;
-    let first_line = lines.first().copied().unwrap_or(0);
+    let (Some(&first_line), Some(&last_line)) = (lines.first(), lines.last()) else {
+        return Ok(0);
+    };
     let lines = std::mem::take(lines);
-    if n > 0 {
-        replica.apply_edits(std::mem::take(edits)).map_err(|e| {
-            let last_line = lines[lines.len() - 1];
-            let not_imported = if first_line == last_line {
-                format!("line {first_line} was not imported ({before} records before it were)")
-            } else {
-                format!("lines {first_line}–{last_line} were not imported ({before} records before them were)")
-            };
-            match e {
-                tidemark::Error::Invalid(InvalidInput::InBatch { edit, error }) => {
-                    let line = lines.get(edit - 1).copied().unwrap_or(first_line);
-                    anyhow::anyhow!("line {line}: {error}; {not_imported}")
-                }
-                // A batch of one edit reports its error unwrapped.
-                tidemark::Error::Invalid(error) if lines.len() == 1 => {
-                    anyhow::anyhow!("line {first_line}: {error}; {not_imported}")
-                }
-                other => anyhow::Error::new(other).context(not_imported),
+    let n = edits.len() as u64;
+    replica.apply_edits(std::mem::take(edits)).map_err(|e| {
+        let not_imported = if first_line == last_line {
+            format!("line {first_line} was not imported ({before} records before it were)")
+        } else {
+            format!("lines {first_line}–{last_line} were not imported ({before} records before them were)")
+        };
+        match e {
+            tidemark::Error::Invalid(InvalidInput::InBatch { edit, error }) => {
+                let line = lines.get(edit - 1).copied().unwrap_or(first_line);
+                anyhow::anyhow!("line {line}: {error}; {not_imported}")
             }
-        })?;
-    }
+            // A batch of one edit reports its error unwrapped.
+            tidemark::Error::Invalid(error) if lines.len() == 1 => {
+                anyhow::anyhow!("line {first_line}: {error}; {not_imported}")
+            }
+            other => anyhow::Error::new(other).context(not_imported),
+        }
+    })?;
     Ok(n)
 }
 
