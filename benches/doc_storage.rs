@@ -1,8 +1,10 @@
 //! How a record's document is best stored, with automerge alone: loading it saved
 //! whole against loading the same changes appended one after another, and what
-//! saving it whole costs, for histories from a few edits to thousands. The edit path
-//! (`src/replica/edit.rs`) saves a document whole after loading it from disk and
-//! appends changes while it stays cached; these figures are why.
+//! saving it whole and freeing it cost, for histories from a few edits to
+//! thousands. The edit path (`src/replica/edit.rs`) saves a document whole after
+//! loading it from disk and appends changes while it stays cached, and the edit
+//! cache (`src/replica/doc_cache.rs`) frees evicted documents outside its lock;
+//! these figures are why.
 //!
 //! `cargo bench --bench doc_storage`
 
@@ -54,6 +56,10 @@ fn bench_doc_storage(c: &mut Criterion) {
         }
         group.bench_with_input(BenchmarkId::new("load_saved", &label), &saved, |b, bytes| {
             b.iter(|| AutoCommit::load(black_box(bytes)).unwrap())
+        });
+        // Freeing a loaded document (what evicting it from the edit cache costs).
+        group.bench_with_input(BenchmarkId::new("free", &label), &saved, |b, bytes| {
+            b.iter_batched(|| AutoCommit::load(bytes).unwrap(), drop, BatchSize::SmallInput)
         });
         // Each save after a fresh edit (a document may keep its last save).
         group.bench_function(BenchmarkId::new("save", &label), |b| {
