@@ -7,13 +7,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value as Json, json};
 use tidemark::replica::{Edit, LogEntry, RemoteOp, RemotePage};
 use tidemark::{Op, Replica};
+
+#[path = "convergence/reference.rs"]
+mod reference;
+use reference::reference_view;
 
 /// The shared record ids: few, so that edits collide.
 const IDS: [&str; 3] = ["r1", "r2", "r3"];
@@ -428,7 +431,58 @@ fn run(s: &Scenario) -> Vec<(String, String, Vec<u8>)> {
         readable(&expected),
         "the view differs from the reference merge"
     );
+    // (d) increments add up and texts merge, however many replicas created the field.
+    assert_unput_counters_and_notes_merge(s, &replicas[0]);
     view
+}
+
+/// A counter no put ever touched holds the sum of every increment, and a note no
+/// put ever touched has no conflict: replicas that each made the first increment
+/// or splice of the missing field all started from its one genesis change.
+fn assert_unput_counters_and_notes_merge(s: &Scenario, replica: &Replica) {
+    if !s.packaged {
+        return;
+    }
+    let edits = s.actions.iter().flat_map(|a| match a {
+        Action::Edit { edit, .. } => std::slice::from_ref(edit),
+        Action::Batch { edits, .. } => edits.as_slice(),
+        _ => &[],
+    });
+    let (mut put_visits, mut put_note, mut sum) = ([false; IDS.len()], [false; IDS.len()], [None::<i64>; IDS.len()]);
+    for edit in edits {
+        match edit {
+            EditAction::Put {
+                accounts: false,
+                id,
+                fields,
+            } => {
+                put_visits[*id] |= fields.iter().any(|(f, _)| FIELDS[*f] == "visits");
+                put_note[*id] |= fields.iter().any(|(f, _)| FIELDS[*f] == "note");
+            }
+            EditAction::Increment { id, by } => *sum[*id].get_or_insert(0) += by,
+            _ => {}
+        }
+    }
+    for (i, id) in IDS.iter().enumerate() {
+        let conflicts = replica.conflicts(Some("contacts"), Some(id)).unwrap();
+        let conflicted = |field: &str| conflicts.iter().flat_map(|c| &c.fields).any(|f| f.field == field);
+        if !put_visits[i] {
+            assert!(
+                !conflicted("visits"),
+                "contacts/{id}: increments conflict: {conflicts:?}"
+            );
+            // A deleted record has no row; its counter is checked once something undeletes it.
+            if let Some(row) = replica.get("contacts", id).unwrap() {
+                assert_eq!(row.get("visits"), sum[i].map(Json::from).as_ref(), "contacts/{id}");
+            }
+        }
+        if !put_note[i] {
+            assert!(
+                !conflicted("note"),
+                "contacts/{id}: first splices conflict: {conflicts:?}"
+            );
+        }
+    }
 }
 
 /// View rows with the JSON as text, so failures are readable (same bytes, same text).
@@ -442,82 +496,6 @@ fn readable(rows: &[(String, String, Vec<u8>)]) -> Vec<(String, String, String)>
             )
         })
         .collect()
-}
-
-// ---------------------------------------------------------------- reference merge
-
-/// Merges every op of every replica's log per record with plain automerge
-/// (one `apply_changes` call per record) and materializes the rows here.
-fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
-    let mut ops: BTreeMap<u128, Op> = BTreeMap::new();
-    for r in replicas {
-        for op in ops_of(r) {
-            ops.entry(op.id.as_u128()).or_insert(op);
-        }
-    }
-    let mut groups: BTreeMap<(String, String), Vec<Vec<u8>>> = BTreeMap::new();
-    for op in ops.into_values() {
-        groups
-            .entry((op.collection.as_str().to_string(), op.record.as_str().to_string()))
-            .or_default()
-            .push(op.change);
-    }
-    let mut rows = Vec::new();
-    for ((collection, id), changes) in groups {
-        let changes: Vec<Change> = changes
-            .iter()
-            .map(|bytes| Change::try_from(&bytes[..]).expect("logged change bytes decode"))
-            .collect();
-        let mut doc = AutoCommit::new();
-        doc.apply_changes(changes)
-            .expect("automerge applies the logged changes");
-        assert!(
-            doc.get_missing_deps(&[]).is_empty(),
-            "{collection}/{id}: the ops of all logs are not causally complete"
-        );
-        if let Some(row) = reference_row(&doc) {
-            rows.push((collection, id, row));
-        }
-    }
-    rows
-}
-
-fn reference_row(doc: &AutoCommit) -> Option<Vec<u8>> {
-    // A record exists once anything was written to it, even if every field was removed since.
-    if doc.stats().num_changes == 0 {
-        return None;
-    }
-    let keys: Vec<String> = doc.keys(ROOT).collect();
-    if let Some((Value::Scalar(v), _)) = doc.get(ROOT, "_deleted").unwrap() {
-        match v.as_ref() {
-            ScalarValue::Boolean(true) => return None,
-            ScalarValue::Boolean(false) => {}
-            other => panic!("_deleted holds {other:?}"),
-        }
-    }
-    let mut row: BTreeMap<String, Json> = BTreeMap::new();
-    for key in keys {
-        if key.starts_with('_') {
-            continue;
-        }
-        let (value, obj) = doc.get(ROOT, key.as_str()).unwrap().expect("a listed key has a value");
-        let json = match value {
-            Value::Object(ObjType::Text) => Json::String(doc.text(&obj).unwrap()),
-            Value::Object(other) => panic!("field {key} holds a {other:?} object"),
-            Value::Scalar(s) => match s.as_ref() {
-                ScalarValue::Counter(c) => Json::from(i64::from(c)),
-                ScalarValue::Int(i) => Json::from(*i),
-                ScalarValue::Uint(u) => Json::from(*u),
-                ScalarValue::F64(f) => Json::Number(serde_json::Number::from_f64(*f).expect("finite")),
-                ScalarValue::Str(s) => Json::String(s.to_string()),
-                ScalarValue::Boolean(b) => Json::Bool(*b),
-                ScalarValue::Bytes(b) => serde_json::from_slice(b).expect("json fields hold JSON text"),
-                other => panic!("field {key} holds an unexpected {other:?}"),
-            },
-        };
-        row.insert(key, json);
-    }
-    Some(serde_json::to_vec(&row).unwrap())
 }
 
 // ---------------------------------------------------------------- tests

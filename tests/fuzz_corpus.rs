@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tidemark::record::RecordDoc;
+use tidemark::record::{GENESIS_ACTOR, RecordDoc};
 use tidemark::{ActorId, Collection, Op, OpId, RecordId};
 
 use fuzz_checks::{BASE_ACTOR, BASE_TIME_MS, COLLECTION, SEPARATOR, base_change, fields, package};
@@ -211,9 +211,13 @@ fn payloads(parts: &[Option<&[u8]>]) -> Vec<u8> {
 fn new_record(actor: ActorId, value: serde_json::Value, with_schema: bool) -> (RecordDoc, Vec<u8>) {
     let package = package();
     let schema = with_schema.then(|| package.collection(COLLECTION).unwrap());
-    let mut doc = RecordDoc::new(actor);
-    doc.put(COLLECTION, &fields(value), schema).unwrap();
+    // Created as the replica creates records: one change, with no genesis change
+    // for its text field (a put into an existing document would apply one).
+    let (mut doc, _) = RecordDoc::create(actor, COLLECTION, &fields(value), schema)
+        .unwrap()
+        .unwrap();
     let change = doc.commit(BASE_TIME_MS).unwrap();
+    assert!(doc.take_genesis().is_empty());
     (doc, change)
 }
 
@@ -254,8 +258,25 @@ fn apply_remote_seeds() -> Vec<(&'static str, Vec<u8>)> {
     typed.increment("visits", -1).unwrap();
     let typed_second = typed.commit(BASE_TIME_MS + 1000).unwrap();
 
+    // The first increment of a counter the record lacks: a genesis op, then the increment.
+    let (mut counted, counted_first) = new_record(OTHER, json!({"name": "Ada"}), true);
+    counted.increment("visits", 2).unwrap();
+    let increment = counted.commit(BASE_TIME_MS + 1000).unwrap();
+    let genesis = counted
+        .take_genesis()
+        .pop()
+        .expect("the first increment applied a genesis change");
+
     vec![
         ("op-put-new-record", op(10, PEER, COLLECTION, "c9", new_c9).encode()),
+        (
+            "op-genesis-then-first-increment",
+            payloads(&[
+                Some(&op(13, OTHER, COLLECTION, "c7", counted_first).encode()),
+                Some(&op(14, GENESIS_ACTOR, COLLECTION, "c7", genesis).encode()),
+                Some(&op(15, OTHER, COLLECTION, "c7", increment).encode()),
+            ]),
+        ),
         (
             "op-two-records-one-page",
             payloads(&[

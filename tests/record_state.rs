@@ -6,8 +6,12 @@ use serde_json::json;
 use tidemark::ActorId;
 use tidemark::record::{RecordDoc, decode_change};
 
-fn change(doc: &mut RecordDoc, t: u64) -> automerge::Change {
-    decode_change(&doc.commit(t).expect("the edit changed something")).unwrap()
+/// The edit's changes: any genesis changes it applied, then its own.
+fn change(doc: &mut RecordDoc, t: u64) -> Vec<automerge::Change> {
+    let own = doc.commit(t).expect("the edit changed something");
+    let mut all = doc.take_genesis();
+    all.push(own);
+    all.iter().map(|c| decode_change(c).unwrap()).collect()
 }
 
 fn assert_agrees(doc: &RecordDoc, what: &str) {
@@ -48,7 +52,7 @@ fn one_pass_state_agrees_with_the_separate_reads() {
     // Two replicas edit the same fields concurrently: conflicts on name and age,
     // concurrent text splices and counter increments merge without conflict.
     let mut other = RecordDoc::new(b);
-    other.apply_changes(vec![first]).unwrap();
+    other.apply_changes(first).unwrap();
     base.put("contacts", &fields(json!({"name": "Ada L", "age": 37})), schema)
         .unwrap();
     base.splice("note", 0, 0, "> ").unwrap();
@@ -64,8 +68,8 @@ fn one_pass_state_agrees_with_the_separate_reads() {
     other.splice("note", 5, 0, "!").unwrap();
     other.increment("visits", 5).unwrap();
     let from_b = change(&mut other, 3);
-    base.apply_changes(vec![from_b.clone()]).unwrap();
-    other.apply_changes(vec![from_a]).unwrap();
+    base.apply_changes(from_b.clone()).unwrap();
+    other.apply_changes(from_a).unwrap();
     for doc in [&base, &other] {
         assert_agrees(doc, "after concurrent edits");
         let state = doc.state();
@@ -80,8 +84,8 @@ fn one_pass_state_agrees_with_the_separate_reads() {
     let deleted = change(&mut base, 4);
     other.put("contacts", &fields(json!({"vip": false})), schema).unwrap();
     let edit = change(&mut other, 5);
-    base.apply_changes(vec![edit]).unwrap();
-    other.apply_changes(vec![deleted]).unwrap();
+    base.apply_changes(edit).unwrap();
+    other.apply_changes(deleted).unwrap();
     for doc in [&base, &other] {
         assert_agrees(doc, "delete and edit");
         assert!(doc.state().deleted);

@@ -49,11 +49,18 @@ async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
             .put("contacts", &format!("bulk{i}"), json!({"name": format!("n{i}")}))
             .unwrap();
     }
+    replicas[0].put("contacts", "c2", json!({"name": "Grace"})).unwrap();
     sync_once(&replicas[0], &remotes[0], small_pages()).await.unwrap();
     for (r, remote) in replicas.iter().zip(&remotes).skip(1) {
         sync_once(r, remote, small_pages()).await.unwrap();
     }
-    // Offline edits on all three.
+    // Offline edits on all three; each also writes the first counter value and
+    // the first text of c2, which has neither field yet.
+    for (i, r) in replicas.iter().enumerate() {
+        r.increment("contacts", "c2", "visits", 1 << i).unwrap();
+        r.splice_text("contacts", "c2", "note", 0, 0, ["x", "y", "z"][i])
+            .unwrap();
+    }
     replicas[0]
         .put("contacts", "c1", json!({"name": "Ada Lovelace"}))
         .unwrap();
@@ -83,6 +90,12 @@ async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
     let c1 = replicas[0].get("contacts", "c1").unwrap().unwrap();
     assert_eq!(c1["visits"], 10, "concurrent increments add up");
     assert_eq!(c1["note"], ">> hello world", "text edits merge character by character");
+    let c2 = replicas[0].get("contacts", "c2").unwrap().unwrap();
+    assert_eq!(c2["visits"], 7, "first increments of a missing counter add up");
+    let mut note: Vec<char> = c2["note"].as_str().unwrap().chars().collect();
+    note.sort();
+    assert_eq!(note, ['x', 'y', 'z'], "first texts of a missing note merge");
+    assert!(replicas[0].conflicts(Some("contacts"), Some("c2")).unwrap().is_empty());
     assert!(
         replicas[0].get("contacts", "bulk3").unwrap().is_none(),
         "delete wins over the concurrent edit"

@@ -21,7 +21,9 @@ pub struct WireOp {
     /// UUID of the op; pushing the same id again returns its first seq.
     #[cfg_attr(feature = "server", schema(value_type = String))]
     pub id: OpId,
-    /// Hex actor id (32 hex digits) of the replica that made the edit.
+    /// Hex actor id (32 hex digits) of the replica that made the edit, or
+    /// `GENESIS_ACTOR` for the genesis change of a counter or text field that a
+    /// first increment or splice needed (see `record/genesis.rs`).
     #[cfg_attr(feature = "server", schema(value_type = String))]
     pub actor: ActorId,
     pub collection: String,

@@ -3,6 +3,7 @@
 
 use automerge::{Change, ObjType, ScalarValue};
 
+use super::genesis::{GENESIS_ACTOR, is_genesis};
 use super::values::{MAX_COUNTER, MAX_JSON_DEPTH, counter_in_range, is_rfc3339, json_depth};
 use super::{DELETED, guarded};
 use crate::error::{CorruptData, InvalidInput};
@@ -104,8 +105,12 @@ pub(super) fn split_chunks(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, CorruptData
     }
     Ok(chunks)
 }
-/// The automerge actor of a decoded change, if it is one of our 16-byte actors.
+/// The op actor a decoded change travels under: its automerge actor when that is
+/// one of our 16-byte replica actors, [`GENESIS_ACTOR`] for a genesis change.
 pub fn change_actor(change: &Change) -> Option<ActorId> {
+    if is_genesis(change) {
+        return Some(GENESIS_ACTOR);
+    }
     ActorId::from_slice(change.actor_id().to_bytes()).ok()
 }
 
@@ -118,6 +123,29 @@ pub enum ChangeError {
     Invalid(#[from] InvalidInput),
     #[error("the change is written by actor {found}, but the op says {expected}")]
     ActorMismatch { expected: String, found: String },
+    #[error(
+        "an op by the genesis actor must hold exactly the genesis change tidemark derives for one counter or text field"
+    )]
+    NotGenesis,
+}
+
+/// Checks that `change` may travel as an op by `actor`: a replica's op holds a
+/// change written by that replica, a genesis op exactly a genesis change.
+pub fn check_author(change: &Change, actor: ActorId) -> Result<(), ChangeError> {
+    if actor == GENESIS_ACTOR {
+        return if is_genesis(change) {
+            Ok(())
+        } else {
+            Err(ChangeError::NotGenesis)
+        };
+    }
+    if change.actor_id().to_bytes() != actor.0 {
+        return Err(ChangeError::ActorMismatch {
+            expected: actor.to_hex(),
+            found: change.actor_id().to_hex_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Decodes `bytes` as one automerge change by `actor` and checks that every
@@ -132,12 +160,7 @@ pub fn validate_change(
 ) -> Result<Change, ChangeError> {
     use automerge::legacy::{Key, ObjectId, OpType};
     let (change, expanded) = decode_checked(bytes)?;
-    if change.actor_id().to_bytes() != actor.0 {
-        return Err(ChangeError::ActorMismatch {
-            expected: actor.to_hex(),
-            found: change.actor_id().to_hex_string(),
-        });
-    }
+    check_author(&change, actor)?;
     if expanded.operations.is_empty() {
         // tidemark never writes one, and it would bring a record into existence as {}.
         return Err(ChangeError::Invalid(InvalidInput::Other(

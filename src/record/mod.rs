@@ -13,7 +13,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
+use automerge::{AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
@@ -21,12 +21,16 @@ use crate::error::{CorruptData, InvalidInput};
 use crate::model::{ActorId, CollectionSchema, FieldType, check_field_name};
 
 mod change;
+mod genesis;
+mod read;
 mod values;
 
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
-pub use change::{ChangeError, change_actor, decode_change, decode_stored_change, validate_change};
+pub use change::{ChangeError, change_actor, check_author, decode_change, decode_stored_change, validate_change};
+pub use genesis::GENESIS_ACTOR;
+use genesis::{GenesisKind, genesis_change};
 pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_value};
-use values::{counter_in_range, json_to_scalar, scalar_ref_to_json, scalar_to_json};
+use values::{counter_in_range, json_to_scalar, scalar_to_json};
 
 /// The fields of a record as JSON, sorted by name.
 pub type Fields = Map<String, Json>;
@@ -49,7 +53,8 @@ pub(crate) fn guarded<T>(context: &str, f: impl FnOnce() -> T) -> Result<T, Corr
 /// One competing value of a field.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConflictValue {
-    /// Hex actor id of the replica that wrote it.
+    /// Hex actor id of the replica that wrote it; [`GENESIS_ACTOR`] for a counter
+    /// or text that replicas created together through its genesis change.
     pub actor: String,
     pub value: Json,
 }
@@ -80,13 +85,20 @@ pub struct RecordDoc {
     /// vectors of a whole batch (2000 records in a CLI import), where inline
     /// documents cost ~25 MiB of peak memory.
     doc: Box<AutoCommit>,
+    /// Genesis changes applied since the last [`RecordDoc::take_genesis`].
+    genesis: Vec<Vec<u8>>,
 }
 
 impl RecordDoc {
     /// A new, empty record document that writes as `actor`.
     pub fn new(actor: ActorId) -> Self {
+        Self::wrap(AutoCommit::new(), actor)
+    }
+
+    fn wrap(doc: AutoCommit, actor: ActorId) -> Self {
         RecordDoc {
-            doc: Box::new(AutoCommit::new().with_actor(automerge::ActorId::from(actor.0))),
+            doc: Box::new(doc.with_actor(automerge::ActorId::from(actor.0))),
+            genesis: Vec::new(),
         }
     }
 
@@ -194,9 +206,7 @@ impl RecordDoc {
                 }
             }
         }
-        let mut doc = RecordDoc {
-            doc: Box::new(doc.unwrap_or_default().with_actor(automerge::ActorId::from(actor.0))),
-        };
+        let mut doc = Self::wrap(doc.unwrap_or_default(), actor);
         if !changes.is_empty() {
             doc.apply_changes(changes)?;
         }
@@ -233,6 +243,9 @@ impl RecordDoc {
     }
 
     /// Closes the pending edit as one change; returns its bytes (None if nothing changed).
+    /// The first increment, splice or text put of a field the record lacks also
+    /// applied a genesis change: [`RecordDoc::take_genesis`] hands it over, to be
+    /// sent before this change, which depends on it.
     pub fn commit(&mut self, time_ms: u64) -> Option<Vec<u8>> {
         let secs = (time_ms / 1000) as i64;
         self.doc.commit_with(CommitOptions::default().with_time(secs))?;
@@ -242,6 +255,38 @@ impl RecordDoc {
     /// Discards uncommitted edits.
     pub fn rollback(&mut self) {
         self.doc.rollback();
+    }
+
+    /// The genesis changes the edits since the last call applied (see
+    /// `genesis.rs`), oldest first. They must be logged and sent before the
+    /// edit's own change, which depends on them.
+    pub fn take_genesis(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.genesis)
+    }
+
+    /// Brings the missing `field` into existence through its genesis change, so
+    /// that replicas creating it concurrently create the same object. False when
+    /// this document already holds that change (the field was removed since): the
+    /// caller then creates the field itself. Runs before any local operation of
+    /// an edit, because applying a change closes the edit's pending operations
+    /// into a change of their own.
+    fn start_from_genesis(&mut self, field: &str, kind: GenesisKind) -> Result<bool, InvalidInput> {
+        if self.doc.pending_ops() > 0 {
+            return Err(InvalidInput::Other(format!(
+                "field {field:?}: a genesis change after local operations would split the edit"
+            )));
+        }
+        let Some(change) = genesis_change(field, kind) else {
+            return Ok(false);
+        };
+        if self.doc.get_change_by_hash(&change.hash()).is_some() {
+            return Ok(false);
+        }
+        let bytes = change.raw_bytes().to_vec();
+        self.apply_changes(vec![change])
+            .map_err(|e| InvalidInput::Other(format!("the genesis of field {field:?}: {e}")))?;
+        self.genesis.push(bytes);
+        Ok(true)
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -280,6 +325,17 @@ impl RecordDoc {
         schema: Option<&CollectionSchema>,
     ) -> Result<(), InvalidInput> {
         Self::check_put(collection, fields, schema)?;
+        // A text field this record lacks starts from its genesis, so two replicas
+        // writing the first text of a note merge it instead of competing.
+        for (name, value) in fields {
+            let missing = || self.doc.get(ROOT, name.as_str()).map(|v| v.is_none());
+            if schema.map(|s| s.fields[name]) == Some(FieldType::Text)
+                && !value.is_null()
+                && missing().map_err(internal)?
+            {
+                self.start_from_genesis(name, GenesisKind::Text)?;
+            }
+        }
         if self.is_deleted() {
             self.doc.put(ROOT, DELETED, false).map_err(internal)?;
         }
@@ -348,9 +404,21 @@ impl RecordDoc {
     /// Edits a `text` field in place: delete `del` characters at `pos`, insert `text`.
     pub fn splice(&mut self, field: &str, pos: usize, del: usize, text: &str) -> Result<(), InvalidInput> {
         check_field_name(field)?;
+        let missing = self.doc.get(ROOT, field).map_err(internal)?.is_none();
+        if missing && (pos > 0 || del > 0) {
+            return Err(InvalidInput::TextRange {
+                field: field.into(),
+                pos,
+                del,
+                len: 0,
+            });
+        }
+        if missing && !self.start_from_genesis(field, GenesisKind::Text)? {
+            self.doc.put_object(ROOT, field, ObjType::Text).map_err(internal)?;
+        }
         let id = match self.doc.get(ROOT, field).map_err(internal)? {
             Some((Value::Object(ObjType::Text), id)) => id,
-            None => self.doc.put_object(ROOT, field, ObjType::Text).map_err(internal)?,
+            None => return Err(InvalidInput::Other(format!("field {field:?}: no text was created"))),
             Some((v, _)) => {
                 return Err(InvalidInput::StoredKind {
                     field: field.into(),
@@ -385,6 +453,10 @@ impl RecordDoc {
             by,
             max: MAX_COUNTER,
         };
+        if counter_in_range(by) && self.doc.get(ROOT, field).map_err(internal)?.is_none() {
+            // Then the branch below increments the counter the genesis made.
+            self.start_from_genesis(field, GenesisKind::Counter)?;
+        }
         match self.doc.get(ROOT, field).map_err(internal)? {
             Some((Value::Scalar(v), _)) if matches!(v.as_ref(), ScalarValue::Counter(_)) => {
                 let current = counter_value(&v).unwrap_or(0);
@@ -409,92 +481,6 @@ impl RecordDoc {
             self.doc.put(ROOT, DELETED, false).map_err(internal)?;
         }
         Ok(())
-    }
-
-    /// Everything the view needs, read in one pass over the root map: the
-    /// fields, whether the record is deleted or was never written, and how many
-    /// fields hold concurrent values. `fields()` plus `conflicts()` read every key
-    /// twice more (`get` and `get_all`); this is the hot path of every merge.
-    pub fn state(&self) -> RecordState {
-        let mut state = RecordState {
-            fields: Map::new(),
-            deleted: false,
-            empty: self.is_empty(),
-            conflicted_fields: 0,
-        };
-        for item in self.doc.map_range(ROOT, ..) {
-            if item.key.starts_with('_') {
-                if item.key == DELETED {
-                    state.deleted = matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
-                }
-                continue;
-            }
-            if item.conflict {
-                state.conflicted_fields += 1;
-            }
-            let value = match item.value {
-                ValueRef::Object(ObjType::Text) => Json::String(self.doc.text(item.id()).unwrap_or_default()),
-                ValueRef::Object(_) => Json::Null,
-                ValueRef::Scalar(s) => scalar_ref_to_json(&s),
-            };
-            state.fields.insert(item.key.into_owned(), value);
-        }
-        state
-    }
-
-    /// The record's fields as JSON (reserved keys left out).
-    pub fn fields(&self) -> Fields {
-        let mut out = Map::new();
-        for key in self.doc.keys(ROOT) {
-            if key.starts_with('_') {
-                continue;
-            }
-            if let Ok(Some((value, id))) = self.doc.get(ROOT, key.as_str()) {
-                out.insert(key, self.to_json(&value, &id));
-            }
-        }
-        out
-    }
-
-    /// Every field with more than one concurrent value.
-    pub fn conflicts(&self) -> Vec<FieldConflict> {
-        let mut out = Vec::new();
-        for key in self.doc.keys(ROOT).filter(|k| !k.starts_with('_')) {
-            let all = match self.doc.get_all(ROOT, key.as_str()) {
-                Ok(all) if all.len() > 1 => all,
-                _ => continue,
-            };
-            // get() returns the winner; list it first so people see what the view shows.
-            let winner = self.doc.get(ROOT, key.as_str()).ok().flatten().map(|(_, id)| id);
-            let mut values: Vec<ConflictValue> = Vec::new();
-            let mut rest = Vec::new();
-            for (value, id) in &all {
-                let entry = ConflictValue {
-                    actor: match id {
-                        ObjId::Id(_, actor, _) => actor.to_hex_string(),
-                        ObjId::Root => String::new(),
-                    },
-                    value: self.to_json(value, id),
-                };
-                if Some(id) == winner.as_ref() {
-                    values.push(entry);
-                } else {
-                    rest.push(entry);
-                }
-            }
-            values.extend(rest);
-            out.push(FieldConflict { field: key, values });
-        }
-        out
-    }
-
-    fn to_json(&self, value: &Value<'_>, id: &ObjId) -> Json {
-        match value {
-            Value::Object(ObjType::Text) => Json::String(self.doc.text(id).unwrap_or_default()),
-            // Validation only lets text objects in; anything else shows as null.
-            Value::Object(_) => Json::Null,
-            Value::Scalar(s) => scalar_to_json(s),
-        }
     }
 
     /// Read access for validation of foreign documents in tests and tools.

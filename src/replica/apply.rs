@@ -13,7 +13,7 @@ use super::view::{ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
 use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::{ActorId, Collection, Op, RecordId, Seq};
-use crate::record::{RecordDoc, decode_change};
+use crate::record::{RecordDoc, check_author, decode_change};
 
 /// An op as the server delivers it: with its seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,17 +343,7 @@ impl Replica {
 /// refusing it now would wedge every pull after it.
 fn check_remote(op: &Op) -> Result<Change> {
     let change = decode_change(&op.change)?;
-    if change.actor_id().to_bytes() != op.actor.0 {
-        return Err(CorruptData::new(
-            "foreign op",
-            format!(
-                "the change is written by actor {}, but the op says {}",
-                change.actor_id().to_hex_string(),
-                op.actor
-            ),
-        )
-        .into());
-    }
+    check_author(&change, op.actor).map_err(|e| CorruptData::new("foreign op", e))?;
     Ok(change)
 }
 

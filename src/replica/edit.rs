@@ -13,7 +13,7 @@ use super::view::{Materialized, ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
 use crate::error::{Error, InvalidInput, Result};
 use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
-use crate::record::{Fields, RecordDoc};
+use crate::record::{Fields, GENESIS_ACTOR, RecordDoc};
 
 /// One local edit of one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,8 +119,9 @@ struct RecordWork {
 
 /// What the automerge phase produced for one record.
 struct RecordResult {
-    /// (edit index, change bytes) for every edit that changed something.
-    changes: Vec<(usize, Vec<u8>)>,
+    /// (edit index, op actor, change bytes) for every change the edits made, in
+    /// order: a genesis change (by [`GENESIS_ACTOR`]) comes before the edit's own.
+    changes: Vec<(usize, ActorId, Vec<u8>)>,
     doc: Vec<u8>,
     materialized: Materialized,
     /// The edited document, to cache once the transaction has committed.
@@ -239,7 +240,7 @@ impl Replica {
         })?;
 
         // Log order follows edit order, so replaying the log replays the edits.
-        let mut changes: Vec<Option<Vec<u8>>> = vec![None; edits.len()];
+        let mut changes: Vec<Vec<(ActorId, Vec<u8>)>> = vec![Vec::new(); edits.len()];
         let mut keep = Vec::new();
         for (work, result) in works.iter().zip(results) {
             let result = result?;
@@ -256,8 +257,8 @@ impl Replica {
                 &result.doc,
                 &result.materialized,
             )?;
-            for (index, change) in result.changes {
-                changes[index] = Some(change);
+            for (index, by, change) in result.changes {
+                changes[index].push((by, change));
             }
             if let Some(doc) = result.keep {
                 keep.push((work, result.doc, doc));
@@ -271,25 +272,26 @@ impl Replica {
         {
             let mut log = txn.open_table(tables::LOG)?;
             let mut index = txn.open_table(tables::OP_INDEX)?;
-            for (edit, change) in edits.iter().zip(changes) {
-                let Some(change) = change else {
-                    ids.push(None);
-                    continue;
-                };
+            for (edit, changes) in edits.iter().zip(changes) {
                 let (c, i) = edit.target();
-                let op = Op {
-                    id: OpId::new(),
-                    actor,
-                    collection: Collection::new(c)?,
-                    record: RecordId::new(i)?,
-                    time_ms,
-                    change,
-                };
-                log.insert(pos, LogEntry::Local(op.clone()).encode().as_slice())?;
-                index.insert(op.id.as_u128(), pos)?;
-                ids.push(Some(op.id));
-                pos += 1;
-                added += 1;
+                let mut last = None;
+                for (actor, change) in changes {
+                    let op = Op {
+                        id: OpId::new(),
+                        actor,
+                        collection: Collection::new(c)?,
+                        record: RecordId::new(i)?,
+                        time_ms,
+                        change,
+                    };
+                    log.insert(pos, LogEntry::Local(op.clone()).encode().as_slice())?;
+                    index.insert(op.id.as_u128(), pos)?;
+                    last = Some(op.id);
+                    pos += 1;
+                    added += 1;
+                }
+                // The edit's own change is its last op.
+                ids.push(last);
             }
         }
         put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
@@ -372,7 +374,7 @@ fn apply_record_edits(
             Edit::Put { fields, .. } => match RecordDoc::create(actor, work.collection.as_str(), fields, schema)? {
                 Some((mut doc, view)) => {
                     if let Some(change) = doc.commit(time_ms) {
-                        changes.push((first, change));
+                        changes.push((first, actor, change));
                     }
                     created_view = Some(view);
                     rest = tail;
@@ -397,8 +399,11 @@ fn apply_record_edits(
             } => doc.splice(field, *pos, *del, text)?,
             Edit::Increment { field, by, .. } => doc.increment(field, *by)?,
         }
+        for genesis in doc.take_genesis() {
+            changes.push((index, GENESIS_ACTOR, genesis));
+        }
         if let Some(change) = doc.commit(time_ms) {
-            changes.push((index, change));
+            changes.push((index, actor, change));
         }
     }
     // How the document is stored (automerge loads a saved document followed by change
@@ -414,12 +419,12 @@ fn apply_record_edits(
     let doc_bytes = match (&work.existing, changes.as_slice()) {
         // Nothing changed: nothing is stored.
         (_, []) => Vec::new(),
-        (None, [(_, only)]) => only.clone(),
+        (None, [(_, _, only)]) => only.clone(),
         (Some(existing), new)
             if !loaded && RecordDoc::appended_changes(existing)? + new.len() <= MAX_APPENDED_CHANGES =>
         {
             let mut bytes = existing.clone();
-            for (_, change) in new {
+            for (_, _, change) in new {
                 bytes.extend_from_slice(change);
             }
             bytes

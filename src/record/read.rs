@@ -1,0 +1,101 @@
+//! Reading a record document: its fields for the view, its conflicts, its state.
+
+use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, Value, ValueRef};
+use serde_json::{Map, Value as Json};
+
+use super::values::{scalar_ref_to_json, scalar_to_json};
+use super::{ConflictValue, DELETED, FieldConflict, Fields, GENESIS_ACTOR, RecordDoc, RecordState};
+
+impl RecordDoc {
+    /// Everything the view needs, read in one pass over the root map: the
+    /// fields, whether the record is deleted or was never written, and how many
+    /// fields hold concurrent values. `fields()` plus `conflicts()` read every key
+    /// twice more (`get` and `get_all`); this is the hot path of every merge.
+    pub fn state(&self) -> RecordState {
+        let mut state = RecordState {
+            fields: Map::new(),
+            deleted: false,
+            empty: self.is_empty(),
+            conflicted_fields: 0,
+        };
+        for item in self.doc.map_range(ROOT, ..) {
+            if item.key.starts_with('_') {
+                if item.key == DELETED {
+                    state.deleted = matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
+                }
+                continue;
+            }
+            if item.conflict {
+                state.conflicted_fields += 1;
+            }
+            let value = match item.value {
+                ValueRef::Object(ObjType::Text) => Json::String(self.doc.text(item.id()).unwrap_or_default()),
+                ValueRef::Object(_) => Json::Null,
+                ValueRef::Scalar(s) => scalar_ref_to_json(&s),
+            };
+            state.fields.insert(item.key.into_owned(), value);
+        }
+        state
+    }
+
+    /// The record's fields as JSON (reserved keys left out).
+    pub fn fields(&self) -> Fields {
+        let mut out = Map::new();
+        for key in self.doc.keys(ROOT) {
+            if key.starts_with('_') {
+                continue;
+            }
+            if let Ok(Some((value, id))) = self.doc.get(ROOT, key.as_str()) {
+                out.insert(key, self.to_json(&value, &id));
+            }
+        }
+        out
+    }
+
+    /// Every field with more than one concurrent value.
+    pub fn conflicts(&self) -> Vec<FieldConflict> {
+        let mut out = Vec::new();
+        for key in self.doc.keys(ROOT).filter(|k| !k.starts_with('_')) {
+            let all = match self.doc.get_all(ROOT, key.as_str()) {
+                Ok(all) if all.len() > 1 => all,
+                _ => continue,
+            };
+            // get() returns the winner; list it first so people see what the view shows.
+            let winner = self.doc.get(ROOT, key.as_str()).ok().flatten().map(|(_, id)| id);
+            let mut values: Vec<ConflictValue> = Vec::new();
+            let mut rest = Vec::new();
+            for (value, id) in &all {
+                let entry = ConflictValue {
+                    actor: match id {
+                        // Shown as the op actor its genesis op travels under.
+                        ObjId::Id(_, actor, _)
+                            if actor.to_bytes().len() > 16 && actor.to_bytes().starts_with(&GENESIS_ACTOR.0) =>
+                        {
+                            GENESIS_ACTOR.to_hex()
+                        }
+                        ObjId::Id(_, actor, _) => actor.to_hex_string(),
+                        ObjId::Root => String::new(),
+                    },
+                    value: self.to_json(value, id),
+                };
+                if Some(id) == winner.as_ref() {
+                    values.push(entry);
+                } else {
+                    rest.push(entry);
+                }
+            }
+            values.extend(rest);
+            out.push(FieldConflict { field: key, values });
+        }
+        out
+    }
+
+    fn to_json(&self, value: &Value<'_>, id: &ObjId) -> Json {
+        match value {
+            Value::Object(ObjType::Text) => Json::String(self.doc.text(id).unwrap_or_default()),
+            // Validation only lets text objects in; anything else shows as null.
+            Value::Object(_) => Json::Null,
+            Value::Scalar(s) => scalar_to_json(s),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The reference merge the convergence test compares every view with: plain
+//! automerge over every op, materialized here without tidemark's code.
+
+use std::collections::BTreeMap;
+
+use automerge::{AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use serde_json::Value as Json;
+use tidemark::{Op, Replica};
+
+use super::ops_of;
+
+/// Merges every op of every replica's log per record with plain automerge
+/// (one `apply_changes` call per record) and materializes the rows here.
+pub fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
+    let mut ops: BTreeMap<u128, Op> = BTreeMap::new();
+    for r in replicas {
+        for op in ops_of(r) {
+            ops.entry(op.id.as_u128()).or_insert(op);
+        }
+    }
+    let mut groups: BTreeMap<(String, String), Vec<Vec<u8>>> = BTreeMap::new();
+    for op in ops.into_values() {
+        groups
+            .entry((op.collection.as_str().to_string(), op.record.as_str().to_string()))
+            .or_default()
+            .push(op.change);
+    }
+    let mut rows = Vec::new();
+    for ((collection, id), changes) in groups {
+        let changes: Vec<Change> = changes
+            .iter()
+            .map(|bytes| Change::try_from(&bytes[..]).expect("logged change bytes decode"))
+            .collect();
+        let mut doc = AutoCommit::new();
+        doc.apply_changes(changes)
+            .expect("automerge applies the logged changes");
+        assert!(
+            doc.get_missing_deps(&[]).is_empty(),
+            "{collection}/{id}: the ops of all logs are not causally complete"
+        );
+        if let Some(row) = reference_row(&doc) {
+            rows.push((collection, id, row));
+        }
+    }
+    rows
+}
+
+fn reference_row(doc: &AutoCommit) -> Option<Vec<u8>> {
+    // A record exists once anything was written to it, even if every field was removed since.
+    if doc.stats().num_changes == 0 {
+        return None;
+    }
+    let keys: Vec<String> = doc.keys(ROOT).collect();
+    if let Some((Value::Scalar(v), _)) = doc.get(ROOT, "_deleted").unwrap() {
+        match v.as_ref() {
+            ScalarValue::Boolean(true) => return None,
+            ScalarValue::Boolean(false) => {}
+            other => panic!("_deleted holds {other:?}"),
+        }
+    }
+    let mut row: BTreeMap<String, Json> = BTreeMap::new();
+    for key in keys {
+        if key.starts_with('_') {
+            continue;
+        }
+        let (value, obj) = doc.get(ROOT, key.as_str()).unwrap().expect("a listed key has a value");
+        let json = match value {
+            Value::Object(ObjType::Text) => Json::String(doc.text(&obj).unwrap()),
+            Value::Object(other) => panic!("field {key} holds a {other:?} object"),
+            Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Counter(c) => Json::from(i64::from(c)),
+                ScalarValue::Int(i) => Json::from(*i),
+                ScalarValue::Uint(u) => Json::from(*u),
+                ScalarValue::F64(f) => Json::Number(serde_json::Number::from_f64(*f).expect("finite")),
+                ScalarValue::Str(s) => Json::String(s.to_string()),
+                ScalarValue::Boolean(b) => Json::Bool(*b),
+                ScalarValue::Bytes(b) => serde_json::from_slice(b).expect("json fields hold JSON text"),
+                other => panic!("field {key} holds an unexpected {other:?}"),
+            },
+        };
+        row.insert(key, json);
+    }
+    Some(serde_json::to_vec(&row).unwrap())
+}
