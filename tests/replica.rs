@@ -160,6 +160,23 @@ fn delete_wins_over_a_concurrent_edit_and_a_later_put_undeletes() {
 }
 
 #[test]
+fn a_record_can_be_deleted_before_it_is_pulled() {
+    let a = Replica::in_memory().unwrap();
+    let b = Replica::in_memory().unwrap();
+    assert!(b.delete("contacts", "c1").unwrap().is_some(), "the tombstone is an op");
+    assert_eq!(b.status().unwrap().pending, 1);
+    assert!(b.view_rows().unwrap().is_empty());
+    a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    assert_eq!(a.get("contacts", "c1").unwrap(), None, "the tombstone reached a");
+    assert_eq!(b.get("contacts", "c1").unwrap(), None);
+    a.put("contacts", "c1", json!({"name": "Ada again"})).unwrap();
+    send(&a, &b);
+    assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Ada again");
+}
+
+#[test]
 fn reopening_the_store_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");

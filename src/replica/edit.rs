@@ -144,7 +144,10 @@ impl Replica {
             .flatten())
     }
 
-    /// Deletes a record (a tombstone that merges with concurrent edits).
+    /// Deletes a record (a tombstone that merges with concurrent edits). An id this
+    /// replica has never seen gets a tombstone too, so a record known from elsewhere
+    /// can be deleted before it is pulled; the CLI refuses that case, where a typo
+    /// is the likelier cause.
     pub fn delete(&self, collection: &str, id: &str) -> Result<Option<OpId>> {
         let edit = Edit::Delete {
             collection: collection.into(),
