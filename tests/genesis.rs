@@ -8,7 +8,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{AutoCommit, ROOT, ScalarValue};
 use serde_json::json;
 use tidemark::record::{GENESIS_ACTOR, validate_change};
-use tidemark::replica::{RemoteOp, RemotePage};
+use tidemark::replica::{Edit, RemoteOp, RemotePage};
 use tidemark::{Error, OpId, Replica};
 
 use common::{all_ops, crm_package, send};
@@ -66,10 +66,71 @@ fn first_increments_and_texts_of_fields_a_record_lacks_merge_instead_of_conflict
     expected.sort();
     assert_eq!(actors, expected, "{conflicts:?}");
     assert_eq!(b.conflicts(None, None).unwrap(), conflicts);
-    // Removed and incremented again, the counter starts over (its genesis is spent).
-    a.put("contacts", "c1", json!({"visits": null})).unwrap();
-    a.increment("contacts", "c1", "visits", 3).unwrap();
-    assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["visits"], 3);
+    // A null resolves the conflict by removing the field. Incremented again, the
+    // counter starts over as a value of its own: its genesis change is spent.
+    a.put("contacts", "c2", json!({"visits": null})).unwrap();
+    assert!(!a.get("contacts", "c2").unwrap().unwrap().contains_key("visits"));
+    let ops = all_ops(&a).len();
+    a.increment("contacts", "c2", "visits", 3).unwrap();
+    assert_eq!(all_ops(&a).len(), ops + 1, "no second genesis op");
+    assert_eq!(a.get("contacts", "c2").unwrap().unwrap()["visits"], 3);
+    assert!(a.conflicts(None, None).unwrap().is_empty());
+}
+
+/// Clearing a counter or a text (a put of null) while another replica edits it,
+/// perhaps for the first time, keeps that edit: the field is cleared in place, and
+/// the concurrent edit lands in the same object.
+#[test]
+fn clearing_a_field_keeps_the_edits_made_concurrently_elsewhere() {
+    let a = replica_with_package();
+    a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    a.put("contacts", "c2", json!({"name": "Grace", "visits": 10, "note": "old"}))
+        .unwrap();
+    let b = replica_with_package();
+    send(&a, &b);
+    // c1: a writes the first value and text, then clears them; b writes its first.
+    a.increment("contacts", "c1", "visits", 2).unwrap();
+    a.splice_text("contacts", "c1", "note", 0, 0, "hello").unwrap();
+    a.put("contacts", "c1", json!({"visits": null, "note": null})).unwrap();
+    b.increment("contacts", "c1", "visits", 5).unwrap();
+    b.put("contacts", "c1", json!({"note": "important"})).unwrap();
+    // c2: fields both have; a clears them, b edits them.
+    a.put("contacts", "c2", json!({"visits": null, "note": null})).unwrap();
+    b.increment("contacts", "c2", "visits", 3).unwrap();
+    b.splice_text("contacts", "c2", "note", 3, 0, " but kept").unwrap();
+    // One batch that increments, clears and increments again, against b's +7.
+    a.apply_edits(vec![
+        Edit::Increment {
+            collection: "contacts".into(),
+            id: "c3".into(),
+            field: "visits".into(),
+            by: 1,
+        },
+        Edit::put("contacts", "c3", json!({"visits": null})).unwrap(),
+        Edit::Increment {
+            collection: "contacts".into(),
+            id: "c3".into(),
+            field: "visits".into(),
+            by: 4,
+        },
+    ])
+    .unwrap();
+    b.increment("contacts", "c3", "visits", 7).unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    for r in [&a, &b] {
+        let c1 = r.get("contacts", "c1").unwrap().unwrap();
+        assert_eq!((&c1["visits"], &c1["note"]), (&json!(5), &json!("important")));
+        let c2 = r.get("contacts", "c2").unwrap().unwrap();
+        assert_eq!((&c2["visits"], &c2["note"]), (&json!(3), &json!(" but kept")));
+        assert_eq!(r.get("contacts", "c3").unwrap().unwrap()["visits"], 11);
+        assert!(r.conflicts(None, None).unwrap().is_empty());
+    }
+    assert_eq!(a.view_rows().unwrap(), b.view_rows().unwrap());
+    // Cleared alone, a counter shows 0 and a text is empty.
+    a.put("contacts", "c2", json!({"visits": null, "note": null})).unwrap();
+    let c2 = a.get("contacts", "c2").unwrap().unwrap();
+    assert_eq!((&c2["visits"], &c2["note"]), (&json!(0), &json!("")));
 }
 
 /// A change under the genesis automerge actor, but not the genesis change.

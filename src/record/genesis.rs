@@ -19,7 +19,8 @@
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{AutoCommit, Change, ObjType, ROOT, ScalarValue};
 
-use crate::model::ActorId;
+use super::guarded;
+use crate::model::{ActorId, check_field_name};
 
 /// The op actor of every genesis op. Replica actors are random version-4 UUIDs;
 /// these bytes have version nibble 7, so no replica can ever have them.
@@ -75,7 +76,13 @@ pub(crate) fn is_genesis(change: &Change) -> bool {
     let Ok(field) = std::str::from_utf8(&rest[1..]) else {
         return false;
     };
-    genesis_change(field, kind).is_some_and(|g| g.hash() == change.hash())
+    // Only fields a record can have; and this runs on bytes from peers, so behind
+    // the panic boundary like every other automerge call on foreign input.
+    check_field_name(field).is_ok()
+        && guarded("genesis change", || genesis_change(field, kind))
+            .ok()
+            .flatten()
+            .is_some_and(|g| g.hash() == change.hash())
 }
 
 #[cfg(test)]
@@ -93,6 +100,22 @@ mod tests {
         assert_ne!(a.hash(), text.hash());
         assert_ne!(a.hash(), other.hash());
         assert!(is_genesis(&text) && is_genesis(&other));
+    }
+
+    /// Every replica and server, of any build, must derive these exact bytes: a
+    /// change here (say, from an automerge upgrade) splits the network in two.
+    #[test]
+    fn the_genesis_bytes_never_change() {
+        let counter = genesis_change("visits", GenesisKind::Counter).unwrap();
+        let text = genesis_change("note", GenesisKind::Text).unwrap();
+        assert_eq!(
+            hex::encode(counter.hash().0),
+            "dd79918b1998ff7feb5fe61c2d546c5abf34260d556117875b2a0ab3e1766cc3"
+        );
+        assert_eq!(
+            hex::encode(text.hash().0),
+            "3b81f51be0c8856df3a46a75ebdca9b945021f360a004a9839d8bc7e06009c6f"
+        );
     }
 
     #[test]

@@ -316,7 +316,9 @@ impl RecordDoc {
         Ok(())
     }
 
-    /// Upserts `fields` (undeleting the record if it was deleted). `null` removes a field.
+    /// Upserts `fields` (undeleting the record if it was deleted). `null` removes a
+    /// field; a counter or text field is cleared in place instead (to 0, to empty),
+    /// so edits made concurrently elsewhere stay visible.
     /// Call [`RecordDoc::check_put`] first: this assumes valid input.
     pub fn put(
         &mut self,
@@ -348,8 +350,25 @@ impl RecordDoc {
 
     fn put_field(&mut self, name: &str, ty: Option<FieldType>, value: &Json) -> Result<(), automerge::AutomergeError> {
         if value.is_null() {
-            if self.doc.get(ROOT, name)?.is_some() {
-                self.doc.delete(ROOT, name)?;
+            let all = self.doc.get_all(ROOT, name)?;
+            match all.as_slice() {
+                [] => {}
+                // A lone counter or text is cleared in place, not removed: an increment
+                // or splice made concurrently elsewhere (a first one too, which shares
+                // this object through its genesis change) lands in this object, and
+                // removing it would hide that edit without a conflict to show for it.
+                [(Value::Scalar(v), _)] if matches!(v.as_ref(), ScalarValue::Counter(_)) => {
+                    let current = counter_value(v).unwrap_or(0);
+                    self.step_counter(name, current, 0)?;
+                }
+                [(Value::Object(ObjType::Text), id)] => {
+                    let id = id.clone();
+                    let len = self.doc.length(&id);
+                    if len > 0 {
+                        self.doc.splice_text(&id, 0, len as isize, "")?;
+                    }
+                }
+                _ => self.doc.delete(ROOT, name)?,
             }
             return Ok(());
         }
@@ -373,16 +392,9 @@ impl RecordDoc {
                 let all = self.doc.get_all(ROOT, name)?;
                 match all.as_slice() {
                     [(Value::Scalar(v), _)] if matches!(v.as_ref(), ScalarValue::Counter(_)) => {
+                        // The difference as increments keeps concurrent increments.
                         let current = counter_value(v).unwrap_or(0);
-                        // The difference as an increment keeps concurrent increments;
-                        // one outside the counter range (a merged value far from the
-                        // target) would be refused by the server, so that put starts
-                        // the counter over instead.
-                        match target.checked_sub(current) {
-                            Some(0) => {}
-                            Some(by) if counter_in_range(by) => self.doc.increment(ROOT, name, by)?,
-                            _ => self.doc.put(ROOT, name, ScalarValue::counter(target))?,
-                        }
+                        self.step_counter(name, current, target)?;
                     }
                     _ => self.doc.put(ROOT, name, ScalarValue::counter(target))?,
                 }
@@ -392,6 +404,21 @@ impl RecordDoc {
                 self.doc.put(ROOT, name, ScalarValue::Bytes(text))?;
             }
             _ => self.doc.put(ROOT, name, json_to_scalar(value))?,
+        }
+        Ok(())
+    }
+
+    /// Moves the counter `name` from `current` to `target` by increments, so that
+    /// increments made concurrently elsewhere still add up. Each increment stays in
+    /// the range the server takes: a merged value far outside it (see `values.rs`)
+    /// takes several.
+    fn step_counter(&mut self, name: &str, current: i64, target: i64) -> Result<(), automerge::AutomergeError> {
+        let mut left = i128::from(target) - i128::from(current);
+        let max = i128::from(MAX_COUNTER);
+        while left != 0 {
+            let step = left.clamp(-max, max);
+            self.doc.increment(ROOT, name, step as i64)?;
+            left -= step;
         }
         Ok(())
     }

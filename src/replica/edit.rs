@@ -18,7 +18,9 @@ use crate::record::{Fields, GENESIS_ACTOR, RecordDoc};
 /// One local edit of one record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
-    /// Upsert fields (undeletes a deleted record); a `null` value removes a field.
+    /// Upsert fields (undeletes a deleted record); a `null` value removes a field,
+    /// or clears a counter (to 0) or text (to empty) in place, so that increments
+    /// and splices made concurrently elsewhere are kept.
     Put {
         collection: String,
         id: String,
