@@ -28,7 +28,7 @@ const FIELDS: [&str; 8] = ["name", "email", "age", "vip", "born", "tags", "note"
 /// when the edit runs, so they are always valid.
 #[derive(Debug, Clone)]
 enum EditAction {
-    /// Upsert fields of `contacts/IDS[id]` (or `accounts/IDS[id]`, name only); null removes a field.
+    /// Upsert fields of `contacts/IDS[id]` (or `accounts/IDS[id]`, name only); null removes a field (clears a counter or text).
     Put {
         accounts: bool,
         id: usize,

@@ -133,6 +133,31 @@ fn clearing_a_field_keeps_the_edits_made_concurrently_elsewhere() {
     assert_eq!((&c2["visits"], &c2["note"]), (&json!(0), &json!("")));
 }
 
+/// Once the package says a field is no longer a counter or text, a null removes it
+/// (a delete fits any type) rather than writing increments or splices that peers
+/// would refuse under that package.
+#[test]
+fn a_null_on_a_field_whose_type_changed_removes_it_with_an_op_peers_accept() {
+    let r = replica_with_package();
+    r.increment("contacts", "c1", "visits", 4).unwrap();
+    r.splice_text("contacts", "c1", "note", 0, 0, "hi").unwrap();
+    let retyped = tidemark::Package::from_json(
+        r#"{"version": 2, "collections": {"contacts": {"fields": {"visits": "number", "note": "string"}}}}"#,
+    )
+    .unwrap();
+    r.set_package(Some(&retyped)).unwrap();
+    r.put("contacts", "c1", json!({"visits": null, "note": null})).unwrap();
+    assert_eq!(r.get("contacts", "c1").unwrap().unwrap(), serde_json::Map::new());
+    let last = all_ops(&r).pop().unwrap().op;
+    validate_change(
+        &last.change,
+        last.actor,
+        "contacts",
+        retyped.collections.get("contacts"),
+    )
+    .unwrap();
+}
+
 /// A change under the genesis automerge actor, but not the genesis change.
 fn forged_genesis() -> Vec<u8> {
     let mut actor = GENESIS_ACTOR.0.to_vec();

@@ -1,7 +1,7 @@
 //! Values tidemark could store but not give back intact are refused with a message
 //! that says what to do, locally and by the server's check of pushed changes:
 //! counters beyond 2^53 - 1, JSON nested deeper than 64 levels. And a record whose
-//! fields were all removed still exists, as `{}`.
+//! register fields were all removed still exists, as `{}`.
 
 mod common;
 

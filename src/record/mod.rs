@@ -297,7 +297,8 @@ impl RecordDoc {
     }
 
     /// True when nothing was ever written: the document has no change. A record
-    /// whose fields were all removed (put with nulls) still exists, as `{}`.
+    /// whose fields were all removed (put with nulls) still exists, as `{}` (or
+    /// with its counters at 0 and its texts empty: those are cleared in place).
     pub fn is_empty(&self) -> bool {
         self.doc.stats().num_changes == 0
     }
@@ -357,11 +358,15 @@ impl RecordDoc {
                 // or splice made concurrently elsewhere (a first one too, which shares
                 // this object through its genesis change) lands in this object, and
                 // removing it would hide that edit without a conflict to show for it.
-                [(Value::Scalar(v), _)] if matches!(v.as_ref(), ScalarValue::Counter(_)) => {
+                // Only while the package still says so: peers refuse increments and
+                // splices on a field of another type, and a delete fits any type.
+                [(Value::Scalar(v), _)]
+                    if ty == Some(FieldType::Counter) && matches!(v.as_ref(), ScalarValue::Counter(_)) =>
+                {
                     let current = counter_value(v).unwrap_or(0);
                     self.step_counter(name, current, 0)?;
                 }
-                [(Value::Object(ObjType::Text), id)] => {
+                [(Value::Object(ObjType::Text), id)] if ty == Some(FieldType::Text) => {
                     let id = id.clone();
                     let len = self.doc.length(&id);
                     if len > 0 {

@@ -20,7 +20,10 @@ use crate::record::{Fields, GENESIS_ACTOR, RecordDoc};
 pub enum Edit {
     /// Upsert fields (undeletes a deleted record); a `null` value removes a field,
     /// or clears a counter (to 0) or text (to empty) in place, so that increments
-    /// and splices made concurrently elsewhere are kept.
+    /// and splices made concurrently elsewhere are kept. A value (or null) put on a
+    /// counter adds the difference from the value this replica sees: two replicas
+    /// that both set or clear it at once add up their differences, so use puts on a
+    /// counter for corrections, not as a reset two people may do at once.
     Put {
         collection: String,
         id: String,
