@@ -289,11 +289,14 @@ impl RecordDoc {
         Ok(true)
     }
 
+    /// Whether the tombstone is set. A delete concurrent with an undelete (a put
+    /// after another delete) leaves both values: the delete wins, as it does over
+    /// any concurrent edit, until a later put writes over both.
     pub fn is_deleted(&self) -> bool {
-        matches!(
-            self.doc.get(ROOT, DELETED),
-            Ok(Some((Value::Scalar(v), _))) if matches!(v.as_ref(), ScalarValue::Boolean(true))
-        )
+        self.doc.get_all(ROOT, DELETED).is_ok_and(|all| {
+            all.iter()
+                .any(|(v, _)| matches!(v, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true))))
+        })
     }
 
     /// True when nothing was ever written: the document has no change. A record

@@ -21,7 +21,12 @@ impl RecordDoc {
         for item in self.doc.map_range(ROOT, ..) {
             if item.key.starts_with('_') {
                 if item.key == DELETED {
-                    state.deleted = matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
+                    // Concurrent values: any delete among them wins (see `is_deleted`).
+                    state.deleted = if item.conflict {
+                        self.is_deleted()
+                    } else {
+                        matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)))
+                    };
                 }
                 continue;
             }

@@ -51,10 +51,15 @@ fn reference_row(doc: &AutoCommit) -> Option<Vec<u8>> {
         return None;
     }
     let keys: Vec<String> = doc.keys(ROOT).collect();
-    if let Some((Value::Scalar(v), _)) = doc.get(ROOT, "_deleted").unwrap() {
-        match v.as_ref() {
-            ScalarValue::Boolean(true) => return None,
-            ScalarValue::Boolean(false) => {}
+    // A delete wins over concurrent edits, a concurrent undelete included: any
+    // concurrent `true` among the tombstone's values hides the record.
+    for (value, _) in doc.get_all(ROOT, "_deleted").unwrap() {
+        match value {
+            Value::Scalar(v) => match v.as_ref() {
+                ScalarValue::Boolean(true) => return None,
+                ScalarValue::Boolean(false) => {}
+                other => panic!("_deleted holds {other:?}"),
+            },
             other => panic!("_deleted holds {other:?}"),
         }
     }
