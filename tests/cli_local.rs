@@ -130,6 +130,17 @@ fn import_reads_list_format_from_a_file_or_stdin() {
     std::fs::write(&listed, &exported).unwrap();
     ok(&copy, &["import", "things", listed.to_str().unwrap()]);
     assert_eq!(ok(&copy, &["list", "things"]), exported);
+    // A record on two lines is upserted twice, and counted as two lines applied.
+    std::fs::write(
+        &file,
+        "{\"id\":\"a\",\"fields\":{\"n\":5}}\n{\"id\":\"a\",\"fields\":{\"m\":6}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok(&store, &["import", "things", file.to_str().unwrap()]).trim(),
+        r#"{"imported":2}"#
+    );
+    assert_eq!(ok(&store, &["get", "things", "a"]).trim(), r#"{"m":6,"n":5}"#);
 }
 
 #[test]

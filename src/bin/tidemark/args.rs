@@ -35,6 +35,8 @@ pub enum Command {
     /// Delete a record.
     Delete { collection: String, id: String },
     /// Bulk upsert of list-format lines from FILE (or stdin), in batched transactions.
+    /// Prints {"imported": N}, N being the lines applied: a record on two lines is
+    /// upserted twice and counts twice.
     Import {
         collection: String,
         file: Option<PathBuf>,
