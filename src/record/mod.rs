@@ -432,7 +432,13 @@ impl RecordDoc {
     }
 
     /// Marks the record deleted (a tombstone; the fields stay for a later undelete).
+    /// A record that already reads as deleted gets no op: on a tombstone holding
+    /// both values, automerge would keep the old `true` rather than write a new
+    /// one, so whether a concurrent undelete beat this delete would hang on op order.
     pub fn delete(&mut self) {
+        if self.is_deleted() {
+            return;
+        }
         self.doc.put(ROOT, DELETED, true).expect("root map put cannot fail");
     }
 
