@@ -61,6 +61,12 @@ pub(crate) fn genesis_change(field: &str, kind: GenesisKind) -> Option<Change> {
     doc.get_last_local_change()
 }
 
+/// Whether an automerge actor is a genesis change's: the marker, then kind and field.
+/// (A replica's actor is exactly 16 bytes, so it never matches.)
+pub(crate) fn is_genesis_actor(actor: &[u8]) -> bool {
+    actor.len() > GENESIS_ACTOR.0.len() && actor.starts_with(&GENESIS_ACTOR.0)
+}
+
 /// Whether `change` is a genesis change tidemark derives: its actor names a kind
 /// and a field, and its bytes are exactly that field's genesis change.
 pub(crate) fn is_genesis(change: &Change) -> bool {

@@ -3,6 +3,7 @@
 use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, Value, ValueRef};
 use serde_json::{Map, Value as Json};
 
+use super::genesis::is_genesis_actor;
 use super::values::{scalar_ref_to_json, scalar_to_json};
 use super::{ConflictValue, DELETED, FieldConflict, Fields, GENESIS_ACTOR, RecordDoc, RecordState};
 
@@ -73,11 +74,7 @@ impl RecordDoc {
                 let entry = ConflictValue {
                     actor: match id {
                         // Shown as the op actor its genesis op travels under.
-                        ObjId::Id(_, actor, _)
-                            if actor.to_bytes().len() > 16 && actor.to_bytes().starts_with(&GENESIS_ACTOR.0) =>
-                        {
-                            GENESIS_ACTOR.to_hex()
-                        }
+                        ObjId::Id(_, actor, _) if is_genesis_actor(actor.to_bytes()) => GENESIS_ACTOR.to_hex(),
                         ObjId::Id(_, actor, _) => actor.to_hex_string(),
                         ObjId::Root => String::new(),
                     },
