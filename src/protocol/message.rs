@@ -13,6 +13,32 @@ use crate::model::{ActorId, Collection, Op, OpId, Package, RecordId, Seq};
 /// The protocol version these messages belong to (the `/v1` of the routes).
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The revision of protocol v1 this build speaks: what a peer must understand
+/// beyond the routes and message shapes of `/v1`. Both sides send it in
+/// [`REVISION_HEADER`] on every HTTP request and answer, and each refuses a peer
+/// below [`MIN_PEER_REVISION`] before acting on anything it says.
+///
+/// - 1: the first; sends no header.
+/// - 2: genesis ops (`WireOp::actor` = `GENESIS_ACTOR`, see `record/genesis.rs`)
+///   in pushes, pulls and snapshot documents. A revision-1 peer refuses them:
+///   a server would reject them as invalid ops, a client would fail its pull.
+pub const PROTOCOL_REVISION: u32 = 2;
+
+/// The oldest peer revision this build works with.
+pub const MIN_PEER_REVISION: u32 = 2;
+
+/// The HTTP header that carries [`PROTOCOL_REVISION`].
+pub const REVISION_HEADER: &str = "tidemark-protocol-revision";
+
+/// Reads a [`REVISION_HEADER`] value: a decimal number, nothing else.
+pub fn parse_revision(value: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// An op on the wire: its envelope, and the automerge change as base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{Remote, RemoteError};
-use crate::protocol::message::ErrorBody;
+use crate::protocol::message::{ErrorBody, MIN_PEER_REVISION, PROTOCOL_REVISION, REVISION_HEADER, parse_revision};
 use crate::protocol::{Request, Response};
 
 /// Installs rustls's ring provider once per process (reqwest is built without a default provider).
@@ -53,10 +53,17 @@ impl HttpRemote {
                 tokio::time::sleep(delay).await;
                 delay *= 4;
             }
-            match build().bearer_auth(&self.token).send().await {
+            let request = build()
+                .bearer_auth(&self.token)
+                .header(REVISION_HEADER, PROTOCOL_REVISION);
+            match request.send().await {
                 Err(e) => last = Some(RemoteError::unreachable(format!("{}: {}", self.base, describe(&e)))),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    // Before acting on anything the answer says: an older server would
+                    // refuse this build's genesis ops as invalid, and the session would
+                    // take that as a refusal for good.
+                    self.check_server_revision(&resp)?;
                     let bytes = resp
                         .bytes()
                         .await
@@ -84,6 +91,51 @@ impl HttpRemote {
             }
         }
         Err(last.unwrap_or_else(|| RemoteError::unreachable("no attempt made")))
+    }
+
+    /// Refuses an answer from a server older than [`MIN_PEER_REVISION`]. A server
+    /// from before revisions sends no header. A 5xx without it (a proxy's error
+    /// page) is left to the ordinary error path.
+    fn check_server_revision(&self, resp: &reqwest::Response) -> Result<(), RemoteError> {
+        let status = resp.status().as_u16();
+        let server = match resp.headers().get(REVISION_HEADER) {
+            None if status >= 500 => return Ok(()),
+            None => None,
+            Some(value) => Some(parse_revision(value.as_bytes()).ok_or_else(|| {
+                server_too_old(format!(
+                    "the server at {} sent a {REVISION_HEADER} header that is not a number ({:?}): \
+                     check that the URL points at a tidemark server",
+                    self.base,
+                    String::from_utf8_lossy(value.as_bytes())
+                ))
+            })?),
+        };
+        match server {
+            Some(revision) if revision >= MIN_PEER_REVISION => Ok(()),
+            Some(revision) => Err(server_too_old(format!(
+                "the server at {} speaks tidemark protocol revision {revision}; this client speaks \
+                 {PROTOCOL_REVISION} and needs at least {MIN_PEER_REVISION} (revision 2 added genesis ops, \
+                 which an older server refuses): upgrade the server; nothing was lost, local changes stay pending",
+                self.base
+            ))),
+            None => Err(server_too_old(format!(
+                "the server at {} answered HTTP {status} without a {REVISION_HEADER} header: it is a tidemark \
+                 server older than protocol revision {MIN_PEER_REVISION} (which this client needs), or not a \
+                 tidemark server; upgrade the server or check the URL; nothing was lost, local changes stay pending",
+                self.base
+            ))),
+        }
+    }
+}
+
+fn server_too_old(message: String) -> RemoteError {
+    RemoteError {
+        status: None,
+        body: ErrorBody {
+            code: "server_too_old".into(),
+            message,
+            op_index: None,
+        },
     }
 }
 

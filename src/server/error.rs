@@ -37,6 +37,11 @@ pub enum ServiceError {
     Conflict(String),
     #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]
     AdminOnly,
+    #[error(
+        "this client speaks tidemark protocol revision {client}; this server speaks {server} and needs at least {min} \
+         (revision 2 added genesis ops, which an older client cannot read): upgrade tidemark on the client"
+    )]
+    ClientTooOld { client: u32, server: u32, min: u32 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +57,7 @@ impl ServiceError {
             ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) | ServiceError::HistoryChanged { .. } => 409,
             ServiceError::TooLarge(_) | ServiceError::OpTooLarge { .. } => 413,
             ServiceError::MethodNotAllowed(_) => 405,
+            ServiceError::ClientTooOld { .. } => 426,
             ServiceError::Internal(_) => 500,
         }
     }
@@ -70,6 +76,7 @@ impl ServiceError {
             ServiceError::MethodNotAllowed(_) => "method_not_allowed",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::HistoryChanged { .. } => "history_changed",
+            ServiceError::ClientTooOld { .. } => "client_too_old",
             ServiceError::Internal(_) => "internal",
         }
     }

@@ -19,7 +19,9 @@ use super::error::ServiceError;
 use super::service::Service;
 use super::store::ServerStore;
 use crate::model::Package;
-use crate::protocol::message::{CreateSpace, CreateUser, Grant, PushRequest};
+use crate::protocol::message::{
+    CreateSpace, CreateUser, Grant, MIN_PEER_REVISION, PROTOCOL_REVISION, PushRequest, REVISION_HEADER, parse_revision,
+};
 
 type Shared<S> = Arc<Service<S>>;
 type HttpResult = Result<Response, ServiceError>;
@@ -139,7 +141,40 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
         .method_not_allowed_fallback(|| async {
             ServiceError::MethodNotAllowed("this route does not take that method: see GET /v1/openapi.json".into())
         })
+        .layer(axum::middleware::from_fn(protocol_revision))
         .with_state(service)
+}
+
+/// Names this server's protocol revision on every answer, and refuses a client
+/// that names an older one than this server needs, before the route runs: such a
+/// client could not read what the space holds. A request without the header (a
+/// script, curl) is served; health and the API document always are.
+async fn protocol_revision(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path();
+    let always = path == "/v1/health" || path == "/v1/openapi.json";
+    let refused = match request.headers().get(REVISION_HEADER) {
+        Some(value) if !always => match parse_revision(value.as_bytes()) {
+            None => Some(ServiceError::BadRequest(format!(
+                "header {REVISION_HEADER} must be a decimal number (this server speaks {PROTOCOL_REVISION}), not {:?}",
+                String::from_utf8_lossy(value.as_bytes())
+            ))),
+            Some(client) if client < MIN_PEER_REVISION => Some(ServiceError::ClientTooOld {
+                client,
+                server: PROTOCOL_REVISION,
+                min: MIN_PEER_REVISION,
+            }),
+            Some(_) => None,
+        },
+        _ => None,
+    };
+    let mut response = match refused {
+        Some(error) => error.into_response(),
+        None => next.run(request).await,
+    };
+    response
+        .headers_mut()
+        .insert(REVISION_HEADER, header::HeaderValue::from(PROTOCOL_REVISION));
+    response
 }
 
 /// Serves API v1 on an already-bound listener until `shutdown` resolves, then
@@ -155,7 +190,12 @@ pub async fn serve<S: ServerStore>(
 }
 
 async fn health<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
-    ok(&serde_json::json!({"ok": true, "epoch": s.epoch(), "protocol": crate::protocol::message::PROTOCOL_VERSION}))
+    ok(&serde_json::json!({
+        "ok": true,
+        "epoch": s.epoch(),
+        "protocol": crate::protocol::message::PROTOCOL_VERSION,
+        "revision": PROTOCOL_REVISION,
+    }))
 }
 
 async fn openapi() -> HttpResult {
