@@ -216,7 +216,11 @@ fn a_record_with_every_field_removed_is_still_there() {
     ok(&store, &["put", "contacts", "c1", "name=null"]);
     assert_eq!(ok(&store, &["get", "contacts", "c1"]).trim(), "{}");
     ok(&store, &["delete", "contacts", "c1"]);
-    assert!(fails(&store, &["get", "contacts", "c1"]).contains("does not exist"));
+    let msg = fails(&store, &["get", "contacts", "c1"]);
+    assert!(
+        msg.contains("record contacts/c1 is deleted: a put brings it back"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -234,7 +238,16 @@ fn a_deleted_record_comes_back_with_a_put_and_the_store_file_is_private() {
     let store = dir.path().join("u.db");
     ok(&store, &["put", "contacts", "c1", "name=Ada", "age=36"]);
     ok(&store, &["delete", "contacts", "c1"]);
-    assert!(fails(&store, &["get", "contacts", "c1"]).contains("does not exist"));
+    assert!(fails(&store, &["get", "contacts", "c1"]).contains("is deleted"));
+    // Deleting it again succeeds and changes nothing: nothing new to push.
+    let pending = |store| -> u64 {
+        let status: Value = serde_json::from_str(&ok(store, &["status"])).unwrap();
+        status["pending"].as_u64().unwrap()
+    };
+    let before = pending(&store);
+    ok(&store, &["delete", "contacts", "c1"]);
+    assert_eq!(pending(&store), before);
+    assert!(fails(&store, &["delete", "contacts", "never"]).contains("record contacts/never does not exist"));
     ok(&store, &["put", "contacts", "c1", "age=37"]);
     let got: Value = serde_json::from_str(&ok(&store, &["get", "contacts", "c1"])).unwrap();
     assert_eq!(

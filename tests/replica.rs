@@ -159,37 +159,6 @@ fn delete_wins_over_a_concurrent_edit_and_a_later_put_undeletes() {
     assert_eq!(back["email"], "ada@example.com");
 }
 
-/// One replica deletes; another deletes and puts the record back, unaware of the
-/// first delete. Whatever the actors (which decide automerge's winner), the delete
-/// wins over the concurrent undelete, and a later put brings the record back.
-#[test]
-fn a_delete_wins_over_a_concurrent_undelete() {
-    for round in 0..8 {
-        let a = Replica::in_memory().unwrap();
-        a.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
-        let b = Replica::in_memory().unwrap();
-        send(&a, &b);
-        b.delete("contacts", "c1").unwrap();
-        a.delete("contacts", "c1").unwrap();
-        a.put("contacts", "c1", json!({"age": 36})).unwrap();
-        send(&a, &b);
-        send(&b, &a);
-        for r in [&a, &b] {
-            assert_eq!(r.get("contacts", "c1").unwrap(), None, "round {round}");
-            let before = r.view_rows().unwrap();
-            r.rebuild_view().unwrap();
-            assert_eq!(r.view_rows().unwrap(), before);
-        }
-        // Deleting what already reads as deleted changes nothing, so an undelete
-        // concurrent with it wins whatever the op order.
-        assert_eq!(a.delete("contacts", "c1").unwrap(), None, "round {round}");
-        b.put("contacts", "c1", json!({"email": "ada@example.com"})).unwrap();
-        send(&b, &a);
-        let back = a.get("contacts", "c1").unwrap().unwrap();
-        assert_eq!((&back["age"], &back["email"]), (&json!(36), &json!("ada@example.com")));
-    }
-}
-
 #[test]
 fn a_record_can_be_deleted_before_it_is_pulled() {
     let a = Replica::in_memory().unwrap();

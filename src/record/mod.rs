@@ -293,10 +293,22 @@ impl RecordDoc {
     /// after another delete) leaves both values: the delete wins, as it does over
     /// any concurrent edit, until a later put writes over both.
     pub fn is_deleted(&self) -> bool {
-        self.doc.get_all(ROOT, DELETED).is_ok_and(|all| {
-            all.iter()
-                .any(|(v, _)| matches!(v, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true))))
-        })
+        self.tombstone().0
+    }
+
+    /// Whether the tombstone holds a `true` and whether it holds a `false`
+    /// among its concurrent values. Both at once is a delete that won over a
+    /// concurrent undelete: listed by [`RecordDoc::conflicts`] as field `_deleted`.
+    pub(crate) fn tombstone(&self) -> (bool, bool) {
+        let Ok(all) = self.doc.get_all(ROOT, DELETED) else {
+            return (false, false);
+        };
+        let is = |want: bool| {
+            all.iter().any(
+                |(v, _)| matches!(v, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(b) if *b == want)),
+            )
+        };
+        (is(true), is(false))
     }
 
     /// True when nothing was ever written: the document has no change. A record
@@ -436,10 +448,22 @@ impl RecordDoc {
     /// both values, automerge would keep the old `true` rather than write a new
     /// one, so whether a concurrent undelete beat this delete would hang on op order.
     pub fn delete(&mut self) {
-        if self.is_deleted() {
-            return;
+        match self.tombstone() {
+            (false, _) => self.doc.put(ROOT, DELETED, true).expect("root map put cannot fail"),
+            // Already deleted, nothing concurrent to settle. Writing again would not
+            // write a fresh true (automerge only removes the other values when the
+            // new one equals the winner's), so it would change nothing anyway.
+            (true, false) => {}
+            // A delete that won over a concurrent undelete, confirmed: a false over
+            // every value, then a true over that, in this one change. This is a
+            // fresh delete that supersedes them all (a plain put of true would leave
+            // the old true standing), so a concurrent undelete elsewhere loses to it
+            // whatever the op order, as it would to any delete.
+            (true, true) => {
+                self.doc.put(ROOT, DELETED, false).expect("root map put cannot fail");
+                self.doc.put(ROOT, DELETED, true).expect("root map put cannot fail");
+            }
         }
-        self.doc.put(ROOT, DELETED, true).expect("root map put cannot fail");
     }
 
     /// Edits a `text` field in place: delete `del` characters at `pos`, insert `text`.

@@ -1,6 +1,6 @@
 //! Reading a record document: its fields for the view, its conflicts, its state.
 
-use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, Value, ValueRef};
+use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 use serde_json::{Map, Value as Json};
 
 use super::genesis::is_genesis_actor;
@@ -22,12 +22,15 @@ impl RecordDoc {
         for item in self.doc.map_range(ROOT, ..) {
             if item.key.starts_with('_') {
                 if item.key == DELETED {
-                    // Concurrent values: any delete among them wins (see `is_deleted`).
-                    state.deleted = if item.conflict {
-                        self.is_deleted()
+                    // Concurrent values: any delete among them wins (see `is_deleted`),
+                    // and a won undelete is a conflict to show (see `conflicts`).
+                    if item.conflict {
+                        let (deleted, live) = self.tombstone();
+                        state.deleted = deleted;
+                        state.conflicted_fields += u32::from(deleted && live);
                     } else {
-                        matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)))
-                    };
+                        state.deleted = matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
+                    }
                 }
                 continue;
             }
@@ -58,9 +61,16 @@ impl RecordDoc {
         out
     }
 
-    /// Every field with more than one concurrent value.
+    /// Every field with more than one concurrent value. First, as field
+    /// `_deleted`, a delete that won over a concurrent undelete (values `true`,
+    /// then `false`): the record reads as deleted until a put brings it back
+    /// (or a delete confirms it), and this is what tells the person whose
+    /// undelete or edit vanished why.
     pub fn conflicts(&self) -> Vec<FieldConflict> {
         let mut out = Vec::new();
+        if self.tombstone() == (true, true) {
+            out.push(self.tombstone_conflict());
+        }
         for key in self.doc.keys(ROOT).filter(|k| !k.starts_with('_')) {
             let all = match self.doc.get_all(ROOT, key.as_str()) {
                 Ok(all) if all.len() > 1 => all,
@@ -71,15 +81,7 @@ impl RecordDoc {
             let mut values: Vec<ConflictValue> = Vec::new();
             let mut rest = Vec::new();
             for (value, id) in &all {
-                let entry = ConflictValue {
-                    actor: match id {
-                        // Shown as the op actor its genesis op travels under.
-                        ObjId::Id(_, actor, _) if is_genesis_actor(actor.to_bytes()) => GENESIS_ACTOR.to_hex(),
-                        ObjId::Id(_, actor, _) => actor.to_hex_string(),
-                        ObjId::Root => String::new(),
-                    },
-                    value: self.to_json(value, id),
-                };
+                let entry = self.conflict_value(value, id);
                 if Some(id) == winner.as_ref() {
                     values.push(entry);
                 } else {
@@ -90,6 +92,35 @@ impl RecordDoc {
             out.push(FieldConflict { field: key, values });
         }
         out
+    }
+
+    /// The tombstone's values, the deletes (what the view shows) first.
+    fn tombstone_conflict(&self) -> FieldConflict {
+        let all = self.doc.get_all(ROOT, DELETED).unwrap_or_default();
+        let mut values: Vec<(bool, ConflictValue)> = all
+            .iter()
+            .map(|(value, id)| {
+                let deleted = matches!(value, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true)));
+                (deleted, self.conflict_value(value, id))
+            })
+            .collect();
+        values.sort_by_key(|(deleted, _)| !deleted);
+        FieldConflict {
+            field: DELETED.to_string(),
+            values: values.into_iter().map(|(_, v)| v).collect(),
+        }
+    }
+
+    fn conflict_value(&self, value: &Value<'_>, id: &ObjId) -> ConflictValue {
+        ConflictValue {
+            actor: match id {
+                // Shown as the op actor its genesis op travels under.
+                ObjId::Id(_, actor, _) if is_genesis_actor(actor.to_bytes()) => GENESIS_ACTOR.to_hex(),
+                ObjId::Id(_, actor, _) => actor.to_hex_string(),
+                ObjId::Root => String::new(),
+            },
+            value: self.to_json(value, id),
+        }
     }
 
     fn to_json(&self, value: &Value<'_>, id: &ObjId) -> Json {

@@ -29,7 +29,7 @@ pub enum Edit {
         id: String,
         fields: Fields,
     },
-    /// Tombstone the record.
+    /// Tombstone the record (or confirm a delete that won over a concurrent undelete).
     Delete { collection: String, id: String },
     /// Edit a `text` field in place: delete `del` characters at `pos`, insert `text`.
     Splice {
@@ -152,7 +152,9 @@ impl Replica {
     /// Deletes a record (a tombstone that merges with concurrent edits). An id this
     /// replica has never seen gets a tombstone too, so a record known from elsewhere
     /// can be deleted before it is pulled; the CLI refuses that case, where a typo
-    /// is the likelier cause.
+    /// is the likelier cause. A record that already reads as deleted gets no op
+    /// (`None`), unless its delete won over a concurrent undelete (listed by
+    /// `conflicts` as field `_deleted`): then this confirms the delete.
     pub fn delete(&self, collection: &str, id: &str) -> Result<Option<OpId>> {
         let edit = Edit::Delete {
             collection: collection.into(),

@@ -270,6 +270,16 @@ impl Replica {
         }
     }
 
+    /// Whether the record was deleted: the store holds its document but no live
+    /// row. False for a live record and for one this replica never had.
+    pub fn is_deleted(&self, collection: &str, id: &str) -> Result<bool> {
+        let collection = Collection::new(collection)?;
+        let id = RecordId::new(id)?;
+        let key = (collection.as_str(), id.as_str());
+        let txn = self.read()?;
+        Ok(txn.open_table(tables::VIEW)?.get(key)?.is_none() && txn.open_table(tables::DOCS)?.get(key)?.is_some())
+    }
+
     /// Live records of a collection in id order, after `after`, at most `limit`
     /// (at least 1). Reads the view only: no automerge on this path.
     pub fn list_raw(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {

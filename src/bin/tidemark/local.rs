@@ -40,16 +40,23 @@ pub fn put(store: &Path, collection: &str, id: &str, pairs: &[String]) -> Result
 }
 
 pub fn get(store: &Path, collection: &str, id: &str) -> Result<()> {
-    match open(store)?.get(collection, id)? {
+    let replica = open(store)?;
+    match replica.get(collection, id)? {
         Some(fields) => out!("{}", Value::Object(fields))?,
+        None if replica.is_deleted(collection, id)? => bail!(
+            "record {collection}/{id} is deleted: a put brings it back with its latest fields \
+             (`tidemark conflicts {collection} {id}` shows a delete that won over someone's concurrent edit)"
+        ),
         None => bail!("record {collection}/{id} does not exist"),
     }
     Ok(())
 }
 
+/// Deleting a deleted record succeeds; it writes something only to confirm a
+/// delete that won over a concurrent undelete (see `tidemark conflicts`).
 pub fn delete(store: &Path, collection: &str, id: &str) -> Result<()> {
     let replica = open(store)?;
-    if replica.get(collection, id)?.is_none() {
+    if replica.get(collection, id)?.is_none() && !replica.is_deleted(collection, id)? {
         bail!("record {collection}/{id} does not exist");
     }
     replica.delete(collection, id)?;
