@@ -76,7 +76,7 @@ async fn the_server_refuses_a_client_of_an_older_revision_before_the_route_runs(
     let old: &'static str = (MIN_PEER_REVISION - 1).to_string().leak();
     let resp = push(old).await.unwrap();
     assert_eq!(revision_of(&resp), Some(PROTOCOL_REVISION));
-    let err = json_error(resp, 426).await;
+    let err = json_error(resp, 400).await;
     assert_eq!(err["code"], "client_too_old", "{err}");
     let message = err["message"].as_str().unwrap();
     assert!(message.contains("upgrade tidemark on the client"), "{message}");
@@ -172,6 +172,86 @@ async fn a_client_refuses_a_server_of_an_older_revision_and_keeps_its_changes() 
     let said = format!("speaks tidemark protocol revision {}", MIN_PEER_REVISION - 1);
     assert!(error.contains(&said), "{error}");
     assert!(error.contains("upgrade the server"), "{error}");
+}
+
+/// Serves the real server's routes, except that a request whose path ends with
+/// `tail` gets `answer` instead, without the revision header: a stand-in for an
+/// older server (or a proxy) that refuses only some requests.
+async fn serve_refusing(service: Svc, tail: &'static str, answer: fn() -> Response) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(service).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if request.uri().path().ends_with(tail) {
+                answer()
+            } else {
+                next.run(request).await
+            }
+        },
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn answer(status: u16, content_type: &str, body: &str) -> Response {
+    let mut r = Response::new(axum::body::Body::from(body.to_string()));
+    *r.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_str(content_type).unwrap());
+    r
+}
+
+/// An older server refuses a genesis op as an invalid op naming it. The client
+/// is past the package request (which the real server answered), and its push
+/// answer has no revision: it must not take that refusal for good.
+#[tokio::test]
+async fn a_refusal_without_a_revision_is_not_taken_for_a_refusal_of_the_op() {
+    let (service, tokens) = server(None, &["alice"]);
+    let url = serve_refusing(service.clone(), "/push", || {
+        let body = json!({"code": "invalid_op", "message": "op 0 of the batch is invalid", "op_index": 0});
+        answer(400, "application/json", &body.to_string())
+    })
+    .await;
+    let error = sync_against(&service, &tokens[0], &url).await;
+    assert!(
+        error.contains("answered HTTP 400 without a tidemark-protocol-revision header"),
+        "{error}"
+    );
+}
+
+/// A proxy in front of a current server refuses a push (nginx's body limit):
+/// the client says so, with the proxy's own words, and keeps its changes.
+#[tokio::test]
+async fn a_proxys_refusal_is_reported_with_its_words() {
+    let (service, tokens) = server(None, &["alice"]);
+    let url = serve_refusing(service.clone(), "/push", || {
+        answer(
+            413,
+            "text/html",
+            "<html><body>413 Request Entity Too Large nginx</body></html>",
+        )
+    })
+    .await;
+    let error = sync_against(&service, &tokens[0], &url).await;
+    assert!(error.contains("a proxy in front of the server answered"), "{error}");
+    assert!(error.contains("413 Request Entity Too Large nginx"), "{error}");
+}
+
+/// The admin client checks too.
+#[tokio::test]
+async fn the_admin_client_refuses_a_server_without_a_revision() {
+    let (service, _) = server(None, &["alice"]);
+    let url = serve_rewritten(service, |mut r| {
+        r.headers_mut().remove(REVISION_HEADER);
+        r
+    })
+    .await;
+    let admin = tidemark::remote::http::AdminClient::new(&url, common::server::ADMIN_TOKEN).unwrap();
+    let error = admin.add_user("bob").await.expect_err("refused").to_string();
+    assert!(error.contains("without a tidemark-protocol-revision header"), "{error}");
+    let current = serve_rewritten(server(None, &[]).0, |r| r).await;
+    let admin = tidemark::remote::http::AdminClient::new(&current, common::server::ADMIN_TOKEN).unwrap();
+    assert!(!admin.add_user("bob").await.unwrap().is_empty());
 }
 
 /// A proxy's 5xx page carries no header: it is reported as what it is, not as

@@ -60,14 +60,15 @@ impl HttpRemote {
                 Err(e) => last = Some(RemoteError::unreachable(format!("{}: {}", self.base, describe(&e)))),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    // Before acting on anything the answer says: an older server would
-                    // refuse this build's genesis ops as invalid, and the session would
-                    // take that as a refusal for good.
-                    self.check_server_revision(&resp)?;
+                    let revision = resp.headers().get(REVISION_HEADER).cloned();
                     let bytes = resp
                         .bytes()
                         .await
                         .map_err(|e| RemoteError::unreachable(format!("reading the answer: {}", describe(&e))))?;
+                    // Before acting on anything the answer says: an older server would
+                    // refuse this build's genesis ops as invalid, and the session would
+                    // take that as a refusal for good.
+                    check_server_revision(&self.base, status, revision.as_ref(), &bytes)?;
                     if (200..300).contains(&status) {
                         return serde_json::from_slice(&bytes).map_err(|e| RemoteError {
                             status: Some(status),
@@ -92,47 +93,54 @@ impl HttpRemote {
         }
         Err(last.unwrap_or_else(|| RemoteError::unreachable("no attempt made")))
     }
+}
 
-    /// Refuses an answer from a server older than [`MIN_PEER_REVISION`]. A server
-    /// from before revisions sends no header. A 5xx without it (a proxy's error
-    /// page) is left to the ordinary error path.
-    fn check_server_revision(&self, resp: &reqwest::Response) -> Result<(), RemoteError> {
-        let status = resp.status().as_u16();
-        let server = match resp.headers().get(REVISION_HEADER) {
-            None if status >= 500 => return Ok(()),
-            None => None,
-            Some(value) => Some(parse_revision(value.as_bytes()).ok_or_else(|| {
-                server_too_old(format!(
-                    "the server at {} sent a {REVISION_HEADER} header that is not a number ({:?}): \
-                     check that the URL points at a tidemark server",
-                    self.base,
-                    String::from_utf8_lossy(value.as_bytes())
-                ))
-            })?),
-        };
-        match server {
-            Some(revision) if revision >= MIN_PEER_REVISION => Ok(()),
-            Some(revision) => Err(server_too_old(format!(
-                "the server at {} speaks tidemark protocol revision {revision}; this client speaks \
-                 {PROTOCOL_REVISION} and needs at least {MIN_PEER_REVISION} (revision 2 added genesis ops, \
-                 which an older server refuses): upgrade the server; nothing was lost, local changes stay pending",
-                self.base
-            ))),
-            None => Err(server_too_old(format!(
-                "the server at {} answered HTTP {status} without a {REVISION_HEADER} header: it is a tidemark \
-                 server older than protocol revision {MIN_PEER_REVISION} (which this client needs), or not a \
-                 tidemark server; upgrade the server or check the URL; nothing was lost, local changes stay pending",
-                self.base
-            ))),
+/// Refuses an answer from a server older than [`MIN_PEER_REVISION`], before
+/// anything acts on it. A server from before revisions sends no header.
+///
+/// A 5xx without the header (a proxy's error page) is left to the ordinary error
+/// path, which only ever ends the round on a 5xx: keep it so, or check here.
+fn check_server_revision(
+    base: &str,
+    status: u16,
+    revision: Option<&reqwest::header::HeaderValue>,
+    body: &[u8],
+) -> Result<(), RemoteError> {
+    let Some(value) = revision else {
+        if status >= 500 {
+            return Ok(());
         }
+        return Err(incompatible_server(format!(
+            "the server at {base} answered HTTP {status} without a {REVISION_HEADER} header{}: a proxy in front \
+             of the server answered, or the server is a tidemark server older than protocol revision \
+             {MIN_PEER_REVISION} (which this client needs), or not a tidemark server at all; check the URL and \
+             the proxy, or upgrade the server; nothing was lost, local changes stay pending",
+            match String::from_utf8_lossy(&body[..body.len().min(300)]).trim() {
+                "" => String::new(),
+                text => format!(" (it said: {text:?})"),
+            }
+        )));
+    };
+    match parse_revision(value.as_bytes()) {
+        Some(revision) if revision >= MIN_PEER_REVISION => Ok(()),
+        Some(revision) => Err(incompatible_server(format!(
+            "the server at {base} speaks tidemark protocol revision {revision}; this client speaks \
+             {PROTOCOL_REVISION} and needs at least {MIN_PEER_REVISION} (revision 2 added genesis ops, which an \
+             older server refuses): upgrade the server; nothing was lost, local changes stay pending"
+        ))),
+        None => Err(incompatible_server(format!(
+            "the server at {base} sent a {REVISION_HEADER} header that is not a revision number ({:?}): check \
+             that the URL points at a tidemark server; nothing was lost, local changes stay pending",
+            String::from_utf8_lossy(value.as_bytes())
+        ))),
     }
 }
 
-fn server_too_old(message: String) -> RemoteError {
+fn incompatible_server(message: String) -> RemoteError {
     RemoteError {
         status: None,
         body: ErrorBody {
-            code: "server_too_old".into(),
+            code: "incompatible_server".into(),
             message,
             op_index: None,
         },
@@ -245,7 +253,8 @@ impl AdminClient {
         let mut req = self
             .client
             .request(method, format!("{}/v1/admin/{tail}", self.base))
-            .bearer_auth(&self.admin_token);
+            .bearer_auth(&self.admin_token)
+            .header(REVISION_HEADER, PROTOCOL_REVISION);
         if let Some(body) = body {
             req = req
                 .header("content-type", "application/json")
@@ -256,10 +265,12 @@ impl AdminClient {
             .await
             .map_err(|e| RemoteError::unreachable(format!("{}: {}", self.base, describe(&e))))?;
         let status = resp.status().as_u16();
+        let revision = resp.headers().get(REVISION_HEADER).cloned();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| RemoteError::unreachable(format!("reading the answer: {}", describe(&e))))?;
+        check_server_revision(&self.base, status, revision.as_ref(), &bytes)?;
         if (200..300).contains(&status) {
             serde_json::from_slice(&bytes).map_err(|e| RemoteError::unreachable(format!("unexpected answer: {e}")))
         } else {

@@ -37,6 +37,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]
     AdminOnly,
+    /// A client that named its revision in the header; clients from before
+    /// revisions send none and are not recognised.
     #[error(
         "this client speaks tidemark protocol revision {client}; this server speaks {server} and needs at least {min} \
          (revision 2 added genesis ops, which an older client cannot read): upgrade tidemark on the client"
@@ -57,7 +59,8 @@ impl ServiceError {
             ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) | ServiceError::HistoryChanged { .. } => 409,
             ServiceError::TooLarge(_) | ServiceError::OpTooLarge { .. } => 413,
             ServiceError::MethodNotAllowed(_) => 405,
-            ServiceError::ClientTooOld { .. } => 426,
+            // Not 426: that status asks for an HTTP protocol switch (with an Upgrade header).
+            ServiceError::ClientTooOld { .. } => 400,
             ServiceError::Internal(_) => 500,
         }
     }

@@ -148,14 +148,16 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
 /// Names this server's protocol revision on every answer, and refuses a client
 /// that names an older one than this server needs, before the route runs: such a
 /// client could not read what the space holds. A request without the header (a
-/// script, curl) is served; health and the API document always are.
+/// script, curl) is served, and so is a client from before revisions, which
+/// sends none: such a client fails on the first genesis op it pulls. Health and
+/// the API document always answer.
 async fn protocol_revision(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path();
     let always = path == "/v1/health" || path == "/v1/openapi.json";
     let refused = match request.headers().get(REVISION_HEADER) {
         Some(value) if !always => match parse_revision(value.as_bytes()) {
             None => Some(ServiceError::BadRequest(format!(
-                "header {REVISION_HEADER} must be a decimal number (this server speaks {PROTOCOL_REVISION}), not {:?}",
+                "header {REVISION_HEADER} must be a revision number, a decimal of at most 10 digits (this server speaks {PROTOCOL_REVISION}), not {:?}",
                 String::from_utf8_lossy(value.as_bytes())
             ))),
             Some(client) if client < MIN_PEER_REVISION => Some(ServiceError::ClientTooOld {

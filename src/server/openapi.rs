@@ -73,8 +73,8 @@ fn admin_grant() {}
         version = "1",
         description = "Offline-first record sync: push ops, pull ops since a watermark, download packages and snapshots. \
 Every answer carries the header `tidemark-protocol-revision` (this server's revision of protocol v1; 2 added genesis ops). \
-A client may send its own in the same header: one older than the server needs gets 426 `client_too_old` on every route \
-but health and this document; a request without the header is served."
+A client may send its own in the same header: one older than the server needs gets 400 `client_too_old` on every route \
+but health and this document; a request without the header is served (clients from before revisions send none)."
     ),
     paths(
         health,
