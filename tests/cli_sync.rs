@@ -491,6 +491,11 @@ fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
     assert_eq!(values, ["ada@home.example", "ada@work.example"]);
     // The same conflict on the other device, with the same winner.
     assert_eq!(ok(&mut client(&phone, &["conflicts"])), listed);
+    assert_eq!(
+        status(&phone)["conflicted"],
+        1,
+        "status says there is something to look at"
+    );
 
     ok(&mut client(
         &laptop,
@@ -500,8 +505,54 @@ fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
     ok(&mut client(&laptop, &["sync"]));
     ok(&mut client(&phone, &["sync"]));
     assert_eq!(ok(&mut client(&phone, &["conflicts"])), "");
+    assert_eq!(status(&phone)["conflicted"], 0);
     let got: Value = serde_json::from_str(&ok(&mut client(&phone, &["get", "contacts", "c1"]))).unwrap();
     assert_eq!(got, json!({"name": "Ada", "email": "ada@example.com"}));
+}
+
+/// The phone brings back a record the laptop deletes at the same time: the
+/// delete wins, and the phone's user is told why the record went away.
+#[test]
+fn an_undelete_that_lost_to_a_delete_is_listed_and_a_put_brings_the_record_back() {
+    let s = setup();
+    let url = s.server.url.clone();
+    let (laptop, phone) = (s.store("laptop.db"), s.store("phone.db"));
+    for store in [&laptop, &phone] {
+        let out = login(store, &url, "alice", &s.alice);
+        assert!(out.status.success(), "login: {}", text(&out.stderr));
+    }
+    ok(&mut client(&laptop, &["put", "contacts", "c1", "name=Ada"]));
+    ok(&mut client(&laptop, &["sync"]));
+    ok(&mut client(&phone, &["sync"]));
+    ok(&mut client(&phone, &["delete", "contacts", "c1"]));
+    ok(&mut client(&phone, &["put", "contacts", "c1", "email=ada@example.com"]));
+    ok(&mut client(&laptop, &["delete", "contacts", "c1"]));
+    for store in [&laptop, &phone, &laptop] {
+        ok(&mut client(store, &["sync"]));
+    }
+    let out = run(&mut client(&phone, &["get", "contacts", "c1"]));
+    assert!(
+        text(&out.stderr).contains("record contacts/c1 is deleted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let listed: Value = serde_json::from_str(ok(&mut client(&phone, &["conflicts"])).trim()).unwrap();
+    assert_eq!(listed["fields"][0]["field"], "_deleted", "{listed}");
+    let values: Vec<&Value> = listed["fields"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["value"])
+        .collect();
+    assert_eq!(values, [&json!(true), &json!(false)], "{listed}");
+    assert_eq!(status(&laptop)["conflicted"], 1);
+
+    ok(&mut client(&phone, &["put", "contacts", "c1", "vip=true"]));
+    ok(&mut client(&phone, &["sync"]));
+    ok(&mut client(&laptop, &["sync"]));
+    let got: Value = serde_json::from_str(&ok(&mut client(&laptop, &["get", "contacts", "c1"]))).unwrap();
+    assert_eq!(got, json!({"name": "Ada", "email": "ada@example.com", "vip": true}));
+    assert_eq!(ok(&mut client(&laptop, &["conflicts"])), "");
 }
 
 #[test]

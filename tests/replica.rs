@@ -132,11 +132,18 @@ fn concurrent_writes_are_listed_as_conflicts_and_a_new_write_resolves_them() {
     );
     let actors: Vec<_> = field.values.iter().map(|v| v.actor.clone()).collect();
     assert!(actors.contains(&a.actor().unwrap().to_hex()) && actors.contains(&b.actor().unwrap().to_hex()));
+    assert_eq!(
+        a.status().unwrap().conflicted,
+        1,
+        "status counts records with conflicts"
+    );
 
     a.put("contacts", "c1", json!({"name": "Augusta Ada King"})).unwrap();
     assert!(a.conflicts(None, None).unwrap().is_empty());
+    assert_eq!(a.status().unwrap().conflicted, 0);
     send(&a, &b);
     assert!(b.conflicts(None, None).unwrap().is_empty());
+    assert_eq!(b.status().unwrap().conflicted, 0);
     assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Augusta Ada King");
 }
 

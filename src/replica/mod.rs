@@ -91,6 +91,8 @@ pub struct Status {
     pub pending: u64,
     /// Local ops the server refused for good.
     pub rejected: u64,
+    /// Records with concurrent values to look at (listed by `conflicts`).
+    pub conflicted: u64,
     /// Every server op with seq ≤ pulled is applied.
     pub pulled: u64,
     /// Every local op at or below this log position is acknowledged or rejected.
@@ -368,6 +370,7 @@ impl Replica {
         Ok(Status {
             pending: sync_state::pending_count(&txn, &m)?,
             rejected,
+            conflicted: txn.open_table(tables::CONFLICTED)?.len()?,
             pulled: m.u64(meta::PULLED)?,
             pushed: m.u64(meta::PUSHED)?,
             server: binding.as_ref().map(|b| b.server.clone()),

@@ -49,7 +49,7 @@ pub enum Command {
         collection: Option<String>,
         id: Option<String>,
     },
-    /// Print pending, pulled, rejected, server, user, space and last sync as JSON.
+    /// Print pending, pulled, rejected, conflicted (records with conflicts), server, user, space and last sync as JSON.
     Status,
     /// Run a sync server.
     Serve {
