@@ -173,6 +173,11 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
             ""
         }
     );
+    // Conflicts are kept, not hidden: say so where a person looks after a sync.
+    let conflicted = replica.status()?.conflicted;
+    if conflicted > 0 {
+        eprintln!("{conflicted} record(s) hold conflicting values; see `tidemark conflicts` (a new put resolves them)");
+    }
     let refused = summary.rejected + summary.rejected_by_package;
     if refused > 0 {
         let reasons: Vec<String> = replica
