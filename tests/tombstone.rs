@@ -10,6 +10,7 @@ use serde_json::json;
 use tidemark::Replica;
 use tidemark::protocol::SessionConfig;
 use tidemark::remote::local::LocalRemote;
+use tidemark::replica::RemotePage;
 use tidemark::sync::sync_once_blocking;
 
 use common::send;
@@ -103,11 +104,48 @@ fn deleting_again_confirms_a_delete_that_won_over_an_undelete() {
         send(&b, &a);
         for r in [&a, &b] {
             assert_eq!(r.get("contacts", "c1").unwrap(), None, "round {round}: the delete wins");
+            assert_eq!(
+                listed_fields(r),
+                [("_deleted".to_string(), vec![json!(true), json!(false)])],
+                "round {round}: and the lost undelete is listed"
+            );
         }
-        assert_eq!(listed_fields(&a), listed_fields(&b), "round {round}");
         b.put("contacts", "c1", json!({"vip": true})).unwrap();
         send(&b, &a);
         assert_eq!(a.get("contacts", "c1").unwrap().unwrap()["email"], "ada@example.com");
+    }
+}
+
+/// A put that settles a listed `_deleted` conflict is a fresh undelete: a delete
+/// made concurrently with it (by a replica that saw the record live) wins, and
+/// the lost undelete is listed again, whatever automerge's winner was.
+#[test]
+fn a_delete_concurrent_with_the_settling_put_wins_and_is_listed() {
+    for round in 0..8 {
+        let (a, b) = delete_and_concurrent_undelete(round);
+        // c saw a's own ops only (the creation, a's delete and a's undelete), so
+        // its delete supersedes a's undelete but not b's delete.
+        let c = Replica::in_memory().unwrap();
+        let actor = a.actor().unwrap();
+        let own = common::all_ops(&a)
+            .into_iter()
+            .filter(|o| o.op.actor == actor)
+            .collect();
+        c.apply_remote(&RemotePage { ops: own, end: 0 }).unwrap();
+        assert!(c.get("contacts", "c1").unwrap().is_some());
+        b.put("contacts", "c1", json!({"email": "ada@example.com"})).unwrap();
+        c.delete("contacts", "c1").unwrap();
+        for (from, to) in [(&b, &a), (&c, &a), (&a, &b), (&a, &c)] {
+            send(from, to);
+        }
+        for r in [&a, &b, &c] {
+            assert_eq!(r.get("contacts", "c1").unwrap(), None, "round {round}: the delete wins");
+            assert_eq!(
+                listed_fields(r),
+                [("_deleted".to_string(), vec![json!(true), json!(false)])],
+                "round {round}: the lost undelete is listed"
+            );
+        }
     }
 }
 

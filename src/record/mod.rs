@@ -63,7 +63,8 @@ pub struct ConflictValue {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldConflict {
     pub field: String,
-    /// The value the view shows (automerge's deterministic winner) comes first.
+    /// The value the view shows (automerge's deterministic winner) comes first;
+    /// for `_deleted`, the `true` values (the record reads as deleted).
     pub values: Vec<ConflictValue>,
 }
 
@@ -354,9 +355,7 @@ impl RecordDoc {
                 self.start_from_genesis(name, GenesisKind::Text)?;
             }
         }
-        if self.is_deleted() {
-            self.doc.put(ROOT, DELETED, false).map_err(internal)?;
-        }
+        self.undelete().map_err(internal)?;
         for (name, value) in fields {
             let ty = schema.map(|s| s.fields[name]);
             self.put_field(name, ty, value).map_err(internal)?;
@@ -443,10 +442,28 @@ impl RecordDoc {
         Ok(())
     }
 
+    /// Brings a deleted record back (every edit does): a fresh `false` over every
+    /// value of the tombstone. On a tombstone holding both values a plain put of
+    /// `false` may write nothing new (automerge only removes the other values when
+    /// the new one equals the winner's), and a delete concurrent with this edit
+    /// would then win without a conflict to show for it; so a `true` goes first
+    /// and the `false` over it, in this one change.
+    fn undelete(&mut self) -> Result<(), automerge::AutomergeError> {
+        match self.tombstone() {
+            (false, _) => {}
+            (true, false) => self.doc.put(ROOT, DELETED, false)?,
+            (true, true) => {
+                self.doc.put(ROOT, DELETED, true)?;
+                self.doc.put(ROOT, DELETED, false)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks the record deleted (a tombstone; the fields stay for a later undelete).
-    /// A record that already reads as deleted gets no op: on a tombstone holding
-    /// both values, automerge would keep the old `true` rather than write a new
-    /// one, so whether a concurrent undelete beat this delete would hang on op order.
+    /// A record that already reads as deleted gets no op, unless its tombstone also
+    /// holds a `false` (a delete that won over a concurrent undelete, listed by
+    /// [`RecordDoc::conflicts`]): then this confirms the delete with a fresh `true`.
     pub fn delete(&mut self) {
         match self.tombstone() {
             (false, _) => self.doc.put(ROOT, DELETED, true).expect("root map put cannot fail"),
@@ -503,9 +520,7 @@ impl RecordDoc {
             });
         }
         self.doc.splice_text(&id, pos, del as isize, text).map_err(internal)?;
-        if self.is_deleted() {
-            self.doc.put(ROOT, DELETED, false).map_err(internal)?;
-        }
+        self.undelete().map_err(internal)?;
         Ok(())
     }
 
@@ -542,9 +557,7 @@ impl RecordDoc {
                 });
             }
         }
-        if self.is_deleted() {
-            self.doc.put(ROOT, DELETED, false).map_err(internal)?;
-        }
+        self.undelete().map_err(internal)?;
         Ok(())
     }
 

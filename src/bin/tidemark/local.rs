@@ -45,7 +45,7 @@ pub fn get(store: &Path, collection: &str, id: &str) -> Result<()> {
         Some(fields) => out!("{}", Value::Object(fields))?,
         None if replica.is_deleted(collection, id)? => bail!(
             "record {collection}/{id} is deleted: a put brings it back with its latest fields \
-             (`tidemark conflicts {collection} {id}` shows a delete that won over someone's concurrent edit)"
+             (`tidemark conflicts {collection} {id}` shows a delete that won over someone's concurrent undelete)"
         ),
         None => bail!("record {collection}/{id} does not exist"),
     }
