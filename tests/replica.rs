@@ -147,6 +147,59 @@ fn concurrent_writes_are_listed_as_conflicts_and_a_new_write_resolves_them() {
     assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Augusta Ada King");
 }
 
+/// The same file imported on two replicas: every field has two concurrent
+/// values, all equal, so there is nothing to choose and nothing is listed. A
+/// text whose two competing objects read alike is listed once an edit reaches
+/// only one of them.
+#[test]
+fn equal_concurrent_values_are_not_listed_until_they_differ() {
+    let (a, b) = (replica_with_package(), replica_with_package());
+    for r in [&a, &b] {
+        r.put(
+            "contacts",
+            "c1",
+            json!({"name": "Ada", "age": 36, "note": "met at the fair"}),
+        )
+        .unwrap();
+    }
+    send(&a, &b);
+    send(&b, &a);
+    for r in [&a, &b] {
+        assert_eq!(r.conflicts(None, None).unwrap(), [], "equal values are no conflict");
+        assert_eq!(r.status().unwrap().conflicted, 0);
+        let before = r.view_rows().unwrap();
+        r.rebuild_view().unwrap();
+        assert_eq!(r.view_rows().unwrap(), before);
+    }
+    // Each replica edits the note; only one of the two objects is the one shown.
+    a.splice_text("contacts", "c1", "note", 0, 0, "A: ").unwrap();
+    b.splice_text("contacts", "c1", "note", 0, 0, "B: ").unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    for r in [&a, &b] {
+        let listed = r.conflicts(None, None).unwrap();
+        let fields: Vec<&str> = listed
+            .iter()
+            .flat_map(|c| &c.fields)
+            .map(|f| f.field.as_str())
+            .collect();
+        assert_eq!(fields, ["note"], "the texts now differ: {listed:?}");
+        assert_eq!(r.status().unwrap().conflicted, 1);
+    }
+    a.put("contacts", "c1", json!({"name": "Ada", "age": 37})).unwrap();
+    b.put("contacts", "c1", json!({"age": 37})).unwrap();
+    send(&a, &b);
+    send(&b, &a);
+    let fields: Vec<String> = a
+        .conflicts(None, None)
+        .unwrap()
+        .into_iter()
+        .flat_map(|c| c.fields)
+        .map(|f| f.field)
+        .collect();
+    assert_eq!(fields, ["note"], "the same new age on both is no conflict either");
+}
+
 #[test]
 fn delete_wins_over_a_concurrent_edit_and_a_later_put_undeletes() {
     let a = Replica::in_memory().unwrap();

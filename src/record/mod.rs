@@ -59,7 +59,7 @@ pub struct ConflictValue {
     pub value: Json,
 }
 
-/// A field with concurrent values that nobody has resolved yet.
+/// A field with concurrent values that differ and that nobody has resolved yet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldConflict {
     pub field: String,
@@ -76,7 +76,7 @@ pub struct RecordState {
     pub deleted: bool,
     /// Nothing was ever written: the document has no change.
     pub empty: bool,
-    /// Fields with more than one concurrent value.
+    /// Fields with concurrent values that differ (see `conflicts`).
     pub conflicted_fields: u32,
 }
 

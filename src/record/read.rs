@@ -10,7 +10,7 @@ use super::{ConflictValue, DELETED, FieldConflict, Fields, GENESIS_ACTOR, Record
 impl RecordDoc {
     /// Everything the view needs, read in one pass over the root map: the
     /// fields, whether the record is deleted or was never written, and how many
-    /// fields hold concurrent values. `fields()` plus `conflicts()` read every key
+    /// fields hold concurrent values that differ. `fields()` plus `conflicts()` read every key
     /// twice more (`get` and `get_all`); this is the hot path of every merge.
     pub fn state(&self) -> RecordState {
         let mut state = RecordState {
@@ -34,7 +34,7 @@ impl RecordDoc {
                 }
                 continue;
             }
-            if item.conflict {
+            if item.conflict && self.values_differ(&item.key) {
                 state.conflicted_fields += 1;
             }
             let value = match item.value {
@@ -61,7 +61,7 @@ impl RecordDoc {
         out
     }
 
-    /// Every field with more than one concurrent value. First, as field
+    /// Every field with concurrent values that differ. First, as field
     /// `_deleted`, a delete that won over a concurrent undelete (values `true`,
     /// then `false`): the record reads as deleted until a put brings it back
     /// (or a delete confirms it), and this is what tells the person whose
@@ -89,9 +89,25 @@ impl RecordDoc {
                 }
             }
             values.extend(rest);
+            if values.iter().all(|v| v.value == values[0].value) {
+                continue;
+            }
             out.push(FieldConflict { field: key, values });
         }
         out
+    }
+
+    /// Whether a key's concurrent values read differently. Equal values (two
+    /// replicas that imported the same file, or typed the same fix) leave nothing
+    /// to choose between, so they are not a conflict to list; once they differ
+    /// (a later edit reached only one of the competing objects) they are again.
+    fn values_differ(&self, key: &str) -> bool {
+        let Ok(all) = self.doc.get_all(ROOT, key) else {
+            return false;
+        };
+        let mut values = all.iter().map(|(value, id)| self.to_json(value, id));
+        let first = values.next();
+        values.any(|v| Some(v) != first)
     }
 
     /// The tombstone's values, the deletes (what the view shows) first.

@@ -10,7 +10,7 @@ use crate::record::RecordDoc;
 pub(crate) struct Materialized {
     /// Canonical JSON of the fields; None when the record is deleted.
     pub row: Option<Vec<u8>>,
-    /// Number of fields with concurrent values.
+    /// Number of fields with concurrent values that differ.
     pub conflicts: u32,
 }
 
