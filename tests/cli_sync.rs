@@ -443,8 +443,9 @@ fn an_edit_over_the_servers_op_limit_is_rejected_and_does_not_block_the_queue() 
     assert_eq!(status(&a)["pending"], 0);
 }
 
-#[test]
-fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
+/// A server and two stores logged in as alice, on a laptop and a phone. Keep the
+/// setup alive: it owns the server and the stores' directory.
+fn two_devices_of_alice() -> (Setup, PathBuf, PathBuf) {
     let s = setup();
     let url = s.server.url.clone();
     let (laptop, phone) = (s.store("laptop.db"), s.store("phone.db"));
@@ -452,6 +453,12 @@ fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
         let out = login(store, &url, "alice", &s.alice);
         assert!(out.status.success(), "login: {}", text(&out.stderr));
     }
+    (s, laptop, phone)
+}
+
+#[test]
+fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
+    let (_s, laptop, phone) = two_devices_of_alice();
     ok(&mut client(
         &laptop,
         &["put", "contacts", "c1", "name=Ada", "email=ada@laptop.example"],
@@ -521,13 +528,7 @@ fn conflicting_edits_from_two_devices_are_listed_then_resolved_by_a_new_put() {
 /// delete wins, and the phone's user is told why the record went away.
 #[test]
 fn an_undelete_that_lost_to_a_delete_is_listed_and_a_put_brings_the_record_back() {
-    let s = setup();
-    let url = s.server.url.clone();
-    let (laptop, phone) = (s.store("laptop.db"), s.store("phone.db"));
-    for store in [&laptop, &phone] {
-        let out = login(store, &url, "alice", &s.alice);
-        assert!(out.status.success(), "login: {}", text(&out.stderr));
-    }
+    let (_s, laptop, phone) = two_devices_of_alice();
     ok(&mut client(&laptop, &["put", "contacts", "c1", "name=Ada"]));
     ok(&mut client(&laptop, &["sync"]));
     ok(&mut client(&phone, &["sync"]));
