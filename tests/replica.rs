@@ -200,6 +200,30 @@ fn equal_concurrent_values_are_not_listed_until_they_differ() {
     assert_eq!(fields, ["note"], "the same new age on both is no conflict either");
 }
 
+/// Two counters created apart (the same record created on two replicas) that
+/// reach equal totals are still listed: each replica's increment went to its
+/// own counter, and the view shows only one of them.
+#[test]
+fn competing_counters_are_listed_even_when_their_totals_are_equal() {
+    let (a, b) = (replica_with_package(), replica_with_package());
+    for r in [&a, &b] {
+        r.put("contacts", "c1", json!({"name": "Ada", "visits": 3})).unwrap();
+        r.increment("contacts", "c1", "visits", 1).unwrap();
+    }
+    send(&a, &b);
+    send(&b, &a);
+    for r in [&a, &b] {
+        let listed = r.conflicts(None, None).unwrap();
+        let fields: Vec<&str> = listed
+            .iter()
+            .flat_map(|c| &c.fields)
+            .map(|f| f.field.as_str())
+            .collect();
+        assert_eq!(fields, ["visits"], "{listed:?}");
+        assert_eq!(r.status().unwrap().conflicted, 1);
+    }
+}
+
 #[test]
 fn delete_wins_over_a_concurrent_edit_and_a_later_put_undeletes() {
     let a = Replica::in_memory().unwrap();

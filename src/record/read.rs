@@ -89,25 +89,41 @@ impl RecordDoc {
                 }
             }
             values.extend(rest);
-            if values.iter().all(|v| v.value == values[0].value) {
-                continue;
+            if self.values_differ(&key) {
+                out.push(FieldConflict { field: key, values });
             }
-            out.push(FieldConflict { field: key, values });
         }
         out
     }
 
-    /// Whether a key's concurrent values read differently. Equal values (two
-    /// replicas that imported the same file, or typed the same fix) leave nothing
-    /// to choose between, so they are not a conflict to list; once they differ
-    /// (a later edit reached only one of the competing objects) they are again.
+    /// Whether a key's concurrent values are a conflict to list. Equal register
+    /// values or equal texts (two replicas that imported the same file, or typed
+    /// the same fix) leave nothing to choose between and nothing lost; once they
+    /// differ (an edit reached only one of the competing texts) they are listed.
+    /// Competing counters always are: equal totals can hide increments that went
+    /// to the counter the view does not show.
     fn values_differ(&self, key: &str) -> bool {
+        #[derive(PartialEq)]
+        enum Reading {
+            Text(String),
+            Scalar(ScalarValue),
+        }
         let Ok(all) = self.doc.get_all(ROOT, key) else {
             return false;
         };
-        let mut values = all.iter().map(|(value, id)| self.to_json(value, id));
-        let first = values.next();
-        values.any(|v| Some(v) != first)
+        // None: a counter or another object, never equal to anything.
+        let reading = |(value, id): &(Value<'_>, ObjId)| match value {
+            Value::Object(ObjType::Text) => Some(Reading::Text(self.doc.text(id).unwrap_or_default())),
+            Value::Scalar(s) if !matches!(s.as_ref(), ScalarValue::Counter(_)) => {
+                Some(Reading::Scalar(s.clone().into_owned()))
+            }
+            _ => None,
+        };
+        let Some((first, rest)) = all.split_first() else {
+            return false;
+        };
+        let first = reading(first);
+        !rest.is_empty() && (first.is_none() || rest.iter().any(|v| reading(v) != first))
     }
 
     /// The tombstone's values, the deletes (what the view shows) first.

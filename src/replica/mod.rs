@@ -14,6 +14,7 @@ mod doc_cache;
 mod edit;
 mod log;
 mod package_cache;
+mod recount;
 mod sync_state;
 mod tables;
 mod view;
@@ -217,6 +218,7 @@ impl Replica {
                     m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
                     m.insert(meta::ACTOR, ActorId::random().0.as_slice())?;
                     m.insert(meta::NEXT_POS, 1u64.to_le_bytes().as_slice())?;
+                    m.insert(meta::CONFLICT_RULES, recount::CONFLICT_RULES.to_le_bytes().as_slice())?;
                 }
             }
             // Create every table so readers never meet a missing one.
@@ -227,6 +229,7 @@ impl Replica {
             txn.open_table(tables::CONFLICTED)?;
             txn.open_table(tables::REJECTED)?;
             txn.open_table(tables::DISCARDED)?;
+            recount::upgrade(&txn, &mut m)?;
         }
         txn.commit()?;
         Ok(())

@@ -68,6 +68,9 @@ pub mod meta {
     pub const GENERATION: &str = "generation";
     /// JSON `LastSync`.
     pub const LAST_SYNC: &str = "last_sync";
+    /// u64 LE: the rules the CONFLICTED table was counted by (see `recount.rs`);
+    /// absent on stores written before rules were numbered.
+    pub const CONFLICT_RULES: &str = "conflict_rules";
 }
 
 /// The store format version this build writes and reads.

@@ -173,7 +173,7 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
             ""
         }
     );
-    // Conflicts are kept, not hidden: say so where a person looks after a sync.
+    // Conflicts are kept and shown: say so where a person looks after a sync.
     let conflicted = replica.status()?.conflicted;
     if conflicted > 0 {
         eprintln!("{conflicted} record(s) hold conflicting values; see `tidemark conflicts` (a new put resolves them)");

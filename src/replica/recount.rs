@@ -1,0 +1,139 @@
+//! Counting conflicts again after the rules of what counts changed: the
+//! CONFLICTED table is written when a record is materialized, so a store written
+//! by an older build keeps the old counts until each record is written again.
+//! `status` and `sync` report that table, and must agree with `conflicts`.
+//!
+//! Rules (the META key `conflict_rules`):
+//! - 1 (no key): every field with concurrent values, the tombstone left out.
+//! - 2: a delete that won over an undelete counts (field `_deleted`); equal
+//!   register values and equal texts do not (see `RecordDoc::conflicts`).
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::read_u64;
+use super::tables::{self, meta};
+use super::view::materialize;
+use crate::error::{Error, Result};
+use crate::model::ActorId;
+use crate::record::RecordDoc;
+
+/// The rules this build counts by.
+pub(crate) const CONFLICT_RULES: u64 = 2;
+
+/// Brings the CONFLICTED table to [`CONFLICT_RULES`] if the store was counted by
+/// older ones. Only records that can change their count are loaded: those
+/// marked now, and deleted ones (a store's documents without a view row).
+pub(crate) fn upgrade(txn: &WriteTransaction, m: &mut Table<&str, &[u8]>) -> Result<()> {
+    let counted_by = m.get(meta::CONFLICT_RULES)?.map(|v| read_u64(v.value())).unwrap_or(1);
+    if counted_by >= CONFLICT_RULES {
+        return Ok(());
+    }
+    let docs = txn.open_table(tables::DOCS)?;
+    let view = txn.open_table(tables::VIEW)?;
+    let mut conflicted = txn.open_table(tables::CONFLICTED)?;
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for entry in conflicted.iter()? {
+        let (k, _) = entry?;
+        let (c, i) = k.value();
+        keys.push((c.to_string(), i.to_string()));
+    }
+    for entry in docs.iter()? {
+        let (k, _) = entry?;
+        let (c, i) = k.value();
+        if view.get((c, i))?.is_none() {
+            keys.push((c.to_string(), i.to_string()));
+        }
+    }
+    for (c, i) in keys {
+        let Some(bytes) = docs.get((c.as_str(), i.as_str()))? else {
+            conflicted.remove((c.as_str(), i.as_str()))?;
+            continue;
+        };
+        // Read only: the actor new changes would carry does not matter.
+        let doc = RecordDoc::load_stored(bytes.value(), ActorId([0; 16]))?;
+        match materialize(&doc).conflicts {
+            0 => conflicted.remove((c.as_str(), i.as_str()))?,
+            n => conflicted.insert((c.as_str(), i.as_str()), n)?,
+        };
+    }
+    m.insert(meta::CONFLICT_RULES, CONFLICT_RULES.to_le_bytes().as_slice())
+        .map_err(Error::storage)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::tables::{self, meta};
+    use super::super::{LogEntry, RemoteOp, RemotePage, Replica};
+
+    fn send(from: &Replica, to: &Replica) {
+        let ops = from
+            .log_entries(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                LogEntry::Local(op) | LogEntry::Remote(op, _) => Some(RemoteOp { seq: 0, op }),
+                LogEntry::Snapshot { .. } => None,
+            })
+            .collect();
+        to.apply_remote(&RemotePage { ops, end: 0 }).unwrap();
+    }
+
+    fn listed(r: &Replica) -> Vec<(String, Vec<String>)> {
+        let records = r.conflicts(None, None).unwrap();
+        records
+            .into_iter()
+            .map(|c| (c.id, c.fields.into_iter().map(|f| f.field).collect()))
+            .collect()
+    }
+
+    /// A store counted by the first rules: c1's equal values marked, c2's lost
+    /// undelete not. Opening it with this build counts again, once.
+    #[test]
+    fn a_store_counted_by_older_rules_is_counted_again_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let a = Replica::open(&path).unwrap();
+        let b = Replica::in_memory().unwrap();
+        for r in [&a, &b] {
+            r.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+        }
+        a.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
+        send(&a, &b);
+        b.delete("contacts", "c2").unwrap();
+        a.delete("contacts", "c2").unwrap();
+        a.put("contacts", "c2", json!({"age": 36})).unwrap();
+        send(&a, &b);
+        send(&b, &a);
+        let expected = vec![("c2".to_string(), vec!["_deleted".to_string()])];
+        assert_eq!(listed(&a), expected);
+        assert_eq!(a.status().unwrap().conflicted, 1);
+
+        // What an older build left behind.
+        let txn = a.db.begin_write().unwrap();
+        {
+            let mut conflicted = txn.open_table(tables::CONFLICTED).unwrap();
+            conflicted.insert(("contacts", "c1"), 1).unwrap();
+            conflicted.remove(("contacts", "c2")).unwrap();
+            txn.open_table(tables::META)
+                .unwrap()
+                .remove(meta::CONFLICT_RULES)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(listed(&a), [], "c2 is not marked, c1 has nothing to list");
+        assert_eq!(a.status().unwrap().conflicted, 1, "the stale mark of c1");
+        drop(a);
+
+        let a = Replica::open(&path).unwrap();
+        assert_eq!(listed(&a), expected);
+        assert_eq!(a.status().unwrap().conflicted, 1);
+        let rows = a.view_rows().unwrap();
+        drop(a);
+        let a = Replica::open(&path).unwrap();
+        assert_eq!(a.view_rows().unwrap(), rows, "the view is untouched");
+        assert_eq!(listed(&a), expected);
+    }
+}
