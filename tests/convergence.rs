@@ -420,6 +420,10 @@ fn run(s: &Scenario) -> Vec<(String, String, Vec<u8>)> {
             "replica {i} lists other conflicts than replica 0"
         );
     }
+    // And `status` counts exactly the records `conflicts` lists.
+    for (i, r) in replicas.iter().enumerate() {
+        assert_eq!(r.status().unwrap().conflicted, conflicts.len() as u64, "replica {i}");
+    }
     // (b) the incremental view equals the view rebuilt from the log.
     for (i, r) in replicas.iter().enumerate() {
         assert_rebuild_keeps_the_view(r, i);
