@@ -21,40 +21,39 @@ use crate::record::RecordDoc;
 pub(crate) const CONFLICT_RULES: u64 = 2;
 
 /// Brings the CONFLICTED table to [`CONFLICT_RULES`] if the store was counted by
-/// older ones. Only records that can change their count are loaded: those
-/// marked now, and deleted ones (a store's documents without a view row).
+/// older ones: every document is read once and its mark rewritten (about 30 µs
+/// per small record in a release build, measured by a review probe: ~3 s per 100k). A document that does not load keeps
+/// its mark: `conflicts` names it, and a store must open even with one bad record.
 pub(crate) fn upgrade(txn: &WriteTransaction, m: &mut Table<&str, &[u8]>) -> Result<()> {
     let counted_by = m.get(meta::CONFLICT_RULES)?.map(|v| read_u64(v.value())).unwrap_or(1);
     if counted_by >= CONFLICT_RULES {
         return Ok(());
     }
     let docs = txn.open_table(tables::DOCS)?;
-    let view = txn.open_table(tables::VIEW)?;
     let mut conflicted = txn.open_table(tables::CONFLICTED)?;
-    let mut keys: Vec<(String, String)> = Vec::new();
+    for entry in docs.iter()? {
+        let (k, bytes) = entry?;
+        let key = k.value();
+        // Read only: the actor new changes would carry does not matter.
+        let Ok(doc) = RecordDoc::load_stored(bytes.value(), ActorId([0; 16])) else {
+            continue;
+        };
+        match materialize(&doc).conflicts {
+            0 => conflicted.remove(key)?,
+            n => conflicted.insert(key, n)?,
+        };
+    }
+    // Marks of records that have no document at all.
+    let mut orphans = Vec::new();
     for entry in conflicted.iter()? {
         let (k, _) = entry?;
         let (c, i) = k.value();
-        keys.push((c.to_string(), i.to_string()));
-    }
-    for entry in docs.iter()? {
-        let (k, _) = entry?;
-        let (c, i) = k.value();
-        if view.get((c, i))?.is_none() {
-            keys.push((c.to_string(), i.to_string()));
+        if docs.get((c, i))?.is_none() {
+            orphans.push((c.to_string(), i.to_string()));
         }
     }
-    for (c, i) in keys {
-        let Some(bytes) = docs.get((c.as_str(), i.as_str()))? else {
-            conflicted.remove((c.as_str(), i.as_str()))?;
-            continue;
-        };
-        // Read only: the actor new changes would carry does not matter.
-        let doc = RecordDoc::load_stored(bytes.value(), ActorId([0; 16]))?;
-        match materialize(&doc).conflicts {
-            0 => conflicted.remove((c.as_str(), i.as_str()))?,
-            n => conflicted.insert((c.as_str(), i.as_str()), n)?,
-        };
+    for (c, i) in orphans {
+        conflicted.remove((c.as_str(), i.as_str()))?;
     }
     m.insert(meta::CONFLICT_RULES, CONFLICT_RULES.to_le_bytes().as_slice())
         .map_err(Error::storage)?;
@@ -89,16 +88,25 @@ mod tests {
             .collect()
     }
 
-    /// A store counted by the first rules: c1's equal values marked, c2's lost
-    /// undelete not. Opening it with this build counts again, once.
+    /// A store counted by older rules: c1's equal values marked, c2's lost
+    /// undelete and c3's competing counters not, a mark for a record that does
+    /// not exist, and a document that does not load. Opening it with this build
+    /// counts again, once, and the bad document does not keep the store shut.
     #[test]
-    fn a_store_counted_by_older_rules_is_counted_again_on_open() {
+    fn a_store_counted_by_older_rules_is_counted_again_once_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         let a = Replica::open(&path).unwrap();
         let b = Replica::in_memory().unwrap();
+        let package = crate::model::Package::from_json(
+            r#"{"version": 1, "collections": {"contacts": {"fields": {"name": "string", "age": "number", "visits": "counter"}}}}"#,
+        )
+        .unwrap();
         for r in [&a, &b] {
+            r.set_package(Some(&package)).unwrap();
             r.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+            r.put("contacts", "c3", json!({"visits": 3})).unwrap();
+            r.increment("contacts", "c3", "visits", 1).unwrap();
         }
         a.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
         send(&a, &b);
@@ -107,33 +115,49 @@ mod tests {
         a.put("contacts", "c2", json!({"age": 36})).unwrap();
         send(&a, &b);
         send(&b, &a);
-        let expected = vec![("c2".to_string(), vec!["_deleted".to_string()])];
+        let expected = vec![
+            ("c2".to_string(), vec!["_deleted".to_string()]),
+            ("c3".to_string(), vec!["visits".to_string()]),
+        ];
         assert_eq!(listed(&a), expected);
-        assert_eq!(a.status().unwrap().conflicted, 1);
+        assert_eq!(a.status().unwrap().conflicted, 2);
 
         // What an older build left behind.
-        let txn = a.db.begin_write().unwrap();
-        {
-            let mut conflicted = txn.open_table(tables::CONFLICTED).unwrap();
-            conflicted.insert(("contacts", "c1"), 1).unwrap();
-            conflicted.remove(("contacts", "c2")).unwrap();
-            txn.open_table(tables::META)
-                .unwrap()
-                .remove(meta::CONFLICT_RULES)
-                .unwrap();
-        }
-        txn.commit().unwrap();
-        assert_eq!(listed(&a), [], "c2 is not marked, c1 has nothing to list");
-        assert_eq!(a.status().unwrap().conflicted, 1, "the stale mark of c1");
+        let old_build = |a: &Replica, rules: bool| {
+            let txn = a.db.begin_write().unwrap();
+            {
+                let mut conflicted = txn.open_table(tables::CONFLICTED).unwrap();
+                conflicted.insert(("contacts", "c1"), 1).unwrap();
+                conflicted.insert(("contacts", "gone"), 1).unwrap();
+                conflicted.remove(("contacts", "c2")).unwrap();
+                conflicted.remove(("contacts", "c3")).unwrap();
+                txn.open_table(tables::DOCS)
+                    .unwrap()
+                    .insert(("contacts", "bad"), b"garbage".as_slice())
+                    .unwrap();
+                if !rules {
+                    txn.open_table(tables::META)
+                        .unwrap()
+                        .remove(meta::CONFLICT_RULES)
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        };
+        old_build(&a, false);
+        assert_eq!(listed(&a), [], "nothing right is marked");
+        assert_eq!(a.status().unwrap().conflicted, 2, "the stale marks of c1 and gone");
         drop(a);
 
         let a = Replica::open(&path).unwrap();
         assert_eq!(listed(&a), expected);
-        assert_eq!(a.status().unwrap().conflicted, 1);
+        assert_eq!(a.status().unwrap().conflicted, 2);
         let rows = a.view_rows().unwrap();
+        // Counted once: a stale mark written now stays (the rules are stored).
+        old_build(&a, true);
         drop(a);
         let a = Replica::open(&path).unwrap();
         assert_eq!(a.view_rows().unwrap(), rows, "the view is untouched");
-        assert_eq!(listed(&a), expected);
+        assert_eq!(listed(&a), [], "not counted again");
     }
 }
