@@ -328,6 +328,19 @@ fn record_doc_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (mut typed, _) = new_record(OTHER, json!({"note": "hello", "visits": 3}), true);
     typed.splice("note", 0, 1, "J").unwrap();
     typed.commit(BASE_TIME_MS + 1000).unwrap();
+    // A delete that won over a concurrent undelete: the tombstone holds both values.
+    let mut undeleted = base_copy(PEER);
+    undeleted.delete();
+    undeleted.commit(BASE_TIME_MS + 1000).unwrap();
+    edit(&mut undeleted, json!({"age": 36}));
+    let mut tombstone = base_copy(OTHER);
+    tombstone.merge_saved(&deleted.save()).unwrap();
+    tombstone.merge_saved(&undeleted.save()).unwrap();
+    assert_eq!(
+        tombstone.conflicts()[0].field,
+        "_deleted",
+        "the seed holds a listed tombstone conflict"
+    );
 
     vec![
         ("change-single", base.clone()),
@@ -335,6 +348,7 @@ fn record_doc_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("document-with-conflict", conflicted.save()),
         ("document-deleted", deleted.save()),
         ("document-text-and-counter", typed.save()),
+        ("document-tombstone-conflict", tombstone.save()),
     ]
 }
 

@@ -262,6 +262,14 @@ fn check_load(data: &[u8]) {
             deleted,
             "a saved document loads back with another tombstone"
         );
+        assert_eq!(
+            again.state().conflicted_fields as usize,
+            again.conflicts().len(),
+            "the view's conflict count and the conflict listing disagree"
+        );
+        let mut gone = again;
+        gone.delete();
+        assert!(gone.is_deleted(), "a document still reads as live after a delete");
     }
 }
 
