@@ -4,6 +4,7 @@ use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, Valu
 use serde_json::{Map, Value as Json};
 
 use super::genesis::is_genesis_actor;
+use super::tombstone::is_bool;
 use super::values::{scalar_ref_to_json, scalar_to_json};
 use super::{ConflictValue, DELETED, FieldConflict, Fields, GENESIS_ACTOR, RecordDoc, RecordState};
 
@@ -34,7 +35,7 @@ impl RecordDoc {
                 }
                 continue;
             }
-            if item.conflict && self.values_differ(&item.key) {
+            if item.conflict && self.values_differ(&self.doc.get_all(ROOT, item.key.as_ref()).unwrap_or_default()) {
                 state.conflicted_fields += 1;
             }
             let value = match item.value {
@@ -73,7 +74,7 @@ impl RecordDoc {
         }
         for key in self.doc.keys(ROOT).filter(|k| !k.starts_with('_')) {
             let all = match self.doc.get_all(ROOT, key.as_str()) {
-                Ok(all) if all.len() > 1 => all,
+                Ok(all) if self.values_differ(&all) => all,
                 _ => continue,
             };
             // get() returns the winner; list it first so people see what the view shows.
@@ -89,28 +90,23 @@ impl RecordDoc {
                 }
             }
             values.extend(rest);
-            if self.values_differ(&key) {
-                out.push(FieldConflict { field: key, values });
-            }
+            out.push(FieldConflict { field: key, values });
         }
         out
     }
 
-    /// Whether a key's concurrent values are a conflict to list. Equal register
+    /// Whether a key's concurrent values (from `get_all`) are a conflict to list. Equal register
     /// values or equal texts (two replicas that imported the same file, or typed
     /// the same fix) leave nothing to choose between and nothing lost; once they
     /// differ (an edit reached only one of the competing texts) they are listed.
     /// Competing counters always are: equal totals can hide increments that went
     /// to the counter the view does not show.
-    fn values_differ(&self, key: &str) -> bool {
+    fn values_differ(&self, all: &[(Value<'_>, ObjId)]) -> bool {
         #[derive(PartialEq)]
         enum Reading {
             Text(String),
             Scalar(ScalarValue),
         }
-        let Ok(all) = self.doc.get_all(ROOT, key) else {
-            return false;
-        };
         // None: a counter or another object, never equal to anything.
         let reading = |(value, id): &(Value<'_>, ObjId)| match value {
             Value::Object(ObjType::Text) => Some(Reading::Text(self.doc.text(id).unwrap_or_default())),
@@ -131,10 +127,7 @@ impl RecordDoc {
         let all = self.doc.get_all(ROOT, DELETED).unwrap_or_default();
         let mut values: Vec<(bool, ConflictValue)> = all
             .iter()
-            .map(|(value, id)| {
-                let deleted = matches!(value, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true)));
-                (deleted, self.conflict_value(value, id))
-            })
+            .map(|(value, id)| (is_bool(value, true), self.conflict_value(value, id)))
             .collect();
         values.sort_by_key(|(deleted, _)| !deleted);
         FieldConflict {

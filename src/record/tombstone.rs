@@ -23,11 +23,7 @@ impl RecordDoc {
         let Ok(all) = self.doc.get_all(ROOT, DELETED) else {
             return (false, false);
         };
-        let is = |want: bool| {
-            all.iter().any(
-                |(v, _)| matches!(v, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(b) if *b == want)),
-            )
-        };
+        let is = |want: bool| all.iter().any(|(v, _)| is_bool(v, want));
         (is(true), is(false))
     }
 
@@ -71,4 +67,9 @@ impl RecordDoc {
             }
         }
     }
+}
+
+/// Whether a value is the boolean `want` (a tombstone value).
+pub(super) fn is_bool(value: &Value<'_>, want: bool) -> bool {
+    matches!(value, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(b) if *b == want))
 }

@@ -13,7 +13,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::read_u64;
 use super::tables::{self, meta};
 use super::view::materialize;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::ActorId;
 use crate::record::RecordDoc;
 
@@ -21,9 +21,10 @@ use crate::record::RecordDoc;
 pub(crate) const CONFLICT_RULES: u64 = 2;
 
 /// Brings the CONFLICTED table to [`CONFLICT_RULES`] if the store was counted by
-/// older ones: every document is read once and its mark rewritten (about 30 µs
-/// per small record in a release build, measured by a review probe: ~3 s per 100k). A document that does not load keeps
-/// its mark: `conflicts` names it, and a store must open even with one bad record.
+/// older ones: every document is loaded once and its mark rewritten, a one-time
+/// cost in proportion to the store (not measured by a bench). A document that
+/// does not load keeps its mark: `conflicts` names it, and a store must open
+/// even with one bad record.
 pub(crate) fn upgrade(txn: &WriteTransaction, m: &mut Table<&str, &[u8]>) -> Result<()> {
     let counted_by = m.get(meta::CONFLICT_RULES)?.map(|v| read_u64(v.value())).unwrap_or(1);
     if counted_by >= CONFLICT_RULES {
@@ -55,8 +56,7 @@ pub(crate) fn upgrade(txn: &WriteTransaction, m: &mut Table<&str, &[u8]>) -> Res
     for (c, i) in orphans {
         conflicted.remove((c.as_str(), i.as_str()))?;
     }
-    m.insert(meta::CONFLICT_RULES, CONFLICT_RULES.to_le_bytes().as_slice())
-        .map_err(Error::storage)?;
+    m.insert(meta::CONFLICT_RULES, CONFLICT_RULES.to_le_bytes().as_slice())?;
     Ok(())
 }
 
