@@ -38,7 +38,11 @@ async fn the_server_still_answers_health_after_a_concurrent_barrage_of_hostile_r
         let panicking = panicking.clone();
         tasks.push(tokio::spawn(async move {
             let status = match i % 8 {
-                0 => s.push(&s.alice, &[panicking]).await.status(),
+                // Refused alone, inside a 200 answer.
+                0 => {
+                    refused_one(s.push(&s.alice, &[panicking]).await, 0, "invalid_op").await;
+                    return;
+                }
                 1 => s.push_raw(&s.alice, SPACE, vec![b'{'; 200 * 1024]).await.status(),
                 2 => s.push_raw(&s.alice, SPACE, b"{\"ops\":[".to_vec()).await.status(),
                 3 => s.push(&s.rita, &real_ops(&["x"])).await.status(),

@@ -162,7 +162,7 @@ fn a_lost_push_answer_is_repushed_without_duplicates(via: Via) {
         }
         session.handle_response(&replica, response).unwrap();
     }
-    assert_eq!(lost, Some(vec![1, 2, 3, 4, 5]));
+    assert_eq!(lost, Some((1..=5).map(Some).collect()));
     assert_eq!(replica.status().unwrap().pending, 5, "the answer never arrived");
     let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
     assert_eq!(summary.pushed, 5);
@@ -353,12 +353,19 @@ fn a_read_only_members_ops_are_rejected_and_the_round_goes_on(via: Via) {
     assert_eq!(summary.rejected, 1);
     let status = replica.status().unwrap();
     assert_eq!((status.pending, status.rejected), (0, 1));
-    assert_eq!(replica.rejected().unwrap()[0].code, "read_only");
+    let rejection = &replica.rejected().unwrap()[0];
+    assert_eq!(rejection.code, "read_only");
+    assert_eq!(
+        rejection.values.as_ref().unwrap().set,
+        *json!({"n": 1}).as_object().unwrap(),
+        "the rejected list keeps what the op wrote"
+    );
     assert_eq!(
         replica.list("contacts", None, 10).unwrap().len(),
-        4,
-        "it still pulled the space"
+        3,
+        "it still pulled the space, and the refused record left the view"
     );
+    assert_eq!(replica.get("contacts", "mine").unwrap(), None);
     assert_eq!(service.store().head_of(SPACE), 3, "nothing of the viewer was stored");
 }
 

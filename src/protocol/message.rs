@@ -22,10 +22,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// - 2: genesis ops (`WireOp::actor` = `GENESIS_ACTOR`, see `record/genesis.rs`)
 ///   in pushes, pulls and snapshot documents. A revision-1 peer refuses them:
 ///   a server would reject them as invalid ops, a client would fail its pull.
-pub const PROTOCOL_REVISION: u32 = 2;
+/// - 3: a push answer refuses single ops (`PushResponse::refused`, a `null`
+///   seq) and stores the rest of the batch; the history check's codes
+///   `missing_deps` and `actor_reused`. A revision-2 client would take a
+///   `null` seq for an acknowledgement.
+pub const PROTOCOL_REVISION: u32 = 3;
 
 /// The oldest peer revision this build works with.
-pub const MIN_PEER_REVISION: u32 = 2;
+pub const MIN_PEER_REVISION: u32 = 3;
 
 /// The HTTP header that carries [`PROTOCOL_REVISION`].
 pub const REVISION_HEADER: &str = "tidemark-protocol-revision";
@@ -103,14 +107,29 @@ pub struct PushRequest {
     pub ops: Vec<WireOp>,
 }
 
-/// The answer to a push: the seq of each op, in request order.
+/// The answer to a push: the seq of each op in request order, `null` where the
+/// op was refused (`refused` says why). A refusal costs only that op: the rest
+/// of the batch is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PushResponse {
     pub epoch: String,
-    pub seqs: Vec<Seq>,
+    pub seqs: Vec<Option<Seq>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedOp>,
     /// The space's highest seq after this push.
     pub head: Seq,
+}
+
+/// One op of a push the server refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct RefusedOp {
+    /// The op's index in the pushed batch.
+    pub index: usize,
+    /// `invalid_op`, `op_too_large`, `op_id_conflict`, `missing_deps` or `actor_reused`.
+    pub code: String,
+    pub message: String,
 }
 
 /// An op as stored by the server: its seq and the user who pushed it.
@@ -177,7 +196,8 @@ pub struct SnapshotResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
-    /// `unauthorized`, `not_found`, `read_only`, `invalid_op`, `op_id_conflict`, `bad_request`, `too_large`, `conflict`, `internal`.
+    /// `unauthorized`, `not_found`, `read_only`, `bad_request`, `too_large`, `conflict`,
+    /// `history_changed`, `record_quarantined`, `client_too_old`, `internal`.
     pub code: String,
     pub message: String,
     /// For op-level errors: the index of the offending op in the pushed batch.

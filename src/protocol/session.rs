@@ -11,11 +11,12 @@
 use serde::Serialize;
 
 use super::message::{
-    ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, SnapshotResponse, WireOp, decode_doc,
+    ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, RefusedOp, SnapshotResponse, WireOp,
+    decode_doc,
 };
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, RecordId, Seq};
-use crate::replica::{Fence, RemoteOp, RemotePage, Replica, SnapshotRecord};
+use crate::replica::{Fence, Refusal, RemoteOp, RemotePage, Replica, SnapshotRecord};
 
 /// What the session asks the transport to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,9 @@ pub struct RoundSummary {
     pub epoch_changed: bool,
     /// Ops re-pushed after an epoch change.
     pub repushed: u64,
+    /// Local edits written again as new ops: after a refused op of the same
+    /// record, or under a fresh actor when another store shared this one's.
+    pub rewritten: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,17 +324,12 @@ impl Session {
         let too_large = matches!((error.status, code), (Some(413), "too_large"));
         match in_flight {
             InFlight::Push { positions } if op_refused => {
-                self.summary.rejected += replica.reject(positions[named(&positions)?], code, &message)?;
-                Ok(())
+                let pos = positions[named(&positions)?];
+                self.refuse(replica, &[(pos, code, &message)])
             }
             InFlight::Push { positions } if error.status == Some(403) && code == "read_only" => {
-                for pos in positions {
-                    // Earlier ones may have taken later ones of the same record along.
-                    if replica.rejected()?.iter().all(|r| r.pos != pos) {
-                        self.summary.rejected += replica.reject(pos, code, &message)?;
-                    }
-                }
-                Ok(())
+                let all: Vec<_> = positions.iter().map(|&pos| (pos, code, message.as_str())).collect();
+                self.refuse(replica, &all)
             }
             InFlight::Push { positions } | InFlight::Repush { positions, .. } if too_large && positions.len() > 1 => {
                 // The batch as a whole is over the server's body limit: send less at a time.
@@ -338,13 +337,12 @@ impl Session {
                 Ok(())
             }
             InFlight::Push { positions } if too_large => {
-                self.summary.rejected += replica.reject(positions[0], "op_too_large", &message)?;
-                Ok(())
+                self.refuse(replica, &[(positions[0], "op_too_large", &message)])
             }
             InFlight::Repush { positions, local, .. } if op_refused || too_large => {
                 let index = if too_large { 0 } else { named(&positions)? };
                 if local[index] {
-                    self.summary.rejected += replica.reject(positions[index], code, &message)?;
+                    self.refuse(replica, &[(positions[index], code, &message)])?;
                 } else {
                     self.skip.insert(positions[index]);
                 }
@@ -362,6 +360,52 @@ impl Session {
             }
             _ => Err(Error::Sync(error.to_string())),
         }
+    }
+
+    /// Refuses local ops for good: each leaves its record, later edits are written again.
+    fn refuse(&mut self, replica: &Replica, refused: &[(u64, &str, &str)]) -> Result<()> {
+        let refusals: Vec<Refusal> = refused
+            .iter()
+            .map(|&(pos, code, reason)| Refusal {
+                pos,
+                code: code.to_string(),
+                reason: reason.to_string(),
+            })
+            .collect();
+        self.summary.rejected += replica.refuse(&refusals)?;
+        Ok(())
+    }
+
+    /// Handles the ops a push answer refused, in batch order. `local` says which
+    /// positions are this replica's own ops (a re-push also carries others').
+    fn on_refused(
+        &mut self,
+        replica: &Replica,
+        positions: &[u64],
+        local: &[bool],
+        refused: &[RefusedOp],
+    ) -> Result<()> {
+        let mut refused = refused.to_vec();
+        refused.sort_by_key(|r| r.index);
+        for r in &refused {
+            let Some(&pos) = positions.get(r.index) else {
+                return Err(Error::Sync(format!(
+                    "the server refused op {} of a batch of {}",
+                    r.index,
+                    positions.len()
+                )));
+            };
+            if !local.get(r.index).copied().unwrap_or(true) {
+                // Another replica's op: its author pushes it.
+                continue;
+            }
+            match r.code.as_str() {
+                // Another store writes as this one's actor: a fresh actor, and the edits again.
+                "actor_reused" => self.summary.rewritten += replica.rewrite_pending(pos, true)?,
+                _ => self.refuse(replica, &[(pos, r.code.as_str(), r.message.as_str())])?,
+            }
+        }
+        Ok(())
     }
 
     fn check_fence(&self, replica: &Replica) -> Result<()> {
@@ -407,6 +451,7 @@ impl Session {
     fn on_push(&mut self, replica: &Replica, r: PushResponse) -> Result<()> {
         self.same_epoch(replica, &r.epoch)?;
         self.summary.head = self.summary.head.max(r.head);
+        let accepted = r.seqs.iter().filter(|s| s.is_some()).count() as u64;
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
             InFlight::Push { positions } => {
                 if r.seqs.len() != positions.len() {
@@ -416,14 +461,23 @@ impl Session {
                         positions.len()
                     )));
                 }
+                self.on_refused(replica, &positions, &[], &r.refused)?;
                 let last = *positions.last().expect("a push has ops");
                 replica.ack_pushed(last)?;
-                self.summary.pushed += positions.len() as u64;
+                self.summary.pushed += accepted;
             }
-            InFlight::Repush { positions, last, .. } => {
+            InFlight::Repush { positions, local, last } => {
+                if r.seqs.len() != positions.len() {
+                    return Err(Error::Sync(format!(
+                        "the server acknowledged {} of {} re-pushed ops",
+                        r.seqs.len(),
+                        positions.len()
+                    )));
+                }
+                self.on_refused(replica, &positions, &local, &r.refused)?;
                 replica.ack_pushed(last)?;
                 replica.set_repush_from(Some(last + 1))?;
-                self.summary.repushed += positions.len() as u64;
+                self.summary.repushed += accepted;
                 self.phase = Phase::Repush;
             }
             _ => return Err(Error::Sync("a push answer arrived without a push".into())),

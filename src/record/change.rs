@@ -114,6 +114,38 @@ pub fn change_actor(change: &Change) -> Option<ActorId> {
     ActorId::from_slice(change.actor_id().to_bytes()).ok()
 }
 
+/// What the server's history check needs of a change: read from its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeHeader {
+    pub hash: [u8; 32],
+    /// The automerge actor: 16 bytes for a replica, longer for a genesis change.
+    pub actor: Vec<u8>,
+    /// The actor's sequence number in this record's history (1, 2, 3…).
+    pub seq: u64,
+    /// The first and last op counters the change uses.
+    pub start_op: u64,
+    pub max_op: u64,
+    pub deps: Vec<[u8; 32]>,
+}
+
+impl ChangeHeader {
+    pub fn of(change: &Change) -> ChangeHeader {
+        ChangeHeader {
+            hash: change.hash().0,
+            actor: change.actor_id().to_bytes().to_vec(),
+            seq: change.seq(),
+            start_op: change.start_op().get(),
+            max_op: change.max_op(),
+            deps: change.deps().iter().map(|d| d.0).collect(),
+        }
+    }
+}
+
+/// The header of a change that was checked when it entered the store.
+pub fn stored_change_header(bytes: &[u8]) -> Result<ChangeHeader, CorruptData> {
+    Ok(ChangeHeader::of(&decode_stored_change(bytes)?))
+}
+
 /// Why a foreign change is refused for a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeError {

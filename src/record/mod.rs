@@ -23,13 +23,18 @@ use crate::model::{ActorId, CollectionSchema, FieldType, check_field_name};
 mod change;
 mod genesis;
 mod read;
+mod rebase;
 mod tombstone;
 mod values;
 
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
-pub use change::{ChangeError, change_actor, check_author, decode_change, decode_stored_change, validate_change};
+pub use change::{
+    ChangeError, ChangeHeader, change_actor, check_author, decode_change, decode_stored_change, stored_change_header,
+    validate_change,
+};
 pub use genesis::GENESIS_ACTOR;
 use genesis::{GenesisKind, genesis_change};
+pub use rebase::{EditSummary, change_hash};
 pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_value};
 use values::{counter_in_range, json_to_scalar, scalar_to_json};
 

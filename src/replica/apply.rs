@@ -64,8 +64,8 @@ impl Replica {
     /// merged per record, materialized, logged, and `pulled` advances to `page.end`.
     pub fn apply_remote(&self, page: &RemotePage) -> Result<ApplyReport> {
         let txn = self.write()?;
-        let m = Meta::read_write(&txn)?;
-        let actor = m.actor()?;
+        let mut m = Meta::read_write(&txn)?;
+        let mut actor = m.actor()?;
         let mut report = ApplyReport::default();
 
         let mut fresh: Vec<&RemoteOp> = Vec::new();
@@ -79,6 +79,21 @@ impl Replica {
                     fresh.push(remote);
                 }
             }
+        }
+
+        // An op this store's actor wrote, yet unknown here: another store writes as
+        // this actor (a restored backup, a copied file). Take a fresh actor before
+        // merging, or its changes would collide with this store's pending ones.
+        let shared: std::collections::BTreeSet<(Collection, RecordId)> = fresh
+            .iter()
+            .filter(|r| r.op.actor == actor)
+            .map(|r| (r.op.collection.clone(), r.op.record.clone()))
+            .collect();
+        if !shared.is_empty() {
+            let records: Vec<_> = shared.into_iter().collect();
+            actor = super::rewrite::heal_shared_actor(&txn, &m, &records)?;
+            m = Meta::read_write(&txn)?;
+            self.doc_cache.clear();
         }
 
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Change>> = BTreeMap::new();
@@ -278,8 +293,17 @@ impl Replica {
         let mut positions: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
         {
             let log = txn.open_table(tables::LOG)?;
+            // Refused ops left their records' documents, and superseded ones were
+            // written again elsewhere in the log: neither is part of the history.
+            let rejected = txn.open_table(tables::REJECTED)?;
+            let discarded = txn.open_table(tables::DISCARDED)?;
             for entry in log.iter()? {
                 let (k, v) = entry?;
+                if v.value().first() == Some(&LogEntry::LOCAL_KIND)
+                    && (rejected.get(k.value())?.is_some() || discarded.get(k.value())?.is_some())
+                {
+                    continue;
+                }
                 let e = LogEntry::decode(v.value())?;
                 let (c, r) = e.target();
                 positions

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::model::{Collection, RecordId};
+use crate::model::{ActorId, Collection, RecordId};
 use crate::record::RecordDoc;
 
 /// Edits of batches larger than this (imports) go around the cache: they would
@@ -71,14 +71,15 @@ impl DocCache {
         }
     }
 
-    /// Takes the cached document of a record if it matches the stored bytes.
-    pub fn take(&self, collection: &Collection, id: &RecordId, stored: &[u8]) -> Option<RecordDoc> {
+    /// Takes the cached document of a record if it matches the stored bytes and
+    /// writes as `actor` (a store can take a fresh actor, in another process too).
+    pub fn take(&self, collection: &Collection, id: &RecordId, stored: &[u8], actor: ActorId) -> Option<RecordDoc> {
         let entry = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             inner.remove(&(collection.clone(), id.clone()))?
         };
         // A stale entry is freed here, outside the lock (see `put`).
-        (entry.saved == stored).then_some(entry.doc)
+        (entry.saved == stored && entry.doc.actor() == Some(actor)).then_some(entry.doc)
     }
 
     /// Keeps a document whose saved bytes were just committed to DOCS. Older entries
@@ -133,7 +134,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::ActorId;
 
     /// A record document after `edits` committed puts, and its saved bytes.
     fn doc(edits: usize) -> (RecordDoc, Vec<u8>) {
@@ -176,9 +176,15 @@ mod tests {
         assert!(bytes <= budget, "{bytes} bytes held over a budget of {budget}");
         assert!((3..20).contains(&kept), "{kept} documents kept");
         let (c, id) = key(19);
-        assert!(cache.take(&c, &id, &saved[19]).is_some(), "the newest document stays");
+        assert!(
+            cache.take(&c, &id, &saved[19], ActorId([7; 16])).is_some(),
+            "the newest document stays"
+        );
         let (c, id) = key(0);
-        assert!(cache.take(&c, &id, &saved[0]).is_none(), "the oldest document went");
+        assert!(
+            cache.take(&c, &id, &saved[0], ActorId([7; 16])).is_none(),
+            "the oldest document went"
+        );
     }
 
     #[test]
@@ -194,7 +200,7 @@ mod tests {
         put(&cache, 4, 1);
         assert_eq!(held(&cache).0, 1, "the big document made room for the next one");
         let (c, id) = key(3);
-        assert!(cache.take(&c, &id, &big).is_none());
+        assert!(cache.take(&c, &id, &big, ActorId([7; 16])).is_none());
     }
 
     #[test]
@@ -205,7 +211,7 @@ mod tests {
         let (kept, bytes) = held(&cache);
         assert_eq!(kept, 1);
         let (c, id) = key(1);
-        assert!(cache.take(&c, &id, &saved).is_some());
+        assert!(cache.take(&c, &id, &saved, ActorId([7; 16])).is_some());
         assert_eq!(held(&cache), (0, 0), "{bytes} bytes were held");
         put(&cache, 2, 1);
         cache.clear();

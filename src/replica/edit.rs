@@ -201,7 +201,22 @@ impl Replica {
         if edits.is_empty() {
             return Ok(Vec::new());
         }
+        self.apply_edits_then(edits, |_| Ok(()))
+    }
+
+    /// [`Replica::apply_edits`], with `finish` run in the same transaction after the
+    /// edits are written (it sees them): all of it commits, or none.
+    pub(crate) fn apply_edits_then(
+        &self,
+        edits: Vec<Edit>,
+        finish: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<Vec<Option<OpId>>> {
         let txn = self.write()?;
+        if edits.is_empty() {
+            finish(&txn)?;
+            txn.commit()?;
+            return Ok(Vec::new());
+        }
         let m = Meta::read_write(&txn)?;
         let actor = m.actor()?;
         let package = self.package_cache.get(&m)?;
@@ -241,7 +256,7 @@ impl Replica {
             work.existing = views.doc_bytes(key.0, key.1)?;
             if let (true, Some(stored)) = (use_cache, &work.existing) {
                 *work.cached.get_mut().unwrap_or_else(|p| p.into_inner()) =
-                    self.doc_cache.take(&work.collection, &work.id, stored);
+                    self.doc_cache.take(&work.collection, &work.id, stored, actor);
             }
         }
 
@@ -306,6 +321,7 @@ impl Replica {
         }
         put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
         super::sync_state::add_pending(&txn, &m, added)?;
+        finish(&txn)?;
         txn.commit()?;
         for (work, saved, doc) in keep {
             self.doc_cache.put(work.collection.clone(), work.id.clone(), saved, doc);

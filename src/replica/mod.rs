@@ -15,6 +15,7 @@ mod edit;
 mod log;
 mod package_cache;
 mod recount;
+mod rewrite;
 mod sync_state;
 mod tables;
 mod view;
@@ -31,6 +32,7 @@ pub use account::Fence;
 pub use apply::{ApplyReport, RemoteOp, RemotePage, SnapshotRecord};
 pub use edit::Edit;
 pub use log::LogEntry;
+pub use rewrite::Refusal;
 pub use sync_state::{LastSync, PendingOp, Rejection};
 use tables::meta;
 

@@ -22,7 +22,7 @@ pub struct PendingOp {
 }
 
 /// A local op the server refused for good, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
     pub pos: u64,
     pub op_id: String,
@@ -32,6 +32,10 @@ pub struct Rejection {
     pub code: String,
     /// The server's reason, for a person.
     pub reason: String,
+    /// What the op did (absent for ops refused by builds before rollback):
+    /// `tidemark rejected --retry` writes these values again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<crate::record::EditSummary>,
 }
 
 /// The outcome of the last sync round.
@@ -213,67 +217,13 @@ impl Replica {
         Meta::read(&txn)?.json(meta::SNAPSHOT)
     }
 
-    /// Moves a pending op to the rejected list with the server's reason. Later
-    /// local ops of the same record go with it (code `depends_on_rejected`):
-    /// their changes depend on this one, so no server or peer could apply them.
-    /// Returns how many ops were rejected.
+    /// Refuses one local op for good (see [`Replica::refuse`]).
     pub fn reject(&self, pos: u64, code: &str, reason: &str) -> Result<u64> {
-        let txn = self.write()?;
-        let m = Meta::read_write(&txn)?;
-        let pushed = m.u64(meta::PUSHED)?;
-        let mut targets = Vec::new();
-        {
-            let log = txn.open_table(tables::LOG)?;
-            let rejected = txn.open_table(tables::REJECTED)?;
-            let discarded = txn.open_table(tables::DISCARDED)?;
-            let bytes = log
-                .get(pos)?
-                .ok_or_else(|| CorruptData::new("reject", format!("no log entry at {pos}")))?;
-            let LogEntry::Local(first) = LogEntry::decode(bytes.value())? else {
-                return Err(CorruptData::new("reject", format!("log entry {pos} is not a local op")).into());
-            };
-            drop(bytes);
-            for entry in log.range(pos + 1..)? {
-                let (k, v) = entry?;
-                let p = k.value();
-                if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
-                    if op.collection == first.collection
-                        && op.record == first.record
-                        && rejected.get(p)?.is_none()
-                        && discarded.get(p)?.is_none()
-                    {
-                        let why = format!("depends on rejected op {} of the same record ({reason})", first.id);
-                        targets.push((p, op, "depends_on_rejected".to_string(), why));
-                    }
-                }
-            }
-            targets.insert(0, (pos, first, code.to_string(), reason.to_string()));
-        }
-        let mut rejected = txn.open_table(tables::REJECTED)?;
-        let mut left = m.u64(meta::PENDING)?;
-        let mut count = 0;
-        for (p, op, code, reason) in targets {
-            let rejection = Rejection {
-                pos: p,
-                op_id: op.id.to_string(),
-                collection: op.collection.to_string(),
-                record: op.record.to_string(),
-                code,
-                reason,
-            };
-            let json = serde_json::to_vec(&rejection).expect("rejection serializes");
-            if rejected.insert(p, json.as_slice())?.is_none() {
-                count += 1;
-                // Only ops still in the queue leave it; an acknowledged op refused by a re-push was not pending.
-                if p > pushed {
-                    left = left.saturating_sub(1);
-                }
-            }
-        }
-        drop(rejected);
-        put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
-        txn.commit()?;
-        Ok(count)
+        self.refuse(&[super::Refusal {
+            pos,
+            code: code.to_string(),
+            reason: reason.to_string(),
+        }])
     }
 
     /// The rejected ops, oldest first.
@@ -284,16 +234,6 @@ impl Replica {
         for entry in table.iter()? {
             let (_, v) = entry?;
             out.push(serde_json::from_slice(v.value()).map_err(|e| CorruptData::new("rejected entry", e))?);
-        }
-        Ok(out)
-    }
-
-    fn rejected_positions(&self) -> Result<Vec<u64>> {
-        let txn = self.read()?;
-        let table = txn.open_table(tables::REJECTED)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            out.push(entry?.0.value());
         }
         Ok(out)
     }
@@ -315,44 +255,59 @@ impl Replica {
         Ok(out)
     }
 
-    /// Puts rejected ops back in the queue (a copy appended at the end of the
-    /// log, same op id; the old position is superseded), or discards them for
-    /// good. Either way they leave the rejected list. Returns how many.
+    /// Writes the values of the rejected ops again as new edits (`retry`: they
+    /// are checked against the package as any edit), or forgets them. Either way
+    /// they leave the rejected list, in the same transaction. Returns how many.
+    /// An op refused by a build before rollback has no values: a retry sends it
+    /// again as it was (its change never left the document).
     pub fn resolve_rejected(&self, retry: bool) -> Result<u64> {
-        let txn = self.write()?;
-        let m = Meta::read_write(&txn)?;
-        let mut pos = m.u64(meta::NEXT_POS)?.max(1);
-        let mut handled = 0;
-        {
+        let txn = self.read()?;
+        let table = txn.open_table(tables::REJECTED)?;
+        let mut entries = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let rejection: Rejection =
+                serde_json::from_slice(v.value()).map_err(|e| CorruptData::new("rejected entry", e))?;
+            entries.push((k.value(), rejection));
+        }
+        drop(table);
+        drop(txn);
+        let edits = if retry {
+            entries
+                .iter()
+                .flat_map(|(_, r)| super::rewrite::retry_edits(r))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let handled = entries.len() as u64;
+        self.apply_edits_then(edits, |txn| {
             let mut rejected = txn.open_table(tables::REJECTED)?;
             let mut discarded = txn.open_table(tables::DISCARDED)?;
             let mut log = txn.open_table(tables::LOG)?;
             let mut index = txn.open_table(tables::OP_INDEX)?;
-            let positions: Vec<u64> = rejected
-                .iter()?
-                .map(|e| e.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()?;
-            for old in positions {
-                rejected.remove(old)?;
-                discarded.insert(old, ())?;
-                handled += 1;
-                if retry {
-                    let bytes = log.get(old)?.map(|v| v.value().to_vec());
+            let m = Meta::read_write(txn)?;
+            let mut pos = m.u64(meta::NEXT_POS)?.max(1);
+            let mut requeued = 0;
+            for (old, rejection) in &entries {
+                rejected.remove(*old)?;
+                discarded.insert(*old, ())?;
+                if retry && rejection.values.is_none() {
+                    let bytes = log.get(*old)?.map(|v| v.value().to_vec());
                     if let Some(bytes) = bytes {
                         if let LogEntry::Local(op) = LogEntry::decode(&bytes)? {
                             log.insert(pos, bytes.as_slice())?;
                             index.insert(op.id.as_u128(), pos)?;
                             pos += 1;
+                            requeued += 1;
                         }
                     }
                 }
             }
-        }
-        put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
-        if retry {
-            add_pending(&txn, &m, handled)?;
-        }
-        txn.commit()?;
+            drop((rejected, discarded, log, index));
+            put_meta(txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+            add_pending(txn, &m, requeued)
+        })?;
         Ok(handled)
     }
 
@@ -413,15 +368,17 @@ impl Replica {
             }
         }
         self.set_package(Some(package))?;
-        let mut count = 0;
-        for (pos, reason) in &refused {
-            // An earlier refusal may already have taken this op along (same record).
-            if self.rejected_positions()?.contains(pos) {
-                continue;
-            }
-            let why = format!("package version {}: {reason}", package.version);
-            count += self.reject(*pos, "invalid_after_package_change", &why)?;
+        let refusals: Vec<_> = refused
+            .into_iter()
+            .map(|(pos, reason)| super::Refusal {
+                pos,
+                code: "invalid_after_package_change".into(),
+                reason: format!("package version {}: {reason}", package.version),
+            })
+            .collect();
+        if refusals.is_empty() {
+            return Ok(0);
         }
-        Ok(count)
+        self.refuse(&refusals)
     }
 }

@@ -41,9 +41,17 @@ pub enum ServiceError {
     /// revisions send none and are not recognised.
     #[error(
         "this client speaks tidemark protocol revision {client}; this server speaks {server} and needs at least {min} \
-         (revision 2 added genesis ops, which an older client cannot read): upgrade tidemark on the client"
+         (its push answers and ops would be misread): upgrade tidemark on the client"
     )]
     ClientTooOld { client: u32, server: u32, min: u32 },
+    #[error(
+        "record {collection}/{record} is quarantined: {reason}; the rest of the space works, an operator must repair this record"
+    )]
+    Quarantined {
+        collection: String,
+        record: String,
+        reason: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,7 +64,10 @@ impl ServiceError {
             ServiceError::NotFound(_) | ServiceError::NotFoundOther(_) => 404,
             ServiceError::ReadOnly { .. } => 403,
             ServiceError::InvalidOp { .. } | ServiceError::BadRequest(_) => 400,
-            ServiceError::OpIdConflict { .. } | ServiceError::Conflict(_) | ServiceError::HistoryChanged { .. } => 409,
+            ServiceError::OpIdConflict { .. }
+            | ServiceError::Conflict(_)
+            | ServiceError::HistoryChanged { .. }
+            | ServiceError::Quarantined { .. } => 409,
             ServiceError::TooLarge(_) | ServiceError::OpTooLarge { .. } => 413,
             ServiceError::MethodNotAllowed(_) => 405,
             // Not 426: that status asks for an HTTP protocol switch (with an Upgrade header).
@@ -80,6 +91,7 @@ impl ServiceError {
             ServiceError::Conflict(_) => "conflict",
             ServiceError::HistoryChanged { .. } => "history_changed",
             ServiceError::ClientTooOld { .. } => "client_too_old",
+            ServiceError::Quarantined { .. } => "record_quarantined",
             ServiceError::Internal(_) => "internal",
         }
     }

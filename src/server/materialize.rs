@@ -71,25 +71,48 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
                 .or_default()
                 .push(stored.op.change);
         }
+        let quarantined = store.quarantined(space)?;
         let mut docs = Vec::with_capacity(by_record.len());
         for ((collection, record), changes) in by_record {
-            let internal = |e: crate::error::CorruptData| ServiceError::Internal(format!("{collection}/{record}: {e}"));
-            let mut doc = match store.doc(space, &collection, &record)? {
-                Some(bytes) => RecordDoc::load(&bytes, ActorId([0; 16])).map_err(internal)?,
-                None => RecordDoc::new(ActorId([0; 16])),
-            };
-            let decoded = changes
-                .iter()
-                .map(|c| decode_stored_change(c))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(internal)?;
-            doc.apply_changes(decoded).map_err(internal)?;
-            docs.push(StoredDoc {
-                collection,
-                record,
-                doc: doc.save(),
-            });
+            if quarantined.contains_key(&(collection.clone(), record.clone())) {
+                continue;
+            }
+            let stored = store.doc(space, &collection, &record)?;
+            match merged(stored.as_deref(), &changes) {
+                Ok(doc) => docs.push(StoredDoc {
+                    collection,
+                    record,
+                    doc,
+                }),
+                // One record that does not load costs that record, never the space:
+                // it is set aside, named in the log, and the rest goes on.
+                Err(reason) => {
+                    tracing::error!(space, collection, record, "quarantining a record: {reason}");
+                    store.quarantine(space, &collection, &record, &reason)?;
+                }
+            }
         }
         store.store_docs(space, &docs, through)?;
     }
+}
+
+/// A record's stored document (if any) with `changes` applied, saved; or why it failed.
+fn merged(stored: Option<&[u8]>, changes: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let mut doc = match stored {
+        Some(bytes) => {
+            RecordDoc::load(bytes, ActorId([0; 16])).map_err(|e| format!("its stored document does not load ({e})"))?
+        }
+        None => RecordDoc::new(ActorId([0; 16])),
+    };
+    let decoded = changes
+        .iter()
+        .map(|c| decode_stored_change(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("a stored change does not decode ({e})"))?;
+    doc.apply_changes(decoded)
+        .map_err(|e| format!("its changes do not apply ({e})"))?;
+    if doc.has_missing_deps() {
+        return Err("its changes depend on changes it does not hold".into());
+    }
+    Ok(doc.save())
 }

@@ -11,13 +11,13 @@ use subtle::ConstantTimeEq;
 
 use super::error::ServiceError;
 use super::materialize::Materializer;
-use super::store::{Role, ServerStore, StoredOp, TokenRecord};
+use super::store::{NewOp, OpRefusal, Role, ServerStore, StoredOp, TokenRecord};
 use crate::model::{Package, Seq, check_field_name};
 use crate::protocol::message::{
-    CreateSpace, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, SnapshotDoc,
+    CreateSpace, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp, SnapshotDoc,
     SnapshotResponse, UserToken, WireOp, encode_bytes,
 };
-use crate::record::{ChangeError, Fields, RecordDoc, validate_change};
+use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, validate_change};
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
@@ -145,26 +145,75 @@ impl<S: ServerStore> Service<S> {
             .store
             .package(space)?
             .ok_or_else(|| ServiceError::NotFound(space.to_string()))?;
-        let mut ops = Vec::with_capacity(request.ops.len());
+        // Each op is checked on its own: a refusal costs that op, never the batch.
+        let mut seqs = vec![None; request.ops.len()];
+        let mut refused = Vec::new();
+        let mut valid = Vec::with_capacity(request.ops.len());
+        let mut valid_index = Vec::with_capacity(request.ops.len());
         for (index, wire) in request.ops.iter().enumerate() {
-            ops.push(StoredOp {
-                op: self.check_op(index, wire, package.as_ref())?,
-                user: user.to_string(),
-            });
+            match self.check_op(index, wire, package.as_ref()) {
+                Ok((op, header)) => {
+                    valid.push(NewOp {
+                        stored: StoredOp {
+                            op,
+                            user: user.to_string(),
+                        },
+                        header,
+                    });
+                    valid_index.push(index);
+                }
+                Err(e) => refused.push(RefusedOp {
+                    index,
+                    code: e.code().to_string(),
+                    message: e.to_string(),
+                }),
+            }
         }
-        let seqs = self.store.append(space, &ops)?;
+        let results = self.store.append(space, &valid)?;
+        for ((index, result), new) in valid_index.into_iter().zip(results).zip(&valid) {
+            match result {
+                Ok(seq) => seqs[index] = Some(seq),
+                Err(refusal) => {
+                    tracing::info!(
+                        space,
+                        user,
+                        index,
+                        record = %format!("{}/{}", new.stored.op.collection, new.stored.op.record),
+                        "push refused one op: {refusal}"
+                    );
+                    refused.push(RefusedOp {
+                        index,
+                        code: refusal_code(&refusal).to_string(),
+                        message: format!("op {index} of the batch: {refusal}"),
+                    });
+                }
+            }
+        }
+        refused.sort_by_key(|r| r.index);
         let head = self.store.head(space)?;
         self.materializer.nudge(space);
         Ok(PushResponse {
             epoch: self.epoch.clone(),
             seqs,
+            refused,
             head,
         })
     }
 
-    fn check_op(&self, index: usize, wire: &WireOp, package: Option<&Package>) -> Result<crate::model::Op> {
+    fn check_op(
+        &self,
+        index: usize,
+        wire: &WireOp,
+        package: Option<&Package>,
+    ) -> Result<(crate::model::Op, ChangeHeader)> {
         let invalid = |reason: String| ServiceError::InvalidOp { index, reason };
         let op = wire.to_op().map_err(|e| invalid(e.to_string()))?;
+        if op.id.0.is_nil() || !matches!(op.id.0.get_version_num(), 4 | 7) {
+            return Err(invalid(format!(
+                "op id {} is not a random (version 4) or time-ordered (version 7) UUID",
+                op.id
+            )));
+        }
         if op.change.len() > self.limits.max_op_bytes {
             return Err(ServiceError::OpTooLarge {
                 index,
@@ -179,11 +228,11 @@ impl<S: ServerStore> Service<S> {
             ),
             None => None,
         };
-        validate_change(&op.change, op.actor, op.collection.as_str(), schema).map_err(|e| match e {
+        let change = validate_change(&op.change, op.actor, op.collection.as_str(), schema).map_err(|e| match e {
             ChangeError::Corrupt(c) => invalid(format!("the change does not decode ({c})")),
             other => invalid(other.to_string()),
         })?;
-        Ok(op)
+        Ok((op, ChangeHeader::of(&change)))
     }
 
     /// Ops after `since`, at most `limit` (clamped to the page limit). With `at`,
@@ -208,8 +257,14 @@ impl<S: ServerStore> Service<S> {
         let head = self.store.head(space)?;
         let rows = self.store.read_ops(space, since, limit)?;
         let end = rows.last().map(|(seq, _)| *seq).unwrap_or(since);
+        // A quarantined record's ops do not load: serving them would stop every replica's pull.
+        let quarantined = self.store.quarantined(space)?;
         let ops = rows
             .into_iter()
+            .filter(|(_, stored)| {
+                quarantined.is_empty()
+                    || !quarantined.contains_key(&(stored.op.collection.to_string(), stored.op.record.to_string()))
+            })
             .map(|(seq, stored)| PulledOp {
                 seq,
                 user: stored.user,
@@ -253,12 +308,16 @@ impl<S: ServerStore> Service<S> {
             })?),
             None => None,
         };
-        let docs = self.store.docs_page(space, after, limit)?;
+        let mut docs = self.store.docs_page(space, after, limit)?;
         let next = if docs.len() == limit {
             docs.last().map(|d| format!("{}\n{}", d.collection, d.record))
         } else {
             None
         };
+        let quarantined = self.store.quarantined(space)?;
+        if !quarantined.is_empty() {
+            docs.retain(|d| !quarantined.contains_key(&(d.collection.clone(), d.record.clone())));
+        }
         let as_of_op = match as_of {
             0 => None,
             n => self
@@ -288,11 +347,30 @@ impl<S: ServerStore> Service<S> {
     pub fn record(&self, user: &str, space: &str, collection: &str, id: &str) -> Result<Option<Fields>> {
         self.role(user, space)?;
         self.materializer.catch_up(space)?;
+        let quarantined = |reason: String| ServiceError::Quarantined {
+            collection: collection.to_string(),
+            record: id.to_string(),
+            reason,
+        };
+        if let Some(reason) = self
+            .store
+            .quarantined(space)?
+            .remove(&(collection.to_string(), id.to_string()))
+        {
+            return Err(quarantined(reason));
+        }
         let Some(bytes) = self.store.doc(space, collection, id)? else {
             return Ok(None);
         };
-        let doc = RecordDoc::load(&bytes, crate::model::ActorId([0; 16]))
-            .map_err(|e| ServiceError::Internal(format!("stored document {collection}/{id}: {e}")))?;
+        let doc = match RecordDoc::load(&bytes, crate::model::ActorId([0; 16])) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let reason = format!("its stored document does not load ({e})");
+                tracing::error!(space, collection, record = id, "quarantining a record: {reason}");
+                self.store.quarantine(space, collection, id, &reason)?;
+                return Err(quarantined(reason));
+            }
+        };
         Ok((!doc.is_deleted() && !doc.is_empty()).then(|| doc.fields()))
     }
 
@@ -368,6 +446,15 @@ impl<S: ServerStore> Service<S> {
     /// Brings the materialized documents of a space up to its head (normally done in the background).
     pub fn materialize(&self, space: &str) -> Result<()> {
         self.materializer.catch_up(space)
+    }
+}
+
+fn refusal_code(refusal: &OpRefusal) -> &'static str {
+    match refusal {
+        OpRefusal::OpIdConflict { .. } => "op_id_conflict",
+        OpRefusal::MissingDeps { .. } => "missing_deps",
+        OpRefusal::ActorReused { .. } => "actor_reused",
+        OpRefusal::BadHeader(_) => "invalid_op",
     }
 }
 

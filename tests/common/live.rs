@@ -157,6 +157,25 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Asserts a push answer (200) that refused exactly the op at `index`, with
+/// `code` and a message a person can act on; returns the answer.
+pub async fn refused_one(
+    resp: reqwest::Response,
+    index: usize,
+    code: &str,
+) -> tidemark::protocol::message::PushResponse {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "a refusal of one op is part of a 200 answer: {text}");
+    let answer: tidemark::protocol::message::PushResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer.refused.len(), 1, "{text}");
+    let refused = &answer.refused[0];
+    assert_eq!((refused.index, refused.code.as_str()), (index, code), "{text}");
+    assert!(refused.message.len() > 20, "{text}");
+    assert_eq!(answer.seqs[index], None, "{text}");
+    answer
+}
+
 /// Asserts an error answer: `status`, a JSON content type, and an `{code, message}` body.
 pub async fn json_error(resp: reqwest::Response, status: u16) -> Value {
     let got = resp.status().as_u16();

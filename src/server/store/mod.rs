@@ -8,6 +8,7 @@
 pub mod redb;
 
 use crate::model::{Op, Package, Seq};
+use crate::record::ChangeHeader;
 
 /// A member's rights in a space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,35 @@ pub enum Role {
 pub struct StoredOp {
     pub op: Op,
     pub user: String,
+}
+
+/// An op to append, with the header of its change for the history check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOp {
+    pub stored: StoredOp,
+    pub header: ChangeHeader,
+}
+
+/// Why the store refuses one op of a batch; the rest of the batch is unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpRefusal {
+    /// The op id was stored before with other content.
+    #[error("op {id} was pushed before with other content: give a changed op a new id")]
+    OpIdConflict { id: String },
+    /// Changes this one depends on are not in its record's history.
+    #[error(
+        "the change depends on {} change(s) this record's history does not hold ({}): push those first, or write the edit again on top of what the server holds",
+        .missing.len(), .missing.join(", ")
+    )]
+    MissingDeps { missing: Vec<String> },
+    /// The actor already wrote another change with this sequence number in this record.
+    #[error(
+        "actor {actor} already wrote another change number {seq} in this record: two stores share one actor (a restored backup or a copied store); the replica must take a fresh actor and write its edit again"
+    )]
+    ActorReused { actor: String, seq: u64 },
+    /// The change's header does not continue its actor's history.
+    #[error("{0}")]
+    BadHeader(String),
 }
 
 /// A materialized record document.
@@ -76,12 +106,16 @@ pub trait ServerStore: Send + Sync + 'static {
     fn grant(&self, user: &str, space: &str, role: Role) -> StoreResult<()>;
     fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>>;
 
-    /// Appends ops in one transaction and returns the seq of each, in order.
-    /// An op id seen before (in this space, or earlier in the batch) gets its
-    /// existing seq back if its content is identical, else `OpIdConflict` and
-    /// nothing of the batch is stored. New ops get head+1, head+2, …: gap-free
-    /// in commit order.
-    fn append(&self, space: &str, ops: &[StoredOp]) -> StoreResult<Vec<Seq>>;
+    /// Appends ops in one transaction and returns, for each in order, its seq or
+    /// why it was refused. An op id seen before (in this space, or earlier in the
+    /// batch) gets its existing seq back if its content is identical, else
+    /// `OpIdConflict`. A new op's change is checked against its record's history
+    /// (earlier ops of the batch included): every dependency present, its
+    /// (actor, seq) new and next for that actor, or the identical change stored
+    /// already; its op counters after those of its actor and its dependencies.
+    /// A refusal costs only that op. New ops get head+1, head+2, …: gap-free in
+    /// commit order.
+    fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>>;
     /// Ops with seq > `since`, at most `limit`, in seq order.
     fn read_ops(&self, space: &str, since: Seq, limit: usize) -> StoreResult<Vec<(Seq, StoredOp)>>;
     /// The highest seq of the space (0 when empty).
@@ -92,6 +126,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Stores documents and advances the materialized seq to `through`, atomically.
     fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()>;
     fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Takes a record out of materialization and snapshots: its ops no longer
+    /// load (which the history check should make impossible). Reads of it name
+    /// `reason`; the rest of the space is unaffected.
+    fn quarantine(&self, space: &str, collection: &str, record: &str, reason: &str) -> StoreResult<()>;
+    /// The quarantined records of a space, with why: (collection, record) → reason.
+    fn quarantined(&self, space: &str) -> StoreResult<std::collections::BTreeMap<(String, String), String>>;
     /// Documents in (collection, record) order after `after`, at most `limit`.
     fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: usize) -> StoreResult<Vec<StoredDoc>>;
 }

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord};
+use super::{NewOp, OpRefusal, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord};
 use crate::model::{Op, Package, Seq};
+use crate::record::ChangeHeader;
 
 /// Every table of the server store, with its key/value layout. A layout change
 /// means a new version suffix in the table name and a migration.
@@ -54,6 +55,20 @@ mod tables {
     /// Materialized documents: (space id, collection, record id) → a saved automerge document.
     pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("docs_v1");
 
+    /// Change history per record: (space id, collection, record id, change hash)
+    /// → the change's last op counter. Every change of the log is here.
+    pub const CHANGES: TableDefinition<(u64, &str, &str, &[u8]), u64> = TableDefinition::new("changes_v1");
+
+    /// Actor sequences per record: (space id, collection, record id, automerge
+    /// actor, seq) → `[change hash, 32 bytes][last op counter u64 LE]`.
+    pub const ACTOR_SEQS: TableDefinition<ActorSeqKey, &[u8]> = TableDefinition::new("actor_seqs_v1");
+
+    /// (space id, collection, record id, automerge actor, seq).
+    pub type ActorSeqKey = (u64, &'static str, &'static str, &'static [u8], u64);
+
+    /// Quarantined records: (space id, collection, record id) → why, UTF-8.
+    pub const QUARANTINE: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("quarantine_v1");
+
     /// Keys of [`META`] and the layout of their values.
     pub mod meta {
         /// u64 LE: the layout version of the file ([`FORMAT_VERSION`](super::FORMAT_VERSION)).
@@ -64,8 +79,9 @@ mod tables {
         pub const NEXT_SPACE_ID: &str = "next_space_id";
     }
 
-    /// The layout version this build writes and reads.
-    pub const FORMAT_VERSION: u64 = 1;
+    /// The layout version this build writes and reads. Version 1 lacked
+    /// [`CHANGES`] and [`ACTOR_SEQS`]; opening such a file builds them from the log.
+    pub const FORMAT_VERSION: u64 = 2;
 }
 
 use tables::meta;
@@ -169,6 +185,17 @@ impl RedbStore {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
+                Some(1) => {
+                    let epoch = m
+                        .get(meta::EPOCH)?
+                        .ok_or_else(|| corrupt("metadata", "no epoch"))?
+                        .value()
+                        .to_vec();
+                    let epoch = String::from_utf8(epoch).map_err(|e| corrupt("epoch", e))?;
+                    m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    index_history(&txn)?;
+                    epoch
+                }
                 Some(found) if found != tables::FORMAT_VERSION => {
                     return Err(StoreError::Backend(format!(
                         "the server store has format version {found}; this build understands version {}",
@@ -198,6 +225,9 @@ impl RedbStore {
         txn.open_table(tables::LOG)?;
         txn.open_table(tables::OP_INDEX)?;
         txn.open_table(tables::DOCS)?;
+        txn.open_table(tables::CHANGES)?;
+        txn.open_table(tables::ACTOR_SEQS)?;
+        txn.open_table(tables::QUARANTINE)?;
         txn.commit()?;
         Ok(RedbStore { db, path, epoch })
     }
@@ -376,7 +406,7 @@ impl ServerStore for RedbStore {
         }
     }
 
-    fn append(&self, space: &str, ops: &[StoredOp]) -> StoreResult<Vec<Seq>> {
+    fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
         if ops.is_empty() {
             // Nothing to write: spare the commit (and its fsync).
             let txn = self.read()?;
@@ -388,11 +418,19 @@ impl ServerStore for RedbStore {
             let mut heads = txn.open_table(tables::HEADS)?;
             let mut log = txn.open_table(tables::LOG)?;
             let mut index = txn.open_table(tables::OP_INDEX)?;
+            let mut history = History {
+                changes: txn.open_table(tables::CHANGES)?,
+                actor_seqs: txn.open_table(tables::ACTOR_SEQS)?,
+                quarantine: txn.open_table(tables::QUARANTINE)?,
+                space: id,
+            };
+            let any_quarantined = history.any_quarantined()?;
             let first_head = heads.get(id)?.map(|v| v.value()).unwrap_or(0);
             let mut head = first_head;
-            let mut seqs = Vec::with_capacity(ops.len());
+            let mut results = Vec::with_capacity(ops.len());
             let mut value = Vec::new();
-            for (at, stored) in ops.iter().enumerate() {
+            for new in ops {
+                let stored = &new.stored;
                 let op_start = encode_stored(&mut value, stored)?;
                 let op_id = stored.op.id.as_u128();
                 // The index also holds this batch's earlier ops: the transaction reads its own writes.
@@ -405,24 +443,38 @@ impl ServerStore for RedbStore {
                     })?;
                     let (_, existing_op) = split_stored(existing.value())
                         .ok_or_else(|| corrupt(format!("op at seq {seq} of space {space:?}"), "truncated"))?;
-                    if existing_op != &value[op_start..] {
-                        return Err(StoreError::OpIdConflict {
-                            index: at,
+                    results.push(if existing_op == &value[op_start..] {
+                        Ok(seq)
+                    } else {
+                        Err(OpRefusal::OpIdConflict {
                             id: stored.op.id.to_string(),
-                        });
+                        })
+                    });
+                    continue;
+                }
+                let (collection, record) = (stored.op.collection.as_str(), stored.op.record.as_str());
+                if any_quarantined {
+                    if let Some(reason) = history.quarantined(collection, record)? {
+                        results.push(Err(OpRefusal::BadHeader(format!(
+                            "record {collection}/{record} is quarantined ({reason}): an operator must repair it first"
+                        ))));
+                        continue;
                     }
-                    seqs.push(seq);
+                }
+                if let Err(refusal) = history.check(collection, record, &new.header)? {
+                    results.push(Err(refusal));
                     continue;
                 }
                 head += 1;
                 log.insert((id, head), value.as_slice())?;
                 index.insert((id, op_id), head)?;
-                seqs.push(head);
+                history.record(collection, record, &new.header)?;
+                results.push(Ok(head));
             }
             if head != first_head {
                 heads.insert(id, head)?;
             }
-            Ok(seqs)
+            Ok(results)
         })
     }
 
@@ -477,6 +529,31 @@ impl ServerStore for RedbStore {
         Ok(docs.get((id, collection, record))?.map(|v| v.value().to_vec()))
     }
 
+    fn quarantine(&self, space: &str, collection: &str, record: &str, reason: &str) -> StoreResult<()> {
+        self.write(|txn| {
+            let id = Self::write_space(txn, space)?;
+            txn.open_table(tables::QUARANTINE)?
+                .insert((id, collection, record), reason.as_bytes())?;
+            Ok(())
+        })
+    }
+
+    fn quarantined(&self, space: &str) -> StoreResult<std::collections::BTreeMap<(String, String), String>> {
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        let table = txn.open_table(tables::QUARANTINE)?;
+        let mut out = std::collections::BTreeMap::new();
+        for entry in table.range((id, "", "")..(id + 1, "", ""))? {
+            let (key, value) = entry?;
+            let (_, collection, record) = key.value();
+            out.insert(
+                (collection.to_string(), record.to_string()),
+                String::from_utf8_lossy(value.value()).into_owned(),
+            );
+        }
+        Ok(out)
+    }
+
     fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: usize) -> StoreResult<Vec<StoredDoc>> {
         use std::ops::Bound;
         let txn = self.read()?;
@@ -504,6 +581,143 @@ impl ServerStore for RedbStore {
         }
         Ok(out)
     }
+}
+
+type Table<'t, K, V> = ::redb::Table<'t, K, V>;
+
+/// The history tables of one space inside an append's transaction.
+struct History<'t> {
+    changes: Table<'t, (u64, &'static str, &'static str, &'static [u8]), u64>,
+    actor_seqs: Table<'t, tables::ActorSeqKey, &'static [u8]>,
+    quarantine: Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
+    space: u64,
+}
+
+impl History<'_> {
+    fn any_quarantined(&self) -> StoreResult<bool> {
+        let id = self.space;
+        Ok(self.quarantine.range((id, "", "")..(id + 1, "", ""))?.next().is_some())
+    }
+
+    fn quarantined(&self, collection: &str, record: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .quarantine
+            .get((self.space, collection, record))?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    /// Whether `header` may join the history of (collection, record): `Ok(Err(_))`
+    /// says why not. Index lookups only; no document is loaded.
+    fn check(&self, collection: &str, record: &str, header: &ChangeHeader) -> StoreResult<Result<(), OpRefusal>> {
+        let id = self.space;
+        let actor = header.actor.as_slice();
+        if let Some(existing) = self.actor_seqs.get((id, collection, record, actor, header.seq))? {
+            return Ok(if existing.value().get(..32) == Some(header.hash.as_slice()) {
+                // The identical change (a genesis change, or a copy under a new op id).
+                Ok(())
+            } else {
+                Err(OpRefusal::ActorReused {
+                    actor: hex::encode(actor),
+                    seq: header.seq,
+                })
+            });
+        }
+        let last = self
+            .actor_seqs
+            .range((id, collection, record, actor, 0)..=(id, collection, record, actor, u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| (k.value().4, read_u64(v.value().get(32..).unwrap_or_default())));
+        let (last_seq, last_max_op) = last.unwrap_or((0, 0));
+        if header.seq != last_seq + 1 {
+            return Ok(Err(OpRefusal::MissingDeps {
+                missing: vec![format!(
+                    "changes {}..{} of actor {}",
+                    last_seq + 1,
+                    header.seq.saturating_sub(1),
+                    hex::encode(actor)
+                )],
+            }));
+        }
+        if header.start_op <= last_max_op {
+            return Ok(Err(OpRefusal::BadHeader(format!(
+                "the change's op counters start at {}, within those of its actor's earlier changes (up to {last_max_op})",
+                header.start_op
+            ))));
+        }
+        let mut missing = Vec::new();
+        for dep in &header.deps {
+            match self.changes.get((id, collection, record, dep.as_slice()))? {
+                None => missing.push(hex::encode(dep)),
+                Some(max_op) if header.start_op <= max_op.value() => {
+                    return Ok(Err(OpRefusal::BadHeader(format!(
+                        "the change's op counters start at {}, not after those of change {} it depends on (up to {})",
+                        header.start_op,
+                        hex::encode(dep),
+                        max_op.value()
+                    ))));
+                }
+                Some(_) => {}
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Err(OpRefusal::MissingDeps { missing }));
+        }
+        Ok(Ok(()))
+    }
+
+    fn record(&mut self, collection: &str, record: &str, header: &ChangeHeader) -> StoreResult<()> {
+        let id = self.space;
+        self.changes
+            .insert((id, collection, record, header.hash.as_slice()), header.max_op)?;
+        let mut value = [0u8; 40];
+        value[..32].copy_from_slice(&header.hash);
+        value[32..].copy_from_slice(&header.max_op.to_le_bytes());
+        self.actor_seqs.insert(
+            (id, collection, record, header.actor.as_slice(), header.seq),
+            value.as_slice(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Builds the history tables of a format-1 file from its log. A change that does
+/// not decode, or that reuses an (actor, seq) an earlier one holds, is left out:
+/// its record will not materialize and is quarantined then.
+fn index_history(txn: &WriteTransaction) -> StoreResult<()> {
+    let log = txn.open_table(tables::LOG)?;
+    let mut history = History {
+        changes: txn.open_table(tables::CHANGES)?,
+        actor_seqs: txn.open_table(tables::ACTOR_SEQS)?,
+        quarantine: txn.open_table(tables::QUARANTINE)?,
+        space: 0,
+    };
+    for entry in log.iter()? {
+        let (key, value) = entry?;
+        let (space, seq) = key.value();
+        let Some((_, op)) = split_stored(value.value()) else {
+            continue;
+        };
+        let Ok(op) = Op::decode(op) else { continue };
+        let Ok(header) = crate::record::stored_change_header(&op.change) else {
+            tracing::warn!(
+                space,
+                seq,
+                "a stored op's change does not decode; left out of the history index"
+            );
+            continue;
+        };
+        history.space = space;
+        let (collection, record) = (op.collection.as_str(), op.record.as_str());
+        let taken = history
+            .actor_seqs
+            .get((space, collection, record, header.actor.as_slice(), header.seq))?
+            .is_some();
+        if !taken {
+            history.record(collection, record, &header)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `[user len u16 LE][user][Op::encode()]` into `out` (cleared first) and

@@ -44,7 +44,7 @@ pub fn concurrent_appends_get_exactly_one_to_n<S: ServerStore>(store: &S) {
                             .collect();
                         let repushed: Vec<StoredOp> = previous.iter().take(REPUSHED).cloned().collect();
                         let batch = [repushed.clone(), fresh.clone()].concat();
-                        let seqs = store.append("crm", &batch).unwrap();
+                        let seqs = append_ok(store, "crm", &batch);
                         assert_eq!(seqs.len(), batch.len());
                         for (old, seq) in repushed.iter().zip(&seqs) {
                             let first = assigned.iter().find(|(id, _)| *id == old.op.id).unwrap().1;
@@ -98,25 +98,21 @@ pub fn random_appends_match_a_model<S: ServerStore>(store: &S) {
         seq_of: BTreeMap<OpId, Seq>,
     }
     impl Model {
-        /// What `append` must answer; the model changes only if it succeeds.
-        fn append(&mut self, batch: &[StoredOp]) -> Result<Vec<Seq>, (usize, OpId)> {
-            let mut log = self.log.clone();
-            let mut seq_of = self.seq_of.clone();
-            let mut seqs = Vec::new();
-            for (i, s) in batch.iter().enumerate() {
-                match seq_of.get(&s.op.id) {
-                    Some(&seq) if log[seq as usize - 1].op == s.op => seqs.push(seq),
-                    Some(_) => return Err((i, s.op.id)),
+        /// What `append` must answer: per op, its seq or the id it conflicts with.
+        fn append(&mut self, batch: &[StoredOp]) -> Vec<Result<Seq, String>> {
+            let mut results = Vec::new();
+            for s in batch {
+                results.push(match self.seq_of.get(&s.op.id) {
+                    Some(&seq) if self.log[seq as usize - 1].op == s.op => Ok(seq),
+                    Some(_) => Err(s.op.id.to_string()),
                     None => {
-                        log.push(s.clone());
-                        seq_of.insert(s.op.id, log.len() as Seq);
-                        seqs.push(log.len() as Seq);
+                        self.log.push(s.clone());
+                        self.seq_of.insert(s.op.id, self.log.len() as Seq);
+                        Ok(self.log.len() as Seq)
                     }
-                }
+                });
             }
-            self.log = log;
-            self.seq_of = seq_of;
-            Ok(seqs)
+            results
         }
     }
 
@@ -148,14 +144,17 @@ pub fn random_appends_match_a_model<S: ServerStore>(store: &S) {
             batch.push(next);
         }
         let expected = model.append(&batch);
-        let actual = store.append(space, &batch);
-        match (&expected, actual) {
-            (Ok(seqs), Ok(got)) => assert_eq!(&got, seqs, "step {step}"),
-            (Err((index, id)), Err(StoreError::OpIdConflict { index: i, id: got })) => {
-                assert_eq!((i, got), (*index, id.to_string()), "step {step}")
-            }
-            (expected, actual) => panic!("step {step}: expected {expected:?}, got {actual:?}"),
-        }
+        let actual: Vec<Result<Seq, String>> = append(store, space, &batch)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                r.map_err(|e| match e {
+                    OpRefusal::OpIdConflict { id } => id,
+                    other => panic!("step {step}: refused for another reason: {other}"),
+                })
+            })
+            .collect();
+        assert_eq!(actual, expected, "step {step}");
         assert_eq!(store.head(space).unwrap(), model.log.len() as Seq, "step {step}");
         if step % 10 == 0 {
             let since = rng.random_range(0..=model.log.len());

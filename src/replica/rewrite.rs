@@ -1,0 +1,337 @@
+//! Rewriting a record's local history when the server will not take it as it is.
+//!
+//! - A local op the server refuses for good leaves the record's document: the
+//!   document is rebuilt without it, it goes to the rejected list with what it
+//!   did ([`EditSummary`]), and the local edits made after it are written again
+//!   as new ops on top of what the server holds, so they are delivered.
+//! - A store that shares its actor with another (a restored backup, a copied
+//!   file) takes a fresh actor and writes its pending edits again under it.
+//!
+//! Either way the old ops leave the queue (rejected, or discarded as superseded)
+//! and the replica's view never shows as synced what the server does not hold.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::log::LogEntry;
+use super::tables::{self, meta};
+use super::view::{ViewTables, materialize};
+use super::{Meta, Rejection, Replica, put_meta};
+use crate::error::{CorruptData, Result};
+use crate::model::{ActorId, Collection, Op, OpId, RecordId};
+use crate::record::{GENESIS_ACTOR, RecordDoc, change_hash};
+
+/// A refusal of one local op: its log position, a stable code and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub pos: u64,
+    pub code: String,
+    pub reason: String,
+}
+
+/// What rewriting records did, to be written to the tables.
+#[derive(Default)]
+struct Outcome {
+    rejected: Vec<Rejection>,
+    /// Positions superseded by the new ops.
+    discarded: Vec<u64>,
+    new_ops: Vec<Op>,
+}
+
+impl Replica {
+    /// Refuses local ops for good. Each one leaves its record's document and goes
+    /// to the rejected list with its reason and what it did; the later local edits
+    /// of the same record are written again as new ops on top of what the server
+    /// holds. Returns how many ops were rejected.
+    pub fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let actor = m.actor()?;
+        let mut by_record: BTreeMap<(Collection, RecordId), BTreeMap<u64, (String, String)>> = BTreeMap::new();
+        {
+            let log = txn.open_table(tables::LOG)?;
+            for r in refusals {
+                if !in_play(&txn, r.pos)? {
+                    continue;
+                }
+                let Some(bytes) = log.get(r.pos)? else {
+                    return Err(CorruptData::new("refuse", format!("no log entry at {}", r.pos)).into());
+                };
+                let LogEntry::Local(op) = LogEntry::decode(bytes.value())? else {
+                    return Err(CorruptData::new("refuse", format!("log entry {} is not a local op", r.pos)).into());
+                };
+                by_record
+                    .entry((op.collection, op.record))
+                    .or_default()
+                    .insert(r.pos, (r.code.clone(), r.reason.clone()));
+            }
+        }
+        let mut outcome = Outcome::default();
+        for ((collection, record), refused) in &by_record {
+            let from = *refused.keys().next().expect("a refusal per entry");
+            rewrite_record(&txn, actor, collection, record, from, refused, &mut outcome)?;
+        }
+        let count = outcome.rejected.len() as u64;
+        write_outcome(&txn, &m, outcome)?;
+        txn.commit()?;
+        self.doc_cache.clear();
+        Ok(count)
+    }
+
+    /// Writes the local edits of the record of the op at `pos`, from that op on,
+    /// again as new ops on top of what the server holds. With `fresh_actor`, the
+    /// store first takes a new actor id, when that op is by the current one: the
+    /// server found another store writing as it. Returns how many ops were written.
+    pub fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let mut actor = m.actor()?;
+        if !in_play(&txn, pos)? {
+            // Already written again, or refused, by an earlier answer.
+            return Ok(0);
+        }
+        let op = {
+            let log = txn.open_table(tables::LOG)?;
+            let bytes = log
+                .get(pos)?
+                .ok_or_else(|| CorruptData::new("rewrite", format!("no log entry at {pos}")))?;
+            match LogEntry::decode(bytes.value())? {
+                LogEntry::Local(op) => op,
+                _ => return Err(CorruptData::new("rewrite", format!("log entry {pos} is not a local op")).into()),
+            }
+        };
+        if fresh_actor && op.actor == actor {
+            actor = take_fresh_actor(&txn)?;
+        }
+        let mut outcome = Outcome::default();
+        rewrite_record(
+            &txn,
+            actor,
+            &op.collection,
+            &op.record,
+            pos,
+            &BTreeMap::new(),
+            &mut outcome,
+        )?;
+        let count = outcome.new_ops.len() as u64;
+        write_outcome(&txn, &m, outcome)?;
+        txn.commit()?;
+        self.doc_cache.clear();
+        Ok(count)
+    }
+}
+
+/// Whether a local op is still in the queue's play: neither rejected nor discarded.
+fn in_play(txn: &WriteTransaction, pos: u64) -> Result<bool> {
+    Ok(txn.open_table(tables::REJECTED)?.get(pos)?.is_none() && txn.open_table(tables::DISCARDED)?.get(pos)?.is_none())
+}
+
+/// Gives the store a new random actor id for its edits from now on.
+pub(super) fn take_fresh_actor(txn: &WriteTransaction) -> Result<ActorId> {
+    let actor = ActorId::random();
+    put_meta(txn, meta::ACTOR, &actor.0)?;
+    tracing::warn!(
+        actor = %actor,
+        "another store writes as this store's actor (a restored backup or a copied file): took a fresh actor"
+    );
+    Ok(actor)
+}
+
+/// Inside `pull`'s transaction: when a pulled op is written by this store's own
+/// actor but unknown here, another store holds the same actor. Takes a fresh one
+/// and writes the pending edits of those records again, before the pulled ops
+/// are merged (their changes would collide with the pending ones).
+pub(super) fn heal_shared_actor(
+    txn: &WriteTransaction,
+    m: &Meta,
+    records: &[(Collection, RecordId)],
+) -> Result<ActorId> {
+    let actor = take_fresh_actor(txn)?;
+    let from = m.u64(meta::PUSHED)? + 1;
+    let mut outcome = Outcome::default();
+    for (collection, record) in records {
+        rewrite_record(txn, actor, collection, record, from, &BTreeMap::new(), &mut outcome)?;
+    }
+    write_outcome(txn, m, outcome)?;
+    Ok(actor)
+}
+
+/// Rebuilds one record's document without its local ops from `from` on, then
+/// replays them in order: a refused one is left out (and summarized), a genesis
+/// op is kept as it is, any other is written again as a new change by `actor`.
+fn rewrite_record(
+    txn: &WriteTransaction,
+    actor: ActorId,
+    collection: &Collection,
+    record: &RecordId,
+    from: u64,
+    refused: &BTreeMap<u64, (String, String)>,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let local = local_ops_of(txn, collection, record, from)?;
+    if local.is_empty() {
+        return Ok(());
+    }
+    let mut views = ViewTables::open(txn)?;
+    let stored = views.doc_bytes(collection.as_str(), record.as_str())?.ok_or_else(|| {
+        CorruptData::new(
+            "rewrite",
+            format!("{collection}/{record} has local ops but no document"),
+        )
+    })?;
+    let mut full = RecordDoc::load_stored(&stored, actor)?;
+    let mut hashes = Vec::with_capacity(local.len());
+    for (_, op) in &local {
+        hashes.push(change_hash(&op.change)?);
+    }
+    let drop: HashSet<[u8; 32]> = hashes.iter().copied().collect();
+    let (mut base, left_out) = full.without(&drop, actor)?;
+    let mut old = base.fork_as(actor);
+    let mut new = base.fork_as(actor);
+    let mut ids = HashMap::new();
+    for ((pos, op), hash) in local.iter().zip(&hashes) {
+        if !left_out.contains(hash) {
+            // A change someone else's change depends on: the server holds it already.
+            continue;
+        }
+        let before = old.fork_as(actor);
+        old.apply_stored(&op.change)?;
+        match refused.get(pos) {
+            Some((code, reason)) => outcome.rejected.push(Rejection {
+                pos: *pos,
+                op_id: op.id.to_string(),
+                collection: collection.to_string(),
+                record: record.to_string(),
+                code: code.clone(),
+                reason: reason.clone(),
+                values: Some(RecordDoc::summarize(&before, &old)),
+            }),
+            // The same bytes on every replica: kept as they are, still pending.
+            None if op.actor == GENESIS_ACTOR => new.apply_stored(&op.change)?,
+            None => {
+                new.replay(&before, &old, &mut ids)?;
+                outcome.discarded.push(*pos);
+                if let Some(change) = new.commit(op.time_ms) {
+                    outcome.new_ops.push(Op {
+                        id: OpId::new(),
+                        actor,
+                        collection: collection.clone(),
+                        record: record.clone(),
+                        time_ms: op.time_ms,
+                        change,
+                    });
+                }
+            }
+        }
+    }
+    let bytes = new.save();
+    views.store(collection.as_str(), record.as_str(), &bytes, &materialize(&new))?;
+    Ok(())
+}
+
+/// The local ops of one record at or after `from` that are still in play
+/// (neither rejected nor discarded), in log order.
+fn local_ops_of(
+    txn: &WriteTransaction,
+    collection: &Collection,
+    record: &RecordId,
+    from: u64,
+) -> Result<Vec<(u64, Op)>> {
+    let log = txn.open_table(tables::LOG)?;
+    let rejected = txn.open_table(tables::REJECTED)?;
+    let discarded = txn.open_table(tables::DISCARDED)?;
+    let mut out = Vec::new();
+    for entry in log.range(from.max(1)..)? {
+        let (k, v) = entry?;
+        if v.value().first() != Some(&LogEntry::LOCAL_KIND) {
+            continue;
+        }
+        let pos = k.value();
+        if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
+            if &op.collection == collection
+                && &op.record == record
+                && rejected.get(pos)?.is_none()
+                && discarded.get(pos)?.is_none()
+            {
+                out.push((pos, op));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes what rewriting did: rejections, superseded positions, the new ops at
+/// the end of the log, and the pending count.
+fn write_outcome(txn: &WriteTransaction, m: &Meta, outcome: Outcome) -> Result<()> {
+    let pushed = m.u64(meta::PUSHED)?;
+    let mut pending = txn
+        .open_table(tables::META)?
+        .get(meta::PENDING)?
+        .map(|v| super::read_u64(v.value()))
+        .unwrap_or(0);
+    let mut pos = txn
+        .open_table(tables::META)?
+        .get(meta::NEXT_POS)?
+        .map(|v| super::read_u64(v.value()))
+        .unwrap_or(1)
+        .max(1);
+    {
+        let mut rejected = txn.open_table(tables::REJECTED)?;
+        for r in &outcome.rejected {
+            rejected.insert(r.pos, serde_json::to_vec(r).expect("rejection serializes").as_slice())?;
+            if r.pos > pushed {
+                pending = pending.saturating_sub(1);
+            }
+        }
+        let mut discarded = txn.open_table(tables::DISCARDED)?;
+        for &p in &outcome.discarded {
+            discarded.insert(p, ())?;
+            if p > pushed {
+                pending = pending.saturating_sub(1);
+            }
+        }
+        let mut log = txn.open_table(tables::LOG)?;
+        let mut index = txn.open_table(tables::OP_INDEX)?;
+        for op in &outcome.new_ops {
+            index.insert(op.id.as_u128(), pos)?;
+            log.insert(pos, LogEntry::Local(op.clone()).encode().as_slice())?;
+            pos += 1;
+            pending += 1;
+        }
+    }
+    put_meta(txn, meta::NEXT_POS, &pos.to_le_bytes())?;
+    put_meta(txn, meta::PENDING, &pending.to_le_bytes())?;
+    Ok(())
+}
+
+/// The edits that write a rejected op's values again.
+pub(super) fn retry_edits(rejection: &Rejection) -> Vec<super::Edit> {
+    use super::Edit;
+    let Some(values) = &rejection.values else {
+        return Vec::new();
+    };
+    let (collection, id) = (rejection.collection.clone(), rejection.record.clone());
+    let mut edits = Vec::new();
+    if !values.set.is_empty() || values.deleted == Some(false) {
+        edits.push(Edit::Put {
+            collection: collection.clone(),
+            id: id.clone(),
+            fields: values.set.clone(),
+        });
+    }
+    for (field, by) in &values.increments {
+        if *by != 0 {
+            edits.push(Edit::Increment {
+                collection: collection.clone(),
+                id: id.clone(),
+                field: field.clone(),
+                by: *by,
+            });
+        }
+    }
+    if values.deleted == Some(true) {
+        edits.push(Edit::Delete { collection, id });
+    }
+    edits
+}
