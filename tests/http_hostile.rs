@@ -394,3 +394,135 @@ async fn a_huge_pull_limit_is_clamped_and_a_non_numeric_limit_gets_400() {
     json_error(resp, 400).await;
     s.assert_healthy().await;
 }
+
+/// A member who forges changes (another change under a known actor and seq, a
+/// change whose dependencies live in another record, a nil op id) gets each
+/// refused alone; the space stays fully readable and keeps syncing.
+#[tokio::test]
+async fn forged_changes_are_refused_one_by_one_and_the_space_stays_readable() {
+    use tidemark::record::RecordDoc;
+    let s = live(Limits::default()).await;
+    let author = Replica::in_memory().unwrap();
+    author.set_package(Some(&crm_package())).unwrap();
+    author.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
+    author.put("contacts", "c1", json!({"age": 36})).unwrap();
+    let ops = author.pending_ops(10).unwrap();
+    let wire: Vec<Value> = ops
+        .iter()
+        .map(|p| serde_json::to_value(WireOp::from_op(&p.op)).unwrap())
+        .collect();
+    let answer: PushResponse = s.push(&s.alice, &wire).await.json().await.unwrap();
+    assert_eq!(answer.seqs, [Some(1), Some(2)]);
+
+    // The author's actor and change number 2 again, with other content.
+    let mut doc = RecordDoc::new(ops[0].op.actor);
+    doc.apply_stored(&ops[0].op.change).unwrap();
+    doc.put(
+        "contacts",
+        json!({"age": 99}).as_object().unwrap(),
+        crm_package().collections.get("contacts"),
+    )
+    .unwrap();
+    let forged = doc.commit(0).unwrap();
+    let mut reused = wire[1].clone();
+    reused["id"] = json!(uuid::Uuid::new_v4().to_string());
+    reused["change"] = json!(b64(&forged));
+    refused_one(s.push(&s.alice, &[reused]).await, 0, "actor_reused").await;
+
+    // A real change pushed under another record, whose history lacks its dependency.
+    let mut moved = wire[1].clone();
+    moved["id"] = json!(uuid::Uuid::new_v4().to_string());
+    moved["record"] = json!("c9");
+    let answer = refused_one(s.push(&s.alice, &[moved]).await, 0, "missing_deps").await;
+    assert!(answer.refused[0].message.contains("does not hold"), "{answer:?}");
+
+    // A nil op id, beside a valid op that is stored.
+    let mut nil = real_ops(&["c5"]).remove(0);
+    nil["id"] = json!(uuid::Uuid::nil().to_string());
+    let fine = real_ops(&["c6"]).remove(0);
+    let answer = refused_one(s.push(&s.alice, &[nil, fine]).await, 0, "invalid_op").await;
+    assert_eq!(answer.seqs[1], Some(3));
+
+    // Everything stored still reads and syncs.
+    assert_eq!(s.head().await, 3);
+    let page = s.pull(0, 100).await;
+    assert_eq!(page.ops.len(), 3);
+    let record = s.get(Some(&s.alice), "/v1/spaces/crm/records/contacts/c1").await;
+    assert_eq!(record.status().as_u16(), 200);
+    let fields: Value = record.json().await.unwrap();
+    assert_eq!(fields["age"], 36, "the forged value never landed: {fields}");
+    let reader = Replica::in_memory().unwrap();
+    let service = s.service.clone();
+    let token = s.alice.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let remote = tidemark::remote::local::LocalRemote::new(service, token, SPACE);
+        tidemark::sync::sync_once_blocking(&reader, |r| remote.call_blocking(r), Default::default()).unwrap();
+        reader
+    })
+    .await
+    .unwrap();
+    assert_eq!(reader.get("contacts", "c1").unwrap().unwrap()["age"], 36);
+    assert_eq!(reader.list("contacts", None, 10).unwrap().len(), 2);
+    s.assert_healthy().await;
+}
+
+/// A stored op that does not load (written behind the validation, as a bug or a
+/// damaged disk could) quarantines its record alone: reads of it answer 409
+/// naming it, and the rest of the space reads, snapshots and syncs.
+#[tokio::test]
+async fn a_record_that_does_not_load_is_quarantined_and_the_rest_of_the_space_works() {
+    use tidemark::record::ChangeHeader;
+    use tidemark::server::store::{NewOp, ServerStore, StoredOp};
+    let s = live(Limits::default()).await;
+    let good = real_ops(&["c1"]);
+    s.push(&s.alice, &good).await;
+    let mut bad: tidemark::Op = serde_json::from_value::<WireOp>(real_ops(&["bad"]).remove(0))
+        .unwrap()
+        .to_op()
+        .unwrap();
+    bad.change = hex::decode(PANICKING_CHANGE_HEX).unwrap();
+    let header = ChangeHeader {
+        hash: [7; 32],
+        actor: bad.actor.0.to_vec(),
+        seq: 1,
+        start_op: 1,
+        max_op: 1,
+        deps: Vec::new(),
+    };
+    let stored = StoredOp {
+        op: bad,
+        user: "alice".into(),
+    };
+    let results = s.service.store().append(SPACE, &[NewOp { stored, header }]).unwrap();
+    assert_eq!(results, [Ok(2)]);
+    s.push(&s.alice, &real_ops(&["c2"])).await;
+
+    let resp = s.get(Some(&s.alice), "/v1/spaces/crm/records/contacts/bad").await;
+    let err = json_error(resp, 409).await;
+    assert_eq!(err["code"], "record_quarantined", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("contacts/bad"), "{err}");
+    for id in ["c1", "c2"] {
+        let resp = s
+            .get(Some(&s.alice), &format!("/v1/spaces/crm/records/contacts/{id}"))
+            .await;
+        assert_eq!(resp.status().as_u16(), 200, "{id}");
+    }
+    let page = s.pull(0, 100).await;
+    assert_eq!(page.end, 3, "the page covers the quarantined op's seq");
+    assert_eq!(page.ops.len(), 2, "but does not serve it");
+    let snapshot = s.get(Some(&s.alice), "/v1/spaces/crm/snapshot").await;
+    assert_eq!(snapshot.status().as_u16(), 200);
+
+    let (service, token) = (s.service.clone(), s.alice.clone());
+    let reader = tokio::task::spawn_blocking(move || {
+        let reader = Replica::in_memory().unwrap();
+        let remote = tidemark::remote::local::LocalRemote::new(service, token, SPACE);
+        tidemark::sync::sync_once_blocking(&reader, |r| remote.call_blocking(r), Default::default()).unwrap();
+        reader.list("contacts", None, 10).unwrap().len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reader, 2);
+    refused_one(s.push(&s.alice, &real_ops(&["bad"])).await, 0, "invalid_op").await;
+    s.assert_healthy().await;
+}

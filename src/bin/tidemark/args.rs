@@ -106,7 +106,7 @@ pub enum Command {
     Demo,
     /// List the ops the server refused, with reasons; retry or discard them.
     Rejected {
-        /// Put them back in the queue for the next sync.
+        /// Write the values they wrote again, as new edits for the next sync.
         #[arg(long, conflicts_with = "discard")]
         retry: bool,
         /// Drop them from the rejected list for good.

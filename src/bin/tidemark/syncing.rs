@@ -173,6 +173,12 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
             ""
         }
     );
+    if summary.rewritten > 0 {
+        eprintln!(
+            "wrote {} edit(s) again as new changes: another store shared this one's actor (a restored backup or a copied file), or an earlier edit of the same record was refused",
+            summary.rewritten
+        );
+    }
     // Conflicts are kept and shown: say so where a person looks after a sync.
     let conflicted = replica.status()?.conflicted;
     if conflicted > 0 {
