@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 
 use crate::protocol::message::{
     CreateSpace, CreateUser, ErrorBody, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse,
-    SnapshotDoc, SnapshotResponse, UserToken, WireOp,
+    RefusedOp, SnapshotDoc, SnapshotResponse, UserToken, WireOp,
 };
 
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, description = "The server is up; names its epoch")))]
@@ -15,10 +15,11 @@ fn health() {}
 
 #[utoipa::path(post, path = "/v1/spaces/{space}/push", params(("space" = String, Path)),
     request_body = PushRequest,
-    responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody, description = "malformed JSON or an invalid op (op_index names it); nothing stored"),
+    responses((status = 200, body = PushResponse, description = "the seq of each op; a refused op (invalid_op, op_too_large, op_id_conflict, missing_deps, actor_reused) has a null seq and an entry in `refused`, and costs only itself"),
+        (status = 400, body = ErrorBody, description = "malformed JSON; nothing stored"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "read-only member"),
         (status = 404, body = ErrorBody, description = "no such space, or not a member"),
-        (status = 409, body = ErrorBody, description = "an op id reused with other content"), (status = 413, body = ErrorBody)),
+        (status = 413, body = ErrorBody, description = "too many ops or too large a body")),
     security(("bearer" = [])))]
 fn push() {}
 
@@ -93,6 +94,7 @@ but health and this document; a request without the header is served (clients fr
         WireOp,
         PushRequest,
         PushResponse,
+        RefusedOp,
         PulledOp,
         PullResponse,
         PackageResponse,
