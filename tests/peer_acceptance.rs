@@ -7,7 +7,7 @@ mod common;
 use tidemark::Replica;
 use tidemark::replica::RemotePage;
 
-/// Once a bug, kept as its regression test: two replicas delete a record
+/// Two replicas delete a record
 /// concurrently, so its `_deleted` tombstone holds two concurrent `true`s; deleting
 /// it again makes automerge resolve the conflict with a `Delete` of `_deleted` (it
 /// keeps the winning `true`), which `validate_change` used to refuse on every peer.

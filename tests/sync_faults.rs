@@ -1,4 +1,4 @@
-//! Sync faults found in review: re-push after a reset, rejections, package changes,
+//! Sync faults: re-push after a reset, rejections, package changes,
 //! body limits, discards, racing bootstraps and restored backups. None may lose an edit.
 
 #![cfg(all(feature = "server", feature = "http-client"))]

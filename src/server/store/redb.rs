@@ -13,76 +13,8 @@ use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTr
 
 use super::{NewOp, OpRefusal, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord};
 use crate::model::{Op, Package, Seq};
-use crate::record::ChangeHeader;
 
-/// Every table of the server store, with its key/value layout. A layout change
-/// means a new version suffix in the table name and a migration.
-mod tables {
-    use ::redb::TableDefinition;
-
-    /// Metadata: key → value bytes. Keys are the constants in [`meta`].
-    pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
-
-    /// Users: user name → nothing (the row is the user).
-    pub const USERS: TableDefinition<&str, ()> = TableDefinition::new("users_v1");
-
-    /// Tokens: token id → `[SHA-256 of the secret, 32 bytes][user name, UTF-8]`.
-    /// The secret itself is never stored.
-    pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
-
-    /// Spaces: space name → space id (1, 2, 3… in creation order, never reused).
-    /// Every per-space table below is keyed by the id, so a log key is 16 fixed bytes.
-    pub const SPACES: TableDefinition<&str, u64> = TableDefinition::new("spaces_v1");
-
-    /// Packages: space id → JSON of the `Package`, or `null` for a schemaless space.
-    pub const PACKAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("packages_v1");
-
-    /// Heads: space id → the highest seq of the space's log (0 while empty).
-    pub const HEADS: TableDefinition<u64, u64> = TableDefinition::new("heads_v1");
-
-    /// Materialized: space id → the seq up to which [`DOCS`] reflects the log (0 at creation).
-    pub const MATERIALIZED: TableDefinition<u64, u64> = TableDefinition::new("materialized_v1");
-
-    /// Memberships: (space id, user name) → role: 1 = read-write, 2 = read-only.
-    pub const MEMBERS: TableDefinition<(u64, &str), u8> = TableDefinition::new("members_v1");
-
-    /// Op logs: (space id, seq) → `[user len u16 LE][user, UTF-8][Op::encode() bytes]`.
-    pub const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log_v1");
-
-    /// Op-id index: (space id, op id as u128) → the op's seq in [`LOG`].
-    pub const OP_INDEX: TableDefinition<(u64, u128), u64> = TableDefinition::new("op_index_v1");
-
-    /// Materialized documents: (space id, collection, record id) → a saved automerge document.
-    pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("docs_v1");
-
-    /// Change history per record: (space id, collection, record id, change hash)
-    /// → the change's last op counter. Every change of the log is here.
-    pub const CHANGES: TableDefinition<(u64, &str, &str, &[u8]), u64> = TableDefinition::new("changes_v1");
-
-    /// Actor sequences per record: (space id, collection, record id, automerge
-    /// actor, seq) → `[change hash, 32 bytes][last op counter u64 LE]`.
-    pub const ACTOR_SEQS: TableDefinition<ActorSeqKey, &[u8]> = TableDefinition::new("actor_seqs_v1");
-
-    /// (space id, collection, record id, automerge actor, seq).
-    pub type ActorSeqKey = (u64, &'static str, &'static str, &'static [u8], u64);
-
-    /// Quarantined records: (space id, collection, record id) → why, UTF-8.
-    pub const QUARANTINE: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("quarantine_v1");
-
-    /// Keys of [`META`] and the layout of their values.
-    pub mod meta {
-        /// u64 LE: the layout version of the file ([`FORMAT_VERSION`](super::FORMAT_VERSION)).
-        pub const FORMAT: &str = "format";
-        /// UTF-8: a random UUID v4 made when the file is created; never changed.
-        pub const EPOCH: &str = "epoch";
-        /// u64 LE: the id the next created space gets.
-        pub const NEXT_SPACE_ID: &str = "next_space_id";
-    }
-
-    /// The layout version this build writes and reads. Version 1 lacked
-    /// [`CHANGES`] and [`ACTOR_SEQS`]; opening such a file builds them from the log.
-    pub const FORMAT_VERSION: u64 = 2;
-}
+mod tables;
 
 use tables::meta;
 
@@ -123,6 +55,10 @@ fn missing_user(user: &str) -> StoreError {
         name: user.to_string(),
     }
 }
+
+mod history;
+
+use history::{History, index_history};
 
 /// The server store on redb.
 pub struct RedbStore {
@@ -581,143 +517,6 @@ impl ServerStore for RedbStore {
         }
         Ok(out)
     }
-}
-
-type Table<'t, K, V> = ::redb::Table<'t, K, V>;
-
-/// The history tables of one space inside an append's transaction.
-struct History<'t> {
-    changes: Table<'t, (u64, &'static str, &'static str, &'static [u8]), u64>,
-    actor_seqs: Table<'t, tables::ActorSeqKey, &'static [u8]>,
-    quarantine: Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
-    space: u64,
-}
-
-impl History<'_> {
-    fn any_quarantined(&self) -> StoreResult<bool> {
-        let id = self.space;
-        Ok(self.quarantine.range((id, "", "")..(id + 1, "", ""))?.next().is_some())
-    }
-
-    fn quarantined(&self, collection: &str, record: &str) -> StoreResult<Option<String>> {
-        Ok(self
-            .quarantine
-            .get((self.space, collection, record))?
-            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
-    }
-
-    /// Whether `header` may join the history of (collection, record): `Ok(Err(_))`
-    /// says why not. Index lookups only; no document is loaded.
-    fn check(&self, collection: &str, record: &str, header: &ChangeHeader) -> StoreResult<Result<(), OpRefusal>> {
-        let id = self.space;
-        let actor = header.actor.as_slice();
-        if let Some(existing) = self.actor_seqs.get((id, collection, record, actor, header.seq))? {
-            return Ok(if existing.value().get(..32) == Some(header.hash.as_slice()) {
-                // The identical change (a genesis change, or a copy under a new op id).
-                Ok(())
-            } else {
-                Err(OpRefusal::ActorReused {
-                    actor: hex::encode(actor),
-                    seq: header.seq,
-                })
-            });
-        }
-        let last = self
-            .actor_seqs
-            .range((id, collection, record, actor, 0)..=(id, collection, record, actor, u64::MAX))?
-            .next_back()
-            .transpose()?
-            .map(|(k, v)| (k.value().4, read_u64(v.value().get(32..).unwrap_or_default())));
-        let (last_seq, last_max_op) = last.unwrap_or((0, 0));
-        if header.seq != last_seq + 1 {
-            return Ok(Err(OpRefusal::MissingDeps {
-                missing: vec![format!(
-                    "changes {}..{} of actor {}",
-                    last_seq + 1,
-                    header.seq.saturating_sub(1),
-                    hex::encode(actor)
-                )],
-            }));
-        }
-        if header.start_op <= last_max_op {
-            return Ok(Err(OpRefusal::BadHeader(format!(
-                "the change's op counters start at {}, within those of its actor's earlier changes (up to {last_max_op})",
-                header.start_op
-            ))));
-        }
-        let mut missing = Vec::new();
-        for dep in &header.deps {
-            match self.changes.get((id, collection, record, dep.as_slice()))? {
-                None => missing.push(hex::encode(dep)),
-                Some(max_op) if header.start_op <= max_op.value() => {
-                    return Ok(Err(OpRefusal::BadHeader(format!(
-                        "the change's op counters start at {}, not after those of change {} it depends on (up to {})",
-                        header.start_op,
-                        hex::encode(dep),
-                        max_op.value()
-                    ))));
-                }
-                Some(_) => {}
-            }
-        }
-        if !missing.is_empty() {
-            return Ok(Err(OpRefusal::MissingDeps { missing }));
-        }
-        Ok(Ok(()))
-    }
-
-    fn record(&mut self, collection: &str, record: &str, header: &ChangeHeader) -> StoreResult<()> {
-        let id = self.space;
-        self.changes
-            .insert((id, collection, record, header.hash.as_slice()), header.max_op)?;
-        let mut value = [0u8; 40];
-        value[..32].copy_from_slice(&header.hash);
-        value[32..].copy_from_slice(&header.max_op.to_le_bytes());
-        self.actor_seqs.insert(
-            (id, collection, record, header.actor.as_slice(), header.seq),
-            value.as_slice(),
-        )?;
-        Ok(())
-    }
-}
-
-/// Builds the history tables of a format-1 file from its log. A change that does
-/// not decode, or that reuses an (actor, seq) an earlier one holds, is left out:
-/// its record will not materialize and is quarantined then.
-fn index_history(txn: &WriteTransaction) -> StoreResult<()> {
-    let log = txn.open_table(tables::LOG)?;
-    let mut history = History {
-        changes: txn.open_table(tables::CHANGES)?,
-        actor_seqs: txn.open_table(tables::ACTOR_SEQS)?,
-        quarantine: txn.open_table(tables::QUARANTINE)?,
-        space: 0,
-    };
-    for entry in log.iter()? {
-        let (key, value) = entry?;
-        let (space, seq) = key.value();
-        let Some((_, op)) = split_stored(value.value()) else {
-            continue;
-        };
-        let Ok(op) = Op::decode(op) else { continue };
-        let Ok(header) = crate::record::stored_change_header(&op.change) else {
-            tracing::warn!(
-                space,
-                seq,
-                "a stored op's change does not decode; left out of the history index"
-            );
-            continue;
-        };
-        history.space = space;
-        let (collection, record) = (op.collection.as_str(), op.record.as_str());
-        let taken = history
-            .actor_seqs
-            .get((space, collection, record, header.actor.as_slice(), header.seq))?
-            .is_some();
-        if !taken {
-            history.record(collection, record, &header)?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes `[user len u16 LE][user][Op::encode()]` into `out` (cleared first) and
