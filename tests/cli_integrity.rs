@@ -63,6 +63,11 @@ fn fields_of(list: &[Value], id: &str) -> Value {
         .clone()
 }
 
+/// c1 after one store wrote its email and another (sharing its actor) its age.
+fn ada_with_email_and_age() -> Value {
+    json!({"name": "Ada", "email": "ada@example.com", "age": 36})
+}
+
 #[test]
 fn a_store_restored_from_a_backup_keeps_syncing_and_loses_no_edit() {
     let s = setup();
@@ -87,10 +92,7 @@ fn a_store_restored_from_a_backup_keeps_syncing_and_loses_no_edit() {
     ok(&mut client(&laptop, &["put", "contacts", "c2", "vip=true"]));
     ok(&mut client(&phone, &["put", "contacts", "c3", "name=Linus"]));
     let list = assert_converged(&[&laptop, &phone]);
-    assert_eq!(
-        fields_of(&list, "c1"),
-        json!({"name": "Ada", "email": "ada@example.com", "age": 36})
-    );
+    assert_eq!(fields_of(&list, "c1"), ada_with_email_and_age());
     assert_eq!(fields_of(&list, "c2"), json!({"name": "Grace", "vip": true}));
     assert_eq!(fields_of(&list, "c3"), json!({"name": "Linus"}));
 
@@ -118,10 +120,7 @@ fn a_store_copied_to_a_second_file_keeps_syncing_on_both() {
     ok(&mut client(&second, &["put", "contacts", "c2", "name=Grace"]));
     ok(&mut client(&first, &["put", "contacts", "c2", "vip=true"]));
     let list = assert_converged(&[&first, &second]);
-    assert_eq!(
-        fields_of(&list, "c1"),
-        json!({"name": "Ada", "email": "ada@example.com", "age": 36})
-    );
+    assert_eq!(fields_of(&list, "c1"), ada_with_email_and_age());
     let c2 = fields_of(&list, "c2");
     assert_eq!((c2["name"].clone(), c2["vip"].clone()), (json!("Grace"), json!(true)));
     assert_ne!(
@@ -129,6 +128,33 @@ fn a_store_copied_to_a_second_file_keeps_syncing_on_both() {
         status(&second)["actor"],
         "one of the two took a fresh actor"
     );
+}
+
+/// A store copied while an edit was pending: both copies must write that edit
+/// again under fresh actors (another copy took their change number first), and
+/// it still counts once.
+#[test]
+fn a_pending_edit_held_by_two_copies_counts_once() {
+    let s = setup();
+    let first = logged_in(&s, "first.db", "alice", &s.alice);
+    ok(&mut client(&first, &["put", "contacts", "c1", "name=Ada", "visits=0"]));
+    sync_exits(&first, 0);
+    let twin = s.store("twin.db");
+    std::fs::copy(&first, &twin).unwrap();
+    ok(&mut client(&twin, &["put", "contacts", "c1", "visits=3"]));
+    sync_exits(&twin, 0);
+
+    // First adds 5 under the change number the twin used; a third copy holds it too.
+    ok(&mut client(&first, &["put", "contacts", "c1", "visits=5"]));
+    let third = s.store("third.db");
+    std::fs::copy(&first, &third).unwrap();
+    let list = assert_converged(&[&first, &third, &twin]);
+    assert_eq!(fields_of(&list, "c1"), json!({"name": "Ada", "visits": 8}));
+    let actors: std::collections::BTreeSet<String> = [&first, &third, &twin]
+        .iter()
+        .map(|store| status(store)["actor"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actors.len(), 3, "each copy writes as its own actor: {actors:?}");
 }
 
 #[test]

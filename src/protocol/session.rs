@@ -113,6 +113,9 @@ pub struct RoundSummary {
     /// Local edits written again as new ops: after a refused op of the same
     /// record, or under a fresh actor when another store shared this one's.
     pub rewritten: u64,
+    /// Local ops dropped because the server holds another version of the same
+    /// edit, delivered by another copy of this store (it arrives by the pull).
+    pub superseded: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +326,11 @@ impl Session {
         );
         let too_large = matches!((error.status, code), (Some(413), "too_large"));
         match in_flight {
+            InFlight::Push { positions } if op_refused && code == "op_id_conflict" => {
+                let pos = positions[named(&positions)?];
+                self.summary.superseded += replica.supersede(&[pos])?;
+                Ok(())
+            }
             InFlight::Push { positions } if op_refused => {
                 let pos = positions[named(&positions)?];
                 self.refuse(replica, &[(pos, code, &message)])
@@ -402,6 +410,8 @@ impl Session {
             match r.code.as_str() {
                 // Another store writes as this one's actor: a fresh actor, and the edits again.
                 "actor_reused" => self.summary.rewritten += replica.rewrite_pending(pos, true)?,
+                // Another copy of this store delivered its own version of the edit.
+                "op_id_conflict" => self.summary.superseded += replica.supersede(&[pos])?,
                 _ => self.refuse(replica, &[(pos, r.code.as_str(), r.message.as_str())])?,
             }
         }

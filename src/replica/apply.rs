@@ -69,16 +69,44 @@ impl Replica {
         let mut report = ApplyReport::default();
 
         let mut fresh: Vec<&RemoteOp> = Vec::new();
+        let mut superseded = Vec::new();
         {
             let index = txn.open_table(tables::OP_INDEX)?;
+            let mut rejected = txn.open_table(tables::REJECTED)?;
+            let mut discarded = txn.open_table(tables::DISCARDED)?;
+            let log = txn.open_table(tables::LOG)?;
             let mut seen = HashSet::new();
             for remote in &page.ops {
-                if index.get(remote.op.id.as_u128())?.is_some() || !seen.insert(remote.op.id) {
+                if !seen.insert(remote.op.id) {
                     report.known += 1;
-                } else {
+                    continue;
+                }
+                let Some(pos) = index.get(remote.op.id.as_u128())?.map(|p| p.value()) else {
                     fresh.push(remote);
+                    continue;
+                };
+                // An op id names one edit and the server's version of it wins
+                // (another copy of this store may have delivered it): a local op
+                // that left its document (refused, or written again) is merged as
+                // pulled, and its rejection settled, for a retry would double it;
+                // a pending local version that differs leaves for the server's.
+                if rejected.remove(pos)?.is_some() {
+                    discarded.insert(pos, ())?;
+                    fresh.push(remote);
+                } else if discarded.get(pos)?.is_some() {
+                    fresh.push(remote);
+                } else if differs_locally(&log, pos, &remote.op)? {
+                    superseded.push(pos);
+                    fresh.push(remote);
+                } else {
+                    report.known += 1;
                 }
             }
+        }
+        if !superseded.is_empty() {
+            super::rewrite::supersede_in(&txn, &m, &superseded)?;
+            m = Meta::read_write(&txn)?;
+            self.doc_cache.clear();
         }
 
         // An op this store's actor wrote, yet unknown here: another store writes as
@@ -377,4 +405,16 @@ fn with_context(e: Error, context: String) -> Error {
         Error::Invalid(i) => Error::Invalid(InvalidInput::Other(format!("{context}: {i}"))),
         other => other,
     }
+}
+
+/// Whether the log holds a local op at `pos` whose change differs from `pulled`'s
+/// (the same edit in another version).
+fn differs_locally(log: &redb::Table<u64, &[u8]>, pos: u64, pulled: &Op) -> Result<bool> {
+    let Some(bytes) = log.get(pos)? else {
+        return Ok(false);
+    };
+    Ok(match LogEntry::decode(bytes.value())? {
+        LogEntry::Local(local) => local.change != pulled.change,
+        _ => false,
+    })
 }

@@ -7,6 +7,12 @@
 //! - A store that shares its actor with another (a restored backup, a copied
 //!   file) takes a fresh actor and writes its pending edits again under it.
 //!
+//! - An op id names one edit, and the server's version of it wins: a rewritten
+//!   op keeps its id, so when two copies of a store both write the same pending
+//!   edit again, the server takes the first version and refuses the other
+//!   (`op_id_conflict`); the refused version then leaves its document without a
+//!   rejection ([`Replica::supersede`]) and the server's version is pulled.
+//!
 //! Either way the old ops leave the queue (rejected, or discarded as superseded)
 //! and the replica's view never shows as synced what the server does not hold.
 
@@ -19,7 +25,7 @@ use super::tables::{self, meta};
 use super::view::{ViewTables, materialize};
 use super::{Meta, Rejection, Replica, put_meta};
 use crate::error::{CorruptData, Result};
-use crate::model::{ActorId, Collection, Op, OpId, RecordId};
+use crate::model::{ActorId, Collection, Op, RecordId};
 use crate::record::{GENESIS_ACTOR, RecordDoc, change_hash};
 
 /// A refusal of one local op: its log position, a stable code and the reason.
@@ -30,6 +36,15 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// Why a local op leaves its record's document.
+#[derive(Debug, Clone)]
+pub(super) enum Leave {
+    /// Refused for good: it goes to the rejected list with what it did.
+    Refused { code: String, reason: String },
+    /// The server holds another version of the same edit (same op id).
+    Superseded,
+}
+
 /// What rewriting records did, to be written to the tables.
 #[derive(Default)]
 struct Outcome {
@@ -37,6 +52,8 @@ struct Outcome {
     /// Positions superseded by the new ops.
     discarded: Vec<u64>,
     new_ops: Vec<Op>,
+    /// Ops that left their documents (refused or superseded).
+    left: u64,
 }
 
 impl Replica {
@@ -48,32 +65,32 @@ impl Replica {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
         let actor = m.actor()?;
-        let mut by_record: BTreeMap<(Collection, RecordId), BTreeMap<u64, (String, String)>> = BTreeMap::new();
-        {
-            let log = txn.open_table(tables::LOG)?;
-            for r in refusals {
-                if !in_play(&txn, r.pos)? {
-                    continue;
-                }
-                let Some(bytes) = log.get(r.pos)? else {
-                    return Err(CorruptData::new("refuse", format!("no log entry at {}", r.pos)).into());
+        let leaving: Vec<(u64, Leave)> = refusals
+            .iter()
+            .map(|r| {
+                let leave = Leave::Refused {
+                    code: r.code.clone(),
+                    reason: r.reason.clone(),
                 };
-                let LogEntry::Local(op) = LogEntry::decode(bytes.value())? else {
-                    return Err(CorruptData::new("refuse", format!("log entry {} is not a local op", r.pos)).into());
-                };
-                by_record
-                    .entry((op.collection, op.record))
-                    .or_default()
-                    .insert(r.pos, (r.code.clone(), r.reason.clone()));
-            }
-        }
-        let mut outcome = Outcome::default();
-        for ((collection, record), refused) in &by_record {
-            let from = *refused.keys().next().expect("a refusal per entry");
-            rewrite_record(&txn, actor, collection, record, from, refused, &mut outcome)?;
-        }
+                (r.pos, leave)
+            })
+            .collect();
+        let outcome = leave_documents(&txn, actor, &leaving)?;
         let count = outcome.rejected.len() as u64;
         write_outcome(&txn, &m, outcome)?;
+        txn.commit()?;
+        self.doc_cache.clear();
+        Ok(count)
+    }
+
+    /// Takes local ops out of their documents because the server holds another
+    /// version of the same edit (`op_id_conflict`): no rejection, the later local
+    /// edits of their records are written again, and the pull brings the
+    /// server's version. Returns how many ops left.
+    pub fn supersede(&self, positions: &[u64]) -> Result<u64> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let count = supersede_in(&txn, &m, positions)?;
         txn.commit()?;
         self.doc_cache.clear();
         Ok(count)
@@ -122,6 +139,47 @@ impl Replica {
     }
 }
 
+/// [`Replica::supersede`] inside the caller's transaction (a pull that brings
+/// the server's version of a pending edit).
+pub(super) fn supersede_in(txn: &WriteTransaction, m: &Meta, positions: &[u64]) -> Result<u64> {
+    let leaving: Vec<(u64, Leave)> = positions.iter().map(|&pos| (pos, Leave::Superseded)).collect();
+    let outcome = leave_documents(txn, m.actor()?, &leaving)?;
+    let count = outcome.left;
+    write_outcome(txn, m, outcome)?;
+    Ok(count)
+}
+
+/// Takes the local ops at `leaving` out of their records' documents, in the
+/// caller's transaction, and writes the later local edits of those records again.
+/// Positions no longer in play (handled by an earlier answer) are skipped.
+fn leave_documents(txn: &WriteTransaction, actor: ActorId, leaving: &[(u64, Leave)]) -> Result<Outcome> {
+    let mut by_record: BTreeMap<(Collection, RecordId), BTreeMap<u64, Leave>> = BTreeMap::new();
+    {
+        let log = txn.open_table(tables::LOG)?;
+        for (pos, leave) in leaving {
+            if !in_play(txn, *pos)? {
+                continue;
+            }
+            let Some(bytes) = log.get(*pos)? else {
+                return Err(CorruptData::new("rewrite", format!("no log entry at {pos}")).into());
+            };
+            let LogEntry::Local(op) = LogEntry::decode(bytes.value())? else {
+                return Err(CorruptData::new("rewrite", format!("log entry {pos} is not a local op")).into());
+            };
+            by_record
+                .entry((op.collection, op.record))
+                .or_default()
+                .insert(*pos, leave.clone());
+        }
+    }
+    let mut outcome = Outcome::default();
+    for ((collection, record), leaving) in &by_record {
+        let from = *leaving.keys().next().expect("an op per entry");
+        rewrite_record(txn, actor, collection, record, from, leaving, &mut outcome)?;
+    }
+    Ok(outcome)
+}
+
 /// Whether a local op is still in the queue's play: neither rejected nor discarded.
 fn in_play(txn: &WriteTransaction, pos: u64) -> Result<bool> {
     Ok(txn.open_table(tables::REJECTED)?.get(pos)?.is_none() && txn.open_table(tables::DISCARDED)?.get(pos)?.is_none())
@@ -158,15 +216,16 @@ pub(super) fn heal_shared_actor(
 }
 
 /// Rebuilds one record's document without its local ops from `from` on, then
-/// replays them in order: a refused one is left out (and summarized), a genesis
-/// op is kept as it is, any other is written again as a new change by `actor`.
+/// replays them in order: one in `leaving` is left out (a refused one is
+/// summarized into a rejection), a genesis op is kept as it is, any other is
+/// written again as a new change by `actor`, under its own op id.
 fn rewrite_record(
     txn: &WriteTransaction,
     actor: ActorId,
     collection: &Collection,
     record: &RecordId,
     from: u64,
-    refused: &BTreeMap<u64, (String, String)>,
+    leaving: &BTreeMap<u64, Leave>,
     outcome: &mut Outcome,
 ) -> Result<()> {
     let local = local_ops_of(txn, collection, record, from)?;
@@ -197,24 +256,33 @@ fn rewrite_record(
         }
         let before = old.fork_as(actor);
         old.apply_stored(&op.change)?;
-        match refused.get(pos) {
-            Some((code, reason)) => outcome.rejected.push(Rejection {
-                pos: *pos,
-                op_id: op.id.to_string(),
-                collection: collection.to_string(),
-                record: record.to_string(),
-                code: code.clone(),
-                reason: reason.clone(),
-                values: Some(RecordDoc::summarize(&before, &old)),
-            }),
+        match leaving.get(pos) {
+            Some(Leave::Refused { code, reason }) => {
+                outcome.left += 1;
+                outcome.rejected.push(Rejection {
+                    pos: *pos,
+                    op_id: op.id.to_string(),
+                    collection: collection.to_string(),
+                    record: record.to_string(),
+                    code: code.clone(),
+                    reason: reason.clone(),
+                    values: Some(RecordDoc::summarize(&before, &old)),
+                })
+            }
+            Some(Leave::Superseded) => {
+                outcome.left += 1;
+                outcome.discarded.push(*pos);
+            }
             // The same bytes on every replica: kept as they are, still pending.
             None if op.actor == GENESIS_ACTOR => new.apply_stored(&op.change)?,
             None => {
                 new.replay(&before, &old, &mut ids)?;
                 outcome.discarded.push(*pos);
                 if let Some(change) = new.commit(op.time_ms) {
+                    // The same edit keeps its id: two copies of a store that
+                    // both write it again cannot deliver it twice.
                     outcome.new_ops.push(Op {
-                        id: OpId::new(),
+                        id: op.id,
                         actor,
                         collection: collection.clone(),
                         record: record.clone(),
@@ -320,15 +388,14 @@ pub(super) fn retry_edits(rejection: &Rejection) -> Vec<super::Edit> {
             fields: values.set.clone(),
         });
     }
+    // An increment by 0 is kept: it may be what created the counter.
     for (field, by) in &values.increments {
-        if *by != 0 {
-            edits.push(Edit::Increment {
-                collection: collection.clone(),
-                id: id.clone(),
-                field: field.clone(),
-                by: *by,
-            });
-        }
+        edits.push(Edit::Increment {
+            collection: collection.clone(),
+            id: id.clone(),
+            field: field.clone(),
+            by: *by,
+        });
     }
     if values.deleted == Some(true) {
         edits.push(Edit::Delete { collection, id });
