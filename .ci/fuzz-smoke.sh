@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A short real fuzz search of every target on stable (no sanitizer; see DESIGN.md,
-# "Known hazards"). Exits 3 when a target finds a crash; the input is then in
+# A short real fuzz search of every target on the stable toolchain (so without
+# a sanitizer). Exits 3 when a target finds a crash; the input is then in
 # fuzz/artifacts/<target>/, and `cargo test --test fuzz_corpus` replays it.
 # Any other failure (cargo-fuzz or the targets do not build, a run fails without
 # saving an input) exits with another non-zero code.

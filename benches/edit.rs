@@ -213,7 +213,7 @@ fn bench_edit(c: &mut Criterion) {
     // spent on a CPU: the rest of an operation is waiting for the disk. Twice: on the
     // disk as it is, then with another writer keeping it busy (1 MiB writes, each
     // followed by fdatasync, in the same directory), which is where a durable commit
-    // costs the 2–4 ms that DESIGN.md and the issue measured on this kind of machine.
+    // costs the 2–4 ms measured earlier on this kind of machine.
     let mut interleaved = |disk: &str| {
         let rounds = 300;
         let mut times: [Vec<Duration>; 8] = Default::default();

@@ -189,7 +189,7 @@ fn login_with_a_new_token_for_the_same_user_keeps_the_data() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
-/// DESIGN.md, CLI: "with `--yes` ... it clears the downloaded data and the
+/// The CLI contract: "with `--yes` ... it clears the downloaded data and the
 /// package, binds the new account, downloads the package and runs the
 /// initial sync."
 #[test]
@@ -237,7 +237,7 @@ fn login_as_another_user_with_yes_clears_the_data_and_binds_the_new_account() {
 
 /// A record edit larger than the server's per-op limit (256 KiB by default)
 /// is refused for good: `sync` exits 2 and moves it to the rejected list, and
-/// later edits still sync (DESIGN.md: rejected ops are "never blocking the
+/// later edits still sync (rejected ops are "never blocking the
 /// queue"; `sync` exits 2 "when the round completed but the server refused
 /// some ops").
 #[test]

@@ -168,7 +168,12 @@ fn the_design_hazard_input_is_kept_in_both_corpora() {
     for target in TARGETS {
         let path = fuzz_dir().join("corpus").join(target).join(HAZARD_FILE);
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(data, hazard_bytes(), "{} is not the DESIGN.md input", path.display());
+        assert_eq!(
+            data,
+            hazard_bytes(),
+            "{} is not the known panicking input",
+            path.display()
+        );
     }
 }
 

@@ -229,7 +229,7 @@ async fn more_ops_than_max_ops_per_push_gets_413_and_nothing_is_stored() {
 
 /// An op whose change is over `max_op_bytes` is an op-level refusal: the
 /// answer must name it (`op_index`), or a client cannot move it to its
-/// rejected list and its queue is blocked for good (DESIGN.md: rejected ops
+/// rejected list and its queue is blocked for good (rejected ops
 /// are "never blocking the queue").
 #[tokio::test]
 async fn an_op_over_max_op_bytes_is_refused_alone_naming_the_op() {

@@ -104,7 +104,7 @@ async fn an_unknown_route_gets_a_json_404() {
     s.assert_healthy().await;
 }
 
-/// DESIGN.md: "Every error is JSON with a message a person can act on."
+/// The API's rule: every error is JSON with a message a person can act on.
 /// axum's own method-not-allowed answer bypasses the router's JSON fallback.
 #[tokio::test]
 async fn a_wrong_method_gets_a_json_405() {
@@ -126,7 +126,7 @@ async fn a_wrong_method_gets_a_json_405() {
     s.assert_healthy().await;
 }
 
-/// DESIGN.md: "Every error is JSON". A path segment that is not UTF-8 is
+/// The API's rule: every error is JSON. A path segment that is not UTF-8 is
 /// refused by axum's `Path` extractor, whose rejection is plain text.
 #[tokio::test]
 async fn a_space_name_that_is_not_utf8_gets_a_json_error() {

@@ -383,7 +383,7 @@ fn out_of_range_text_splice_is_refused() {
     assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["note"], "abc");
 }
 
-/// The 37 bytes that make automerge 0.12's decoder panic (DESIGN.md, known hazards).
+/// The 37 bytes that make automerge 0.12's decoder panic (a known hazard of that version).
 const PANICKING_BYTES: &str = "856f4a83fc030a0a030a0000000123030083fc030a0a030a00000a000000011500030a8500";
 
 #[test]

@@ -27,7 +27,7 @@ pub const BASE_TIME_MS: u64 = 1_790_000_000_000;
 pub const RECORDS: [&str; 3] = ["c1", "c2", "c3"];
 pub const COLLECTION: &str = "contacts";
 
-/// The 37 bytes from DESIGN.md ("Known hazards") on which automerge 0.12's loader panics.
+/// The 37 bytes on which automerge 0.12's loader panics (a known hazard of that version).
 pub const DESIGN_HAZARD_HEX: &str = "856f4a83fc030a0a030a0000000123030083fc030a0a030a00000a000000011500030a8500";
 
 pub fn package() -> Package {
