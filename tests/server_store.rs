@@ -8,7 +8,7 @@ mod common;
 use std::cell::Cell;
 
 use tidemark::server::store::redb::RedbStore;
-use tidemark::server::store::{Role, ServerStore, StoreError, StoredDoc, TokenRecord};
+use tidemark::server::store::{PageLimit, Role, ServerStore, StoreError, StoredDoc, TokenRecord};
 
 use common::store_suite::{self, append_ok, new_ops};
 
@@ -67,8 +67,8 @@ fn a_reopened_file_store_keeps_everything_and_its_epoch() {
     assert_eq!(store.head("crm").unwrap(), 3);
     assert_eq!(store.materialized("crm").unwrap(), 3);
     assert_eq!(store.doc("crm", "contacts", "c1").unwrap(), Some(doc.doc.clone()));
-    assert_eq!(store.docs_page("crm", None, 10).unwrap(), [doc]);
-    let back: Vec<_> = store.read_ops("crm", 0, 10).unwrap();
+    assert_eq!(store.docs_page("crm", None, PageLimit::count(10)).unwrap().docs, [doc]);
+    let back: Vec<_> = store.read_ops("crm", 0, PageLimit::count(10)).unwrap();
     assert_eq!(back.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(back.into_iter().map(|(_, op)| op).collect::<Vec<_>>(), ops[..3]);
 
@@ -77,7 +77,13 @@ fn a_reopened_file_store_keeps_everything_and_its_epoch() {
     // And a space created after reopening gets a fresh id, not one already in use.
     store.create_space("later", None).unwrap();
     assert_eq!(store.head("later").unwrap(), 0);
-    assert!(store.docs_page("later", None, 10).unwrap().is_empty());
+    assert!(
+        store
+            .docs_page("later", None, PageLimit::count(10))
+            .unwrap()
+            .docs
+            .is_empty()
+    );
     assert_eq!(store.head("crm").unwrap(), 5);
 }
 

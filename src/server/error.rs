@@ -52,6 +52,8 @@ pub enum ServiceError {
         record: String,
         reason: String,
     },
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -70,6 +72,7 @@ impl ServiceError {
             | ServiceError::Quarantined { .. } => 409,
             ServiceError::TooLarge(_) | ServiceError::OpTooLarge { .. } => 413,
             ServiceError::MethodNotAllowed(_) => 405,
+            ServiceError::RequestTimeout(_) => 408,
             // Not 426: that status asks for an HTTP protocol switch (with an Upgrade header).
             ServiceError::ClientTooOld { .. } => 400,
             ServiceError::Internal(_) => 500,
@@ -88,6 +91,7 @@ impl ServiceError {
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::OpTooLarge { .. } => "op_too_large",
             ServiceError::MethodNotAllowed(_) => "method_not_allowed",
+            ServiceError::RequestTimeout(_) => "request_timeout",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::HistoryChanged { .. } => "history_changed",
             ServiceError::ClientTooOld { .. } => "client_too_old",

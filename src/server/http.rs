@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ServiceError;
+use super::listen::{ServeConfig, Stopped};
 use super::service::Service;
 use super::store::ServerStore;
 use crate::model::Package;
@@ -179,16 +180,45 @@ async fn protocol_revision(request: axum::extract::Request, next: axum::middlewa
     response
 }
 
-/// Serves API v1 on an already-bound listener until `shutdown` resolves, then
-/// finishes the requests in flight.
+/// Serves API v1 on an already-bound listener with the default
+/// [`ServeConfig`] until `shutdown` resolves, then finishes the requests in
+/// flight (within the drain time).
 pub async fn serve<S: ServerStore>(
     listener: tokio::net::TcpListener,
     service: Shared<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
+) -> std::io::Result<Stopped> {
+    serve_with(listener, service, ServeConfig::default(), shutdown).await
+}
+
+/// [`serve`] with the given connection deadlines and limits.
+pub async fn serve_with<S: ServerStore>(
+    listener: tokio::net::TcpListener,
+    service: Shared<S>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Stopped> {
+    let deadline = config.request_timeout;
+    let app = router(service).layer(axum::middleware::from_fn(move |request, next| {
+        request_deadline(deadline, request, next)
+    }));
+    super::listen::serve_router(listener, app, config, shutdown).await
+}
+
+/// Answers 408 when a request (its body included) takes longer than `limit`.
+async fn request_deadline(
+    limit: std::time::Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ServiceError::RequestTimeout(format!(
+            "the request took longer than {} s (a slow or unfinished body?): send it again",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
 }
 
 async fn health<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
@@ -211,11 +241,18 @@ async fn push<S: ServerStore>(
     body: Body,
 ) -> HttpResult {
     let token = bearer(&headers);
-    let user = {
+    let space = path_of(path);
+    // Token, membership and role first: the body is read only for a writer.
+    let (user, space) = {
         let s = s.clone();
-        blocking(move || s.authenticate(token.as_deref())).await?
+        blocking(move || {
+            let user = s.authenticate(token.as_deref())?;
+            let space = space?;
+            s.check_writer(&user, &space)?;
+            Ok((user, space))
+        })
+        .await?
     };
-    let space = path_of(path)?;
     let request: PushRequest = read_json(body, s.limits().max_body_bytes).await?;
     ok(&blocking(move || s.push(&user, &space, request)).await?)
 }

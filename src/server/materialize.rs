@@ -7,12 +7,14 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use super::error::ServiceError;
-use super::store::{ServerStore, StoredDoc};
+use super::store::{PageLimit, ServerStore, StoredDoc};
 use crate::model::ActorId;
 use crate::record::{RecordDoc, decode_stored_change};
 
 /// Ops materialized per transaction.
 const CHUNK: usize = 2000;
+/// Change bytes read per catch-up step: memory stays bounded whatever the op sizes.
+const CHUNK_BYTES: usize = 16 << 20;
 
 pub(crate) struct Materializer<S: ServerStore> {
     store: Arc<S>,
@@ -59,11 +61,18 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
     let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let since = store.materialized(space)?;
-        let ops = store.read_ops(space, since, CHUNK)?;
+        let ops = store.read_ops(
+            space,
+            since,
+            PageLimit {
+                count: CHUNK,
+                bytes: CHUNK_BYTES,
+            },
+        )?;
         let Some(&(through, _)) = ops.last() else {
             return Ok(());
         };
-        // One apply call per record (DESIGN.md: per-change applies slow down as history grows).
+        // One apply call per record: applying changes one by one slows down as history grows.
         let mut by_record: BTreeMap<(String, String), Vec<Vec<u8>>> = BTreeMap::new();
         for (_, stored) in ops {
             by_record

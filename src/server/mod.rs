@@ -4,10 +4,12 @@
 
 pub mod error;
 pub mod http;
+pub mod listen;
 mod materialize;
 mod openapi;
 pub mod service;
 pub mod store;
 
 pub use error::ServiceError;
+pub use listen::{ServeConfig, Stopped};
 pub use service::{Limits, Service};

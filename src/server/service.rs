@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ServiceError;
 use super::materialize::Materializer;
-use super::store::{NewOp, OpRefusal, Role, ServerStore, StoredOp, TokenRecord};
+use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
 use crate::model::{Package, Seq, check_field_name};
 use crate::protocol::message::{
     CreateSpace, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp, SnapshotDoc,
@@ -34,6 +34,9 @@ pub struct Limits {
     pub max_pull_page: usize,
     /// Documents in one snapshot page (a larger `limit` is clamped).
     pub max_snapshot_page: usize,
+    /// Op or document bytes in one pull or snapshot page (the first item always
+    /// comes), so that memory stays bounded whatever the op sizes.
+    pub max_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_body_bytes: 32 * 1024 * 1024,
             max_pull_page: 2000,
             max_snapshot_page: 2000,
+            max_page_bytes: 4 << 20,
         }
     }
 }
@@ -93,6 +97,14 @@ impl<S: ServerStore> Service<S> {
         self.limits
     }
 
+    /// A page of at most `count` items (already clamped) within the byte budget.
+    fn page_limit(&self, count: usize) -> PageLimit {
+        PageLimit {
+            count,
+            bytes: self.limits.max_page_bytes,
+        }
+    }
+
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
@@ -126,14 +138,22 @@ impl<S: ServerStore> Service<S> {
             .ok_or_else(|| ServiceError::NotFound(space.to_string()))
     }
 
-    /// Validates and stores a batch of ops; returns the seq of each.
-    pub fn push(&self, user: &str, space: &str, request: PushRequest) -> Result<PushResponse> {
+    /// Whether `user` may push to `space`: 404 for a non-member (as for a
+    /// missing space), 403 `read_only` for a reader. The HTTP front asks before
+    /// it reads a push's body, so a stranger's body costs nothing.
+    pub fn check_writer(&self, user: &str, space: &str) -> Result<()> {
         if self.role(user, space)? == Role::ReadOnly {
             return Err(ServiceError::ReadOnly {
                 user: user.into(),
                 space: space.into(),
             });
         }
+        Ok(())
+    }
+
+    /// Validates and stores a batch of ops; returns the seq of each.
+    pub fn push(&self, user: &str, space: &str, request: PushRequest) -> Result<PushResponse> {
+        self.check_writer(user, space)?;
         if request.ops.len() > self.limits.max_ops_per_push {
             return Err(ServiceError::TooLarge(format!(
                 "{} ops in one push; the limit is {}: push in smaller batches",
@@ -248,14 +268,14 @@ impl<S: ServerStore> Service<S> {
     ) -> Result<PullResponse> {
         self.role(user, space)?;
         if let (Some(at), true) = (at, since > 0) {
-            let found = self.store.read_ops(space, since - 1, 1)?;
+            let found = self.store.read_ops(space, since - 1, PageLimit::count(1))?;
             if !matches!(found.first(), Some((seq, stored)) if *seq == since && stored.op.id == at) {
                 return Err(ServiceError::HistoryChanged { seq: since });
             }
         }
         let limit = limit.clamp(1, self.limits.max_pull_page);
         let head = self.store.head(space)?;
-        let rows = self.store.read_ops(space, since, limit)?;
+        let rows = self.store.read_ops(space, since, self.page_limit(limit))?;
         let end = rows.last().map(|(seq, _)| *seq).unwrap_or(since);
         // A quarantined record's ops do not load: serving them would stop every replica's pull.
         let quarantined = self.store.quarantined(space)?;
@@ -308,8 +328,8 @@ impl<S: ServerStore> Service<S> {
             })?),
             None => None,
         };
-        let mut docs = self.store.docs_page(space, after, limit)?;
-        let next = if docs.len() == limit {
+        let DocsPage { mut docs, more } = self.store.docs_page(space, after, self.page_limit(limit))?;
+        let next = if more {
             docs.last().map(|d| format!("{}\n{}", d.collection, d.record))
         } else {
             None
@@ -322,7 +342,7 @@ impl<S: ServerStore> Service<S> {
             0 => None,
             n => self
                 .store
-                .read_ops(space, n - 1, 1)?
+                .read_ops(space, n - 1, PageLimit::count(1))?
                 .into_iter()
                 .find(|(seq, _)| *seq == n)
                 .map(|(_, stored)| stored.op.id),

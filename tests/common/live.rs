@@ -7,13 +7,13 @@ use serde_json::{Value, json};
 use tidemark::Replica;
 use tidemark::protocol::message::{CreateSpace, Grant, PullResponse, WireOp};
 use tidemark::server::store::redb::RedbStore;
-use tidemark::server::{Limits, Service};
+use tidemark::server::{Limits, ServeConfig, Service};
 
 pub const SPACE: &str = "crm";
 pub const OTHER_SPACE: &str = "other";
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
-/// The 37 bytes that make automerge 0.12 panic inside its decoder (DESIGN.md, "Known hazards").
+/// The 37 bytes that make automerge 0.12 panic inside its decoder (see `record/mod.rs`).
 pub const PANICKING_CHANGE_HEX: &str = "856f4a83fc030a0a030a0000000123030083fc030a0a030a00000a000000011500030a8500";
 
 /// A live server: its base URL, the service behind it, and the users' tokens.
@@ -45,6 +45,11 @@ pub async fn live(limits: Limits) -> Live {
 }
 
 pub async fn live_on(store: RedbStore, limits: Limits) -> Live {
+    live_with(store, limits, ServeConfig::default()).await
+}
+
+/// A live server on `store` with the given limits and connection settings.
+pub async fn live_with(store: RedbStore, limits: Limits, config: ServeConfig) -> Live {
     let service = Arc::new(Service::new(store, limits, Some(ADMIN_TOKEN)).unwrap());
     for space in [SPACE, OTHER_SPACE] {
         service
@@ -69,7 +74,7 @@ pub async fn live_on(store: RedbStore, limits: Limits) -> Live {
             })
             .unwrap();
     }
-    let (url, tx) = super::server::start_http(service.clone()).await;
+    let (url, tx) = super::server::start_http_with(service.clone(), config).await;
     let [alice, rita, mallory]: [String; 3] = tokens.try_into().unwrap();
     Live {
         url,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tidemark::Package;
 use tidemark::protocol::message::{CreateSpace, Grant};
 use tidemark::server::store::redb::RedbStore;
-use tidemark::server::{Limits, Service, http};
+use tidemark::server::{Limits, ServeConfig, Service, http};
 
 pub type Svc = Arc<Service<RedbStore>>;
 
@@ -50,10 +50,15 @@ pub fn server_on(store: RedbStore, package: Option<Package>, users: &[&str], lim
 /// Starts the HTTP front on a free loopback port; returns its base URL and a
 /// sender that stops it.
 pub async fn start_http(service: Svc) -> (String, tokio::sync::oneshot::Sender<()>) {
+    start_http_with(service, ServeConfig::default()).await
+}
+
+/// [`start_http`] with the given connection deadlines and limits.
+pub async fn start_http_with(service: Svc, config: ServeConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, service, async move {
+    tokio::spawn(http::serve_with(listener, service, config, async move {
         let _ = rx.await;
     }));
     (url, tx)

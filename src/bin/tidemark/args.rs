@@ -1,4 +1,4 @@
-//! The command line, as DESIGN.md's CLI contract gives it.
+//! The command line, as README.md documents it: scripts rely on it exactly.
 
 use std::path::PathBuf;
 
@@ -61,6 +61,8 @@ pub enum Command {
         /// Admin token for the admin routes.
         #[arg(long, env = "TIDEMARK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Administer a server: spaces, users, grants.
     Admin {
@@ -136,4 +138,23 @@ pub enum AdminAction {
         #[arg(long)]
         read_only: bool,
     },
+}
+
+/// How `serve` treats connections (see `tidemark::server::ServeConfig`).
+#[derive(Debug, clap::Args)]
+pub struct ConnectionArgs {
+    /// Seconds a client has to send a request's headers; also how long a
+    /// kept-alive connection may sit idle.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a whole request (its body included) may take before 408.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Connections served at once; more wait to be accepted. Keep it below the
+    /// process's open-file limit.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Seconds a stopping server (SIGTERM, SIGINT) lets requests in flight finish.
+    #[arg(long, default_value_t = 10)]
+    pub drain: u64,
 }

@@ -62,7 +62,8 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
             data,
             listen,
             admin_token,
-        } => return server::serve(&data, &listen, &admin_token),
+            connections,
+        } => return server::serve(&data, &listen, &admin_token, &connections),
         Admin {
             server,
             admin_token,

@@ -3,14 +3,15 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tidemark::Package;
 use tidemark::remote::http::AdminClient;
 use tidemark::server::store::redb::RedbStore;
-use tidemark::server::{Limits, Service, http};
+use tidemark::server::{Limits, ServeConfig, Service, Stopped, http};
 
-use crate::args::AdminAction;
+use crate::args::{AdminAction, ConnectionArgs};
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -19,10 +20,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn serve(data: &Path, listen: &str, admin_token: &str) -> Result<ExitCode> {
+pub fn serve(data: &Path, listen: &str, admin_token: &str, connections: &ConnectionArgs) -> Result<ExitCode> {
     if admin_token.len() < 16 {
         bail!("TIDEMARK_ADMIN_TOKEN must be at least 16 characters: set a long random value");
     }
+    let config = ServeConfig {
+        header_timeout: Duration::from_secs(connections.header_timeout),
+        request_timeout: Duration::from_secs(connections.request_timeout),
+        max_connections: usize::try_from(connections.max_connections).unwrap_or(usize::MAX),
+        drain: Duration::from_secs(connections.drain),
+    };
     let store = RedbStore::open(data).with_context(|| format!("opening the server store in {}", data.display()))?;
     let service = Arc::new(Service::new(store, Limits::default(), Some(admin_token))?);
     runtime()?.block_on(async move {
@@ -31,13 +38,46 @@ pub fn serve(data: &Path, listen: &str, admin_token: &str) -> Result<ExitCode> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         eprintln!("tidemark server listening on http://{addr} (epoch {})", service.epoch());
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("shutting down: finishing requests in flight");
+        let shutdown = async move {
+            stop_signal().await;
+            eprintln!(
+                "shutting down: finishing requests in flight (at most {} s)",
+                config.drain.as_secs()
+            );
         };
-        http::serve(listener, service, shutdown).await.context("serving")?;
+        match http::serve_with(listener, service, config, shutdown)
+            .await
+            .context("serving")?
+        {
+            Stopped::Drained => eprintln!("stopped"),
+            Stopped::DrainTimedOut => eprintln!("stopped with requests still in flight after the drain time"),
+        }
+        // Every answered push was committed before its answer; the store closes as the service drops.
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Resolves on SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn read_package(path: &Path) -> Result<Package> {

@@ -84,6 +84,38 @@ pub struct TokenRecord {
     pub secret_hash: [u8; 32],
 }
 
+/// How much one page read may return: at most `count` items, and after the
+/// first no item that would take the page past `bytes` of change bytes (ops) or
+/// document bytes. The first item always comes (a page always moves on), so a page holds
+/// at most `bytes` plus one item's size; the op size limit bounds that item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub count: usize,
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    /// At most `count` items, whatever their size.
+    pub fn count(count: usize) -> PageLimit {
+        PageLimit {
+            count,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Whether an item of `size` bytes joins a page of `items` items and `used` bytes.
+    pub fn admits(&self, items: usize, used: usize, size: usize) -> bool {
+        items < self.count && (items == 0 || used.saturating_add(size) <= self.bytes)
+    }
+}
+
+/// A page of documents, and whether more follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocsPage {
+    pub docs: Vec<StoredDoc>,
+    pub more: bool,
+}
+
 /// Storage of a tidemark server. Every method is one transaction.
 pub trait ServerStore: Send + Sync + 'static {
     /// The random id of this store generation (created with the store, never changed).
@@ -116,8 +148,8 @@ pub trait ServerStore: Send + Sync + 'static {
     /// A refusal costs only that op. New ops get head+1, head+2, …: gap-free in
     /// commit order.
     fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>>;
-    /// Ops with seq > `since`, at most `limit`, in seq order.
-    fn read_ops(&self, space: &str, since: Seq, limit: usize) -> StoreResult<Vec<(Seq, StoredOp)>>;
+    /// Ops with seq > `since`, in seq order, within `limit` (counting change bytes).
+    fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>>;
     /// The highest seq of the space (0 when empty).
     fn head(&self, space: &str) -> StoreResult<Seq>;
 
@@ -132,6 +164,7 @@ pub trait ServerStore: Send + Sync + 'static {
     fn quarantine(&self, space: &str, collection: &str, record: &str, reason: &str) -> StoreResult<()>;
     /// The quarantined records of a space, with why: (collection, record) → reason.
     fn quarantined(&self, space: &str) -> StoreResult<std::collections::BTreeMap<(String, String), String>>;
-    /// Documents in (collection, record) order after `after`, at most `limit`.
-    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: usize) -> StoreResult<Vec<StoredDoc>>;
+    /// Documents in (collection, record) order after `after`, within `limit`
+    /// (counting document bytes), and whether more follow.
+    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: PageLimit) -> StoreResult<DocsPage>;
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{NewOp, OpRefusal, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord};
+use super::{
+    DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord,
+};
 use crate::model::{Op, Package, Seq};
 
 mod tables;
@@ -56,9 +58,10 @@ fn missing_user(user: &str) -> StoreError {
     }
 }
 
+mod append;
 mod history;
 
-use history::{History, index_history};
+use history::index_history;
 
 /// The server store on redb.
 pub struct RedbStore {
@@ -121,7 +124,7 @@ impl RedbStore {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
-                Some(1) => {
+                Some(1 | 2) => {
                     let epoch = m
                         .get(meta::EPOCH)?
                         .ok_or_else(|| corrupt("metadata", "no epoch"))?
@@ -129,6 +132,9 @@ impl RedbStore {
                         .to_vec();
                     let epoch = String::from_utf8(epoch).map_err(|e| corrupt("epoch", e))?;
                     m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    for old in [tables::OLD_CHANGES, tables::OLD_ACTOR_SEQS] {
+                        txn.delete_table(old)?;
+                    }
                     index_history(&txn)?;
                     epoch
                 }
@@ -161,8 +167,7 @@ impl RedbStore {
         txn.open_table(tables::LOG)?;
         txn.open_table(tables::OP_INDEX)?;
         txn.open_table(tables::DOCS)?;
-        txn.open_table(tables::CHANGES)?;
-        txn.open_table(tables::ACTOR_SEQS)?;
+        txn.open_table(tables::HISTORY)?;
         txn.open_table(tables::QUARANTINE)?;
         txn.commit()?;
         Ok(RedbStore { db, path, epoch })
@@ -349,83 +354,28 @@ impl ServerStore for RedbStore {
             Self::read_space(&txn, space)?;
             return Ok(Vec::new());
         }
-        self.write(|txn| {
-            let id = Self::write_space(txn, space)?;
-            let mut heads = txn.open_table(tables::HEADS)?;
-            let mut log = txn.open_table(tables::LOG)?;
-            let mut index = txn.open_table(tables::OP_INDEX)?;
-            let mut history = History {
-                changes: txn.open_table(tables::CHANGES)?,
-                actor_seqs: txn.open_table(tables::ACTOR_SEQS)?,
-                quarantine: txn.open_table(tables::QUARANTINE)?,
-                space: id,
-            };
-            let any_quarantined = history.any_quarantined()?;
-            let first_head = heads.get(id)?.map(|v| v.value()).unwrap_or(0);
-            let mut head = first_head;
-            let mut results = Vec::with_capacity(ops.len());
-            let mut value = Vec::new();
-            for new in ops {
-                let stored = &new.stored;
-                let op_start = encode_stored(&mut value, stored)?;
-                let op_id = stored.op.id.as_u128();
-                // The index also holds this batch's earlier ops: the transaction reads its own writes.
-                if let Some(seq) = index.get((id, op_id))?.map(|v| v.value()) {
-                    let existing = log.get((id, seq))?.ok_or_else(|| {
-                        corrupt(
-                            format!("space {space:?}"),
-                            format!("op index points at missing seq {seq}"),
-                        )
-                    })?;
-                    let (_, existing_op) = split_stored(existing.value())
-                        .ok_or_else(|| corrupt(format!("op at seq {seq} of space {space:?}"), "truncated"))?;
-                    results.push(if existing_op == &value[op_start..] {
-                        Ok(seq)
-                    } else {
-                        Err(OpRefusal::OpIdConflict {
-                            id: stored.op.id.to_string(),
-                        })
-                    });
-                    continue;
-                }
-                let (collection, record) = (stored.op.collection.as_str(), stored.op.record.as_str());
-                if any_quarantined {
-                    if let Some(reason) = history.quarantined(collection, record)? {
-                        results.push(Err(OpRefusal::BadHeader(format!(
-                            "record {collection}/{record} is quarantined ({reason}): an operator must repair it first"
-                        ))));
-                        continue;
-                    }
-                }
-                if let Err(refusal) = history.check(collection, record, &new.header)? {
-                    results.push(Err(refusal));
-                    continue;
-                }
-                head += 1;
-                log.insert((id, head), value.as_slice())?;
-                index.insert((id, op_id), head)?;
-                history.record(collection, record, &new.header)?;
-                results.push(Ok(head));
-            }
-            if head != first_head {
-                heads.insert(id, head)?;
-            }
-            Ok(results)
-        })
+        self.write(|txn| append::append_in(txn, space, ops))
     }
 
-    fn read_ops(&self, space: &str, since: Seq, limit: usize) -> StoreResult<Vec<(Seq, StoredOp)>> {
+    fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
         let txn = self.read()?;
         let id = Self::read_space(&txn, space)?;
         let Some(start) = since.checked_add(1) else {
             return Ok(Vec::new());
         };
         let log = txn.open_table(tables::LOG)?;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in log.range((id, start)..=(id, u64::MAX))?.take(limit) {
+        let mut out = Vec::with_capacity(limit.count.min(1024));
+        let mut used = 0usize;
+        for entry in log.range((id, start)..=(id, u64::MAX))? {
             let (key, value) = entry?;
             let seq = key.value().1;
-            out.push((seq, decode_stored(value.value(), space, seq)?));
+            let stored = decode_stored(value.value(), space, seq)?;
+            let size = stored.op.change.len();
+            if !limit.admits(out.len(), used, size) {
+                break;
+            }
+            used += size;
+            out.push((seq, stored));
         }
         Ok(out)
     }
@@ -490,7 +440,7 @@ impl ServerStore for RedbStore {
         Ok(out)
     }
 
-    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: usize) -> StoreResult<Vec<StoredDoc>> {
+    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: PageLimit) -> StoreResult<DocsPage> {
         use std::ops::Bound;
         let txn = self.read()?;
         let id = Self::read_space(&txn, space)?;
@@ -505,17 +455,27 @@ impl ServerStore for RedbStore {
             Some(next) => Bound::Excluded((next, "", "")),
             None => Bound::Unbounded,
         };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in docs.range::<(u64, &str, &str)>((start, end))?.take(limit) {
+        let mut page = DocsPage {
+            docs: Vec::with_capacity(limit.count.min(1024)),
+            more: false,
+        };
+        let mut used = 0usize;
+        for entry in docs.range::<(u64, &str, &str)>((start, end))? {
             let (key, value) = entry?;
+            let size = value.value().len();
+            if !limit.admits(page.docs.len(), used, size) {
+                page.more = true;
+                break;
+            }
+            used += size;
             let (_, collection, record) = key.value();
-            out.push(StoredDoc {
+            page.docs.push(StoredDoc {
                 collection: collection.to_string(),
                 record: record.to_string(),
                 doc: value.value().to_vec(),
             });
         }
-        Ok(out)
+        Ok(page)
     }
 }
 

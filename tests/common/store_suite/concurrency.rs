@@ -20,7 +20,7 @@ pub fn concurrent_appends_get_exactly_one_to_n<S: ServerStore>(store: &S) {
             loop {
                 let done = !writing.load(Ordering::SeqCst);
                 let since = pulled.last().map_or(0, |(seq, _)| *seq);
-                let page = store.read_ops("crm", since, 97).unwrap();
+                let page = store.read_ops("crm", since, PageLimit::count(97)).unwrap();
                 for (i, (seq, op)) in page.iter().enumerate() {
                     assert_eq!(*seq, since + 1 + i as u64, "a reader saw a gap after seq {since}");
                     pulled.push((*seq, op.op.id));
@@ -159,7 +159,7 @@ pub fn random_appends_match_a_model<S: ServerStore>(store: &S) {
         if step % 10 == 0 {
             let since = rng.random_range(0..=model.log.len());
             let limit = rng.random_range(1..10);
-            let page = store.read_ops(space, since as Seq, limit).unwrap();
+            let page = store.read_ops(space, since as Seq, PageLimit::count(limit)).unwrap();
             let want: Vec<(Seq, StoredOp)> = model
                 .log
                 .iter()

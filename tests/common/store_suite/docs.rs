@@ -55,7 +55,13 @@ pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
     schemaless_space(store, "after");
     store.store_docs("before", &[doc("zzz", "z", b"x")], 1).unwrap();
     store.store_docs("after", &[doc("aaa", "a", b"x")], 1).unwrap();
-    assert!(store.docs_page("crm", None, 10).unwrap().is_empty());
+    assert!(
+        store
+            .docs_page("crm", None, PageLimit::count(10))
+            .unwrap()
+            .docs
+            .is_empty()
+    );
 
     let docs = [
         doc("contacts", "c2", b"2"),
@@ -75,37 +81,119 @@ pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
         ("contacts", "c2"),
         ("notes", "n1"),
     ];
-    let all = store.docs_page("crm", None, 100).unwrap();
+    let all = store.docs_page("crm", None, PageLimit::count(100)).unwrap().docs;
     assert_eq!(keys(&all), expected, "byte order of collection, then record");
     assert_eq!(all[3].doc, b"10");
 
     // Pages of 2 (an exact multiple) end with an empty page.
-    let first = store.docs_page("crm", None, 2).unwrap();
+    let first = store.docs_page("crm", None, PageLimit::count(2)).unwrap().docs;
     assert_eq!(keys(&first), expected[..2]);
-    let second = store.docs_page("crm", Some(("accounts", "b")), 2).unwrap();
+    let second = store
+        .docs_page("crm", Some(("accounts", "b")), PageLimit::count(2))
+        .unwrap()
+        .docs;
     assert_eq!(keys(&second), expected[2..4]);
-    let third = store.docs_page("crm", Some(("contacts", "c10")), 2).unwrap();
+    let third = store
+        .docs_page("crm", Some(("contacts", "c10")), PageLimit::count(2))
+        .unwrap()
+        .docs;
     assert_eq!(keys(&third), expected[4..]);
-    assert!(store.docs_page("crm", Some(("notes", "n1")), 2).unwrap().is_empty());
+    assert!(
+        store
+            .docs_page("crm", Some(("notes", "n1")), PageLimit::count(2))
+            .unwrap()
+            .docs
+            .is_empty()
+    );
 
-    // Pages of 1, each after the previous key, meet every document once.
+    // Pages of 1, each after the previous key, meet every document once, and
+    // say that more follow on every page but the last.
     let mut after: Option<(String, String)> = None;
     let mut walked = Vec::new();
     loop {
         let page = store
-            .docs_page("crm", after.as_ref().map(|(c, r)| (c.as_str(), r.as_str())), 1)
+            .docs_page(
+                "crm",
+                after.as_ref().map(|(c, r)| (c.as_str(), r.as_str())),
+                PageLimit::count(1),
+            )
             .unwrap();
-        let Some(d) = page.into_iter().next() else { break };
+        let more = page.more;
+        let Some(d) = page.docs.into_iter().next() else {
+            panic!("a page after {after:?} is empty although the one before said more follow")
+        };
         walked.push((d.collection.clone(), d.record.clone()));
         after = Some((d.collection, d.record));
+        if !more {
+            break;
+        }
     }
     let walked: Vec<(&str, &str)> = walked.iter().map(|(c, r)| (c.as_str(), r.as_str())).collect();
     assert_eq!(walked, expected);
 
     // `after` need not be a stored key.
-    let from_gap = store.docs_page("crm", Some(("b", "")), 10).unwrap();
+    let from_gap = store
+        .docs_page("crm", Some(("b", "")), PageLimit::count(10))
+        .unwrap()
+        .docs;
     assert_eq!(keys(&from_gap), expected[2..]);
-    let mid_collection = store.docs_page("crm", Some(("contacts", "c11")), 10).unwrap();
+    let mid_collection = store
+        .docs_page("crm", Some(("contacts", "c11")), PageLimit::count(10))
+        .unwrap()
+        .docs;
     assert_eq!(keys(&mid_collection), expected[4..]);
-    assert!(store.docs_page("crm", None, 0).unwrap().is_empty());
+    assert!(
+        store
+            .docs_page("crm", None, PageLimit::count(0))
+            .unwrap()
+            .docs
+            .is_empty()
+    );
+}
+
+/// A page stops before the item that would take it past its byte budget, but
+/// always holds one item, so readers move on whatever the sizes.
+pub fn pages_keep_to_their_byte_budget<S: ServerStore>(store: &S) {
+    store.create_space("crm", None).unwrap();
+    let sizes = [300usize, 300, 5000, 10, 10];
+    let docs: Vec<StoredDoc> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| StoredDoc {
+            collection: "contacts".into(),
+            record: format!("c{i}"),
+            doc: vec![7u8; size],
+        })
+        .collect();
+    store.store_docs("crm", &docs, 0).unwrap();
+    let page = |after: Option<&str>, bytes| {
+        let limit = PageLimit { count: 100, bytes };
+        let page = store.docs_page("crm", after.map(|r| ("contacts", r)), limit).unwrap();
+        let records: Vec<String> = page.docs.iter().map(|d| d.record.clone()).collect();
+        (records, page.more)
+    };
+    assert_eq!(page(None, 600), (vec!["c0".into(), "c1".into()], true));
+    assert_eq!(page(None, 599), (vec!["c0".into()], true));
+    assert_eq!(
+        page(Some("c1"), 100),
+        (vec!["c2".into()], true),
+        "one item over the budget still comes"
+    );
+    assert_eq!(page(Some("c2"), 100), (vec!["c3".into(), "c4".into()], false));
+    assert_eq!(page(None, 0), (vec!["c0".into()], true));
+
+    append_ok(store, "crm", &new_ops(4));
+    let sizes: Vec<usize> = everything(store, "crm")
+        .iter()
+        .map(|(_, s)| s.op.change.len())
+        .collect();
+    let seqs = |since, bytes| {
+        let limit = PageLimit { count: 100, bytes };
+        let rows = store.read_ops("crm", since, limit).unwrap();
+        rows.iter().map(|(seq, _)| *seq).collect::<Vec<Seq>>()
+    };
+    assert_eq!(seqs(0, sizes[0] + sizes[1]), [1, 2]);
+    assert_eq!(seqs(0, sizes[0] + sizes[1] - 1), [1]);
+    assert_eq!(seqs(1, 0), [2], "one op over the budget still comes");
+    assert_eq!(seqs(0, usize::MAX), [1, 2, 3, 4]);
 }

@@ -13,7 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tidemark::record::ChangeHeader;
-use tidemark::server::store::{NewOp, OpRefusal, Role, ServerStore, StoreError, StoredDoc, StoredOp, TokenRecord};
+use tidemark::server::store::{
+    NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoredDoc, StoredOp, TokenRecord,
+};
 use tidemark::{ActorId, Collection, Op, OpId, RecordId, Replica, Seq};
 
 mod concurrency;
@@ -85,6 +87,7 @@ pub fn checks<S: ServerStore>() -> Vec<Check<S>> {
             "docs_page orders by collection then record",
             docs_page_orders_by_collection_then_record::<S>,
         ),
+        check("pages keep to their byte budget", pages_keep_to_their_byte_budget::<S>),
         check(
             "concurrent appends get exactly one to n",
             concurrent_appends_get_exactly_one_to_n::<S>,
@@ -194,8 +197,8 @@ fn schemaless_space<S: ServerStore>(store: &S, space: &str) {
     store.create_space(space, None).unwrap();
 }
 
-fn everything<S: ServerStore>(store: &S, space: &str) -> Vec<(Seq, StoredOp)> {
-    store.read_ops(space, 0, usize::MAX).unwrap()
+pub fn everything<S: ServerStore>(store: &S, space: &str) -> Vec<(Seq, StoredOp)> {
+    store.read_ops(space, 0, PageLimit::count(usize::MAX)).unwrap()
 }
 
 fn seqs_of(page: &[(Seq, StoredOp)]) -> Vec<Seq> {

@@ -105,7 +105,7 @@ pub fn read_ops_pages_by_since_and_limit<S: ServerStore>(store: &S) {
     let ops = new_ops(10);
     append_ok(store, "crm", &ops);
 
-    let page = |since, limit| seqs_of(&store.read_ops("crm", since, limit).unwrap());
+    let page = |since, limit| seqs_of(&store.read_ops("crm", since, PageLimit::count(limit)).unwrap());
     assert_eq!(page(0, 3), [1, 2, 3]);
     assert_eq!(page(3, 3), [4, 5, 6]);
     assert_eq!(page(6, 3), [7, 8, 9]);
@@ -126,7 +126,7 @@ pub fn read_ops_pages_by_since_and_limit<S: ServerStore>(store: &S) {
     let mut since = 0;
     let mut walked = Vec::new();
     loop {
-        let next = store.read_ops("crm", since, 1).unwrap();
+        let next = store.read_ops("crm", since, PageLimit::count(1)).unwrap();
         let Some((seq, op)) = next.into_iter().next() else {
             break;
         };
@@ -208,7 +208,7 @@ pub fn a_missing_space_is_reported_as_missing<S: ServerStore>(store: &S) {
     let ops = new_ops(1);
     assert_missing(append(store, "nowhere", &ops), "space", "nowhere");
     assert_missing(append(store, "nowhere", &[]), "space", "nowhere");
-    assert_missing(store.read_ops("nowhere", 0, 10), "space", "nowhere");
+    assert_missing(store.read_ops("nowhere", 0, PageLimit::count(10)), "space", "nowhere");
     assert_missing(store.head("nowhere"), "space", "nowhere");
     assert_missing(store.materialized("nowhere"), "space", "nowhere");
     assert_missing(
@@ -217,10 +217,20 @@ pub fn a_missing_space_is_reported_as_missing<S: ServerStore>(store: &S) {
         "nowhere",
     );
     assert_missing(store.doc("nowhere", "contacts", "c1"), "space", "nowhere");
-    assert_missing(store.docs_page("nowhere", None, 10), "space", "nowhere");
+    assert_missing(
+        store.docs_page("nowhere", None, PageLimit::count(10)),
+        "space",
+        "nowhere",
+    );
     assert_missing(store.set_package("nowhere", None), "space", "nowhere");
     assert_eq!(store.package("nowhere").unwrap(), None);
     // Nothing leaked into the space that exists.
     assert_eq!(store.head("crm").unwrap(), 0);
-    assert!(store.docs_page("crm", None, 10).unwrap().is_empty());
+    assert!(
+        store
+            .docs_page("crm", None, PageLimit::count(10))
+            .unwrap()
+            .docs
+            .is_empty()
+    );
 }

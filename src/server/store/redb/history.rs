@@ -1,6 +1,7 @@
 //! The history check of the redb store: every change of a space's log indexed
-//! by record, so a pushed change is checked with index lookups, never a
-//! document load.
+//! by record (its hash, and each actor's latest change), so a pushed change is
+//! checked with point lookups, never a document load. Keys are plain bytes, so
+//! a lookup compares them with one memcmp, and a record's entries sit together.
 
 use ::redb::{ReadableTable, WriteTransaction};
 
@@ -13,10 +14,49 @@ type Table<'t, K, V> = ::redb::Table<'t, K, V>;
 
 /// The history tables of one space inside an append's transaction.
 pub(super) struct History<'t> {
-    pub changes: Table<'t, (u64, &'static str, &'static str, &'static [u8]), u64>,
-    pub actor_seqs: Table<'t, tables::ActorSeqKey, &'static [u8]>,
+    pub entries: Table<'t, &'static [u8], &'static [u8]>,
     pub quarantine: Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
     pub space: u64,
+}
+
+/// Whether a change that may join a record's history is new to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Known {
+    New,
+    /// The identical change is stored already (a genesis change, or a copy under a new op id).
+    Already,
+}
+
+/// `[space id u64 BE][collection len u8][collection][record id len u16 BE][record id]`:
+/// the prefix of a record's history entries. Collection names and record ids
+/// are far shorter than these lengths allow; a longer one is cut, which could
+/// only make two such records share a history and refuse each other's changes.
+pub(super) fn record_key(space: u64, collection: &str, record: &str) -> Vec<u8> {
+    let (collection, record) = (collection.as_bytes(), record.as_bytes());
+    let collection = &collection[..collection.len().min(u8::MAX as usize)];
+    let record = &record[..record.len().min(u16::MAX as usize)];
+    let mut key = Vec::with_capacity(8 + 1 + collection.len() + 2 + record.len() + 32);
+    key.extend_from_slice(&space.to_be_bytes());
+    key.push(collection.len() as u8);
+    key.extend_from_slice(collection);
+    key.extend_from_slice(&(record.len() as u16).to_be_bytes());
+    key.extend_from_slice(record);
+    key
+}
+
+/// The kinds of history entries (see `tables::HISTORY`).
+const CHANGE: u8 = 1;
+const ACTOR: u8 = 2;
+
+/// `record key ++ [kind][len][tail]`: an entry of one record's history.
+fn entry_key(record_key: &[u8], kind: u8, tail: &[u8]) -> Vec<u8> {
+    let tail = &tail[..tail.len().min(u8::MAX as usize)];
+    let mut key = Vec::with_capacity(record_key.len() + 2 + tail.len());
+    key.extend_from_slice(record_key);
+    key.push(kind);
+    key.push(tail.len() as u8);
+    key.extend_from_slice(tail);
+    key
 }
 
 impl History<'_> {
@@ -33,28 +73,43 @@ impl History<'_> {
     }
 
     /// Whether `header` may join the history of (collection, record): `Ok(Err(_))`
-    /// says why not. Index lookups only; no document is loaded.
-    pub fn check(&self, collection: &str, record: &str, header: &ChangeHeader) -> StoreResult<Result<(), OpRefusal>> {
-        let id = self.space;
+    /// says why not. Point lookups only; no document is loaded.
+    pub fn check(
+        &self,
+        collection: &str,
+        record: &str,
+        header: &ChangeHeader,
+    ) -> StoreResult<Result<Known, OpRefusal>> {
+        let key = record_key(self.space, collection, record);
         let actor = header.actor.as_slice();
-        if let Some(existing) = self.actor_seqs.get((id, collection, record, actor, header.seq))? {
-            return Ok(if existing.value().get(..32) == Some(header.hash.as_slice()) {
-                // The identical change (a genesis change, or a copy under a new op id).
-                Ok(())
-            } else {
-                Err(OpRefusal::ActorReused {
-                    actor: hex::encode(actor),
-                    seq: header.seq,
-                })
-            });
+        let (last_seq, last_max_op) = match self.entries.get(entry_key(&key, ACTOR, actor).as_slice())? {
+            Some(v) => {
+                let v = v.value();
+                (
+                    read_u64(v.get(..8).unwrap_or_default()),
+                    read_u64(v.get(8..).unwrap_or_default()),
+                )
+            }
+            None => (0, 0),
+        };
+        if header.seq <= last_seq {
+            // A change's hash covers its actor, seq, deps and ops: the same hash
+            // in this record is the identical change.
+            return Ok(
+                if self
+                    .entries
+                    .get(entry_key(&key, CHANGE, &header.hash).as_slice())?
+                    .is_some()
+                {
+                    Ok(Known::Already)
+                } else {
+                    Err(OpRefusal::ActorReused {
+                        actor: hex::encode(actor),
+                        seq: header.seq,
+                    })
+                },
+            );
         }
-        let last = self
-            .actor_seqs
-            .range((id, collection, record, actor, 0)..=(id, collection, record, actor, u64::MAX))?
-            .next_back()
-            .transpose()?
-            .map(|(k, v)| (k.value().4, read_u64(v.value().get(32..).unwrap_or_default())));
-        let (last_seq, last_max_op) = last.unwrap_or((0, 0));
         if header.seq != last_seq + 1 {
             return Ok(Err(OpRefusal::MissingDeps {
                 missing: vec![format!(
@@ -73,14 +128,17 @@ impl History<'_> {
         }
         let mut missing = Vec::new();
         for dep in &header.deps {
-            match self.changes.get((id, collection, record, dep.as_slice()))? {
+            let dep_max_op = self
+                .entries
+                .get(entry_key(&key, CHANGE, dep).as_slice())?
+                .map(|v| read_u64(v.value()));
+            match dep_max_op {
                 None => missing.push(hex::encode(dep)),
-                Some(max_op) if header.start_op <= max_op.value() => {
+                Some(max_op) if header.start_op <= max_op => {
                     return Ok(Err(OpRefusal::BadHeader(format!(
-                        "the change's op counters start at {}, not after those of change {} it depends on (up to {})",
+                        "the change's op counters start at {}, not after those of change {} it depends on (up to {max_op})",
                         header.start_op,
                         hex::encode(dep),
-                        max_op.value()
                     ))));
                 }
                 Some(_) => {}
@@ -89,32 +147,32 @@ impl History<'_> {
         if !missing.is_empty() {
             return Ok(Err(OpRefusal::MissingDeps { missing }));
         }
-        Ok(Ok(()))
+        Ok(Ok(Known::New))
     }
 
+    /// Adds a change that [`History::check`] found new.
     pub fn record(&mut self, collection: &str, record: &str, header: &ChangeHeader) -> StoreResult<()> {
-        let id = self.space;
-        self.changes
-            .insert((id, collection, record, header.hash.as_slice()), header.max_op)?;
-        let mut value = [0u8; 40];
-        value[..32].copy_from_slice(&header.hash);
-        value[32..].copy_from_slice(&header.max_op.to_le_bytes());
-        self.actor_seqs.insert(
-            (id, collection, record, header.actor.as_slice(), header.seq),
-            value.as_slice(),
-        )?;
+        let key = record_key(self.space, collection, record);
+        let max_op = header.max_op.to_le_bytes();
+        self.entries
+            .insert(entry_key(&key, CHANGE, &header.hash).as_slice(), max_op.as_slice())?;
+        let mut last = [0u8; 16];
+        last[..8].copy_from_slice(&header.seq.to_le_bytes());
+        last[8..].copy_from_slice(&max_op);
+        self.entries
+            .insert(entry_key(&key, ACTOR, &header.actor).as_slice(), last.as_slice())?;
         Ok(())
     }
 }
 
-/// Builds the history tables of a format-1 file from its log. A change that does
-/// not decode, or that reuses an (actor, seq) an earlier one holds, is left out:
-/// its record will not materialize and is quarantined then.
+/// Builds the history tables of a file of an older format from its log. A
+/// change that does not decode, or that the history check refuses (it reuses an
+/// (actor, seq) an earlier one holds, or misses dependencies), is left out: its
+/// record will not materialize and is quarantined then.
 pub(super) fn index_history(txn: &WriteTransaction) -> StoreResult<()> {
     let log = txn.open_table(tables::LOG)?;
     let mut history = History {
-        changes: txn.open_table(tables::CHANGES)?,
-        actor_seqs: txn.open_table(tables::ACTOR_SEQS)?,
+        entries: txn.open_table(tables::HISTORY)?,
         quarantine: txn.open_table(tables::QUARANTINE)?,
         space: 0,
     };
@@ -135,13 +193,96 @@ pub(super) fn index_history(txn: &WriteTransaction) -> StoreResult<()> {
         };
         history.space = space;
         let (collection, record) = (op.collection.as_str(), op.record.as_str());
-        let taken = history
-            .actor_seqs
-            .get((space, collection, record, header.actor.as_slice(), header.seq))?
-            .is_some();
-        if !taken {
+        if let Ok(Known::New) = history.check(collection, record, &header)? {
             history.record(collection, record, &header)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ::redb::{Database, ReadableDatabase};
+
+    use super::super::{RedbStore, meta, read_u64, tables};
+    use crate::model::{ActorId, Collection, Op, OpId, RecordId};
+    use crate::record::{Fields, RecordDoc, stored_change_header};
+    use crate::server::store::{NewOp, OpRefusal, ServerStore, StoredOp};
+
+    fn op_of(change: Vec<u8>) -> NewOp {
+        let op = Op {
+            id: OpId::new(),
+            actor: ActorId([9; 16]),
+            collection: Collection::new("contacts").unwrap(),
+            record: RecordId::new("c1").unwrap(),
+            time_ms: 1,
+            change,
+        };
+        let header = stored_change_header(&op.change).unwrap();
+        NewOp {
+            stored: StoredOp { op, user: "ada".into() },
+            header,
+        }
+    }
+
+    fn put(doc: &mut RecordDoc, name: &str) -> Vec<u8> {
+        let fields: Fields = serde_json::from_value(serde_json::json!({ "name": name })).unwrap();
+        doc.put("contacts", &fields, None).unwrap();
+        doc.commit(1).unwrap()
+    }
+
+    /// A file of format 2 keeps its history in other tables: opening it drops
+    /// them and builds the history from the log, which then checks as before.
+    #[test]
+    fn an_older_file_gets_its_history_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut doc = RecordDoc::new(ActorId([9; 16]));
+        let first = put(&mut doc, "Ada");
+        let second = put(&mut doc, "Ada L");
+        let mut twin = doc.fork_as(ActorId([9; 16]));
+        let third = put(&mut doc, "Ada Lovelace");
+        let file = {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store.create_space("crm", None).unwrap();
+            let stored = store.append("crm", &[op_of(first), op_of(second)]).unwrap();
+            assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+            store.path().unwrap().to_path_buf()
+        };
+        {
+            let db = Database::open(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(tables::HISTORY).unwrap();
+            txn.open_table(tables::OLD_CHANGES)
+                .unwrap()
+                .insert(b"junk".as_slice(), b"".as_slice())
+                .unwrap();
+            txn.open_table(tables::META)
+                .unwrap()
+                .insert(meta::FORMAT, 2u64.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        {
+            let db = &store.db;
+            let txn = db.begin_read().unwrap();
+            let format = txn
+                .open_table(tables::META)
+                .unwrap()
+                .get(meta::FORMAT)
+                .unwrap()
+                .unwrap();
+            assert_eq!(read_u64(format.value()), tables::FORMAT_VERSION);
+            assert!(txn.open_table(tables::OLD_CHANGES).is_err(), "the old table is gone");
+        }
+        // The next change of the actor is taken; another third change by the
+        // same actor (a copied store) is refused as a reused change number.
+        let other = put(&mut twin, "Augusta");
+        let answers = store.append("crm", &[op_of(third), op_of(other)]).unwrap();
+        assert_eq!(answers[0], Ok(3));
+        assert!(
+            matches!(answers[1], Err(OpRefusal::ActorReused { seq: 3, .. })),
+            "{answers:?}"
+        );
+    }
 }

@@ -38,16 +38,18 @@ pub const OP_INDEX: TableDefinition<(u64, u128), u64> = TableDefinition::new("op
 /// Materialized documents: (space id, collection, record id) → a saved automerge document.
 pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("docs_v1");
 
-/// Change history per record: (space id, collection, record id, change hash)
-/// → the change's last op counter. Every change of the log is here.
-pub const CHANGES: TableDefinition<(u64, &str, &str, &[u8]), u64> = TableDefinition::new("changes_v1");
+/// Change history per record, in one table so that a record's entries sit
+/// together: `record key ++ [kind u8][len u8][bytes]` where the record key is
+/// `[space id u64 BE][collection len u8][collection][record id len u16 BE][record id]`
+/// (see `history::record_key`). Kind 1: a change hash → `[last op counter u64 LE]`;
+/// every change of the log has one. Kind 2: an automerge actor → `[seq u64 LE]
+/// [last op counter u64 LE]` of that actor's latest change in the record.
+pub const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history_v1");
 
-/// Actor sequences per record: (space id, collection, record id, automerge
-/// actor, seq) → `[change hash, 32 bytes][last op counter u64 LE]`.
-pub const ACTOR_SEQS: TableDefinition<ActorSeqKey, &[u8]> = TableDefinition::new("actor_seqs_v1");
-
-/// (space id, collection, record id, automerge actor, seq).
-pub type ActorSeqKey = (u64, &'static str, &'static str, &'static [u8], u64);
+/// The history tables of format 2, replaced by [`HISTORY`]: only named here to
+/// be dropped, so their types do not matter.
+pub const OLD_CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes_v1");
+pub const OLD_ACTOR_SEQS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actor_seqs_v1");
 
 /// Quarantined records: (space id, collection, record id) → why, UTF-8.
 pub const QUARANTINE: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("quarantine_v1");
@@ -62,6 +64,6 @@ pub mod meta {
     pub const NEXT_SPACE_ID: &str = "next_space_id";
 }
 
-/// The layout version this build writes and reads. Version 1 lacked
-/// [`CHANGES`] and [`ACTOR_SEQS`]; opening such a file builds them from the log.
-pub const FORMAT_VERSION: u64 = 2;
+/// The layout version this build writes and reads. Version 1 had no history
+/// index, version 2 another one; opening such a file builds [`HISTORY`] from the log.
+pub const FORMAT_VERSION: u64 = 3;

@@ -1,0 +1,110 @@
+//! `tidemark serve` as an operator runs it: SIGTERM (what systemd, Docker and
+//! Kubernetes send) drains the request in flight, loses nothing and exits 0.
+
+#![cfg(all(feature = "cli", unix))]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tidemark::Replica;
+use tidemark::protocol::message::WireOp;
+
+#[path = "common/cli.rs"]
+mod cli;
+use cli::*;
+
+/// A push body of `n` real ops, as bytes.
+fn push_body(n: usize) -> Vec<u8> {
+    let replica = Replica::in_memory().unwrap();
+    for i in 0..n {
+        replica
+            .put("contacts", &format!("c{i}"), json!({"name": format!("n{i}")}))
+            .unwrap();
+    }
+    let ops: Vec<WireOp> = replica
+        .pending_ops(usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|p| WireOp::from_op(&p.op))
+        .collect();
+    serde_json::to_vec(&json!({ "ops": ops })).unwrap()
+}
+
+fn signal(server: &ServerChild, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the server process to exit; returns its exit code.
+fn exit_code(server: &mut ServerChild, within: Duration) -> Option<i32> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the server did not exit within {within:?}");
+}
+
+#[test]
+fn sigterm_mid_push_finishes_the_push_loses_nothing_and_exits_0() {
+    let s = setup();
+    let mut server = s.server;
+    let body = push_body(50);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/spaces/crm/push HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        s.alice,
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    stream.write_all(&body[..half]).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    signal(&server, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server waits for the push in flight"
+    );
+    stream.write_all(&body[half..]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let json: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["seqs"].as_array().unwrap().len(), 50, "{json}");
+    assert!(json["refused"].as_array().is_none_or(Vec::is_empty), "{json}");
+
+    assert_eq!(exit_code(&mut server, Duration::from_secs(10)), Some(0));
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("shutting down"), "{log}");
+
+    // Started again on the same data, the server holds all 50.
+    let again = ServerChild::start(&s.dir.path().join("server-data"));
+    let store = s.dir.path().join("reader.db");
+    let out = login(&store, &again.url, "alice", &s.alice);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = ok(&mut client(&store, &["list", "contacts"]));
+    assert_eq!(listed.lines().count(), 50, "{listed}");
+}
+
+#[test]
+fn sigint_stops_an_idle_server_at_once_with_exit_0() {
+    let s = setup();
+    let mut server = s.server;
+    let started = Instant::now();
+    signal(&server, "INT");
+    assert_eq!(exit_code(&mut server, Duration::from_secs(5)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
