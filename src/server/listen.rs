@@ -37,10 +37,31 @@ impl Default for ServeConfig {
         ServeConfig {
             header_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(120),
-            max_connections: 1024,
+            max_connections: default_max_connections(open_file_limit()),
             drain: Duration::from_secs(10),
         }
     }
+}
+
+/// Files the server keeps for itself (the store, logs, the listener, blocking
+/// workers) below the process's open-file limit.
+const RESERVED_FILES: u64 = 64;
+
+/// 1024 connections, or fewer when the open-file limit would run out first:
+/// a connection past that limit would fail to accept and stall the others.
+fn default_max_connections(open_files: Option<u64>) -> usize {
+    let cap = match open_files {
+        Some(limit) => limit.saturating_sub(RESERVED_FILES).clamp(16, 1024),
+        None => 1024,
+    };
+    usize::try_from(cap).unwrap_or(1024)
+}
+
+/// The soft limit on open files (Linux: from /proc/self/limits), if known.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// How a server stopped.
@@ -100,4 +121,20 @@ pub async fn serve_router(
         Ok(()) => Stopped::Drained,
         Err(_) => Stopped::DrainTimedOut,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        assert_eq!(default_max_connections(Some(256)), 192);
+        assert_eq!(default_max_connections(Some(20_000)), 1024);
+        assert_eq!(default_max_connections(Some(40)), 16);
+        assert_eq!(default_max_connections(None), 1024);
+        if cfg!(target_os = "linux") {
+            assert!(open_file_limit().is_some_and(|n| n > 0), "read from /proc/self/limits");
+        }
+    }
 }

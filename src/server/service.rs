@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use super::error::ServiceError;
 use super::materialize::Materializer;
 use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
-use crate::model::{Package, Seq, check_field_name};
+use crate::model::{Package, Seq};
 use crate::protocol::message::{
     CreateSpace, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp, SnapshotDoc,
     SnapshotResponse, UserToken, WireOp, encode_bytes,
@@ -405,9 +405,27 @@ impl<S: ServerStore> Service<S> {
     }
 
     /// Admin: replaces a space's package. Ops already stored stay; new pushes validate against it.
+    /// The version only moves forward: replicas install a package when its
+    /// version differs from theirs, so an older number would be ambiguous.
+    /// Sending the current package again changes nothing.
     pub fn set_package(&self, space: &str, package: Option<&Package>) -> Result<()> {
         if let Some(p) = package {
             p.check().map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        }
+        let current = self
+            .store
+            .package(space)?
+            .ok_or_else(|| ServiceError::NotFoundOther(format!("no space {space:?}: create it first")))?;
+        if let (Some(current), Some(new)) = (&current, package) {
+            if current == new {
+                return Ok(());
+            }
+            if new.version <= current.version {
+                return Err(ServiceError::Conflict(format!(
+                    "space {space:?} has package version {}; a new package needs a higher version than that, not {}",
+                    current.version, new.version
+                )));
+            }
         }
         self.store.set_package(space, package)?;
         Ok(())
@@ -478,6 +496,38 @@ fn refusal_code(refusal: &OpRefusal) -> &'static str {
     }
 }
 
+/// Longest space or user name, in bytes.
+pub const MAX_ACCOUNT_NAME: usize = 64;
+
+/// Space and user names: 1 to 64 ASCII letters, digits, `.`, `_` or `-`,
+/// starting with a letter or digit, without `..`, and not a name Windows
+/// reserves for devices (`CON`, `NUL`, `COM1`…): names that travel in URLs,
+/// logs, shells and file names unchanged on every platform.
 fn check_name(what: &str, name: &str) -> Result<()> {
-    check_field_name(name).map_err(|e| ServiceError::BadRequest(format!("bad {what} name: {e}")))
+    let rule = format!("use 1 to {MAX_ACCOUNT_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit");
+    let bad = |why: String| Err(ServiceError::BadRequest(format!("bad {what} name {name:?}: {why}")));
+    if name.is_empty() || name.len() > MAX_ACCOUNT_NAME {
+        return bad(format!("{} bytes; {rule}", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(format!("{c:?} is not allowed; {rule}"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return bad(rule);
+    }
+    if name.contains("..") {
+        return bad(format!("'..' is not allowed; {rule}"));
+    }
+    let stem = name.split('.').next().unwrap_or(name).to_ascii_uppercase();
+    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit());
+    if device {
+        return bad("a device name on Windows: pick another".into());
+    }
+    Ok(())
 }

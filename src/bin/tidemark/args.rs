@@ -150,10 +150,10 @@ pub struct ConnectionArgs {
     /// Seconds a whole request (its body included) may take before 408.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
-    /// Connections served at once; more wait to be accepted. Keep it below the
-    /// process's open-file limit.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_connections: u64,
+    /// Connections served at once; more wait to be accepted. Default: 1024, or
+    /// the open-file limit less 64 when that is lower.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
     /// Seconds a stopping server (SIGTERM, SIGINT) lets requests in flight finish.
     #[arg(long, default_value_t = 10)]
     pub drain: u64,

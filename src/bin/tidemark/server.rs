@@ -24,10 +24,13 @@ pub fn serve(data: &Path, listen: &str, admin_token: &str, connections: &Connect
     if admin_token.len() < 16 {
         bail!("TIDEMARK_ADMIN_TOKEN must be at least 16 characters: set a long random value");
     }
+    let defaults = ServeConfig::default();
     let config = ServeConfig {
         header_timeout: Duration::from_secs(connections.header_timeout),
         request_timeout: Duration::from_secs(connections.request_timeout),
-        max_connections: usize::try_from(connections.max_connections).unwrap_or(usize::MAX),
+        max_connections: connections
+            .max_connections
+            .map_or(defaults.max_connections, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         drain: Duration::from_secs(connections.drain),
     };
     let store = RedbStore::open(data).with_context(|| format!("opening the server store in {}", data.display()))?;

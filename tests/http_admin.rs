@@ -1,0 +1,95 @@
+//! The admin routes against a live server: names that travel everywhere
+//! unchanged, and package versions that only move forward.
+
+#![cfg(all(feature = "server", feature = "http-client"))]
+
+mod common;
+
+use serde_json::{Value, json};
+use tidemark::server::Limits;
+
+use common::live::{ADMIN_TOKEN, Live, SPACE, json_error, live};
+
+async fn admin_post(live: &Live, path: &str, body: Value) -> reqwest::Response {
+    live.client
+        .post(format!("{}{path}", live.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn admin_put(live: &Live, path: &str, body: Value) -> reqwest::Response {
+    live.client
+        .put(format!("{}{path}", live.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn space_and_user_names_outside_the_documented_rule_are_refused_with_the_rule() {
+    let live = live(Limits::default()).await;
+    for bad in [
+        "crm ",
+        " crm",
+        "..",
+        "a/b",
+        "CON",
+        "con.txt",
+        "lpt1",
+        "",
+        ".hidden",
+        "-x",
+        "a..b",
+        "é",
+        &"x".repeat(65),
+    ] {
+        let resp = admin_post(&live, "/v1/admin/spaces", json!({ "space": bad })).await;
+        let body = json_error(resp, 400).await;
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("bad space name"), "{bad:?}: {message}");
+        let resp = admin_post(&live, "/v1/admin/users", json!({ "user": bad })).await;
+        let body = json_error(resp, 400).await;
+        assert!(
+            body["message"].as_str().unwrap().contains("bad user name"),
+            "{bad:?}: {body}"
+        );
+    }
+    for good in ["crm3", "crm-2", "team_a.notes", "A1", &"x".repeat(64)] {
+        let resp = admin_post(&live, "/v1/admin/spaces", json!({ "space": good })).await;
+        assert_eq!(resp.status().as_u16(), 200, "{good:?}: {}", resp.text().await.unwrap());
+        let resp = admin_post(&live, "/v1/admin/users", json!({ "user": good })).await;
+        assert_eq!(resp.status().as_u16(), 200, "{good:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_package_version_only_moves_forward() {
+    let live = live(Limits::default()).await;
+    let path = format!("/v1/admin/spaces/{SPACE}/package");
+    let package = |version: u64, extra: &str| {
+        json!({"version": version, "collections": {
+            "contacts": {"fields": {"name": "string", extra: "string"}},
+        }})
+    };
+    // The live space has version 1: an older or equal version with other content is refused.
+    for version in [0, 1] {
+        let resp = admin_put(&live, &path, package(version, "email")).await;
+        let body = json_error(resp, 409).await;
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("higher version"), "{message}");
+    }
+    let resp = admin_put(&live, &path, package(2, "email")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    // The same package again changes nothing; going back is refused.
+    let resp = admin_put(&live, &path, package(2, "email")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = admin_put(&live, &path, package(1, "phone")).await;
+    json_error(resp, 409).await;
+    let current = live.service.package("alice", SPACE).unwrap();
+    assert_eq!(current.version, 2);
+}
