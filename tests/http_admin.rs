@@ -93,3 +93,78 @@ async fn a_package_version_only_moves_forward() {
     let current = live.service.package("alice", SPACE).unwrap();
     assert_eq!(current.version, 2);
 }
+
+#[tokio::test]
+async fn revoked_tokens_and_grants_are_refused_at_once_and_listings_show_no_secrets() {
+    let live = live(Limits::default()).await;
+    let pull = |token: String| {
+        let live = &live;
+        async move {
+            live.get(Some(&token), &format!("/v1/spaces/{SPACE}/pull?since=0"))
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(pull(live.alice.clone()).await, 200);
+    assert_eq!(pull(live.rita.clone()).await, 200);
+
+    // Listings: users with token ids only, spaces with versions and members.
+    let users: Value = live
+        .get(Some(ADMIN_TOKEN), "/v1/admin/users")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alice = users.as_array().unwrap().iter().find(|u| u["user"] == "alice").unwrap();
+    let alice_id = live.alice.split('.').nth(1).unwrap();
+    assert_eq!(alice["tokens"], json!([alice_id]));
+    let secret = live.alice.split('.').nth(2).unwrap();
+    assert!(!users.to_string().contains(secret), "a listing shows a secret: {users}");
+    let spaces: Value = live
+        .get(Some(ADMIN_TOKEN), "/v1/admin/spaces")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let crm = spaces.as_array().unwrap().iter().find(|s| s["space"] == SPACE).unwrap();
+    assert_eq!(crm["package_version"], 1);
+    assert_eq!(
+        crm["members"],
+        json!([{"user": "alice", "read_only": false}, {"user": "rita", "read_only": true}])
+    );
+    let resp = live.get(Some(&live.alice), "/v1/admin/users").await;
+    json_error(resp, 401).await;
+
+    // Revoking rita's grant: 404 for her at once, alice unaffected; again: 404.
+    let delete = |path: String| {
+        let live = &live;
+        async move {
+            live.client
+                .delete(format!("{}{path}", live.url))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = delete(format!("/v1/admin/spaces/{SPACE}/members/rita")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(pull(live.rita.clone()).await, 404);
+    assert_eq!(pull(live.alice.clone()).await, 200);
+    json_error(delete(format!("/v1/admin/spaces/{SPACE}/members/rita")).await, 404).await;
+
+    // Revoking alice's token (by the whole token): 401 at once; by an unknown id: 404.
+    let resp = delete(format!("/v1/admin/tokens/{}", live.alice)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(pull(live.alice.clone()).await, 401);
+    json_error(delete(format!("/v1/admin/tokens/{alice_id}")).await, 404).await;
+    let users: Value = live
+        .get(Some(ADMIN_TOKEN), "/v1/admin/users")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alice = users.as_array().unwrap().iter().find(|u| u["user"] == "alice").unwrap();
+    assert_eq!(alice["tokens"], json!([]));
+}

@@ -243,6 +243,33 @@ pub struct Grant {
     pub read_only: bool,
 }
 
+/// Admin: one entry of `GET /v1/admin/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct UserListing {
+    pub user: String,
+    /// The ids of the user's tokens (the middle part of `tm1.ID.SECRET`); never secrets.
+    pub tokens: Vec<String>,
+}
+
+/// Admin: one member in a [`SpaceListing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct MemberListing {
+    pub user: String,
+    pub read_only: bool,
+}
+
+/// Admin: one entry of `GET /v1/admin/spaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct SpaceListing {
+    pub space: String,
+    /// 0 for a schemaless space.
+    pub package_version: u64,
+    pub members: Vec<MemberListing>,
+}
+
 /// Decodes a snapshot document's base64.
 pub fn decode_doc(doc: &str) -> Result<Vec<u8>, CorruptData> {
     B64.decode(doc)

@@ -322,4 +322,33 @@ impl AdminClient {
             .await
             .map(|_| ())
     }
+
+    /// Ends a user's membership of a space.
+    pub async fn revoke(&self, user: &str, space: &str) -> Result<(), RemoteError> {
+        let tail = format!("spaces/{}/members/{}", encode_segment(space), encode_segment(user));
+        self.call::<(), serde_json::Value>(reqwest::Method::DELETE, &tail, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Revokes a token, given its id or the whole token (only the id is sent:
+    /// a secret never travels in a URL, where logs could keep it).
+    pub async fn revoke_token(&self, token: &str) -> Result<(), RemoteError> {
+        let id = match token.split('.').collect::<Vec<_>>()[..] {
+            ["tm1", id, _secret] => id,
+            _ => token,
+        };
+        let tail = format!("tokens/{}", encode_segment(id));
+        self.call::<(), serde_json::Value>(reqwest::Method::DELETE, &tail, None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn users(&self) -> Result<Vec<crate::protocol::message::UserListing>, RemoteError> {
+        self.call::<(), _>(reqwest::Method::GET, "users", None).await
+    }
+
+    pub async fn spaces(&self) -> Result<Vec<crate::protocol::message::SpaceListing>, RemoteError> {
+        self.call::<(), _>(reqwest::Method::GET, "spaces", None).await
+    }
 }

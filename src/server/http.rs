@@ -11,7 +11,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -133,9 +133,17 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
         .route("/v1/spaces/{space}/package", get(package::<S>))
         .route("/v1/spaces/{space}/snapshot", get(snapshot::<S>))
         .route("/v1/spaces/{space}/records/{collection}/{id}", get(record::<S>))
-        .route("/v1/admin/spaces", post(admin_create_space::<S>))
+        .route(
+            "/v1/admin/spaces",
+            post(admin_create_space::<S>).get(admin_list_spaces::<S>),
+        )
+        .route(
+            "/v1/admin/spaces/{space}/members/{user}",
+            delete(admin_revoke_grant::<S>),
+        )
+        .route("/v1/admin/tokens/{token}", delete(admin_revoke_token::<S>))
         .route("/v1/admin/spaces/{space}/package", put(admin_set_package::<S>))
-        .route("/v1/admin/users", post(admin_add_user::<S>))
+        .route("/v1/admin/users", post(admin_add_user::<S>).get(admin_list_users::<S>))
         .route("/v1/admin/users/{user}/tokens", post(admin_new_token::<S>))
         .route("/v1/admin/grants", post(admin_grant::<S>))
         .fallback(|| async { ServiceError::NotFoundOther("no such route: see GET /v1/openapi.json".into()) })
@@ -391,6 +399,41 @@ async fn admin_grant<S: ServerStore>(State(s): State<Shared<S>>, headers: Header
     let request: Grant = read_json(body, s.limits().max_body_bytes).await?;
     admin(s, &headers, move |s| {
         s.grant(&request).map(|()| serde_json::json!({"granted": true}))
+    })
+    .await
+}
+
+async fn admin_list_users<S: ServerStore>(State(s): State<Shared<S>>, headers: HeaderMap) -> HttpResult {
+    admin(s, &headers, |s| s.list_users()).await
+}
+
+async fn admin_list_spaces<S: ServerStore>(State(s): State<Shared<S>>, headers: HeaderMap) -> HttpResult {
+    admin(s, &headers, |s| s.list_spaces()).await
+}
+
+async fn admin_revoke_grant<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let (space, user) = path_of(path)?;
+    admin(s, &headers, move |s| {
+        s.revoke_grant(&user, &space)
+            .map(|()| serde_json::json!({"revoked": true}))
+    })
+    .await
+}
+
+async fn admin_revoke_token<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> HttpResult {
+    s.check_admin(bearer(&headers).as_deref())?;
+    let token = path_of(path)?;
+    admin(s, &headers, move |s| {
+        s.revoke_token(&token).map(|()| serde_json::json!({"revoked": true}))
     })
     .await
 }

@@ -6,8 +6,8 @@
 use utoipa::OpenApi;
 
 use crate::protocol::message::{
-    CreateSpace, CreateUser, ErrorBody, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse,
-    RefusedOp, SnapshotDoc, SnapshotResponse, UserToken, WireOp,
+    CreateSpace, CreateUser, ErrorBody, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest,
+    PushResponse, RefusedOp, SnapshotDoc, SnapshotResponse, SpaceListing, UserListing, UserToken, WireOp,
 };
 
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, description = "The server is up; names its epoch")))]
@@ -63,6 +63,30 @@ fn admin_add_user() {}
     responses((status = 200, body = UserToken), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 fn admin_new_token() {}
 
+#[utoipa::path(get, path = "/v1/admin/users",
+    responses((status = 200, body = [UserListing], description = "every user with its token ids (never secrets)"),
+              (status = 401, body = ErrorBody, description = "unauthorized")))]
+fn admin_list_users() {}
+
+#[utoipa::path(get, path = "/v1/admin/spaces",
+    responses((status = 200, body = [SpaceListing], description = "every space with its package version and members"),
+              (status = 401, body = ErrorBody, description = "unauthorized")))]
+fn admin_list_spaces() {}
+
+#[utoipa::path(delete, path = "/v1/admin/spaces/{space}/members/{user}",
+    params(("space" = String, Path), ("user" = String, Path)),
+    responses((status = 200, description = "the membership ended: the user's next request to the space answers 404"),
+              (status = 401, body = ErrorBody, description = "unauthorized"),
+              (status = 404, body = ErrorBody, description = "not_found: no such membership or space")))]
+fn admin_revoke_grant() {}
+
+#[utoipa::path(delete, path = "/v1/admin/tokens/{token}",
+    params(("token" = String, Path, description = "the token's id (the middle part of tm1.ID.SECRET), or the whole token")),
+    responses((status = 200, description = "the token is revoked: its next request answers 401"),
+              (status = 401, body = ErrorBody, description = "unauthorized"),
+              (status = 404, body = ErrorBody, description = "not_found: no such token")))]
+fn admin_revoke_token() {}
+
 #[utoipa::path(post, path = "/v1/admin/grants", request_body = Grant,
     responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 fn admin_grant() {}
@@ -88,7 +112,11 @@ but health and this document; a request without the header is served (clients fr
         admin_set_package,
         admin_add_user,
         admin_new_token,
-        admin_grant
+        admin_grant,
+        admin_list_users,
+        admin_list_spaces,
+        admin_revoke_grant,
+        admin_revoke_token
     ),
     components(schemas(
         WireOp,
@@ -104,7 +132,10 @@ but health and this document; a request without the header is served (clients fr
         CreateSpace,
         CreateUser,
         UserToken,
-        Grant
+        Grant,
+        UserListing,
+        MemberListing,
+        SpaceListing
     ))
 )]
 struct ApiDoc;

@@ -14,8 +14,8 @@ use super::materialize::Materializer;
 use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
 use crate::model::{Package, Seq};
 use crate::protocol::message::{
-    CreateSpace, Grant, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp, SnapshotDoc,
-    SnapshotResponse, UserToken, WireOp, encode_bytes,
+    CreateSpace, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp,
+    SnapshotDoc, SnapshotResponse, SpaceListing, UserListing, UserToken, WireOp, encode_bytes,
 };
 use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, validate_change};
 
@@ -479,6 +479,64 @@ impl<S: ServerStore> Service<S> {
         };
         self.store.grant(&grant.user, &grant.space, role)?;
         Ok(())
+    }
+
+    /// Admin: ends a user's membership of a space; the user's next request to it answers 404.
+    pub fn revoke_grant(&self, user: &str, space: &str) -> Result<()> {
+        if self.store.revoke(user, space)? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFoundOther(format!(
+                "user {user:?} is not a member of space {space:?}"
+            )))
+        }
+    }
+
+    /// Admin: removes a token, given its id or the whole token; its holder gets
+    /// 401 from the next request on.
+    pub fn revoke_token(&self, token: &str) -> Result<()> {
+        let id = match token.split('.').collect::<Vec<_>>()[..] {
+            [TOKEN_PREFIX, id, _secret] => id,
+            _ => token,
+        };
+        if self.store.remove_token(id)? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFoundOther(format!("no token with id {id:?}")))
+        }
+    }
+
+    /// Admin: every user with its token ids.
+    pub fn list_users(&self) -> Result<Vec<UserListing>> {
+        Ok(self
+            .store
+            .users()?
+            .into_iter()
+            .map(|(user, tokens)| UserListing { user, tokens })
+            .collect())
+    }
+
+    /// Admin: every space with its package version and members.
+    pub fn list_spaces(&self) -> Result<Vec<SpaceListing>> {
+        let mut out = Vec::new();
+        for space in self.store.spaces()? {
+            let package_version = self.store.package(&space)?.flatten().map_or(0, |p| p.version);
+            let members = self
+                .store
+                .members(&space)?
+                .into_iter()
+                .map(|(user, role)| MemberListing {
+                    user,
+                    read_only: role == Role::ReadOnly,
+                })
+                .collect();
+            out.push(SpaceListing {
+                space,
+                package_version,
+                members,
+            });
+        }
+        Ok(out)
     }
 
     /// Brings the materialized documents of a space up to its head (normally done in the background).

@@ -138,6 +138,15 @@ pub enum AdminAction {
         #[arg(long)]
         read_only: bool,
     },
+    /// End a user's membership of a space (its next request to it answers 404).
+    Revoke { user: String, space: String },
+    /// Revoke a token, by its id (the middle part of tm1.ID.SECRET); the whole
+    /// token is taken too, but then it shows in `ps` and shell history.
+    RevokeToken { token: String },
+    /// List users and their token ids (never secrets), one JSON object a line.
+    Users,
+    /// List spaces, their package versions and members, one JSON object a line.
+    Spaces,
 }
 
 /// How `serve` treats connections (see `tidemark::server::ServeConfig`).

@@ -106,6 +106,10 @@ pub fn admin(server: &str, admin_token: &str, action: AdminAction) -> Result<Exi
                 print_token(&token, &user)?
             }
             AdminAction::Grant { user, space, read_only } => client.grant(&user, &space, read_only).await?,
+            AdminAction::Revoke { user, space } => client.revoke(&user, &space).await?,
+            AdminAction::RevokeToken { token } => client.revoke_token(&token).await?,
+            AdminAction::Users => print_lines(&client.users().await?)?,
+            AdminAction::Spaces => print_lines(&client.spaces().await?)?,
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -118,4 +122,15 @@ fn print_token(token: &str, user: &str) -> Result<()> {
     writeln!(std::io::stdout().lock(), "{token}").with_context(|| {
         format!("the token of {user} could not be printed; issue another with `tidemark admin new-token {user}`")
     })
+}
+
+/// Prints one JSON object a line.
+fn print_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for item in items {
+        serde_json::to_writer(&mut out, item)?;
+        writeln!(out)?;
+    }
+    Ok(())
 }

@@ -137,6 +137,17 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Grants (or changes) a user's role in a space.
     fn grant(&self, user: &str, space: &str, role: Role) -> StoreResult<()>;
     fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>>;
+    /// Ends a user's membership of a space; false if it had none (`Missing` if
+    /// the space does not exist).
+    fn revoke(&self, user: &str, space: &str) -> StoreResult<bool>;
+    /// Removes a token; false if there was none. Its holder is refused from the next request on.
+    fn remove_token(&self, token_id: &str) -> StoreResult<bool>;
+    /// Every user with the ids of its tokens (never their secrets), by name.
+    fn users(&self) -> StoreResult<Vec<(String, Vec<String>)>>;
+    /// Every space, by name.
+    fn spaces(&self) -> StoreResult<Vec<String>>;
+    /// The members of a space with their roles, by user (`Missing` if the space does not exist).
+    fn members(&self, space: &str) -> StoreResult<Vec<(String, Role)>>;
 
     /// Appends ops in one transaction and returns, for each in order, its seq or
     /// why it was refused. An op id seen before (in this space, or earlier in the

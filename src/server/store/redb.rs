@@ -58,6 +58,7 @@ fn missing_user(user: &str) -> StoreError {
     }
 }
 
+mod accounts;
 mod append;
 mod history;
 
@@ -328,6 +329,31 @@ impl ServerStore for RedbStore {
         })
     }
 
+    fn revoke(&self, user: &str, space: &str) -> StoreResult<bool> {
+        self.write(|txn| {
+            let id = Self::write_space(txn, space)?;
+            Ok(txn.open_table(tables::MEMBERS)?.remove((id, user))?.is_some())
+        })
+    }
+
+    fn remove_token(&self, token_id: &str) -> StoreResult<bool> {
+        self.write(|txn| Ok(txn.open_table(tables::TOKENS)?.remove(token_id)?.is_some()))
+    }
+
+    fn users(&self) -> StoreResult<Vec<(String, Vec<String>)>> {
+        accounts::users(&self.read()?)
+    }
+
+    fn spaces(&self) -> StoreResult<Vec<String>> {
+        accounts::spaces(&self.read()?)
+    }
+
+    fn members(&self, space: &str) -> StoreResult<Vec<(String, Role)>> {
+        let txn = self.read()?;
+        let id = Self::read_space(&txn, space)?;
+        accounts::members(&txn, id, space)
+    }
+
     fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>> {
         let txn = self.read()?;
         let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
@@ -337,14 +363,7 @@ impl ServerStore for RedbStore {
         let Some(value) = members.get((id, user))? else {
             return Ok(None);
         };
-        match value.value() {
-            1 => Ok(Some(Role::ReadWrite)),
-            2 => Ok(Some(Role::ReadOnly)),
-            other => Err(corrupt(
-                format!("role of {user:?} in {space:?}"),
-                format!("unknown role {other}"),
-            )),
-        }
+        accounts::role_of(value.value(), user, space).map(Some)
     }
 
     fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {

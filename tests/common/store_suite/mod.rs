@@ -44,6 +44,10 @@ pub fn checks<S: ServerStore>() -> Vec<Check<S>> {
         check("spaces keep their package", spaces_keep_their_package::<S>),
         check("a re-grant changes the role", a_regrant_changes_the_role::<S>),
         check(
+            "revokes take effect and listings follow them",
+            revokes_take_effect_and_listings_follow_them::<S>,
+        ),
+        check(
             "append assigns gap-free seqs from one",
             append_assigns_gap_free_seqs_from_one::<S>,
         ),
@@ -344,4 +348,51 @@ pub fn a_regrant_changes_the_role<S: ServerStore>(store: &S) {
     assert_missing(store.grant("ada", "nowhere", Role::ReadWrite), "space", "nowhere");
     assert_eq!(store.role("nobody", "crm").unwrap(), None);
     assert_eq!(store.role("ada", "nowhere").unwrap(), None);
+}
+
+pub fn revokes_take_effect_and_listings_follow_them<S: ServerStore>(store: &S) {
+    store.create_user("bob").unwrap();
+    store.create_user("ada").unwrap();
+    schemaless_space(store, "crm");
+    schemaless_space(store, "alpha");
+    for (id, user) in [("t2", "ada"), ("t1", "ada"), ("t3", "bob")] {
+        let record = TokenRecord {
+            user: user.into(),
+            secret_hash: [1; 32],
+        };
+        store.add_token(id, &record).unwrap();
+    }
+    store.grant("ada", "crm", Role::ReadWrite).unwrap();
+    store.grant("bob", "crm", Role::ReadOnly).unwrap();
+    assert_eq!(
+        store.users().unwrap(),
+        [
+            ("ada".to_string(), vec!["t1".to_string(), "t2".to_string()]),
+            ("bob".to_string(), vec!["t3".to_string()])
+        ]
+    );
+    assert_eq!(store.spaces().unwrap(), ["alpha", "crm"]);
+    assert_eq!(
+        store.members("crm").unwrap(),
+        [
+            ("ada".to_string(), Role::ReadWrite),
+            ("bob".to_string(), Role::ReadOnly)
+        ]
+    );
+    assert!(store.members("alpha").unwrap().is_empty());
+
+    assert!(store.revoke("bob", "crm").unwrap());
+    assert!(!store.revoke("bob", "crm").unwrap(), "a second revoke finds nothing");
+    assert_eq!(store.role("bob", "crm").unwrap(), None);
+    assert_eq!(store.role("ada", "crm").unwrap(), Some(Role::ReadWrite));
+    assert!(store.remove_token("t1").unwrap());
+    assert!(!store.remove_token("t1").unwrap());
+    assert!(store.token("t1").unwrap().is_none());
+    assert!(store.token("t2").unwrap().is_some());
+    assert_eq!(store.users().unwrap()[0].1, ["t2"]);
+    assert!(matches!(store.members("nowhere"), Err(StoreError::Missing { .. })));
+    assert!(matches!(
+        store.revoke("ada", "nowhere"),
+        Err(StoreError::Missing { .. })
+    ));
 }
