@@ -125,7 +125,7 @@ impl RedbStore {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
-                Some(1 | 2) => {
+                Some(1..=3) => {
                     let epoch = m
                         .get(meta::EPOCH)?
                         .ok_or_else(|| corrupt("metadata", "no epoch"))?
@@ -133,7 +133,7 @@ impl RedbStore {
                         .to_vec();
                     let epoch = String::from_utf8(epoch).map_err(|e| corrupt("epoch", e))?;
                     m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
-                    for old in [tables::OLD_CHANGES, tables::OLD_ACTOR_SEQS] {
+                    for old in [tables::OLD_CHANGES, tables::OLD_ACTOR_SEQS, tables::OLD_HISTORY] {
                         txn.delete_table(old)?;
                     }
                     index_history(&txn)?;

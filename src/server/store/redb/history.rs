@@ -48,13 +48,15 @@ pub(super) fn record_key(space: u64, collection: &str, record: &str) -> Vec<u8> 
 const CHANGE: u8 = 1;
 const ACTOR: u8 = 2;
 
-/// `record key ++ [kind][len][tail]`: an entry of one record's history.
+/// `record key ++ [kind u8][len u16 BE][tail]`: an entry of one record's
+/// history. A tail is a change hash or an automerge actor (a genesis actor
+/// names its field: up to 273 bytes).
 fn entry_key(record_key: &[u8], kind: u8, tail: &[u8]) -> Vec<u8> {
-    let tail = &tail[..tail.len().min(u8::MAX as usize)];
-    let mut key = Vec::with_capacity(record_key.len() + 2 + tail.len());
+    let tail = &tail[..tail.len().min(u16::MAX as usize)];
+    let mut key = Vec::with_capacity(record_key.len() + 3 + tail.len());
     key.extend_from_slice(record_key);
     key.push(kind);
-    key.push(tail.len() as u8);
+    key.extend_from_slice(&(tail.len() as u16).to_be_bytes());
     key.extend_from_slice(tail);
     key
 }
@@ -284,5 +286,41 @@ mod tests {
             matches!(answers[1], Err(OpRefusal::ActorReused { seq: 3, .. })),
             "{answers:?}"
         );
+    }
+
+    /// Genesis actors name their field (up to 273 bytes): two long field names
+    /// that share a long prefix are two actors, not one reused.
+    #[test]
+    fn long_genesis_actors_that_share_a_prefix_are_distinct() {
+        use crate::record::ChangeHeader;
+        let store = RedbStore::in_memory().unwrap();
+        store.create_space("crm", None).unwrap();
+        let genesis = |last: u8| {
+            let mut actor = b"tidemark-genesis".to_vec();
+            actor.push(1);
+            actor.extend(std::iter::repeat_n(b'f', 255));
+            actor.push(last);
+            let op = Op {
+                id: OpId::new(),
+                actor: ActorId([9; 16]),
+                collection: Collection::new("contacts").unwrap(),
+                record: RecordId::new("c1").unwrap(),
+                time_ms: 1,
+                change: vec![last],
+            };
+            NewOp {
+                stored: StoredOp { op, user: "ada".into() },
+                header: ChangeHeader {
+                    hash: [last; 32],
+                    actor,
+                    seq: 1,
+                    start_op: 1,
+                    max_op: 1,
+                    deps: Vec::new(),
+                },
+            }
+        };
+        let answers = store.append("crm", &[genesis(b'a'), genesis(b'b')]).unwrap();
+        assert_eq!(answers, [Ok(1), Ok(2)]);
     }
 }

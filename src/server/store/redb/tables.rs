@@ -39,17 +39,18 @@ pub const OP_INDEX: TableDefinition<(u64, u128), u64> = TableDefinition::new("op
 pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("docs_v1");
 
 /// Change history per record, in one table so that a record's entries sit
-/// together: `record key ++ [kind u8][len u8][bytes]` where the record key is
+/// together: `record key ++ [kind u8][len u16 BE][bytes]` where the record key is
 /// `[space id u64 BE][collection len u8][collection][record id len u16 BE][record id]`
 /// (see `history::record_key`). Kind 1: a change hash → `[last op counter u64 LE]`;
 /// every change of the log has one. Kind 2: an automerge actor → `[seq u64 LE]
 /// [last op counter u64 LE]` of that actor's latest change in the record.
-pub const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history_v1");
+pub const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history_v2");
 
-/// The history tables of format 2, replaced by [`HISTORY`]: only named here to
-/// be dropped, so their types do not matter.
+/// The history tables of formats 2 and 3, replaced by [`HISTORY`]: only named
+/// here to be dropped, so their types do not matter.
 pub const OLD_CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes_v1");
 pub const OLD_ACTOR_SEQS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actor_seqs_v1");
+pub const OLD_HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history_v1");
 
 /// Quarantined records: (space id, collection, record id) → why, UTF-8.
 pub const QUARANTINE: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("quarantine_v1");
@@ -65,5 +66,6 @@ pub mod meta {
 }
 
 /// The layout version this build writes and reads. Version 1 had no history
-/// index, version 2 another one; opening such a file builds [`HISTORY`] from the log.
-pub const FORMAT_VERSION: u64 = 3;
+/// index, versions 2 and 3 other ones (3 cut long actors); opening such a file
+/// builds [`HISTORY`] from the log.
+pub const FORMAT_VERSION: u64 = 4;
