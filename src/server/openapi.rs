@@ -18,15 +18,19 @@ fn health() {}
     responses((status = 200, body = PushResponse, description = "the seq of each op; a refused op (invalid_op, op_too_large, op_id_conflict, missing_deps, actor_reused) has a null seq and an entry in `refused`, and costs only itself"),
         (status = 400, body = ErrorBody, description = "malformed JSON; nothing stored"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "read-only member"),
-        (status = 404, body = ErrorBody, description = "no such space, or not a member"),
+        (status = 404, body = ErrorBody, description = "no such space, or not a member (answered before the body is read, as are 401 and 403)"),
+        (status = 408, body = ErrorBody, description = "request_timeout: the body did not arrive within the server's request deadline; nothing stored"),
         (status = 413, body = ErrorBody, description = "too many ops or too large a body")),
     security(("bearer" = [])))]
 fn push() {}
 
 #[utoipa::path(get, path = "/v1/spaces/{space}/pull",
-    params(("space" = String, Path), ("since" = u64, Query), ("limit" = Option<u64>, Query, description = "clamped to the server's page limit"),
+    params(("space" = String, Path), ("since" = Option<u64>, Query, description = "the last seq the client holds (default 0)"),
+        ("limit" = Option<u64>, Query, description = "clamped to the server's page limit; a page also stops at 4 MiB of change bytes (the first op always comes), so follow `more`"),
         ("at" = Option<String>, Query, description = "the id of the op the client holds at seq `since`; 409 history_changed if the server's differs")),
-    responses((status = 200, body = PullResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = PullResponse), (status = 400, body = ErrorBody, description = "a bad query parameter"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "history_changed: the server's op at `since` is not `at` (its store was restored)")),
     security(("bearer" = [])))]
 fn pull() {}
 
@@ -36,7 +40,8 @@ fn pull() {}
 fn package() {}
 
 #[utoipa::path(get, path = "/v1/spaces/{space}/snapshot",
-    params(("space" = String, Path), ("after" = Option<String>, Query, description = "the `next` of the previous page"), ("limit" = Option<u64>, Query)),
+    params(("space" = String, Path), ("after" = Option<String>, Query, description = "the `next` of the previous page"),
+        ("limit" = Option<u64>, Query, description = "clamped to the server's page limit; a page also stops at 4 MiB of document bytes (the first document always comes), so follow `next`")),
     responses((status = 200, body = SnapshotResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 fn snapshot() {}
