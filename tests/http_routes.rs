@@ -256,3 +256,30 @@ async fn user_tokens_never_appear_in_the_servers_files_or_logs() {
     }
     s.assert_healthy().await;
 }
+
+/// Every security scheme a route names is defined, as an HTTP bearer scheme.
+#[tokio::test]
+async fn every_security_scheme_the_document_names_is_defined() {
+    let s = live(Limits::default()).await;
+    let doc: Value = s.get(None, "/v1/openapi.json").await.json().await.unwrap();
+    let schemes = doc["components"]["securitySchemes"]
+        .as_object()
+        .expect("schemes are defined");
+    let mut named = std::collections::BTreeSet::new();
+    for methods in doc["paths"].as_object().unwrap().values() {
+        for operation in methods.as_object().unwrap().values() {
+            for requirement in operation["security"].as_array().into_iter().flatten() {
+                named.extend(requirement.as_object().unwrap().keys().cloned());
+            }
+        }
+    }
+    assert_eq!(named, ["admin".to_string(), "bearer".to_string()].into_iter().collect());
+    for name in &named {
+        let scheme = &schemes[name];
+        assert_eq!(
+            (scheme["type"].as_str(), scheme["scheme"].as_str()),
+            (Some("http"), Some("bearer")),
+            "{name}: {scheme}"
+        );
+    }
+}

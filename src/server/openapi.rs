@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::protocol::message::{
     CreateSpace, CreateUser, ErrorBody, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest,
@@ -147,5 +148,19 @@ struct ApiDoc;
 
 /// The OpenAPI document as JSON.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+    let mut doc = ApiDoc::openapi();
+    // The two bearer schemes the routes name: a member's token, and the admin token.
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (name, what) in [
+        (
+            "bearer",
+            "a user's token, from `tidemark admin add-user` or `new-token`",
+        ),
+        ("admin", "the server's admin token (TIDEMARK_ADMIN_TOKEN)"),
+    ] {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some(what.to_string());
+        components.add_security_scheme(name, SecurityScheme::Http(scheme));
+    }
+    serde_json::to_value(doc).unwrap_or_default()
 }
