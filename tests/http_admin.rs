@@ -10,9 +10,10 @@ use tidemark::server::Limits;
 
 use common::live::{ADMIN_TOKEN, Live, SPACE, json_error, live};
 
-async fn admin_post(live: &Live, path: &str, body: Value) -> reqwest::Response {
+/// An admin request with a JSON body.
+async fn admin_send(live: &Live, method: reqwest::Method, path: &str, body: Value) -> reqwest::Response {
     live.client
-        .post(format!("{}{path}", live.url))
+        .request(method, format!("{}{path}", live.url))
         .bearer_auth(ADMIN_TOKEN)
         .json(&body)
         .send()
@@ -20,14 +21,12 @@ async fn admin_post(live: &Live, path: &str, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+async fn admin_post(live: &Live, path: &str, body: Value) -> reqwest::Response {
+    admin_send(live, reqwest::Method::POST, path, body).await
+}
+
 async fn admin_put(live: &Live, path: &str, body: Value) -> reqwest::Response {
-    live.client
-        .put(format!("{}{path}", live.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    admin_send(live, reqwest::Method::PUT, path, body).await
 }
 
 #[tokio::test]

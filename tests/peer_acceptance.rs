@@ -10,7 +10,7 @@ use tidemark::replica::RemotePage;
 /// Two replicas delete a record
 /// concurrently, so its `_deleted` tombstone holds two concurrent `true`s; deleting
 /// it again makes automerge resolve the conflict with a `Delete` of `_deleted` (it
-/// keeps the winning `true`), which `validate_change` used to refuse on every peer.
+/// keeps the winning `true`); every peer must accept that op.
 #[test]
 fn deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept() {
     let a = Replica::in_memory().unwrap();

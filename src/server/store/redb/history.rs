@@ -208,10 +208,11 @@ mod tests {
 
     use super::super::{RedbStore, meta, read_u64, tables};
     use crate::model::{ActorId, Collection, Op, OpId, RecordId};
-    use crate::record::{Fields, RecordDoc, stored_change_header};
+    use crate::record::{ChangeHeader, Fields, RecordDoc, stored_change_header};
     use crate::server::store::{NewOp, OpRefusal, ServerStore, StoredOp};
 
-    fn op_of(change: Vec<u8>) -> NewOp {
+    /// An op of contacts/c1 holding `change`, with `header` for the history check.
+    fn new_op(change: Vec<u8>, header: ChangeHeader) -> NewOp {
         let op = Op {
             id: OpId::new(),
             actor: ActorId([9; 16]),
@@ -220,11 +221,16 @@ mod tests {
             time_ms: 1,
             change,
         };
-        let header = stored_change_header(&op.change).unwrap();
         NewOp {
             stored: StoredOp { op, user: "ada".into() },
             header,
         }
+    }
+
+    /// An op of a real change, with the header read from it.
+    fn op_of(change: Vec<u8>) -> NewOp {
+        let header = stored_change_header(&change).unwrap();
+        new_op(change, header)
     }
 
     fn put(doc: &mut RecordDoc, name: &str) -> Vec<u8> {
@@ -292,7 +298,6 @@ mod tests {
     /// that share a long prefix are two actors, not one reused.
     #[test]
     fn long_genesis_actors_that_share_a_prefix_are_distinct() {
-        use crate::record::ChangeHeader;
         let store = RedbStore::in_memory().unwrap();
         store.create_space("crm", None).unwrap();
         let genesis = |last: u8| {
@@ -300,25 +305,15 @@ mod tests {
             actor.push(1);
             actor.extend(std::iter::repeat_n(b'f', 255));
             actor.push(last);
-            let op = Op {
-                id: OpId::new(),
-                actor: ActorId([9; 16]),
-                collection: Collection::new("contacts").unwrap(),
-                record: RecordId::new("c1").unwrap(),
-                time_ms: 1,
-                change: vec![last],
+            let header = ChangeHeader {
+                hash: [last; 32],
+                actor,
+                seq: 1,
+                start_op: 1,
+                max_op: 1,
+                deps: Vec::new(),
             };
-            NewOp {
-                stored: StoredOp { op, user: "ada".into() },
-                header: ChangeHeader {
-                    hash: [last; 32],
-                    actor,
-                    seq: 1,
-                    start_op: 1,
-                    max_op: 1,
-                    deps: Vec::new(),
-                },
-            }
+            new_op(vec![last], header)
         };
         let answers = store.append("crm", &[genesis(b'a'), genesis(b'b')]).unwrap();
         assert_eq!(answers, [Ok(1), Ok(2)]);
