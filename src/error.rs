@@ -126,7 +126,15 @@ pub enum Error {
         "the store has format version {found}, this build understands version {expected}: open it with the tidemark that wrote it, or a newer one"
     )]
     StoreVersion { found: u64, expected: u64 },
-    /// The storage engine failed (disk full, I/O error, corrupt file).
+    /// The disk under the store failed (full, or an I/O error): nothing was
+    /// written. The open store refuses every later transaction until
+    /// [`Replica::reopen`](crate::Replica::reopen) (the background sync does that by itself).
+    #[error(
+        "the store's disk failed ({0}): nothing was written; free disk space (or fix the device) and try again \
+         (a running background sync reopens the store by itself)"
+    )]
+    StorageFailed(String),
+    /// The storage engine failed otherwise (a corrupt file, say).
     #[error("storage error: {0}")]
     Storage(String),
     /// A sync round could not complete (unreachable server, refused auth, ...).

@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::background::{config, wait_for};
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use tidemark::Replica;
@@ -14,33 +15,7 @@ use tidemark::protocol::message::{CreateSpace, Grant};
 use tidemark::remote::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
-use tidemark::sync::{BackgroundConfig, BackgroundSync, SyncStatus};
-
-fn config() -> BackgroundConfig {
-    BackgroundConfig {
-        interval: Duration::from_secs(3600),
-        debounce: Duration::from_millis(20),
-        poll: Duration::from_millis(20),
-        min_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(200),
-        ..BackgroundConfig::default()
-    }
-}
-
-async fn wait_for(sync: &BackgroundSync, what: &str, check: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
-    let mut rx = sync.watch();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = rx.borrow_and_update().clone();
-        if check(&status) {
-            return status;
-        }
-        tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {status:?}"))
-            .unwrap();
-    }
-}
+use tidemark::sync::BackgroundSync;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_are_synced_soon_after_they_are_made_and_stop_is_clean() {

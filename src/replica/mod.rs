@@ -21,6 +21,7 @@ mod tables;
 mod view;
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::Serialize;
@@ -36,30 +37,52 @@ pub use rewrite::Refusal;
 pub use sync_state::{LastSync, PendingOp, Rejection};
 use tables::meta;
 
+/// The storage failures redb latches (an I/O error: a full disk, a failing
+/// device): every later transaction of that `Database` fails too, until the
+/// file is opened again ([`Replica::reopen`]).
+fn storage(e: redb::StorageError) -> Error {
+    use redb::StorageError as E;
+    match e {
+        E::Io(_) | E::DatabaseClosed => Error::StorageFailed(e.to_string()),
+        // redb's own words ask its caller to reopen, which the store does.
+        E::PreviousIo => Error::StorageFailed("an earlier write failed and the store must be reopened".into()),
+        other => Error::storage(other),
+    }
+}
+
+impl From<redb::StorageError> for Error {
+    fn from(e: redb::StorageError) -> Self {
+        storage(e)
+    }
+}
+
 macro_rules! storage_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::storage(e)
+    ($($t:ident),*) => {$(
+        impl From<redb::$t> for Error {
+            fn from(e: redb::$t) -> Self {
+                match e {
+                    redb::$t::Storage(e) => storage(e),
+                    other => Error::storage(other),
+                }
             }
         }
     )*};
 }
-storage_errors!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::CompactionError,
-    redb::SetDurabilityError
-);
+storage_errors!(TransactionError, TableError, CommitError, CompactionError);
+
+impl From<redb::SetDurabilityError> for Error {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        Error::storage(e)
+    }
+}
 
 /// redb's page cache for a file store (see `Replica::open`).
 const CACHE_BYTES: usize = 64 << 20;
 
 /// A replica's local store.
 pub struct Replica {
-    db: Database,
+    /// `None` only after a [`Replica::reopen`] that failed.
+    db: RwLock<Option<Database>>,
     path: Option<PathBuf>,
     /// (device, inode) of the file when it was opened: an account switch replaces it.
     file_id: Option<(u64, u64)>,
@@ -144,28 +167,9 @@ impl Replica {
     pub fn open_with(path: impl AsRef<Path>, sharing: Sharing) -> Result<Replica> {
         let path = path.as_ref();
         create_private_file(path)?;
-        let mut builder = Database::builder();
-        // redb caches up to 1 GiB by default and a bulk import fills it (540 MiB RSS
-        // importing 1M records). With 64 MiB that import peaks at 81 MiB and runs
-        // within ~3% of its speed with the default cache (BENCHMARKS.md).
-        builder.set_cache_size(CACHE_BYTES);
-        // redb's multi-process locking exists on these platforms; elsewhere the file stays exclusive.
-        #[cfg(any(target_os = "linux", target_os = "macos", windows))]
-        if sharing == Sharing::Processes {
-            builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
-        }
-        let db = builder.create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreInUse {
-                path: path.display().to_string(),
-            },
-            redb::DatabaseError::LockProtocolMismatch => Error::storage(format!(
-                "cannot open {}: a process built with another version of redb has it open; stop it first",
-                path.display()
-            )),
-            other => Error::storage(format!("cannot open {}: {other}", path.display())),
-        })?;
+        let db = open_database(path, sharing)?;
         let replica = Replica {
-            db,
+            db: RwLock::new(Some(db)),
             path: Some(path.to_path_buf()),
             file_id: account::file_identity(path),
             sharing,
@@ -182,7 +186,7 @@ impl Replica {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(Error::storage)?;
         let replica = Replica {
-            db,
+            db: RwLock::new(Some(db)),
             path: None,
             file_id: None,
             sharing: Sharing::Exclusive,
@@ -203,8 +207,38 @@ impl Replica {
         self.path.as_deref()
     }
 
+    /// Closes the store file and opens it again. After a storage I/O error
+    /// ([`Error::StorageFailed`]: a full disk, say) redb refuses every later
+    /// transaction of the open file, so a long-running process (the background
+    /// sync) calls this once the cause may be gone. Commits are atomic and
+    /// opening repairs the file, so nothing committed is lost. A store in
+    /// memory cannot be reopened.
+    pub fn reopen(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Err(Error::storage("a store in memory cannot be reopened"));
+        };
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // The old handle holds the file lock: it goes before the new one opens.
+        drop(db.take());
+        *db = Some(open_database(path, self.sharing)?);
+        drop(db);
+        self.doc_cache.clear();
+        tracing::info!(store = %path.display(), "reopened the store");
+        Ok(())
+    }
+
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(Error::StorageFailed(
+                "the store could not be opened again after a storage error".into(),
+            )),
+        }
+    }
+
     fn init(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
@@ -238,11 +272,11 @@ impl Replica {
     }
 
     pub(crate) fn read(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+        self.with_db(|db| Ok(db.begin_read()?))
     }
 
     pub(crate) fn write(&self) -> Result<WriteTransaction> {
-        Ok(self.db.begin_write()?)
+        self.with_db(|db| Ok(db.begin_write()?))
     }
 
     /// This replica's actor id.
@@ -434,9 +468,41 @@ impl Replica {
 
     /// Compacts the file, releasing free pages (used after clearing an account).
     pub fn compact(&mut self) -> Result<()> {
-        while self.db.compact()? {}
+        let db = self.db.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let db = db
+            .as_mut()
+            .ok_or_else(|| Error::StorageFailed("the store is closed after a storage error".into()))?;
+        while db.compact()? {}
         Ok(())
     }
+}
+
+/// Opens (or creates) a store file with the settings of `sharing`.
+fn open_database(path: &Path, sharing: Sharing) -> Result<Database> {
+    let mut builder = Database::builder();
+    // redb caches up to 1 GiB by default and a bulk import fills it (540 MiB RSS
+    // importing 1M records). With 64 MiB that import peaks at 81 MiB and runs
+    // within ~3% of its speed with the default cache (BENCHMARKS.md).
+    builder.set_cache_size(CACHE_BYTES);
+    // redb's multi-process locking exists on these platforms; elsewhere the file stays exclusive.
+    #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+    if sharing == Sharing::Processes {
+        builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+    }
+    builder.create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreInUse {
+            path: path.display().to_string(),
+        },
+        redb::DatabaseError::LockProtocolMismatch => Error::storage(format!(
+            "cannot open {}: a process built with another version of redb has it open; stop it first",
+            path.display()
+        )),
+        redb::DatabaseError::Storage(e) => match storage(e) {
+            Error::StorageFailed(cause) => Error::StorageFailed(format!("cannot open {}: {cause}", path.display())),
+            other => other,
+        },
+        other => Error::storage(format!("cannot open {}: {other}", path.display())),
+    })
 }
 
 /// Read access to the metadata table inside any transaction.

@@ -124,7 +124,7 @@ mod tests {
 
         // What an older build left behind.
         let old_build = |a: &Replica, rules: bool| {
-            let txn = a.db.begin_write().unwrap();
+            let txn = a.write().unwrap();
             {
                 let mut conflicted = txn.open_table(tables::CONFLICTED).unwrap();
                 conflicted.insert(("contacts", "c1"), 1).unwrap();

@@ -54,6 +54,11 @@ pub enum ServiceError {
     },
     #[error("{0}")]
     RequestTimeout(String),
+    #[error(
+        "the server's storage is failing ({0}): this request changed nothing; the server recovers by itself once \
+         its operator fixes the cause (e.g. frees disk space): retry later"
+    )]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,6 +80,7 @@ impl ServiceError {
             ServiceError::RequestTimeout(_) => 408,
             // Not 426: that status asks for an HTTP protocol switch (with an Upgrade header).
             ServiceError::ClientTooOld { .. } => 400,
+            ServiceError::Unavailable(_) => 503,
             ServiceError::Internal(_) => 500,
         }
     }
@@ -96,6 +102,7 @@ impl ServiceError {
             ServiceError::HistoryChanged { .. } => "history_changed",
             ServiceError::ClientTooOld { .. } => "client_too_old",
             ServiceError::Quarantined { .. } => "record_quarantined",
+            ServiceError::Unavailable(_) => "store_unavailable",
             ServiceError::Internal(_) => "internal",
         }
     }
@@ -121,6 +128,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Missing { what: "space", name } => ServiceError::NotFound(name),
             StoreError::Missing { .. } => ServiceError::NotFoundOther(e.to_string()),
             StoreError::OpIdConflict { index, id } => ServiceError::OpIdConflict { index, id },
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
             StoreError::Backend(m) => ServiceError::Internal(m),
         }
     }

@@ -27,13 +27,25 @@ use crate::protocol::message::{
 type Shared<S> = Arc<Service<S>>;
 type HttpResult = Result<Response, ServiceError>;
 
+/// The code of an error answer, kept on the response for the metrics.
+#[derive(Clone, Copy)]
+struct ErrorCode(&'static str);
+
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
         }
-        json_response(status, &self.body())
+        let mut response = json_response(status, &self.body());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store retries its storage once a second.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        response
     }
 }
 
@@ -127,6 +139,8 @@ fn percent_decode(s: &str) -> Option<String> {
 pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
     Router::new()
         .route("/v1/health", get(health::<S>))
+        .route("/v1/ready", get(ready::<S>))
+        .route("/metrics", get(metrics::<S>))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/spaces/{space}/push", post(push::<S>))
         .route("/v1/spaces/{space}/pull", get(pull::<S>))
@@ -151,6 +165,10 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
             ServiceError::MethodNotAllowed("this route does not take that method: see GET /v1/openapi.json".into())
         })
         .layer(axum::middleware::from_fn(protocol_revision))
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            count_request::<S>,
+        ))
         .with_state(service)
 }
 
@@ -162,7 +180,7 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
 /// the API document always answer.
 async fn protocol_revision(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path();
-    let always = path == "/v1/health" || path == "/v1/openapi.json";
+    let always = matches!(path, "/v1/health" | "/v1/ready" | "/metrics" | "/v1/openapi.json");
     let refused = match request.headers().get(REVISION_HEADER) {
         Some(value) if !always => match parse_revision(value.as_bytes()) {
             None => Some(ServiceError::BadRequest(format!(
@@ -236,6 +254,53 @@ async fn health<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
         "protocol": crate::protocol::message::PROTOCOL_VERSION,
         "revision": PROTOCOL_REVISION,
     }))
+}
+
+/// Readiness: 200 while the store is usable, 503 `store_unavailable` (with the
+/// cause) while its storage fails. Liveness is `/v1/health`, which answers as
+/// long as the process does.
+async fn ready<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
+    blocking(move || s.ready()).await?;
+    ok(&serde_json::json!({ "ready": true }))
+}
+
+async fn metrics<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
+    let text = blocking(move || {
+        // Refreshes the store gauge; a failing store is what the metrics report.
+        let _ = s.ready();
+        Ok(s.metrics().render())
+    })
+    .await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+/// Counts and times every answer by route pattern, method, status and error code.
+async fn count_request<S: ServerStore>(
+    State(s): State<Shared<S>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    s.metrics().request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+        code,
+    );
+    response
 }
 
 async fn openapi() -> HttpResult {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 pub mod listen;
 mod materialize;
+pub mod metrics;
 mod openapi;
 pub mod service;
 pub mod store;

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ServiceError;
 use super::materialize::Materializer;
+use super::metrics::Metrics;
 use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
 use crate::model::{Package, Seq};
 use crate::protocol::message::{
@@ -59,6 +60,7 @@ pub struct Service<S: ServerStore> {
     epoch: String,
     admin_hash: Option<[u8; 32]>,
     materializer: Materializer<S>,
+    metrics: Metrics,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -86,6 +88,7 @@ impl<S: ServerStore> Service<S> {
             limits,
             epoch,
             admin_hash: admin_token.filter(|t| !t.is_empty()).map(|t| sha256(t.as_bytes())),
+            metrics: Metrics::new(),
         })
     }
 
@@ -107,6 +110,18 @@ impl<S: ServerStore> Service<S> {
 
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether the store can serve now (readiness): `Unavailable` with the
+    /// cause while its storage is failing.
+    pub fn ready(&self) -> Result<()> {
+        let ready = self.store.ready();
+        self.metrics.set_store_up(ready.is_ok());
+        Ok(ready?)
     }
 
     /// The user a bearer token belongs to.
@@ -210,6 +225,8 @@ impl<S: ServerStore> Service<S> {
             }
         }
         refused.sort_by_key(|r| r.index);
+        self.metrics
+            .push(seqs.iter().flatten().count(), refused.iter().map(|r| r.code.as_str()));
         let head = self.store.head(space)?;
         self.materializer.nudge(space);
         Ok(PushResponse {
@@ -275,6 +292,7 @@ impl<S: ServerStore> Service<S> {
         }
         let limit = limit.clamp(1, self.limits.max_pull_page);
         let head = self.store.head(space)?;
+        self.metrics.pull(since, head);
         let rows = self.store.read_ops(space, since, self.page_limit(limit))?;
         let end = rows.last().map(|(seq, _)| *seq).unwrap_or(since);
         // A quarantined record's ops do not load: serving them would stop every replica's pull.

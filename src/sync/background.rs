@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::round::sync_once;
+use crate::error::Error;
 use crate::model::now_ms;
 use crate::protocol::{RoundSummary, SessionConfig};
 use crate::remote::Remote;
@@ -141,6 +142,14 @@ async fn run<R: Remote>(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sync round failed; backing off");
+                if matches!(e, Error::StorageFailed(_)) {
+                    // redb refuses every transaction after an I/O error until the
+                    // file is opened again; the next round then finds the disk
+                    // as it is by then.
+                    if let Err(reopen) = replica.reopen() {
+                        tracing::warn!(error = %reopen, "reopening the store failed; trying again after the backoff");
+                    }
+                }
                 current.last_error = Some(e.to_string());
                 current.failures_in_a_row += 1;
                 backoff

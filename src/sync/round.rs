@@ -35,8 +35,7 @@ pub async fn sync_once_observed<R: Remote>(
         Ok::<_, Error>(())
     }
     .await;
-    record(replica, &outcome, session.summary())?;
-    outcome.map(|()| session.summary().clone())
+    finish(replica, outcome, session.summary())
 }
 
 /// The same round with a synchronous transport (a plain loop: no runtime).
@@ -55,8 +54,17 @@ pub fn sync_once_blocking(
         }
         Ok::<_, Error>(())
     })();
-    record(replica, &outcome, session.summary())?;
-    outcome.map(|()| session.summary().clone())
+    finish(replica, outcome, session.summary())
+}
+
+/// Records the round's outcome. A round that failed keeps its own error: the
+/// failure to record it (the disk that failed the round fails that write too)
+/// would hide the cause.
+fn finish(replica: &Replica, outcome: Result<()>, summary: &RoundSummary) -> Result<RoundSummary> {
+    let recorded = record(replica, &outcome, summary);
+    outcome?;
+    recorded?;
+    Ok(summary.clone())
 }
 
 fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "background")]
+pub mod background;
 #[cfg(all(feature = "server", feature = "http-client"))]
 pub mod live;
 #[cfg(feature = "server")]

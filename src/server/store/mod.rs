@@ -71,6 +71,10 @@ pub enum StoreError {
     /// The op at `index` of the batch reuses an op id with other content.
     #[error("op {id} was pushed before with other content")]
     OpIdConflict { index: usize, id: String },
+    /// The storage failed underneath (disk full, I/O error): the call changed
+    /// nothing, and the store recovers by itself once the cause is gone.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("storage: {0}")]
     Backend(String),
 }
@@ -120,6 +124,9 @@ pub struct DocsPage {
 pub trait ServerStore: Send + Sync + 'static {
     /// The random id of this store generation (created with the store, never changed).
     fn epoch(&self) -> StoreResult<String>;
+    /// Whether the store can serve now: `Unavailable` with the cause while its
+    /// storage is failing (after trying to recover).
+    fn ready(&self) -> StoreResult<()>;
 
     /// Creates a user; `AlreadyExists` if the name is taken.
     fn create_user(&self, user: &str) -> StoreResult<()>;

@@ -20,21 +20,51 @@ mod tables;
 
 use tables::meta;
 
-macro_rules! backend_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                backend(e)
-            }
-        }
-    )*};
+/// The storage failures that end a redb `Database` until it is reopened (an
+/// I/O error latches: every later transaction fails with "Previous I/O
+/// error"): the store answers them as unavailable and recovers ([`Handle`]).
+fn storage(e: ::redb::StorageError) -> StoreError {
+    use ::redb::StorageError as E;
+    match e {
+        E::Io(_) | E::DatabaseClosed => StoreError::Unavailable(e.to_string()),
+        // redb's own words ask its caller to reopen, which the store does.
+        E::PreviousIo => StoreError::Unavailable("an earlier write failed and the store must be reopened".into()),
+        other => backend(other),
+    }
 }
-backend_errors!(
-    ::redb::TransactionError,
-    ::redb::TableError,
-    ::redb::StorageError,
-    ::redb::CommitError
-);
+
+impl From<::redb::StorageError> for StoreError {
+    fn from(e: ::redb::StorageError) -> Self {
+        storage(e)
+    }
+}
+
+impl From<::redb::TransactionError> for StoreError {
+    fn from(e: ::redb::TransactionError) -> Self {
+        match e {
+            ::redb::TransactionError::Storage(e) => storage(e),
+            other => backend(other),
+        }
+    }
+}
+
+impl From<::redb::TableError> for StoreError {
+    fn from(e: ::redb::TableError) -> Self {
+        match e {
+            ::redb::TableError::Storage(e) => storage(e),
+            other => backend(other),
+        }
+    }
+}
+
+impl From<::redb::CommitError> for StoreError {
+    fn from(e: ::redb::CommitError) -> Self {
+        match e {
+            ::redb::CommitError::Storage(e) => storage(e),
+            other => backend(other),
+        }
+    }
+}
 
 fn backend(e: impl fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -60,14 +90,16 @@ fn missing_user(user: &str) -> StoreError {
 
 mod accounts;
 mod append;
+mod handle;
 mod history;
+
+use handle::Handle;
 
 use history::index_history;
 
 /// The server store on redb.
 pub struct RedbStore {
-    db: Database,
-    path: Option<PathBuf>,
+    handle: Handle,
     /// Read once at open: the epoch never changes for the life of the file.
     epoch: String,
 }
@@ -75,7 +107,7 @@ pub struct RedbStore {
 impl fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedbStore")
-            .field("path", &self.path)
+            .field("path", &self.handle.file())
             .field("epoch", &self.epoch)
             .finish()
     }
@@ -92,15 +124,7 @@ impl RedbStore {
     pub fn open(path: impl AsRef<Path>) -> StoreResult<RedbStore> {
         let file = store_file(path.as_ref())?;
         create_private_file(&file)?;
-        let db = Database::create(&file).map_err(|e| match e {
-            ::redb::DatabaseError::DatabaseAlreadyOpen | ::redb::DatabaseError::LockProtocolMismatch => {
-                StoreError::Backend(format!(
-                    "the server store {} is in use by another process: stop it or use another data directory",
-                    file.display()
-                ))
-            }
-            other => StoreError::Backend(format!("cannot open the server store {}: {other}", file.display())),
-        })?;
+        let db = handle::open_file(&file)?;
         Self::init(db, Some(file))
     }
 
@@ -114,7 +138,13 @@ impl RedbStore {
 
     /// The file behind this store, if any.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.handle.file()
+    }
+
+    /// Why the store cannot be used right now (an I/O error it is recovering
+    /// from), or `None`.
+    pub fn failure(&self) -> Option<String> {
+        self.handle.failure()
     }
 
     /// Checks the format of an existing file, or writes the metadata of a new
@@ -171,29 +201,21 @@ impl RedbStore {
         txn.open_table(tables::HISTORY)?;
         txn.open_table(tables::QUARANTINE)?;
         txn.commit()?;
-        Ok(RedbStore { db, path, epoch })
+        Ok(RedbStore {
+            handle: Handle::new(db, path),
+            epoch,
+        })
     }
 
-    fn read(&self) -> StoreResult<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+    /// Runs `f` in one read transaction.
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        self.handle.with(|db| f(&db.begin_read()?))
     }
 
     /// Runs `f` in one write transaction: commits if it succeeds, aborts (nothing
     /// stored) if it fails.
     fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> StoreResult<T>) -> StoreResult<T> {
-        let txn = self.db.begin_write()?;
-        match f(&txn) {
-            Ok(value) => {
-                txn.commit()?;
-                Ok(value)
-            }
-            Err(e) => {
-                if let Err(abort) = txn.abort() {
-                    tracing::warn!("aborting a server store transaction failed: {abort}");
-                }
-                Err(e)
-            }
-        }
+        self.handle.with(|db| write_in(db, f))
     }
 
     /// The id of `space` as seen by `txn`'s snapshot, if it exists.
@@ -215,6 +237,13 @@ impl ServerStore for RedbStore {
         Ok(self.epoch.clone())
     }
 
+    fn ready(&self) -> StoreResult<()> {
+        self.read(|txn| {
+            txn.open_table(tables::META)?.get(meta::FORMAT)?;
+            Ok(())
+        })
+    }
+
     fn create_user(&self, user: &str) -> StoreResult<()> {
         self.write(|txn| {
             let mut users = txn.open_table(tables::USERS)?;
@@ -230,8 +259,7 @@ impl ServerStore for RedbStore {
     }
 
     fn user_exists(&self, user: &str) -> StoreResult<bool> {
-        let txn = self.read()?;
-        Ok(txn.open_table(tables::USERS)?.get(user)?.is_some())
+        self.read(|txn| Ok(txn.open_table(tables::USERS)?.get(user)?.is_some()))
     }
 
     fn add_token(&self, token_id: &str, record: &TokenRecord) -> StoreResult<()> {
@@ -255,20 +283,21 @@ impl ServerStore for RedbStore {
     }
 
     fn token(&self, token_id: &str) -> StoreResult<Option<TokenRecord>> {
-        let txn = self.read()?;
-        let tokens = txn.open_table(tables::TOKENS)?;
-        let Some(value) = tokens.get(token_id)? else {
-            return Ok(None);
-        };
-        let bytes = value.value();
-        if bytes.len() < 32 {
-            return Err(corrupt(format!("token {token_id:?}"), "shorter than its hash"));
-        }
-        let (hash, user) = bytes.split_at(32);
-        Ok(Some(TokenRecord {
-            user: String::from_utf8(user.to_vec()).map_err(|e| corrupt(format!("token {token_id:?}"), e))?,
-            secret_hash: hash.try_into().expect("32 bytes"),
-        }))
+        self.read(|txn| {
+            let tokens = txn.open_table(tables::TOKENS)?;
+            let Some(value) = tokens.get(token_id)? else {
+                return Ok(None);
+            };
+            let bytes = value.value();
+            if bytes.len() < 32 {
+                return Err(corrupt(format!("token {token_id:?}"), "shorter than its hash"));
+            }
+            let (hash, user) = bytes.split_at(32);
+            Ok(Some(TokenRecord {
+                user: String::from_utf8(user.to_vec()).map_err(|e| corrupt(format!("token {token_id:?}"), e))?,
+                secret_hash: hash.try_into().expect("32 bytes"),
+            }))
+        })
     }
 
     fn create_space(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
@@ -296,17 +325,18 @@ impl ServerStore for RedbStore {
     }
 
     fn package(&self, space: &str) -> StoreResult<Option<Option<Package>>> {
-        let txn = self.read()?;
-        let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
-            return Ok(None);
-        };
-        let packages = txn.open_table(tables::PACKAGES)?;
-        let value = packages
-            .get(id)?
-            .ok_or_else(|| corrupt(format!("space {space:?}"), "no package row"))?;
-        let package: Option<Package> =
-            serde_json::from_slice(value.value()).map_err(|e| corrupt(format!("package of space {space:?}"), e))?;
-        Ok(Some(package))
+        self.read(|txn| {
+            let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
+                return Ok(None);
+            };
+            let packages = txn.open_table(tables::PACKAGES)?;
+            let value = packages
+                .get(id)?
+                .ok_or_else(|| corrupt(format!("space {space:?}"), "no package row"))?;
+            let package: Option<Package> =
+                serde_json::from_slice(value.value()).map_err(|e| corrupt(format!("package of space {space:?}"), e))?;
+            Ok(Some(package))
+        })
     }
 
     fn set_package(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
@@ -341,78 +371,81 @@ impl ServerStore for RedbStore {
     }
 
     fn users(&self) -> StoreResult<Vec<(String, Vec<String>)>> {
-        accounts::users(&self.read()?)
+        self.read(accounts::users)
     }
 
     fn spaces(&self) -> StoreResult<Vec<String>> {
-        accounts::spaces(&self.read()?)
+        self.read(accounts::spaces)
     }
 
     fn members(&self, space: &str) -> StoreResult<Vec<(String, Role)>> {
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        accounts::members(&txn, id, space)
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            accounts::members(txn, id, space)
+        })
     }
 
     fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>> {
-        let txn = self.read()?;
-        let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
-            return Ok(None);
-        };
-        let members = txn.open_table(tables::MEMBERS)?;
-        let Some(value) = members.get((id, user))? else {
-            return Ok(None);
-        };
-        accounts::role_of(value.value(), user, space).map(Some)
+        self.read(|txn| {
+            let Some(id) = Self::space_id(&txn.open_table(tables::SPACES)?, space)? else {
+                return Ok(None);
+            };
+            let members = txn.open_table(tables::MEMBERS)?;
+            let Some(value) = members.get((id, user))? else {
+                return Ok(None);
+            };
+            accounts::role_of(value.value(), user, space).map(Some)
+        })
     }
 
     fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
         if ops.is_empty() {
             // Nothing to write: spare the commit (and its fsync).
-            let txn = self.read()?;
-            Self::read_space(&txn, space)?;
-            return Ok(Vec::new());
+            return self.read(|txn| Self::read_space(txn, space).map(|_| Vec::new()));
         }
         self.write(|txn| append::append_in(txn, space, ops))
     }
 
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        let Some(start) = since.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        let log = txn.open_table(tables::LOG)?;
-        let mut out = Vec::with_capacity(limit.count.min(1024));
-        let mut used = 0usize;
-        for entry in log.range((id, start)..=(id, u64::MAX))? {
-            let (key, value) = entry?;
-            let seq = key.value().1;
-            let stored = decode_stored(value.value(), space, seq)?;
-            let size = stored.op.change.len();
-            if !limit.admits(out.len(), used, size) {
-                break;
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            let Some(start) = since.checked_add(1) else {
+                return Ok(Vec::new());
+            };
+            let log = txn.open_table(tables::LOG)?;
+            let mut out = Vec::with_capacity(limit.count.min(1024));
+            let mut used = 0usize;
+            for entry in log.range((id, start)..=(id, u64::MAX))? {
+                let (key, value) = entry?;
+                let seq = key.value().1;
+                let stored = decode_stored(value.value(), space, seq)?;
+                let size = stored.op.change.len();
+                if !limit.admits(out.len(), used, size) {
+                    break;
+                }
+                used += size;
+                out.push((seq, stored));
             }
-            used += size;
-            out.push((seq, stored));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn head(&self, space: &str) -> StoreResult<Seq> {
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        Ok(txn.open_table(tables::HEADS)?.get(id)?.map(|v| v.value()).unwrap_or(0))
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            Ok(txn.open_table(tables::HEADS)?.get(id)?.map(|v| v.value()).unwrap_or(0))
+        })
     }
 
     fn materialized(&self, space: &str) -> StoreResult<Seq> {
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        Ok(txn
-            .open_table(tables::MATERIALIZED)?
-            .get(id)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            Ok(txn
+                .open_table(tables::MATERIALIZED)?
+                .get(id)?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        })
     }
 
     fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()> {
@@ -428,10 +461,11 @@ impl ServerStore for RedbStore {
     }
 
     fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>> {
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        let docs = txn.open_table(tables::DOCS)?;
-        Ok(docs.get((id, collection, record))?.map(|v| v.value().to_vec()))
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            let docs = txn.open_table(tables::DOCS)?;
+            Ok(docs.get((id, collection, record))?.map(|v| v.value().to_vec()))
+        })
     }
 
     fn quarantine(&self, space: &str, collection: &str, record: &str, reason: &str) -> StoreResult<()> {
@@ -444,57 +478,77 @@ impl ServerStore for RedbStore {
     }
 
     fn quarantined(&self, space: &str) -> StoreResult<std::collections::BTreeMap<(String, String), String>> {
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        let table = txn.open_table(tables::QUARANTINE)?;
-        let mut out = std::collections::BTreeMap::new();
-        for entry in table.range((id, "", "")..(id + 1, "", ""))? {
-            let (key, value) = entry?;
-            let (_, collection, record) = key.value();
-            out.insert(
-                (collection.to_string(), record.to_string()),
-                String::from_utf8_lossy(value.value()).into_owned(),
-            );
-        }
-        Ok(out)
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            let table = txn.open_table(tables::QUARANTINE)?;
+            let mut out = std::collections::BTreeMap::new();
+            for entry in table.range((id, "", "")..(id + 1, "", ""))? {
+                let (key, value) = entry?;
+                let (_, collection, record) = key.value();
+                out.insert(
+                    (collection.to_string(), record.to_string()),
+                    String::from_utf8_lossy(value.value()).into_owned(),
+                );
+            }
+            Ok(out)
+        })
     }
 
     fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: PageLimit) -> StoreResult<DocsPage> {
         use std::ops::Bound;
-        let txn = self.read()?;
-        let id = Self::read_space(&txn, space)?;
-        let docs = txn.open_table(tables::DOCS)?;
-        let start = match after {
-            Some((collection, record)) => Bound::Excluded((id, collection, record)),
-            None => Bound::Included((id, "", "")),
-        };
-        // Space ids are u64s handed out from 1, so `id + 1` cannot overflow in practice;
-        // checked anyway so a corrupt id cannot panic.
-        let end = match id.checked_add(1) {
-            Some(next) => Bound::Excluded((next, "", "")),
-            None => Bound::Unbounded,
-        };
-        let mut page = DocsPage {
-            docs: Vec::with_capacity(limit.count.min(1024)),
-            more: false,
-        };
-        let mut used = 0usize;
-        for entry in docs.range::<(u64, &str, &str)>((start, end))? {
-            let (key, value) = entry?;
-            let size = value.value().len();
-            if !limit.admits(page.docs.len(), used, size) {
-                page.more = true;
-                break;
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            let docs = txn.open_table(tables::DOCS)?;
+            let start = match after {
+                Some((collection, record)) => Bound::Excluded((id, collection, record)),
+                None => Bound::Included((id, "", "")),
+            };
+            // Space ids are u64s handed out from 1, so `id + 1` cannot overflow in practice;
+            // checked anyway so a corrupt id cannot panic.
+            let end = match id.checked_add(1) {
+                Some(next) => Bound::Excluded((next, "", "")),
+                None => Bound::Unbounded,
+            };
+            let mut page = DocsPage {
+                docs: Vec::with_capacity(limit.count.min(1024)),
+                more: false,
+            };
+            let mut used = 0usize;
+            for entry in docs.range::<(u64, &str, &str)>((start, end))? {
+                let (key, value) = entry?;
+                let size = value.value().len();
+                if !limit.admits(page.docs.len(), used, size) {
+                    page.more = true;
+                    break;
+                }
+                used += size;
+                let (_, collection, record) = key.value();
+                page.docs.push(StoredDoc {
+                    collection: collection.to_string(),
+                    record: record.to_string(),
+                    doc: value.value().to_vec(),
+                });
             }
-            used += size;
-            let (_, collection, record) = key.value();
-            page.docs.push(StoredDoc {
-                collection: collection.to_string(),
-                record: record.to_string(),
-                doc: value.value().to_vec(),
-            });
+            Ok(page)
+        })
+    }
+}
+
+/// Runs `f` in one write transaction of `db`: commits if it succeeds, aborts
+/// (nothing stored) if it fails.
+fn write_in<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> StoreResult<T>) -> StoreResult<T> {
+    let txn = db.begin_write()?;
+    match f(&txn) {
+        Ok(value) => {
+            txn.commit()?;
+            Ok(value)
         }
-        Ok(page)
+        Err(e) => {
+            if let Err(abort) = txn.abort() {
+                tracing::warn!("aborting a server store transaction failed: {abort}");
+            }
+            Err(e)
+        }
     }
 }
 

@@ -36,6 +36,7 @@ fn check<S>(name: &'static str, f: fn(&S)) -> Check<S> {
 /// Every check of the suite, by name.
 pub fn checks<S: ServerStore>() -> Vec<Check<S>> {
     vec![
+        check("a working store is ready", a_working_store_is_ready::<S>),
         check("users are created once", users_are_created_once::<S>),
         check(
             "tokens round trip for existing users",
@@ -255,6 +256,13 @@ fn assert_conflict(
 }
 
 // ---- users, tokens, spaces, roles ----------------------------------------
+
+pub fn a_working_store_is_ready<S: ServerStore>(store: &S) {
+    store.ready().unwrap();
+    store.create_user("ada").unwrap();
+    store.ready().unwrap();
+    assert!(store.user_exists("ada").unwrap());
+}
 
 pub fn users_are_created_once<S: ServerStore>(store: &S) {
     assert!(!store.user_exists("ada").unwrap());

@@ -204,7 +204,7 @@ pub(super) fn index_history(txn: &WriteTransaction) -> StoreResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use ::redb::{Database, ReadableDatabase};
+    use ::redb::Database;
 
     use super::super::{RedbStore, meta, read_u64, tables};
     use crate::model::{ActorId, Collection, Op, OpId, RecordId};
@@ -271,18 +271,19 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = RedbStore::open(dir.path()).unwrap();
-        {
-            let db = &store.db;
-            let txn = db.begin_read().unwrap();
-            let format = txn
-                .open_table(tables::META)
-                .unwrap()
-                .get(meta::FORMAT)
-                .unwrap()
-                .unwrap();
-            assert_eq!(read_u64(format.value()), tables::FORMAT_VERSION);
-            assert!(txn.open_table(tables::OLD_CHANGES).is_err(), "the old table is gone");
-        }
+        store
+            .read(|txn| {
+                let format = txn
+                    .open_table(tables::META)
+                    .unwrap()
+                    .get(meta::FORMAT)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(read_u64(format.value()), tables::FORMAT_VERSION);
+                assert!(txn.open_table(tables::OLD_CHANGES).is_err(), "the old table is gone");
+                Ok(())
+            })
+            .unwrap();
         // The next change of the actor is taken; another third change by the
         // same actor (a copied store) is refused as a reused change number.
         let other = put(&mut twin, "Augusta");
