@@ -109,12 +109,15 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// `tracing` logs on stderr, filtered by `RUST_LOG` (warnings by default).
+/// `tracing` logs on stderr, filtered by `RUST_LOG` (warnings by default);
+/// colour only on a terminal, so a log file or a journal holds plain text.
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
