@@ -137,7 +137,14 @@ pub enum Error {
     /// The storage engine failed otherwise (a corrupt file, say).
     #[error("storage error: {0}")]
     Storage(String),
-    /// A sync round could not complete (unreachable server, refused auth, ...).
+    /// The server refused a request of a sync round, or could not be reached:
+    /// its HTTP status (None when unreachable) and its error body with a stable
+    /// code. [`RemoteError::needs_person`](crate::remote::RemoteError::needs_person)
+    /// tells the errors no retry can fix.
+    #[error("sync: {0}")]
+    Remote(crate::protocol::session::RemoteError),
+    /// A sync round could not complete for a reason of the protocol (an answer
+    /// that does not fit the request, a store switched during the round, ...).
     #[error("sync: {0}")]
     Sync(String),
     /// tidemark broke one of its own rules (a worker thread panicked, say); nothing

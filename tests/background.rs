@@ -82,3 +82,31 @@ async fn failing_rounds_back_off_and_the_task_recovers_when_the_server_does() {
     assert!(service.record("alice", "crm", "contacts", "c2").unwrap().is_some());
     sync.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_the_task_and_says_so_instead_of_backing_off() {
+    let (service, tokens) = common::server::server(None, &["alice"]);
+    let replica = Arc::new(Replica::in_memory().unwrap());
+    let sync = BackgroundSync::start(
+        replica.clone(),
+        LocalRemote::new(service.clone(), tokens[0].clone(), "crm"),
+        config(),
+    );
+    wait_for(&sync, "the first round", |s| s.rounds >= 1 && s.last_error.is_none()).await;
+    service.revoke_token(&tokens[0]).unwrap();
+    replica
+        .put("contacts", "c1", json!({"name": "after the revoke"}))
+        .unwrap();
+    sync.nudge();
+    let stopped = wait_for(&sync, "the task to stop", |s| s.stopped.is_some()).await;
+    let why = stopped.stopped.as_deref().unwrap();
+    assert!(why.contains("401") && why.contains("log in again"), "{why}");
+    assert_eq!(stopped.pending, 1, "the edit is kept");
+    assert_eq!(stopped.next_attempt_ms, None, "no retry is planned");
+    let rounds = stopped.rounds;
+    replica.put("contacts", "c2", json!({"name": "another"})).unwrap();
+    sync.nudge();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sync.status().rounds, rounds, "the task has ended: no more rounds");
+    sync.stop().await;
+}

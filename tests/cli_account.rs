@@ -412,3 +412,42 @@ fn sync_watch_picks_up_edits_and_survives_a_server_restart() {
     assert!(code.success(), "Ctrl-C stops cleanly: {}", log.lock().unwrap());
     assert!(log.lock().unwrap().contains("finishing the round in hand"));
 }
+
+#[cfg(unix)]
+#[test]
+fn sync_watch_stops_with_exit_1_when_its_token_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"), "127.0.0.1:0");
+    let alice = server.space_with_user("crm", PACKAGE, "alice", dir.path());
+    let store = dir.path().join("a.db");
+    assert!(login(&store, &server, "alice", &alice, "crm", &[]).status.success());
+    let mut watch = bin()
+        .arg("--store")
+        .arg(&store)
+        .args(["sync", "--watch", "--interval", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let token_id = alice.split('.').nth(1).unwrap();
+    server.admin(&["revoke-token", token_id]);
+    ok(&store, &["put", "contacts", "c1", "name=after the revoke"]);
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(code) = watch.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the watcher stops by itself"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("log in again") && stderr.contains("kept in the store"),
+        "{stderr}"
+    );
+    assert_eq!(status(&store)["pending"], 1, "the edit is kept");
+}

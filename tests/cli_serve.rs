@@ -90,7 +90,10 @@ fn sigterm_mid_push_finishes_the_push_loses_nothing_and_exits_0() {
     let log = server.stderr.lock().unwrap().clone();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("TRACE"), "the server logs at RUST_LOG=trace: {log}");
-    assert!(!log.contains('\x1b'), "no colour codes in logs that go to a pipe: {log:?}");
+    assert!(
+        !log.contains('\x1b'),
+        "no colour codes in logs that go to a pipe: {log:?}"
+    );
 
     // Started again on the same data, the server holds all 50.
     let again = ServerChild::start(&s.dir.path().join("server-data"));

@@ -4,5 +4,7 @@
 
 pub mod message;
 pub mod session;
+pub mod store;
 
 pub use session::{Request, Response, RoundSummary, Session, SessionConfig};
+pub use store::{SyncStore, Watermarks};

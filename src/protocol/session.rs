@@ -1,5 +1,5 @@
 //! The client's sync session: a state machine that says which request to send
-//! next and applies each answer to the replica. It does no network I/O, so a
+//! next and applies each answer to the store. It does no network I/O, so a
 //! test can pass its requests to a server in a plain loop.
 //!
 //! One round: check the package (and the server epoch), push pending ops in
@@ -14,9 +14,10 @@ use super::message::{
     ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, RefusedOp, SnapshotResponse, WireOp,
     decode_doc,
 };
+use super::store::{SyncStore, Watermarks};
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, RecordId, Seq};
-use crate::replica::{Fence, Refusal, RemoteOp, RemotePage, Replica, SnapshotRecord};
+use crate::replica::{Fence, Refusal, RemoteOp, RemotePage, SnapshotRecord};
 
 /// What the session asks the transport to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,17 @@ pub struct RemoteError {
 }
 
 impl RemoteError {
+    /// Errors that retrying cannot fix, only a person can: a token that is
+    /// wrong or revoked (401), a client too old for the server. A background
+    /// sync stops on them and says so instead of backing off for ever. (A 404
+    /// for the space is retried: the grant may simply not be made yet.)
+    pub fn needs_person(&self) -> bool {
+        matches!(
+            (self.status, self.body.code.as_str()),
+            (Some(401), _) | (Some(400), "client_too_old")
+        )
+    }
+
     pub fn unreachable(message: impl Into<String>) -> Self {
         RemoteError {
             status: None,
@@ -192,23 +204,23 @@ impl Session {
     }
 
     /// The next request to send, or None when the round is complete.
-    pub fn next_request(&mut self, replica: &Replica) -> Result<Option<Request>> {
+    pub fn next_request(&mut self, store: &dyn SyncStore) -> Result<Option<Request>> {
         match &self.fence {
-            None => self.fence = Some(replica.fence()?),
-            Some(fence) => replica.check_fence(fence)?,
+            None => self.fence = Some(store.fence()?),
+            Some(fence) => store.check_fence(fence)?,
         }
         loop {
             match &self.phase {
                 Phase::Done => return Ok(None),
                 Phase::Package => return Ok(Some(Request::Package)),
                 Phase::Repush => {
-                    let Some(from) = replica.repush_from()? else {
+                    let Some(from) = store.repush_from()? else {
                         self.phase = Phase::Push;
                         continue;
                     };
-                    let (entries, last) = replica.repush_batch(from, self.batch)?;
+                    let (entries, last) = store.repush_batch(from, self.batch)?;
                     let Some(last) = last else {
-                        replica.set_repush_from(None)?;
+                        store.set_repush_from(None)?;
                         self.phase = Phase::Push;
                         continue;
                     };
@@ -231,7 +243,7 @@ impl Session {
                         positions.push(pos);
                     }
                     if ops.is_empty() {
-                        replica.set_repush_from(Some(scanned + 1))?;
+                        store.set_repush_from(Some(scanned + 1))?;
                         continue;
                     }
                     self.in_flight = InFlight::Repush {
@@ -242,9 +254,9 @@ impl Session {
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
                 Phase::Push => {
-                    let mut pending = replica.pending_ops(self.batch)?;
+                    let mut pending = store.pending(self.batch)?;
                     if pending.is_empty() {
-                        let (_, pulled, _) = replica.watermarks()?;
+                        let pulled = store.watermarks()?.pulled;
                         self.phase = if pulled == 0 && self.summary.head > 0 && !self.summary.epoch_changed {
                             Phase::Snapshot
                         } else {
@@ -269,8 +281,8 @@ impl Session {
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
                 Phase::Snapshot => {
-                    let (_, pulled, _) = replica.watermarks()?;
-                    let checkpoint = replica.snapshot_checkpoint()?;
+                    let pulled = store.watermarks()?.pulled;
+                    let checkpoint = store.snapshot_checkpoint()?;
                     if pulled > 0 && checkpoint.is_none() {
                         // Another process finished the bootstrap.
                         self.phase = Phase::Pull;
@@ -284,9 +296,9 @@ impl Session {
                     }));
                 }
                 Phase::Pull => {
-                    let (_, pulled, _) = replica.watermarks()?;
+                    let pulled = store.watermarks()?.pulled;
                     return Ok(Some(Request::Pull {
-                        at: if pulled > 0 { replica.pulled_op()? } else { None },
+                        at: if pulled > 0 { store.pulled_op()? } else { None },
                         since: pulled,
                         limit: self.config.pull_page,
                     }));
@@ -295,21 +307,21 @@ impl Session {
         }
     }
 
-    /// Applies the server's answer to the replica.
-    pub fn handle_response(&mut self, replica: &Replica, response: Response) -> Result<()> {
-        self.check_fence(replica)?;
+    /// Applies the server's answer to the store.
+    pub fn handle_response(&mut self, store: &dyn SyncStore, response: Response) -> Result<()> {
+        self.check_fence(store)?;
         match response {
-            Response::Package(r) => self.on_package(replica, r),
-            Response::Push(r) => self.on_push(replica, r),
-            Response::Snapshot(r) => self.on_snapshot(replica, r),
-            Response::Pull(r) => self.on_pull(replica, r),
+            Response::Package(r) => self.on_package(store, r),
+            Response::Push(r) => self.on_push(store, r),
+            Response::Snapshot(r) => self.on_snapshot(store, r),
+            Response::Pull(r) => self.on_pull(store, r),
         }
     }
 
     /// Handles a failed request: ops the server refuses for good move to the
     /// rejected list and the round goes on; anything else ends the round with an error.
-    pub fn handle_error(&mut self, replica: &Replica, error: RemoteError) -> Result<()> {
-        self.check_fence(replica)?;
+    pub fn handle_error(&mut self, store: &dyn SyncStore, error: RemoteError) -> Result<()> {
+        self.check_fence(store)?;
         let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
         let code = error.body.code.as_str();
         let message = error.body.message.clone();
@@ -328,16 +340,16 @@ impl Session {
         match in_flight {
             InFlight::Push { positions } if op_refused && code == "op_id_conflict" => {
                 let pos = positions[named(&positions)?];
-                self.summary.superseded += replica.supersede(&[pos])?;
+                self.summary.superseded += store.supersede(&[pos])?;
                 Ok(())
             }
             InFlight::Push { positions } if op_refused => {
                 let pos = positions[named(&positions)?];
-                self.refuse(replica, &[(pos, code, &message)])
+                self.refuse(store, &[(pos, code, &message)])
             }
             InFlight::Push { positions } if error.status == Some(403) && code == "read_only" => {
                 let all: Vec<_> = positions.iter().map(|&pos| (pos, code, message.as_str())).collect();
-                self.refuse(replica, &all)
+                self.refuse(store, &all)
             }
             InFlight::Push { positions } | InFlight::Repush { positions, .. } if too_large && positions.len() > 1 => {
                 // The batch as a whole is over the server's body limit: send less at a time.
@@ -345,12 +357,12 @@ impl Session {
                 Ok(())
             }
             InFlight::Push { positions } if too_large => {
-                self.refuse(replica, &[(positions[0], "op_too_large", &message)])
+                self.refuse(store, &[(positions[0], "op_too_large", &message)])
             }
             InFlight::Repush { positions, local, .. } if op_refused || too_large => {
                 let index = if too_large { 0 } else { named(&positions)? };
                 if local[index] {
-                    self.refuse(replica, &[(positions[index], code, &message)])?;
+                    self.refuse(store, &[(positions[index], code, &message)])?;
                 } else {
                     self.skip.insert(positions[index]);
                 }
@@ -360,18 +372,18 @@ impl Session {
             }
             InFlight::None if error.status == Some(409) && code == "history_changed" => {
                 // A restored backup under the same epoch: treat it as a reset.
-                let (_, _, epoch) = replica.watermarks()?;
-                replica.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
+                let epoch = store.watermarks()?.epoch;
+                store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
                 self.summary.epoch_changed = true;
                 self.phase = Phase::Repush;
                 Ok(())
             }
-            _ => Err(Error::Sync(error.to_string())),
+            _ => Err(Error::Remote(error)),
         }
     }
 
     /// Refuses local ops for good: each leaves its record, later edits are written again.
-    fn refuse(&mut self, replica: &Replica, refused: &[(u64, &str, &str)]) -> Result<()> {
+    fn refuse(&mut self, store: &dyn SyncStore, refused: &[(u64, &str, &str)]) -> Result<()> {
         let refusals: Vec<Refusal> = refused
             .iter()
             .map(|&(pos, code, reason)| Refusal {
@@ -380,7 +392,7 @@ impl Session {
                 reason: reason.to_string(),
             })
             .collect();
-        self.summary.rejected += replica.refuse(&refusals)?;
+        self.summary.rejected += store.refuse(&refusals)?;
         Ok(())
     }
 
@@ -388,7 +400,7 @@ impl Session {
     /// positions are this replica's own ops (a re-push also carries others').
     fn on_refused(
         &mut self,
-        replica: &Replica,
+        store: &dyn SyncStore,
         positions: &[u64],
         local: &[bool],
         refused: &[RefusedOp],
@@ -409,29 +421,31 @@ impl Session {
             }
             match r.code.as_str() {
                 // Another store writes as this one's actor: a fresh actor, and the edits again.
-                "actor_reused" => self.summary.rewritten += replica.rewrite_pending(pos, true)?,
+                "actor_reused" => self.summary.rewritten += store.rewrite_pending(pos, true)?,
                 // Another copy of this store delivered its own version of the edit.
-                "op_id_conflict" => self.summary.superseded += replica.supersede(&[pos])?,
-                _ => self.refuse(replica, &[(pos, r.code.as_str(), r.message.as_str())])?,
+                "op_id_conflict" => self.summary.superseded += store.supersede(&[pos])?,
+                _ => self.refuse(store, &[(pos, r.code.as_str(), r.message.as_str())])?,
             }
         }
         Ok(())
     }
 
-    fn check_fence(&self, replica: &Replica) -> Result<()> {
+    fn check_fence(&self, store: &dyn SyncStore) -> Result<()> {
         match &self.fence {
-            Some(fence) => replica.check_fence(fence),
+            Some(fence) => store.check_fence(fence),
             None => Err(Error::Sync("an answer arrived before any request".into())),
         }
     }
 
-    fn check_epoch(&mut self, replica: &Replica, epoch: &str, head: Seq) -> Result<()> {
-        let (_, pulled, known) = replica.watermarks()?;
+    fn check_epoch(&mut self, store: &dyn SyncStore, epoch: &str, head: Seq) -> Result<()> {
+        let Watermarks {
+            pulled, epoch: known, ..
+        } = store.watermarks()?;
         match known {
-            None => replica.set_epoch(epoch, false)?,
+            None => store.set_epoch(epoch, false)?,
             // A new epoch, or the same epoch behind what we pulled: the server lost data.
             Some(known) if known != epoch || head < pulled => {
-                replica.set_epoch(epoch, true)?;
+                store.set_epoch(epoch, true)?;
                 self.summary.epoch_changed = true;
             }
             Some(_) => {}
@@ -439,18 +453,18 @@ impl Session {
         Ok(())
     }
 
-    fn on_package(&mut self, replica: &Replica, r: PackageResponse) -> Result<()> {
-        self.check_epoch(replica, &r.epoch, r.head)?;
+    fn on_package(&mut self, store: &dyn SyncStore, r: PackageResponse) -> Result<()> {
+        self.check_epoch(store, &r.epoch, r.head)?;
         self.summary.head = r.head;
-        let local = replica.package()?.map(|p| p.version).unwrap_or(0);
-        if local != r.version || replica.package()?.is_some() != r.package.is_some() {
+        let local = store.package()?.map(|p| p.version).unwrap_or(0);
+        if local != r.version || store.package()?.is_some() != r.package.is_some() {
             match &r.package {
-                Some(p) => self.summary.rejected_by_package += replica.install_package(p)?,
-                None => replica.set_package(None)?,
+                Some(p) => self.summary.rejected_by_package += store.install_package(p)?,
+                None => store.set_package(None)?,
             }
         }
         self.summary.package_version = r.version;
-        self.phase = if replica.repush_from()?.is_some() {
+        self.phase = if store.repush_from()?.is_some() {
             Phase::Repush
         } else {
             Phase::Push
@@ -458,8 +472,8 @@ impl Session {
         Ok(())
     }
 
-    fn on_push(&mut self, replica: &Replica, r: PushResponse) -> Result<()> {
-        self.same_epoch(replica, &r.epoch)?;
+    fn on_push(&mut self, store: &dyn SyncStore, r: PushResponse) -> Result<()> {
+        self.same_epoch(store, &r.epoch)?;
         self.summary.head = self.summary.head.max(r.head);
         let accepted = r.seqs.iter().filter(|s| s.is_some()).count() as u64;
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
@@ -471,9 +485,9 @@ impl Session {
                         positions.len()
                     )));
                 }
-                self.on_refused(replica, &positions, &[], &r.refused)?;
+                self.on_refused(store, &positions, &[], &r.refused)?;
                 let last = *positions.last().expect("a push has ops");
-                replica.ack_pushed(last)?;
+                store.acknowledge(last)?;
                 self.summary.pushed += accepted;
             }
             InFlight::Repush { positions, local, last } => {
@@ -484,9 +498,9 @@ impl Session {
                         positions.len()
                     )));
                 }
-                self.on_refused(replica, &positions, &local, &r.refused)?;
-                replica.ack_pushed(last)?;
-                replica.set_repush_from(Some(last + 1))?;
+                self.on_refused(store, &positions, &local, &r.refused)?;
+                store.acknowledge(last)?;
+                store.set_repush_from(Some(last + 1))?;
                 self.summary.repushed += accepted;
                 self.phase = Phase::Repush;
             }
@@ -495,8 +509,8 @@ impl Session {
         Ok(())
     }
 
-    fn on_snapshot(&mut self, replica: &Replica, r: SnapshotResponse) -> Result<()> {
-        self.same_epoch(replica, &r.epoch)?;
+    fn on_snapshot(&mut self, store: &dyn SyncStore, r: SnapshotResponse) -> Result<()> {
+        self.same_epoch(store, &r.epoch)?;
         let mut records = Vec::with_capacity(r.docs.len());
         for d in &r.docs {
             records.push(SnapshotRecord {
@@ -510,7 +524,7 @@ impl Session {
                 "a snapshot answer arrived without a snapshot request".into(),
             ));
         };
-        if replica.apply_snapshot(&records, r.as_of, r.as_of_op, after.as_deref(), r.next.as_deref())? {
+        if store.apply_snapshot(&records, r.as_of, r.as_of_op, after.as_deref(), r.next.as_deref())? {
             self.summary.snapshot_docs += records.len() as u64;
             if r.next.is_none() {
                 self.phase = Phase::Pull;
@@ -520,8 +534,8 @@ impl Session {
         Ok(())
     }
 
-    fn on_pull(&mut self, replica: &Replica, r: PullResponse) -> Result<()> {
-        self.same_epoch(replica, &r.epoch)?;
+    fn on_pull(&mut self, store: &dyn SyncStore, r: PullResponse) -> Result<()> {
+        self.same_epoch(store, &r.epoch)?;
         let mut ops = Vec::with_capacity(r.ops.len());
         for pulled in &r.ops {
             let op = pulled
@@ -530,12 +544,12 @@ impl Session {
                 .map_err(|e| CorruptData::new(format!("pulled op seq {}", pulled.seq), e))?;
             ops.push(RemoteOp { seq: pulled.seq, op });
         }
-        let report = replica.apply_remote(&RemotePage { ops, end: r.end })?;
+        let report = store.apply_page(&RemotePage { ops, end: r.end })?;
         self.summary.pulled += report.applied as u64;
         self.summary.head = self.summary.head.max(r.head);
         if !r.more {
             self.passes += 1;
-            let pending = replica.status()?.pending;
+            let pending = store.pending_count()?;
             self.phase = if pending > 0 && self.passes < self.config.max_passes {
                 Phase::Push
             } else {
@@ -545,8 +559,8 @@ impl Session {
         Ok(())
     }
 
-    fn same_epoch(&self, replica: &Replica, epoch: &str) -> Result<()> {
-        match replica.watermarks()?.2 {
+    fn same_epoch(&self, store: &dyn SyncStore, epoch: &str) -> Result<()> {
+        match store.watermarks()?.epoch {
             Some(known) if known != epoch => Err(Error::Sync(
                 "the server's epoch changed during the round (store reset or restored); the next round recovers".into(),
             )),

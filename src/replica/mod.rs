@@ -34,7 +34,7 @@ pub use apply::{ApplyReport, RemoteOp, RemotePage, SnapshotRecord};
 pub use edit::Edit;
 pub use log::LogEntry;
 pub use rewrite::Refusal;
-pub use sync_state::{LastSync, PendingOp, Rejection};
+pub use sync_state::{LastSync, PendingOp, Rejection, RepushBatch};
 use tables::meta;
 
 /// The storage failures redb latches (an I/O error: a full disk, a failing

@@ -59,6 +59,9 @@ pub struct SyncStatus {
     pub failures_in_a_row: u32,
     pub next_attempt_ms: Option<u64>,
     pub last_summary: Option<RoundSummary>,
+    /// Set when the task stopped by itself on an error only a person can fix
+    /// (a revoked token or membership, say): what to do. The task has ended.
+    pub stopped: Option<String>,
 }
 
 /// A running background sync; stop it with [`BackgroundSync::stop`].
@@ -139,6 +142,22 @@ async fn run<R: Remote>(
                 current.failures_in_a_row = 0;
                 current.last_summary = Some(summary);
                 config.interval
+            }
+            Err(Error::Remote(e)) if e.needs_person() => {
+                tracing::error!(error = %e, "sync stopped: the server refuses this account");
+                current.last_error = Some(format!("sync: {e}"));
+                current.failures_in_a_row += 1;
+                current.next_attempt_ms = None;
+                current.stopped = Some(format!(
+                    "the server refuses this account ({e}); background sync stopped: log in again with a valid token \
+                     and membership, then start it again"
+                ));
+                if let Ok(s) = replica.status() {
+                    current.pending = s.pending;
+                    current.rejected = s.rejected;
+                }
+                status.send_replace(current);
+                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sync round failed; backing off");

@@ -35,6 +35,11 @@ pub fn run(store: &Path, interval: u64) -> Result<ExitCode> {
                         break;
                     }
                     let s = changes.borrow_and_update().clone();
+                    if let Some(why) = &s.stopped {
+                        eprintln!("{why} ({} pending, kept in the store)", s.pending);
+                        sync.stop().await;
+                        return Ok(ExitCode::FAILURE);
+                    }
                     match (&s.last_error, &s.last_summary) {
                         (Some(e), _) => eprintln!("sync failed ({} in a row): {e}; {} pending, retrying with backoff", s.failures_in_a_row, s.pending),
                         (None, Some(r)) => eprintln!("synced: pushed {} pulled {} rejected {} head {} ({} pending)", r.pushed, r.pulled, r.rejected + r.rejected_by_package, r.head, s.pending),

@@ -1,0 +1,145 @@
+//! What a sync session needs from the store it syncs, and nothing more: the
+//! session reads and moves its watermarks, queue and checkpoints through this
+//! trait, so it can run against [`Replica`] or against a store a test or a
+//! simulation wraps (one that crashes between two calls, say).
+//!
+//! Every method is one transaction of the store: a session interrupted between
+//! two calls leaves a state the next round resumes from.
+
+use crate::error::Result;
+use crate::model::{OpId, Package, Seq};
+use crate::replica::{ApplyReport, Fence, PendingOp, Refusal, RemotePage, Replica, RepushBatch, SnapshotRecord};
+
+/// Where a store stands with its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Log position through which local ops are acknowledged by the server.
+    pub pushed: u64,
+    /// The server seq through which ops are pulled and applied (0: never pulled).
+    pub pulled: Seq,
+    /// The server epoch the watermarks belong to (None before the first answer).
+    pub epoch: Option<String>,
+}
+
+/// The store side of a sync session.
+pub trait SyncStore {
+    /// Marks the store generation a round starts on.
+    fn fence(&self) -> Result<Fence>;
+    /// Fails if the store was reset or replaced since `fence` (an account switch).
+    fn check_fence(&self, fence: &Fence) -> Result<()>;
+    fn watermarks(&self) -> Result<Watermarks>;
+    /// The id of the op at seq `pulled`, which the server checks its history against.
+    fn pulled_op(&self) -> Result<Option<OpId>>;
+    /// Records the server's epoch; `reset`: the server lost or replaced its data,
+    /// so the log is pushed again from the start and pulled again.
+    fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()>;
+
+    /// Up to `limit` local ops not yet acknowledged, in log order.
+    fn pending(&self, limit: usize) -> Result<Vec<PendingOp>>;
+    /// How many local ops wait for the server.
+    fn pending_count(&self) -> Result<u64>;
+    /// The server holds every local op through log position `through`.
+    fn acknowledge(&self, through: u64) -> Result<()>;
+    /// Refuses local ops for good; returns how many left the queue.
+    fn refuse(&self, refusals: &[Refusal]) -> Result<u64>;
+    /// Drops local ops whose edit the server holds in another version.
+    fn supersede(&self, positions: &[u64]) -> Result<u64>;
+    /// Writes the pending edits from `pos` on again (under a fresh actor if asked).
+    fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64>;
+
+    /// Where a re-push after a server reset stands (None: none running).
+    fn repush_from(&self) -> Result<Option<u64>>;
+    fn set_repush_from(&self, from: Option<u64>) -> Result<()>;
+    /// Log entries from `from` (position, op, whether it is local), and the last position scanned.
+    fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch>;
+
+    /// The snapshot bootstrap's checkpoint: (as-of seq, next page cursor).
+    fn snapshot_checkpoint(&self) -> Result<Option<(Seq, Option<String>)>>;
+    /// Applies one snapshot page; false if another process moved the bootstrap on.
+    fn apply_snapshot(
+        &self,
+        records: &[SnapshotRecord],
+        as_of: Seq,
+        as_of_op: Option<OpId>,
+        asked_after: Option<&str>,
+        next: Option<&str>,
+    ) -> Result<bool>;
+    /// Applies one page of pulled ops and moves `pulled` to its end, atomically.
+    fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport>;
+
+    fn package(&self) -> Result<Option<Package>>;
+    /// Installs a new package; returns how many pending ops it refused.
+    fn install_package(&self, package: &Package) -> Result<u64>;
+    fn set_package(&self, package: Option<&Package>) -> Result<()>;
+}
+
+impl SyncStore for Replica {
+    fn fence(&self) -> Result<Fence> {
+        Replica::fence(self)
+    }
+    fn check_fence(&self, fence: &Fence) -> Result<()> {
+        Replica::check_fence(self, fence)
+    }
+    fn watermarks(&self) -> Result<Watermarks> {
+        let (pushed, pulled, epoch) = Replica::watermarks(self)?;
+        Ok(Watermarks { pushed, pulled, epoch })
+    }
+    fn pulled_op(&self) -> Result<Option<OpId>> {
+        Replica::pulled_op(self)
+    }
+    fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()> {
+        Replica::set_epoch(self, epoch, reset)
+    }
+    fn pending(&self, limit: usize) -> Result<Vec<PendingOp>> {
+        Replica::pending_ops(self, limit)
+    }
+    fn pending_count(&self) -> Result<u64> {
+        Ok(Replica::status(self)?.pending)
+    }
+    fn acknowledge(&self, through: u64) -> Result<()> {
+        Replica::ack_pushed(self, through)
+    }
+    fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
+        Replica::refuse(self, refusals)
+    }
+    fn supersede(&self, positions: &[u64]) -> Result<u64> {
+        Replica::supersede(self, positions)
+    }
+    fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64> {
+        Replica::rewrite_pending(self, pos, fresh_actor)
+    }
+    fn repush_from(&self) -> Result<Option<u64>> {
+        Replica::repush_from(self)
+    }
+    fn set_repush_from(&self, from: Option<u64>) -> Result<()> {
+        Replica::set_repush_from(self, from)
+    }
+    fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch> {
+        Replica::repush_batch(self, from, limit)
+    }
+    fn snapshot_checkpoint(&self) -> Result<Option<(Seq, Option<String>)>> {
+        Replica::snapshot_checkpoint(self)
+    }
+    fn apply_snapshot(
+        &self,
+        records: &[SnapshotRecord],
+        as_of: Seq,
+        as_of_op: Option<OpId>,
+        asked_after: Option<&str>,
+        next: Option<&str>,
+    ) -> Result<bool> {
+        Replica::apply_snapshot(self, records, as_of, as_of_op, asked_after, next)
+    }
+    fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport> {
+        Replica::apply_remote(self, page)
+    }
+    fn package(&self) -> Result<Option<Package>> {
+        Replica::package(self)
+    }
+    fn install_package(&self, package: &Package) -> Result<u64> {
+        Replica::install_package(self, package)
+    }
+    fn set_package(&self, package: Option<&Package>) -> Result<()> {
+        Replica::set_package(self, package)
+    }
+}
