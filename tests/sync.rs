@@ -180,45 +180,66 @@ fn seed_space(net: &Net, service: &Svc, token: &str, records: usize) {
     sync_once_blocking(&writer, |r| remote.call(r), SessionConfig::default()).unwrap();
 }
 
-/// A client that stops mid-pull resumes from the last committed page.
+/// A client that stops mid-pull resumes from the last committed page: the
+/// next round asks from exactly there and pulls only the rest.
 fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     let net = Net::new(via);
     let (service, tokens) = server_with(None, &["alice", "bob"]);
-    seed_space(&net, &service, &tokens[0], 10);
-    let reader = Replica::in_memory().unwrap();
-    reader.put("contacts", "mine", json!({"n": -1})).unwrap(); // pulled stays 0 → force the pull path below
     let remote = net.remote(&service, &tokens[1]);
     let config = SessionConfig {
         push_batch: 100,
         max_push_bytes: 1 << 20,
         pull_page: 1,
-        snapshot_page: 1,
+        snapshot_page: 100,
         max_passes: 1,
     };
-    // Skip the snapshot: answer the first pull pages, then "crash".
+    // The reader has pulled once (seq 1), so the ops after it come by the pull path.
+    let writer = Replica::in_memory().unwrap();
+    let writer_remote = net.remote(&service, &tokens[0]);
+    writer.put("contacts", "c000", json!({"n": 0})).unwrap();
+    sync_once_blocking(&writer, |r| writer_remote.call(r), config).unwrap();
+    let reader = Replica::in_memory().unwrap();
+    sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
+    assert_eq!(reader.watermarks().unwrap().1, 1);
+    for i in 1..=10 {
+        writer.put("contacts", &format!("c{i:03}"), json!({"n": i})).unwrap();
+    }
+    sync_once_blocking(&writer, |r| writer_remote.call(r), config).unwrap();
+
+    // Three pull pages answered and committed, then the process "crashes"
+    // with the fourth in flight.
     let mut session = Session::new(config);
-    let mut pages = 0;
+    let mut pulls = 0;
     while let Some(request) = session.next_request(&reader).unwrap() {
-        if matches!(request, Request::Pull { .. } | Request::Snapshot { .. }) {
-            pages += 1;
-            if pages == 4 {
+        assert!(!matches!(request, Request::Snapshot { .. }), "the pull path, not a snapshot");
+        if matches!(request, Request::Pull { .. }) {
+            pulls += 1;
+            if pulls == 4 {
                 break;
             }
         }
         let response = remote.call(request).unwrap();
         session.handle_response(&reader, response).unwrap();
     }
-    let (_, pulled_before, _) = reader.watermarks().unwrap();
-    let checkpoint = reader.snapshot_checkpoint().unwrap();
-    assert!(
-        pulled_before > 0 || checkpoint.is_some(),
-        "some pages were committed before the crash"
-    );
-    let summary = sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
-    assert!(
-        summary.pulled + summary.snapshot_docs < 14,
-        "the second round did not start over: {summary:?}"
-    );
+    assert_eq!(reader.watermarks().unwrap().1, 4, "three pages of one op each were committed");
+
+    let mut asked = Vec::new();
+    let summary = sync_once_blocking(
+        &reader,
+        |r| {
+            asked.push(r.clone());
+            remote.call(r)
+        },
+        config,
+    )
+    .unwrap();
+    let first_pull = asked.iter().find_map(|r| match r {
+        Request::Pull { since, .. } => Some(*since),
+        _ => None,
+    });
+    assert_eq!(first_pull, Some(4), "the next round asks from the last committed page: {asked:?}");
+    assert_eq!(summary.pulled, 7, "and pulls only the rest: {summary:?}");
+    assert_eq!(summary.snapshot_docs, 0);
     assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 11);
     assert_eq!(reader.status().unwrap().pulled, 11);
 }
