@@ -254,8 +254,14 @@ async fn user_tokens_never_appear_in_the_servers_files_or_logs() {
     let logs = logs.lock().unwrap().clone();
     // A check of nothing would pass: the logs were captured, the server's
     // request handling (down to automerge's trace lines) among them.
-    assert!(contains(&logs, "log capture check"), "the test's subscriber is installed");
-    assert!(contains(&logs, "automerge::"), "the server's work is in the captured logs");
+    assert!(
+        contains(&logs, "log capture check"),
+        "the test's subscriber is installed"
+    );
+    assert!(
+        contains(&logs, "automerge::"),
+        "the server's work is in the captured logs"
+    );
     for secret in &secrets {
         assert!(!contains(&logs, secret), "the logs hold a token secret");
     }

@@ -211,7 +211,10 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     let mut session = Session::new(config);
     let mut pulls = 0;
     while let Some(request) = session.next_request(&reader).unwrap() {
-        assert!(!matches!(request, Request::Snapshot { .. }), "the pull path, not a snapshot");
+        assert!(
+            !matches!(request, Request::Snapshot { .. }),
+            "the pull path, not a snapshot"
+        );
         if matches!(request, Request::Pull { .. }) {
             pulls += 1;
             if pulls == 4 {
@@ -221,7 +224,11 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
         let response = remote.call(request).unwrap();
         session.handle_response(&reader, response).unwrap();
     }
-    assert_eq!(reader.watermarks().unwrap().1, 4, "three pages of one op each were committed");
+    assert_eq!(
+        reader.watermarks().unwrap().1,
+        4,
+        "three pages of one op each were committed"
+    );
 
     let mut asked = Vec::new();
     let summary = sync_once_blocking(
@@ -237,7 +244,11 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
         Request::Pull { since, .. } => Some(*since),
         _ => None,
     });
-    assert_eq!(first_pull, Some(4), "the next round asks from the last committed page: {asked:?}");
+    assert_eq!(
+        first_pull,
+        Some(4),
+        "the next round asks from the last committed page: {asked:?}"
+    );
     assert_eq!(summary.pulled, 7, "and pulls only the rest: {summary:?}");
     assert_eq!(summary.snapshot_docs, 0);
     assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 11);
