@@ -58,6 +58,8 @@ pub struct WireOp {
     pub actor: ActorId,
     pub collection: String,
     pub record: String,
+    /// When the edit was made, in milliseconds since the Unix epoch (advisory).
+    #[serde(deserialize_with = "crate::model::whole_u64")]
     pub time_ms: u64,
     /// The automerge change bytes, base64.
     pub change: String,
