@@ -221,11 +221,18 @@ async fn request_deadline(
 ) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ServiceError::RequestTimeout(format!(
-            "the request took longer than {} s (a slow or unfinished body?): send it again",
-            limit.as_secs()
-        ))
-        .into_response(),
+        Err(_) => {
+            let mut response = ServiceError::RequestTimeout(format!(
+                "the request took longer than {} s (a slow or unfinished body?): send it again",
+                limit.as_secs()
+            ))
+            .into_response();
+            // This layer is outside the router's, which names the revision on every other answer.
+            response
+                .headers_mut()
+                .insert(REVISION_HEADER, header::HeaderValue::from(PROTOCOL_REVISION));
+            response
+        }
     }
 }
 
