@@ -185,6 +185,7 @@ impl<'de> Deserialize<'de> for ActorId {
 
 /// The id of one op: a UUID v7, so ids sort roughly by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct OpId(pub uuid::Uuid);
 
@@ -302,6 +303,7 @@ pub struct Binding {
 
 /// The type of a package field, which decides how it merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     String,
@@ -329,17 +331,22 @@ impl FieldType {
 
 /// The fields of one collection in a package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollectionSchema {
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::fields))]
     pub fields: BTreeMap<String, FieldType>,
 }
 
 /// A space's customization: collections, their fields and types, a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Package {
+    /// Replicas install a package whose version differs from theirs; a space's version only moves forward.
     #[serde(deserialize_with = "whole_u64")]
     pub version: u64,
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::collections))]
     pub collections: BTreeMap<String, CollectionSchema>,
 }
 
