@@ -16,6 +16,45 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// A server position of an accepted op in a space's log (1, 2, 3, … gap-free).
 pub type Seq = u64;
 
+/// Reads an unsigned 64-bit integer from JSON, also when it is spelled as a
+/// whole float (`5.0`, `5e3`): JSON Schema counts those as integers, and a
+/// client that writes numbers as doubles sends them. A float is exact only up
+/// to 2^53, so a larger one is refused rather than rounded.
+pub(crate) fn whole_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number from 0 to 2^64 - 1")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{v} is negative: expected a whole number from 0 to 2^64 - 1")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+            const PAST: f64 = 18_446_744_073_709_551_616.0; // 2^64
+            if v.fract() == 0.0 && (0.0..=EXACT).contains(&v) {
+                Ok(v as u64)
+            } else if v >= PAST {
+                Err(E::custom(format!(
+                    "{v} is past 2^64 - 1, the largest whole number taken here"
+                )))
+            } else if v > EXACT {
+                Err(E::custom(format!(
+                    "{v} is written as a float, exact only up to 2^53: write it as an integer, without a fraction or exponent"
+                )))
+            } else {
+                Err(E::custom(format!("{v} is not a whole number from 0 to 2^64 - 1")))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
 fn check_name(what: &'static str, value: &str) -> Result<(), InvalidInput> {
     if value.is_empty() {
         return Err(InvalidInput::Empty { what });
@@ -146,6 +185,7 @@ impl<'de> Deserialize<'de> for ActorId {
 
 /// The id of one op: a UUID v7, so ids sort roughly by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct OpId(pub uuid::Uuid);
 
@@ -263,6 +303,7 @@ pub struct Binding {
 
 /// The type of a package field, which decides how it merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     String,
@@ -290,16 +331,22 @@ impl FieldType {
 
 /// The fields of one collection in a package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollectionSchema {
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::fields))]
     pub fields: BTreeMap<String, FieldType>,
 }
 
 /// A space's customization: collections, their fields and types, a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Package {
+    /// Replicas install a package whose version differs from theirs; a space's version only moves forward.
+    #[serde(deserialize_with = "whole_u64")]
     pub version: u64,
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::collections))]
     pub collections: BTreeMap<String, CollectionSchema>,
 }
 
@@ -390,6 +437,27 @@ mod tests {
         assert_eq!(Op::decode(&bytes).unwrap(), op);
         for cut in 0..bytes.len() - 3 {
             assert!(Op::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_package_version_is_read_as_a_whole_number_in_any_spelling_json_schema_allows() {
+        let version =
+            |v: &str| Package::from_json(&format!(r#"{{"version": {v}, "collections": {{}}}}"#)).map(|p| p.version);
+        assert_eq!(version("5").unwrap(), 5);
+        assert_eq!(version("5.0").unwrap(), 5);
+        assert_eq!(version("5e3").unwrap(), 5000);
+        assert_eq!(version("9007199254740992.0").unwrap(), 1 << 53);
+        assert_eq!(version("18446744073709551615").unwrap(), u64::MAX);
+        for (bad, says) in [
+            ("-1", "negative"),
+            ("1.5", "not a whole number"),
+            ("1e19", "write it as an integer"),
+            ("18446744073709551616", "past 2^64 - 1"),
+            ("\"5\"", "whole number"),
+        ] {
+            let error = version(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
         }
     }
 }

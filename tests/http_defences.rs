@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tidemark::Replica;
-use tidemark::protocol::message::{PullResponse, SnapshotResponse};
+use tidemark::protocol::message::{PROTOCOL_REVISION, PullResponse, REVISION_HEADER, SnapshotResponse};
 use tidemark::protocol::{RoundSummary, SessionConfig};
 use tidemark::remote::http::HttpRemote;
 use tidemark::server::Limits;
@@ -132,6 +132,17 @@ async fn pages_of_large_ops_keep_to_the_byte_budget_and_clients_catch_up_through
 /// Sends a push's headers announcing `announced` body bytes and only the first
 /// KiB of it, then reads the answer's status line (or None if none comes).
 async fn push_head_only(live: &Live, token: &str, space: &str, announced: usize) -> Option<String> {
+    Some(
+        answer_to_head_only(live, token, space, announced)
+            .await?
+            .lines()
+            .next()?
+            .to_string(),
+    )
+}
+
+/// [`push_head_only`]'s whole answer (its first 4 KiB).
+async fn answer_to_head_only(live: &Live, token: &str, space: &str, announced: usize) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = live.url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -144,7 +155,7 @@ async fn push_head_only(live: &Live, token: &str, space: &str, announced: usize)
     let mut answer = vec![0u8; 4096];
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer)).await;
     match read {
-        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&answer[..n]).lines().next()?.to_string()),
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&answer[..n]).into_owned()),
         _ => None,
     }
 }
@@ -241,8 +252,16 @@ async fn a_body_that_never_finishes_gets_408_and_stores_nothing() {
     };
     let live = live_with(RedbStore::in_memory().unwrap(), Limits::default(), config).await;
     let started = Instant::now();
-    let answer = push_head_only(&live, &live.alice, SPACE, 1 << 20).await;
-    assert_eq!(answer.as_deref(), Some("HTTP/1.1 408 Request Timeout"));
+    let answer = answer_to_head_only(&live, &live.alice, SPACE, 1 << 20)
+        .await
+        .unwrap_or_default();
+    assert_eq!(answer.lines().next(), Some("HTTP/1.1 408 Request Timeout"));
+    // Like every other answer, it names the server's protocol revision.
+    let revision = format!("{REVISION_HEADER}: {PROTOCOL_REVISION}");
+    assert!(
+        answer.lines().any(|line| line.eq_ignore_ascii_case(&revision)),
+        "{answer}"
+    );
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     assert_eq!(live.head().await, 0, "nothing was stored");
     live.assert_healthy().await;

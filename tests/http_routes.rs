@@ -294,3 +294,221 @@ async fn every_security_scheme_the_document_names_is_defined() {
         );
     }
 }
+
+/// One request of [`every_answer_a_route_gives_is_listed_for_it`]: the route's
+/// usual request with one thing changed.
+struct Probe {
+    what: &'static str,
+    token: Option<String>,
+    /// Path parameters by name; a parameter not named here takes its usual value.
+    params: Vec<(&'static str, &'static str)>,
+    query: &'static str,
+    revision: Option<&'static str>,
+    body: Option<Vec<u8>>,
+}
+
+/// Every answer a route gives is listed for it in the document: its status,
+/// and for an error, its code. Each operation is sent its usual request and
+/// that request with one thing changed: no token, a junk token, the other kind
+/// of token, a stranger's, a read-only member's, an old or a bad protocol
+/// revision, names that do not exist, a path segment that is not UTF-8, bad
+/// query values, a body that is not JSON, of the wrong shape, over the body
+/// limit, or with too many ops, and the usual request again (a name taken).
+#[tokio::test]
+async fn every_answer_a_route_gives_is_listed_for_it() {
+    let s = live(Limits {
+        max_body_bytes: 64 * 1024,
+        max_ops_per_push: 5,
+        ..Default::default()
+    })
+    .await;
+    let doc: Value = s.get(None, "/v1/openapi.json").await.json().await.unwrap();
+    let spare_token: Value = s
+        .client
+        .post(format!("{}/v1/admin/users/mallory/tokens", s.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spare_token_id = spare_token["token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let spare_token_id: &'static str = Box::leak(spare_token_id.into_boxed_str());
+    let package = serde_json::to_vec(&common::crm_package()).unwrap();
+
+    // Member routes first: the admin routes below revoke a grant and a token.
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((path.clone(), method.clone(), operation.clone()));
+        }
+    }
+    operations.sort_by_key(|(path, method, _)| (path.starts_with("/v1/admin/"), method == "delete"));
+    assert_eq!(operations.len(), 18);
+
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, method, operation) in &operations {
+        let id = operation["operationId"].as_str().unwrap();
+        let admin_route = path.starts_with("/v1/admin/");
+        let right = if admin_route {
+            ADMIN_TOKEN.to_string()
+        } else {
+            s.alice.clone()
+        };
+        let wrong = if admin_route {
+            s.alice.clone()
+        } else {
+            ADMIN_TOKEN.to_string()
+        };
+        // The usual path parameters: a revoke takes mallory's grant of `other`, and a spare token.
+        let usual: Vec<(&str, &str)> = match id {
+            "admin_revoke_grant" => vec![("space", OTHER_SPACE), ("user", "mallory")],
+            "admin_revoke_token" => vec![("token", spare_token_id)],
+            _ => vec![
+                ("space", SPACE),
+                ("user", "mallory"),
+                ("collection", "contacts"),
+                ("id", "c1"),
+            ],
+        };
+        let usual_body: Option<Vec<u8>> = match id {
+            "push" => Some(serde_json::to_vec(&json!({ "ops": real_ops(&["c1"]) })).unwrap()),
+            "admin_create_space" => Some(br#"{"space": "fresh"}"#.to_vec()),
+            "admin_set_package" => Some(package.clone()),
+            "admin_add_user" => Some(br#"{"user": "fresh"}"#.to_vec()),
+            "admin_grant" => Some(br#"{"user": "mallory", "space": "crm", "read_only": true}"#.to_vec()),
+            _ => None,
+        };
+        let probe = |what, token: Option<String>| Probe {
+            what,
+            token,
+            params: Vec::new(),
+            query: "",
+            revision: None,
+            body: usual_body.clone(),
+        };
+        let with_body = |what, body: Vec<u8>| Probe {
+            body: Some(body),
+            ..probe(what, Some(right.clone()))
+        };
+        let mut probes = vec![
+            probe("the usual request", Some(right.clone())),
+            probe("no token", None),
+            probe("a junk token", Some("tm1.junk.junk".into())),
+            probe("the other kind of token", Some(wrong.clone())),
+            probe("a read-only member's token", Some(s.rita.clone())),
+            probe("a stranger's token", Some(s.mallory.clone())),
+            Probe {
+                revision: Some("2"),
+                ..probe("an old revision", Some(right.clone()))
+            },
+            Probe {
+                revision: Some("two"),
+                ..probe("a bad revision", Some(right.clone()))
+            },
+            Probe {
+                params: ["space", "user", "collection", "id", "token"]
+                    .map(|p| (p, "nope"))
+                    .to_vec(),
+                ..probe("names that do not exist", Some(right.clone()))
+            },
+            Probe {
+                params: ["space", "user", "collection", "id", "token"]
+                    .map(|p| (p, "%FF"))
+                    .to_vec(),
+                ..probe("a path segment that is not UTF-8", Some(right.clone()))
+            },
+            Probe {
+                query: "?since=x&limit=-1&at=zz&after=zz",
+                ..probe("bad query values", Some(right.clone()))
+            },
+            Probe {
+                query: "?since=18446744073709551616&limit=18446744073709551616",
+                ..probe("integers past 2^64 - 1", Some(right.clone()))
+            },
+            Probe {
+                query: "?since=1&at=0190d3c4-0000-7000-8000-000000000000",
+                ..probe("another op at `since`", Some(right.clone()))
+            },
+            with_body("a body that is not JSON", b"{".to_vec()),
+            with_body("a body of the wrong shape", br#"{"nope": 1}"#.to_vec()),
+            with_body("a body over the limit", vec![b' '; 100 * 1024]),
+            with_body(
+                "bad names",
+                br#"{"space": "..", "user": "CON", "version": 9, "collections": {"_x": {"fields": {"_y": "string"}}}}"#
+                    .to_vec(),
+            ),
+            with_body("an older package", br#"{"version": 0, "collections": {}}"#.to_vec()),
+            probe("the usual request again", Some(right.clone())),
+        ];
+        if id == "push" {
+            let ops = real_ops(&["a", "b", "c", "d", "e", "f"]);
+            probes.push(with_body(
+                "too many ops",
+                serde_json::to_vec(&json!({ "ops": ops })).unwrap(),
+            ));
+        }
+        for probe in probes {
+            let mut url = format!("{}{path}", s.url);
+            for name in ["space", "user", "collection", "id", "token"] {
+                let value = probe
+                    .params
+                    .iter()
+                    .chain(&usual)
+                    .find(|(p, _)| *p == name)
+                    .map_or("x", |(_, v)| *v);
+                url = url.replace(&format!("{{{name}}}"), value);
+            }
+            url.push_str(probe.query);
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut request = s.client.request(method.clone(), &url);
+            if let Some(token) = &probe.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(revision) = probe.revision {
+                request = request.header("tidemark-protocol-revision", revision);
+            }
+            if let Some(body) = &probe.body {
+                request = request.header("content-type", "application/json").body(body.clone());
+            }
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16().to_string();
+            let text = resp.text().await.unwrap();
+            let context = format!("{method} {url} ({}): {status} {text}", probe.what);
+            let listed = &operation["responses"][&status];
+            assert!(listed.is_object(), "status not listed for {id}: {context}");
+            if status != "200" {
+                let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {context}"));
+                let code = body["code"].as_str().unwrap_or_else(|| panic!("no code: {context}"));
+                let codes = &listed["content"]["application/json"]["schema"]["allOf"][1]["properties"]["code"]["enum"];
+                assert!(
+                    codes.as_array().unwrap().iter().any(|c| c == code),
+                    "code {code} not listed for {id} {status} ({codes}): {context}"
+                );
+                seen.insert(code.to_string());
+            }
+        }
+        s.service.materialize(SPACE).unwrap();
+    }
+    // The probes reached every refusal they are meant to reach.
+    for code in [
+        "unauthorized",
+        "not_found",
+        "read_only",
+        "bad_request",
+        "client_too_old",
+        "too_large",
+        "conflict",
+        "history_changed",
+    ] {
+        assert!(seen.contains(code), "no probe got {code}: {seen:?}");
+    }
+    s.assert_healthy().await;
+}

@@ -49,17 +49,22 @@ pub fn parse_revision(value: &[u8]) -> Option<u32> {
 #[serde(deny_unknown_fields)]
 pub struct WireOp {
     /// UUID of the op; pushing the same id again returns its first seq.
-    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub id: OpId,
     /// Hex actor id (32 hex digits) of the replica that made the edit, or
     /// `GENESIS_ACTOR` for the genesis change of a counter or text field that a
     /// first increment or splice needed (see `record/genesis.rs`).
-    #[cfg_attr(feature = "server", schema(value_type = String))]
+    #[cfg_attr(feature = "server", schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$"))]
     pub actor: ActorId,
+    /// A collection of the space's package (any name in a schemaless space):
+    /// 1 to 256 bytes without control characters, else the op is refused.
     pub collection: String,
+    /// The record's id: 1 to 256 bytes without control characters, else the op is refused.
     pub record: String,
+    /// When the edit was made, in milliseconds since the Unix epoch (advisory).
+    #[serde(deserialize_with = "crate::model::whole_u64")]
     pub time_ms: u64,
-    /// The automerge change bytes, base64.
+    /// The automerge change bytes, base64; an op whose change does not decode,
+    /// or is over the server's per-op byte limit, is refused.
     pub change: String,
 }
 
@@ -114,10 +119,12 @@ pub struct PushRequest {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PushResponse {
     pub epoch: String,
+    #[cfg_attr(feature = "server", schema(value_type = Vec<Option<u64>>))]
     pub seqs: Vec<Option<Seq>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusedOp>,
     /// The space's highest seq after this push.
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub head: Seq,
 }
 
@@ -136,6 +143,7 @@ pub struct RefusedOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PulledOp {
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub seq: Seq,
     pub user: String,
     pub op: WireOp,
@@ -148,9 +156,11 @@ pub struct PullResponse {
     pub epoch: String,
     pub ops: Vec<PulledOp>,
     /// The page covers every seq up to `end`; ask again with `since=end`.
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub end: Seq,
     /// Whether ops after `end` exist.
     pub more: bool,
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub head: Seq,
 }
 
@@ -161,8 +171,9 @@ pub struct PackageResponse {
     pub epoch: String,
     /// 0 for a schemaless space.
     pub version: u64,
-    #[cfg_attr(feature = "server", schema(value_type = Object))]
+    /// `null` for a schemaless space.
     pub package: Option<Package>,
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub head: Seq,
 }
 
@@ -182,14 +193,33 @@ pub struct SnapshotDoc {
 pub struct SnapshotResponse {
     pub epoch: String,
     /// Every op with seq ≤ `as_of` is contained in the documents of this page.
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub as_of: Seq,
     /// The id of the op at seq `as_of` (for the history check of later pulls).
     #[serde(default)]
-    #[cfg_attr(feature = "server", schema(value_type = Option<String>))]
     pub as_of_op: Option<OpId>,
     pub docs: Vec<SnapshotDoc>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page; `null` on the last page.
     pub next: Option<String>,
+}
+
+/// `GET /v1/health`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub ok: bool,
+    pub epoch: String,
+    /// The protocol version: 1, the `/v1` of the routes.
+    pub protocol: u32,
+    /// This server's revision of protocol v1.
+    pub revision: u32,
+}
+
+/// `GET /v1/ready`: the store is usable (a failing one answers 503 `store_unavailable`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Ready {
+    pub ready: bool,
 }
 
 /// Every error answer: a stable code and a message a person can act on.
@@ -210,10 +240,43 @@ pub struct ErrorBody {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSpace {
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::account_name))]
     pub space: String,
+    /// Absent or `null` for a schemaless space.
     #[serde(default)]
-    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub package: Option<Package>,
+}
+
+/// Admin: the answer to `POST /v1/admin/spaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct SpaceCreated {
+    /// The new space's name.
+    pub created: String,
+}
+
+/// Admin: the answer to `PUT /v1/admin/spaces/{space}/package`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct PackageSet {
+    /// The space's package version now.
+    pub version: u64,
+}
+
+/// Admin: the answer to `POST /v1/admin/grants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Granted {
+    /// Always `true`.
+    pub granted: bool,
+}
+
+/// Admin: the answer to revoking a grant or a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Revoked {
+    /// Always `true`.
+    pub revoked: bool,
 }
 
 /// Admin: `POST /v1/admin/users`
@@ -221,6 +284,7 @@ pub struct CreateSpace {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::account_name))]
     pub user: String,
 }
 
@@ -237,7 +301,9 @@ pub struct UserToken {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::account_name))]
     pub user: String,
+    #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::account_name))]
     pub space: String,
     #[serde(default)]
     pub read_only: bool,

@@ -3,6 +3,8 @@
 //! plain loop.
 
 pub mod message;
+#[cfg(feature = "server")]
+pub mod schema;
 pub mod session;
 pub mod store;
 

@@ -21,7 +21,8 @@ use super::service::Service;
 use super::store::ServerStore;
 use crate::model::Package;
 use crate::protocol::message::{
-    CreateSpace, CreateUser, Grant, MIN_PEER_REVISION, PROTOCOL_REVISION, PushRequest, REVISION_HEADER, parse_revision,
+    CreateSpace, CreateUser, Grant, Granted, Health, MIN_PEER_REVISION, PROTOCOL_REVISION, PackageSet, PushRequest,
+    REVISION_HEADER, Ready, Revoked, SpaceCreated, parse_revision,
 };
 
 type Shared<S> = Arc<Service<S>>;
@@ -141,7 +142,7 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
         .route("/v1/health", get(health::<S>))
         .route("/v1/ready", get(ready::<S>))
         .route("/metrics", get(metrics::<S>))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi::<S>))
         .route("/v1/spaces/{space}/push", post(push::<S>))
         .route("/v1/spaces/{space}/pull", get(pull::<S>))
         .route("/v1/spaces/{space}/package", get(package::<S>))
@@ -239,21 +240,28 @@ async fn request_deadline(
 ) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ServiceError::RequestTimeout(format!(
-            "the request took longer than {} s (a slow or unfinished body?): send it again",
-            limit.as_secs()
-        ))
-        .into_response(),
+        Err(_) => {
+            let mut response = ServiceError::RequestTimeout(format!(
+                "the request took longer than {} s (a slow or unfinished body?): send it again",
+                limit.as_secs()
+            ))
+            .into_response();
+            // This layer is outside the router's, which names the revision on every other answer.
+            response
+                .headers_mut()
+                .insert(REVISION_HEADER, header::HeaderValue::from(PROTOCOL_REVISION));
+            response
+        }
     }
 }
 
 async fn health<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
-    ok(&serde_json::json!({
-        "ok": true,
-        "epoch": s.epoch(),
-        "protocol": crate::protocol::message::PROTOCOL_VERSION,
-        "revision": PROTOCOL_REVISION,
-    }))
+    ok(&Health {
+        ok: true,
+        epoch: s.epoch().to_string(),
+        protocol: crate::protocol::message::PROTOCOL_VERSION,
+        revision: PROTOCOL_REVISION,
+    })
 }
 
 /// Readiness: 200 while the store is usable, 503 `store_unavailable` (with the
@@ -261,7 +269,7 @@ async fn health<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
 /// long as the process does.
 async fn ready<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
     blocking(move || s.ready()).await?;
-    ok(&serde_json::json!({ "ready": true }))
+    ok(&Ready { ready: true })
 }
 
 async fn metrics<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
@@ -303,8 +311,8 @@ async fn count_request<S: ServerStore>(
     response
 }
 
-async fn openapi() -> HttpResult {
-    ok(&super::openapi::document())
+async fn openapi<S: ServerStore>(State(s): State<Shared<S>>) -> HttpResult {
+    ok(&super::openapi::document(&s.limits()))
 }
 
 async fn push<S: ServerStore>(
@@ -422,7 +430,7 @@ async fn admin_create_space<S: ServerStore>(State(s): State<Shared<S>>, headers:
     let request: CreateSpace = read_json(body, s.limits().max_body_bytes).await?;
     admin(s, &headers, move |s| {
         s.create_space(&request)
-            .map(|()| serde_json::json!({"created": request.space}))
+            .map(|()| SpaceCreated { created: request.space })
     })
     .await
 }
@@ -437,8 +445,9 @@ async fn admin_set_package<S: ServerStore>(
     let space = path_of(path)?;
     let package: Package = read_json(body, s.limits().max_body_bytes).await?;
     admin(s, &headers, move |s| {
-        s.set_package(&space, Some(&package))
-            .map(|()| serde_json::json!({"version": package.version}))
+        s.set_package(&space, Some(&package)).map(|()| PackageSet {
+            version: package.version,
+        })
     })
     .await
 }
@@ -463,7 +472,7 @@ async fn admin_grant<S: ServerStore>(State(s): State<Shared<S>>, headers: Header
     s.check_admin(bearer(&headers).as_deref())?;
     let request: Grant = read_json(body, s.limits().max_body_bytes).await?;
     admin(s, &headers, move |s| {
-        s.grant(&request).map(|()| serde_json::json!({"granted": true}))
+        s.grant(&request).map(|()| Granted { granted: true })
     })
     .await
 }
@@ -484,8 +493,7 @@ async fn admin_revoke_grant<S: ServerStore>(
     s.check_admin(bearer(&headers).as_deref())?;
     let (space, user) = path_of(path)?;
     admin(s, &headers, move |s| {
-        s.revoke_grant(&user, &space)
-            .map(|()| serde_json::json!({"revoked": true}))
+        s.revoke_grant(&user, &space).map(|()| Revoked { revoked: true })
     })
     .await
 }
@@ -498,7 +506,7 @@ async fn admin_revoke_token<S: ServerStore>(
     s.check_admin(bearer(&headers).as_deref())?;
     let token = path_of(path)?;
     admin(s, &headers, move |s| {
-        s.revoke_token(&token).map(|()| serde_json::json!({"revoked": true}))
+        s.revoke_token(&token).map(|()| Revoked { revoked: true })
     })
     .await
 }
