@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
 use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
@@ -96,17 +95,13 @@ mod history;
 
 use handle::Handle;
 
-use history::{Tail, index_log};
+use history::index_history;
 
 /// The server store on redb.
 pub struct RedbStore {
     handle: Handle,
     /// Read once at open: the epoch never changes for the life of the file.
     epoch: String,
-    /// History entries of committed appends not yet in the table. Its lock
-    /// also orders appends and flushes: an append's entries join the tail
-    /// before the next append looks.
-    tail: Mutex<Tail>,
 }
 
 impl fmt::Debug for RedbStore {
@@ -160,7 +155,7 @@ impl RedbStore {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
-                Some(old @ 1..=4) => {
+                Some(1..=3) => {
                     let epoch = m
                         .get(meta::EPOCH)?
                         .ok_or_else(|| corrupt("metadata", "no epoch"))?
@@ -168,18 +163,10 @@ impl RedbStore {
                         .to_vec();
                     let epoch = String::from_utf8(epoch).map_err(|e| corrupt("epoch", e))?;
                     m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
-                    if old == 4 {
-                        // Format 4 indexed every append: its history is complete.
-                        let mut through = txn.open_table(tables::HISTORY_THROUGH)?;
-                        for entry in txn.open_table(tables::HEADS)?.iter()? {
-                            let (space, head) = entry?;
-                            through.insert(space.value(), head.value())?;
-                        }
-                    } else {
-                        for old in [tables::OLD_CHANGES, tables::OLD_ACTOR_SEQS, tables::OLD_HISTORY] {
-                            txn.delete_table(old)?;
-                        }
+                    for old in [tables::OLD_CHANGES, tables::OLD_ACTOR_SEQS, tables::OLD_HISTORY] {
+                        txn.delete_table(old)?;
                     }
+                    index_history(&txn)?;
                     epoch
                 }
                 Some(found) if found != tables::FORMAT_VERSION => {
@@ -212,31 +199,12 @@ impl RedbStore {
         txn.open_table(tables::OP_INDEX)?;
         txn.open_table(tables::DOCS)?;
         txn.open_table(tables::HISTORY)?;
-        txn.open_table(tables::HISTORY_THROUGH)?;
         txn.open_table(tables::QUARANTINE)?;
-        // What the history index lacks: all of an older file's log, or the
-        // appends whose entries were still in memory when the process ended.
-        index_log(&txn)?;
         txn.commit()?;
         Ok(RedbStore {
             handle: Handle::new(db, path),
             epoch,
-            tail: Mutex::new(Tail::default()),
         })
-    }
-
-    /// The history tail, made good first if the file was reopened since it was
-    /// filled: the log is then indexed again from the table's watermarks, since
-    /// a commit that failed with an I/O error may still have reached the disk.
-    fn lock_tail(&self) -> StoreResult<std::sync::MutexGuard<'_, Tail>> {
-        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
-        let generation = self.handle.generation();
-        if tail.generation != generation {
-            self.write(index_log)?;
-            tail.clear();
-            tail.generation = generation;
-        }
-        Ok(tail)
     }
 
     /// Runs `f` in one read transaction.
@@ -435,14 +403,7 @@ impl ServerStore for RedbStore {
             // Nothing to write: spare the commit (and its fsync).
             return self.read(|txn| Self::read_space(txn, space).map(|_| Vec::new()));
         }
-        let mut tail = self.lock_tail()?;
-        let (results, added) = self.write(|txn| append::append_in(txn, space, ops, &tail))?;
-        tail.absorb(added);
-        if tail.len() > history::TAIL_LIMIT {
-            self.write(|txn| tail.flush_in(txn))?;
-            tail.clear();
-        }
-        Ok(results)
+        self.write(|txn| append::append_in(txn, space, ops))
     }
 
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
@@ -488,10 +449,7 @@ impl ServerStore for RedbStore {
     }
 
     fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()> {
-        // The materializer's transaction also takes the history tail to the table.
-        let mut tail = self.lock_tail()?;
         self.write(|txn| {
-            tail.flush_in(txn)?;
             let id = Self::write_space(txn, space)?;
             let mut table = txn.open_table(tables::DOCS)?;
             for doc in docs {
@@ -499,9 +457,7 @@ impl ServerStore for RedbStore {
             }
             txn.open_table(tables::MATERIALIZED)?.insert(id, through)?;
             Ok(())
-        })?;
-        tail.clear();
-        Ok(())
+        })
     }
 
     fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -3,25 +3,26 @@
 
 use ::redb::{ReadableTable, WriteTransaction};
 
-use super::history::{Added, History, Known, Tail};
+use super::history::{History, Known};
 use super::{RedbStore, corrupt, encode_stored, split_stored, tables};
 use crate::model::Seq;
 use crate::server::store::{NewOp, OpRefusal, StoreResult};
 
-/// Appends `ops` to `space` inside `txn` (see `ServerStore::append`). The
-/// history entries of the new changes are returned, for `tail` once `txn`
-/// committed.
+/// Appends `ops` to `space` inside `txn` (see `ServerStore::append`).
 pub(super) fn append_in(
     txn: &WriteTransaction,
     space: &str,
     ops: &[NewOp],
-    tail: &Tail,
-) -> StoreResult<(Vec<Result<Seq, OpRefusal>>, Added)> {
+) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
     let id = RedbStore::write_space(txn, space)?;
     let mut heads = txn.open_table(tables::HEADS)?;
     let mut log = txn.open_table(tables::LOG)?;
     let mut index = txn.open_table(tables::OP_INDEX)?;
-    let mut history = History::for_append(txn, id, tail)?;
+    let mut history = History {
+        entries: txn.open_table(tables::HISTORY)?,
+        quarantine: txn.open_table(tables::QUARANTINE)?,
+        space: id,
+    };
     let any_quarantined = history.any_quarantined()?;
     let first_head = heads.get(id)?.map(|v| v.value()).unwrap_or(0);
     let mut head = first_head;
@@ -77,5 +78,5 @@ pub(super) fn append_in(
     if head != first_head {
         heads.insert(id, head)?;
     }
-    Ok((results, history.into_added(head)))
+    Ok(results)
 }

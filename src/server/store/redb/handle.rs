@@ -10,7 +10,6 @@
 //! reopening repairs the file, so nothing committed is lost.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,8 +26,6 @@ pub(super) struct Handle {
     /// The file to reopen; an in-memory store has none (and no I/O to fail).
     file: Option<PathBuf>,
     failure: Mutex<Option<Failure>>,
-    /// How many times the file was reopened.
-    reopened: AtomicU64,
 }
 
 struct Failure {
@@ -61,19 +58,11 @@ impl Handle {
             db: RwLock::new(Some(db)),
             file,
             failure: Mutex::new(None),
-            reopened: AtomicU64::new(0),
         }
     }
 
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
-    }
-
-    /// Changes each time the file is reopened: what the store keeps in memory
-    /// about the file may be stale after that (a commit that reported an
-    /// error may have reached the disk).
-    pub fn generation(&self) -> u64 {
-        self.reopened.load(Ordering::Acquire)
     }
 
     /// Why the store is unusable, if it is.
@@ -158,7 +147,6 @@ impl Handle {
             other => other.to_string(),
         })?;
         *db = Some(fresh);
-        self.reopened.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 }

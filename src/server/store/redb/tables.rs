@@ -46,13 +46,6 @@ pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new
 /// [last op counter u64 LE]` of that actor's latest change in the record.
 pub const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history_v2");
 
-/// History watermarks: space id → the seq through which [`HISTORY`] holds the
-/// space's log. The history of later ops is kept in memory by the running
-/// store (the append transaction only reads the index) and written here with
-/// the materializer's transactions; opening the file indexes the log after the
-/// watermark, so a crash loses nothing of it.
-pub const HISTORY_THROUGH: TableDefinition<u64, u64> = TableDefinition::new("history_through_v1");
-
 /// The history tables of formats 2 and 3, replaced by [`HISTORY`]: only named
 /// here to be dropped, so their types do not matter.
 pub const OLD_CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes_v1");
@@ -74,6 +67,5 @@ pub mod meta {
 
 /// The layout version this build writes and reads. Version 1 had no history
 /// index, versions 2 and 3 other ones (3 cut long actors); opening such a file
-/// builds [`HISTORY`] from the log. Version 4 wrote [`HISTORY`] in every append
-/// and had no [`HISTORY_THROUGH`]: its history is complete through each head.
-pub const FORMAT_VERSION: u64 = 5;
+/// builds [`HISTORY`] from the log.
+pub const FORMAT_VERSION: u64 = 4;
