@@ -20,6 +20,13 @@ mod tables;
 
 use tables::meta;
 
+/// redb's page cache for the store file. With redb's default (1 GiB) the pages
+/// the server writes and reads stay resident, so its memory grows with the data
+/// it takes in and serves: 260–268 MiB taking in 400 ops of 200 KiB, against
+/// 160–180 MiB with this cache (`cargo bench --bench server_rss`). Pages outside
+/// it are read from the file, through the OS page cache.
+const CACHE_BYTES: usize = 64 << 20;
+
 macro_rules! backend_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
@@ -92,15 +99,18 @@ impl RedbStore {
     pub fn open(path: impl AsRef<Path>) -> StoreResult<RedbStore> {
         let file = store_file(path.as_ref())?;
         create_private_file(&file)?;
-        let db = Database::create(&file).map_err(|e| match e {
-            ::redb::DatabaseError::DatabaseAlreadyOpen | ::redb::DatabaseError::LockProtocolMismatch => {
-                StoreError::Backend(format!(
-                    "the server store {} is in use by another process: stop it or use another data directory",
-                    file.display()
-                ))
-            }
-            other => StoreError::Backend(format!("cannot open the server store {}: {other}", file.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&file)
+            .map_err(|e| match e {
+                ::redb::DatabaseError::DatabaseAlreadyOpen | ::redb::DatabaseError::LockProtocolMismatch => {
+                    StoreError::Backend(format!(
+                        "the server store {} is in use by another process: stop it or use another data directory",
+                        file.display()
+                    ))
+                }
+                other => StoreError::Backend(format!("cannot open the server store {}: {other}", file.display())),
+            })?;
         Self::init(db, Some(file))
     }
 
