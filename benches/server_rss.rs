@@ -16,7 +16,9 @@
 //! from a cold start. A client's peak comes from `wait4`. Target: the server
 //! stays under 256 MiB in every phase; the bench panics otherwise.
 //!
-//! `cargo bench --bench server_rss` (Linux: it reads `/proc`)
+//! `cargo bench --bench server_rss` (Linux: it reads `/proc`). With
+//! `SERVER_RSS_RECORDS=N` the 400 ops edit N records in turn (the same field
+//! again and again), so that each record's document carries 400/N values.
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -37,6 +39,7 @@ mod linux {
     use tidemark::sync::sync_once;
 
     const OPS: usize = 400;
+    const RECORDS_VAR: &str = "SERVER_RSS_RECORDS";
     const TEXT_BYTES: usize = 200 * 1024;
     const LIMIT_KB: u64 = 256 * 1024;
     const SPACE: &str = "big";
@@ -342,9 +345,22 @@ mod linux {
         let template = dir.path().join("pull-template.db");
         client(&template, &login, &dir.path().join("template.log"));
 
+        let records: usize = std::env::var(RECORDS_VAR).map_or(OPS, |v| {
+            v.parse()
+                .ok()
+                .filter(|n| (1..=OPS).contains(n))
+                .unwrap_or_else(|| panic!("{RECORDS_VAR}={v:?}: give a number of records from 1 to {OPS}"))
+        });
         let mut rng = rand::rng();
         let edits = (0..OPS)
-            .map(|i| Edit::put("notes", &format!("n{i:04}"), json!({"text": text(&mut rng)})).unwrap())
+            .map(|i| {
+                Edit::put(
+                    "notes",
+                    &format!("n{:04}", i % records),
+                    json!({"text": text(&mut rng)}),
+                )
+                .unwrap()
+            })
             .collect();
         writer.apply_edits(edits).unwrap();
         let pending = writer.pending_ops(usize::MAX).unwrap();
@@ -370,7 +386,7 @@ mod linux {
             cpu: None,
         }];
         eprintln!(
-            "server RSS at start {}; {OPS} ops of {} bytes of change on average ({} in all)",
+            "server RSS at start {}; {OPS} ops on {records} records, {} bytes of change on average ({} in all)",
             mib(started_kb),
             op_bytes / OPS,
             op_bytes
@@ -435,7 +451,7 @@ mod linux {
             let store = dir.path().join(format!("snapshot-{round}.db"));
             let run = client(&store, &login, &dir.path().join("snapshot.log"));
             let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-            assert_eq!(summary["snapshot_docs"], OPS as u64 + 1, "{summary}");
+            assert_eq!(summary["snapshot_docs"], records as u64 + 1, "{summary}");
             assert_eq!(summary["pulled"], 0, "{summary}");
             fs::remove_file(&store).unwrap();
             run
