@@ -33,23 +33,32 @@ struct Failure {
     last_try: Instant,
 }
 
+/// redb's page cache for the store file. redb's default (1 GiB) keeps the pages
+/// the server writes and reads resident, so its memory would grow with the data
+/// it takes in and serves; pages outside this cache are read from the file,
+/// through the OS page cache (BENCHMARKS.md, server peak RSS).
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (or creates) the store file, naming the file in every error.
 pub(super) fn open_file(file: &Path) -> StoreResult<Database> {
-    Database::create(file).map_err(|e| match e {
-        ::redb::DatabaseError::DatabaseAlreadyOpen | ::redb::DatabaseError::LockProtocolMismatch => {
-            StoreError::Backend(format!(
-                "the server store {} is in use by another process: stop it or use another data directory",
-                file.display()
-            ))
-        }
-        ::redb::DatabaseError::Storage(e) => match StoreError::from(e) {
-            StoreError::Unavailable(cause) => {
-                StoreError::Unavailable(format!("cannot open the server store {}: {cause}", file.display()))
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(file)
+        .map_err(|e| match e {
+            ::redb::DatabaseError::DatabaseAlreadyOpen | ::redb::DatabaseError::LockProtocolMismatch => {
+                StoreError::Backend(format!(
+                    "the server store {} is in use by another process: stop it or use another data directory",
+                    file.display()
+                ))
             }
-            other => other,
-        },
-        other => StoreError::Backend(format!("cannot open the server store {}: {other}", file.display())),
-    })
+            ::redb::DatabaseError::Storage(e) => match StoreError::from(e) {
+                StoreError::Unavailable(cause) => {
+                    StoreError::Unavailable(format!("cannot open the server store {}: {cause}", file.display()))
+                }
+                other => other,
+            },
+            other => StoreError::Backend(format!("cannot open the server store {}: {other}", file.display())),
+        })
 }
 
 impl Handle {
