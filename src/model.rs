@@ -448,6 +448,8 @@ mod tests {
         assert_eq!(version("5.0").unwrap(), 5);
         assert_eq!(version("5e3").unwrap(), 5000);
         assert_eq!(version("9007199254740992.0").unwrap(), 1 << 53);
+        // Read exactly, not to the nearest float within an error of one unit.
+        assert_eq!(version("2015551269954823.0").unwrap(), 2_015_551_269_954_823);
         assert_eq!(version("18446744073709551615").unwrap(), u64::MAX);
         for (bad, says) in [
             ("-1", "negative"),
