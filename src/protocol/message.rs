@@ -3,6 +3,7 @@
 //! Every response names the server `epoch`: a store that was reset or
 //! restored has a new one, and replicas notice.
 
+use super::code::ErrorCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -135,7 +136,7 @@ pub struct RefusedOp {
     /// The op's index in the pushed batch.
     pub index: usize,
     /// `invalid_op`, `op_too_large`, `op_id_conflict`, `missing_deps` or `actor_reused`.
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -226,9 +227,8 @@ pub struct Ready {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
-    /// `unauthorized`, `not_found`, `read_only`, `bad_request`, `too_large`, `conflict`,
-    /// `history_changed`, `record_quarantined`, `client_too_old`, `internal`.
-    pub code: String,
+    /// The stable code a client branches on (each answer of the API document lists its codes).
+    pub code: ErrorCode,
     pub message: String,
     /// For op-level errors: the index of the offending op in the pushed batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]

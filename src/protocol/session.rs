@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use super::code::ErrorCode;
 use super::message::{
     ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, RefusedOp, SnapshotResponse, WireOp,
     decode_doc,
@@ -61,8 +62,8 @@ impl RemoteError {
     /// for the space is retried: the grant may simply not be made yet.)
     pub fn needs_person(&self) -> bool {
         matches!(
-            (self.status, self.body.code.as_str()),
-            (Some(401), _) | (Some(400), "client_too_old")
+            (self.status, &self.body.code),
+            (Some(401), _) | (Some(400), ErrorCode::ClientTooOld)
         )
     }
 
@@ -70,7 +71,7 @@ impl RemoteError {
         RemoteError {
             status: None,
             body: ErrorBody {
-                code: "unreachable".into(),
+                code: ErrorCode::Unreachable,
                 message: message.into(),
                 op_index: None,
             },
@@ -323,7 +324,7 @@ impl Session {
     pub fn handle_error(&mut self, store: &dyn SyncStore, error: RemoteError) -> Result<()> {
         self.check_fence(store)?;
         let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
-        let code = error.body.code.as_str();
+        let code = error.body.code.clone();
         let message = error.body.message.clone();
         let named = |positions: &[u64]| {
             error
@@ -333,22 +334,28 @@ impl Session {
                 .ok_or_else(|| Error::Sync(format!("the server refused a push without naming the op: {message}")))
         };
         let op_refused = matches!(
-            (error.status, code),
-            (Some(400 | 409 | 413), "invalid_op" | "op_id_conflict" | "op_too_large")
+            (error.status, &code),
+            (
+                Some(400 | 409 | 413),
+                ErrorCode::InvalidOp | ErrorCode::OpIdConflict | ErrorCode::OpTooLarge
+            )
         );
-        let too_large = matches!((error.status, code), (Some(413), "too_large"));
+        let too_large = matches!((error.status, &code), (Some(413), ErrorCode::TooLarge));
         match in_flight {
-            InFlight::Push { positions } if op_refused && code == "op_id_conflict" => {
+            InFlight::Push { positions } if op_refused && code == ErrorCode::OpIdConflict => {
                 let pos = positions[named(&positions)?];
                 self.summary.superseded += store.supersede(&[pos])?;
                 Ok(())
             }
             InFlight::Push { positions } if op_refused => {
                 let pos = positions[named(&positions)?];
-                self.refuse(store, &[(pos, code, &message)])
+                self.refuse(store, &[(pos, code.as_str(), &message)])
             }
-            InFlight::Push { positions } if error.status == Some(403) && code == "read_only" => {
-                let all: Vec<_> = positions.iter().map(|&pos| (pos, code, message.as_str())).collect();
+            InFlight::Push { positions } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
+                let all: Vec<_> = positions
+                    .iter()
+                    .map(|&pos| (pos, code.as_str(), message.as_str()))
+                    .collect();
                 self.refuse(store, &all)
             }
             InFlight::Push { positions } | InFlight::Repush { positions, .. } if too_large && positions.len() > 1 => {
@@ -357,12 +364,12 @@ impl Session {
                 Ok(())
             }
             InFlight::Push { positions } if too_large => {
-                self.refuse(store, &[(positions[0], "op_too_large", &message)])
+                self.refuse(store, &[(positions[0], ErrorCode::OpTooLarge.as_str(), &message)])
             }
             InFlight::Repush { positions, local, .. } if op_refused || too_large => {
                 let index = if too_large { 0 } else { named(&positions)? };
                 if local[index] {
-                    self.refuse(store, &[(positions[index], code, &message)])?;
+                    self.refuse(store, &[(positions[index], code.as_str(), &message)])?;
                 } else {
                     self.skip.insert(positions[index]);
                 }
@@ -370,7 +377,7 @@ impl Session {
                 self.phase = Phase::Repush;
                 Ok(())
             }
-            InFlight::None if error.status == Some(409) && code == "history_changed" => {
+            InFlight::None if error.status == Some(409) && code == ErrorCode::HistoryChanged => {
                 // A restored backup under the same epoch: treat it as a reset.
                 let epoch = store.watermarks()?.epoch;
                 store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
@@ -419,11 +426,11 @@ impl Session {
                 // Another replica's op: its author pushes it.
                 continue;
             }
-            match r.code.as_str() {
+            match r.code {
                 // Another store writes as this one's actor: a fresh actor, and the edits again.
-                "actor_reused" => self.summary.rewritten += store.rewrite_pending(pos, true)?,
+                ErrorCode::ActorReused => self.summary.rewritten += store.rewrite_pending(pos, true)?,
                 // Another copy of this store delivered its own version of the edit.
-                "op_id_conflict" => self.summary.superseded += store.supersede(&[pos])?,
+                ErrorCode::OpIdConflict => self.summary.superseded += store.supersede(&[pos])?,
                 _ => self.refuse(store, &[(pos, r.code.as_str(), r.message.as_str())])?,
             }
         }

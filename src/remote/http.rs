@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Remote, RemoteError};
 use crate::protocol::message::{ErrorBody, MIN_PEER_REVISION, PROTOCOL_REVISION, REVISION_HEADER, parse_revision};
-use crate::protocol::{Request, Response};
+use crate::protocol::{ErrorCode, Request, Response};
 
 /// Installs rustls's ring provider once per process (reqwest is built without a default provider).
 fn install_crypto_provider() {
@@ -73,7 +73,7 @@ impl HttpRemote {
                         return serde_json::from_slice(&bytes).map_err(|e| RemoteError {
                             status: Some(status),
                             body: ErrorBody {
-                                code: "bad_answer".into(),
+                                code: ErrorCode::BadAnswer,
                                 message: format!("the server's answer is not what tidemark expects: {e}"),
                                 op_index: None,
                             },
@@ -140,7 +140,7 @@ fn incompatible_server(message: String) -> RemoteError {
     RemoteError {
         status: None,
         body: ErrorBody {
-            code: "incompatible_server".into(),
+            code: ErrorCode::IncompatibleServer,
             message,
             op_index: None,
         },
@@ -159,7 +159,7 @@ fn build_client(timeout: Duration) -> Result<reqwest::Client, RemoteError> {
 /// The server's JSON error, or (from something that is not a tidemark server) the start of its text.
 fn error_body(bytes: &[u8]) -> ErrorBody {
     serde_json::from_slice(bytes).unwrap_or_else(|_| ErrorBody {
-        code: "http".into(),
+        code: ErrorCode::Http,
         message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
         op_index: None,
     })

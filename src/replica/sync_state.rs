@@ -372,7 +372,7 @@ impl Replica {
             .into_iter()
             .map(|(pos, reason)| super::Refusal {
                 pos,
-                code: "invalid_after_package_change".into(),
+                code: crate::protocol::ErrorCode::InvalidAfterPackageChange.to_string(),
                 reason: format!("package version {}: {reason}", package.version),
             })
             .collect();

@@ -1,5 +1,6 @@
 //! The service's errors and their one mapping to HTTP statuses and codes.
 
+use crate::protocol::ErrorCode;
 use crate::protocol::message::ErrorBody;
 use crate::server::store::StoreError;
 
@@ -86,30 +87,30 @@ impl ServiceError {
     }
 
     /// The stable code clients branch on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ServiceError::Unauthorized | ServiceError::AdminOnly => "unauthorized",
-            ServiceError::NotFound(_) | ServiceError::NotFoundOther(_) => "not_found",
-            ServiceError::ReadOnly { .. } => "read_only",
-            ServiceError::InvalidOp { .. } => "invalid_op",
-            ServiceError::OpIdConflict { .. } => "op_id_conflict",
-            ServiceError::BadRequest(_) => "bad_request",
-            ServiceError::TooLarge(_) => "too_large",
-            ServiceError::OpTooLarge { .. } => "op_too_large",
-            ServiceError::MethodNotAllowed(_) => "method_not_allowed",
-            ServiceError::RequestTimeout(_) => "request_timeout",
-            ServiceError::Conflict(_) => "conflict",
-            ServiceError::HistoryChanged { .. } => "history_changed",
-            ServiceError::ClientTooOld { .. } => "client_too_old",
-            ServiceError::Quarantined { .. } => "record_quarantined",
-            ServiceError::Unavailable(_) => "store_unavailable",
-            ServiceError::Internal(_) => "internal",
+            ServiceError::Unauthorized | ServiceError::AdminOnly => ErrorCode::Unauthorized,
+            ServiceError::NotFound(_) | ServiceError::NotFoundOther(_) => ErrorCode::NotFound,
+            ServiceError::ReadOnly { .. } => ErrorCode::ReadOnly,
+            ServiceError::InvalidOp { .. } => ErrorCode::InvalidOp,
+            ServiceError::OpIdConflict { .. } => ErrorCode::OpIdConflict,
+            ServiceError::BadRequest(_) => ErrorCode::BadRequest,
+            ServiceError::TooLarge(_) => ErrorCode::TooLarge,
+            ServiceError::OpTooLarge { .. } => ErrorCode::OpTooLarge,
+            ServiceError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ServiceError::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            ServiceError::HistoryChanged { .. } => ErrorCode::HistoryChanged,
+            ServiceError::ClientTooOld { .. } => ErrorCode::ClientTooOld,
+            ServiceError::Quarantined { .. } => ErrorCode::RecordQuarantined,
+            ServiceError::Unavailable(_) => ErrorCode::StoreUnavailable,
+            ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }
 
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            code: self.code().to_string(),
+            code: self.code(),
             message: self.to_string(),
             op_index: match self {
                 ServiceError::InvalidOp { index, .. }

@@ -29,8 +29,8 @@ type Shared<S> = Arc<Service<S>>;
 type HttpResult = Result<Response, ServiceError>;
 
 /// The code of an error answer, kept on the response for the metrics.
-#[derive(Clone, Copy)]
-struct ErrorCode(&'static str);
+#[derive(Clone)]
+struct AnsweredCode(crate::protocol::ErrorCode);
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
@@ -45,7 +45,7 @@ impl IntoResponse for ServiceError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
-        response.extensions_mut().insert(ErrorCode(self.code()));
+        response.extensions_mut().insert(AnsweredCode(self.code()));
         response
     }
 }
@@ -300,7 +300,7 @@ async fn count_request<S: ServerStore>(
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().clone();
     let response = next.run(request).await;
-    let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    let code = response.extensions().get::<AnsweredCode>().map(|c| c.0.as_str());
     s.metrics().request(
         &route,
         method.as_str(),

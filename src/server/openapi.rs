@@ -28,7 +28,7 @@ use crate::protocol::message::{
     PackageSet, PullResponse, PulledOp, PushRequest, PushResponse, REVISION_HEADER, Ready, RefusedOp, Revoked,
     SnapshotDoc, SnapshotResponse, SpaceCreated, SpaceListing, UserListing, UserToken, WireOp,
 };
-use crate::protocol::schema;
+use crate::protocol::{ErrorCode, schema};
 
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health, description = "The server is up; names its epoch")))]
 fn health() {}
@@ -376,7 +376,7 @@ fn deadline() -> Refusal {
 /// Adds an operation's error answers, one per status: `ErrorBody` whose `code`
 /// is one of the codes listed for that status, each with when it is sent.
 fn add_refusals(operation: &mut Operation, refusals: Vec<Refusal>) {
-    let mut by_status: BTreeMap<u16, Vec<(&'static str, String)>> = BTreeMap::new();
+    let mut by_status: BTreeMap<u16, Vec<(ErrorCode, String)>> = BTreeMap::new();
     for (error, when) in refusals {
         let codes = by_status.entry(error.status()).or_default();
         match codes.iter_mut().find(|(code, _)| *code == error.code()) {
@@ -395,7 +395,7 @@ fn add_refusals(operation: &mut Operation, refusals: Vec<Refusal>) {
             .join(". ");
         let code = ObjectBuilder::new()
             .schema_type(Type::String)
-            .enum_values(Some(codes.iter().map(|(code, _)| *code)));
+            .enum_values(Some(codes.iter().map(|(code, _)| code.as_str())));
         let body = AllOfBuilder::new()
             .item(Ref::from_schema_name("ErrorBody"))
             .item(ObjectBuilder::new().property("code", code).required("code"))
@@ -646,7 +646,7 @@ mod tests {
                 operation["responses"][error.status().to_string()]["content"]["application/json"]["schema"]["allOf"][1]
                     ["properties"]["code"]["enum"]
                     .as_array()
-                    .is_some_and(|codes| codes.iter().any(|c| c == error.code()))
+                    .is_some_and(|codes| codes.iter().any(|c| c == error.code().as_str()))
             });
             assert_eq!(listed, in_document, "{}: {error:?}", error.code());
         }

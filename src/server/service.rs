@@ -14,6 +14,7 @@ use super::materialize::Materializer;
 use super::metrics::Metrics;
 use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
 use crate::model::{Package, Seq};
+use crate::protocol::ErrorCode;
 use crate::protocol::message::{
     CreateSpace, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp,
     SnapshotDoc, SnapshotResponse, SpaceListing, UserListing, UserToken, WireOp, encode_bytes,
@@ -199,7 +200,7 @@ impl<S: ServerStore> Service<S> {
                 }
                 Err(e) => refused.push(RefusedOp {
                     index,
-                    code: e.code().to_string(),
+                    code: e.code(),
                     message: e.to_string(),
                 }),
             }
@@ -218,7 +219,7 @@ impl<S: ServerStore> Service<S> {
                     );
                     refused.push(RefusedOp {
                         index,
-                        code: refusal_code(&refusal).to_string(),
+                        code: refusal_code(&refusal),
                         message: format!("op {index} of the batch: {refusal}"),
                     });
                 }
@@ -563,12 +564,12 @@ impl<S: ServerStore> Service<S> {
     }
 }
 
-fn refusal_code(refusal: &OpRefusal) -> &'static str {
+fn refusal_code(refusal: &OpRefusal) -> ErrorCode {
     match refusal {
-        OpRefusal::OpIdConflict { .. } => "op_id_conflict",
-        OpRefusal::MissingDeps { .. } => "missing_deps",
-        OpRefusal::ActorReused { .. } => "actor_reused",
-        OpRefusal::BadHeader(_) => "invalid_op",
+        OpRefusal::OpIdConflict { .. } => ErrorCode::OpIdConflict,
+        OpRefusal::MissingDeps { .. } => ErrorCode::MissingDeps,
+        OpRefusal::ActorReused { .. } => ErrorCode::ActorReused,
+        OpRefusal::BadHeader(_) => ErrorCode::InvalidOp,
     }
 }
 
