@@ -93,6 +93,15 @@ fn serve_admin_login_sync_and_the_exit_codes_of_sync_through_the_binary() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "an unreachable server exits 1: {stderr}");
     assert!(!stderr.trim().is_empty(), "sync says why it failed");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one error line, no log lines: {stderr:?}"
+    );
+    assert!(
+        stderr.starts_with("error: ") && !stderr.contains("RoundSummary") && !stderr.contains('\x1b'),
+        "no debug dump, no colour: {stderr:?}"
+    );
     assert!(out.stdout.is_empty(), "errors go to stderr: {:?}", text(&out.stdout));
     assert_eq!(status(&a)["pending"], pending, "the pending change is kept");
     assert!(!stderr.contains(&s.alice), "the token is not printed: {stderr:?}");

@@ -69,8 +69,20 @@ fn finish(replica: &Replica, outcome: Result<()>, summary: &RoundSummary) -> Res
 
 fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Result<()> {
     match outcome {
-        Ok(()) => tracing::info!(?summary, "sync round complete"),
-        Err(e) => tracing::warn!(error = %e, ?summary, "sync round failed"),
+        Ok(()) => tracing::info!(
+            pushed = summary.pushed,
+            pulled = summary.pulled,
+            snapshot_docs = summary.snapshot_docs,
+            rejected = summary.rejected,
+            head = summary.head,
+            "sync round complete"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            pushed = summary.pushed,
+            pulled = summary.pulled,
+            "sync round failed"
+        ),
     }
     let last = LastSync {
         at_ms: now_ms(),

@@ -56,7 +56,13 @@ fn main() -> std::process::ExitCode {
 fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
     use args::Command::*;
     let store = cli.store;
-    init_logging();
+    // A server's log is its operator's view; a client command says what went
+    // wrong once, in its own error line, and logs only when RUST_LOG asks.
+    init_logging(if matches!(cli.command, Serve { .. }) {
+        "warn"
+    } else {
+        "off"
+    });
     match cli.command {
         Serve {
             data,
@@ -109,12 +115,12 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// `tracing` logs on stderr, filtered by `RUST_LOG` (warnings by default);
+/// `tracing` logs on stderr, filtered by `RUST_LOG` (else by `default`);
 /// colour only on a terminal, so a log file or a journal holds plain text.
-fn init_logging() {
+fn init_logging(default: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
