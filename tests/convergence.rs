@@ -16,7 +16,7 @@ use tidemark::{Op, Replica};
 
 #[path = "convergence/reference.rs"]
 mod reference;
-use reference::reference_view;
+use reference::{multi_valued_fields, reference_view};
 
 #[path = "convergence/edits.rs"]
 mod edits;
@@ -230,6 +230,22 @@ fn run(s: &Scenario) -> Vec<(String, String, Vec<u8>)> {
             conflicts,
             "replica {i} lists other conflicts than replica 0"
         );
+    }
+    // An oracle of its own: a listed field holds more than one value in plain
+    // automerge's merge of every op (what is listed is never invented).
+    let multi = multi_valued_fields(&replicas);
+    for record in &conflicts {
+        let key = (record.collection.clone(), record.id.clone());
+        for field in &record.fields {
+            assert!(
+                multi.get(&key).is_some_and(|fields| fields.contains(&field.field)),
+                "{}/{}: field {} is listed but holds one value in automerge's merge ({:?})",
+                record.collection,
+                record.id,
+                field.field,
+                multi.get(&key)
+            );
+        }
     }
     // And `status` counts exactly the records `conflicts` lists.
     for (i, r) in replicas.iter().enumerate() {

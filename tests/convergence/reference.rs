@@ -12,6 +12,30 @@ use super::ops_of;
 /// Merges every op of every replica's log per record with plain automerge
 /// (one `apply_changes` call per record) and materializes the rows here.
 pub fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
+    reference_docs(replicas)
+        .into_iter()
+        .filter_map(|((collection, id), doc)| reference_row(&doc).map(|row| (collection, id, row)))
+        .collect()
+}
+
+/// Per record, the fields that hold more than one value (concurrent writes
+/// automerge keeps side by side), by plain automerge: a field `conflicts()`
+/// lists must be one of them.
+pub fn multi_valued_fields(replicas: &[Replica]) -> BTreeMap<(String, String), Vec<String>> {
+    reference_docs(replicas)
+        .into_iter()
+        .map(|(key, doc)| {
+            let fields = doc
+                .keys(ROOT)
+                .filter(|field| doc.get_all(ROOT, field.as_str()).unwrap().len() > 1)
+                .collect();
+            (key, fields)
+        })
+        .collect()
+}
+
+/// Every record's document, merged by plain automerge from every op of every log.
+fn reference_docs(replicas: &[Replica]) -> BTreeMap<(String, String), AutoCommit> {
     let mut ops: BTreeMap<u128, Op> = BTreeMap::new();
     for r in replicas {
         for op in ops_of(r) {
@@ -25,7 +49,7 @@ pub fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
             .or_default()
             .push(op.change);
     }
-    let mut rows = Vec::new();
+    let mut docs = BTreeMap::new();
     for ((collection, id), changes) in groups {
         let changes: Vec<Change> = changes
             .iter()
@@ -38,11 +62,9 @@ pub fn reference_view(replicas: &[Replica]) -> Vec<(String, String, Vec<u8>)> {
             doc.get_missing_deps(&[]).is_empty(),
             "{collection}/{id}: the ops of all logs are not causally complete"
         );
-        if let Some(row) = reference_row(&doc) {
-            rows.push((collection, id, row));
-        }
+        docs.insert((collection, id), doc);
     }
-    rows
+    docs
 }
 
 fn reference_row(doc: &AutoCommit) -> Option<Vec<u8>> {
