@@ -361,6 +361,17 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// `sync --watch` on `store`, every second, its stderr piped.
+fn spawn_watch(store: &Path) -> std::process::Child {
+    bin()
+        .arg("--store")
+        .arg(store)
+        .args(["sync", "--watch", "--interval", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[cfg(unix)]
 #[test]
 fn sync_watch_picks_up_edits_and_survives_a_server_restart() {
@@ -371,13 +382,7 @@ fn sync_watch_picks_up_edits_and_survives_a_server_restart() {
     let other = dir.path().join("b.db");
     assert!(login(&store, &server, "alice", &alice, "crm", &[]).status.success());
     assert!(login(&other, &server, "alice", &alice, "crm", &[]).status.success());
-    let mut watch = bin()
-        .arg("--store")
-        .arg(&store)
-        .args(["sync", "--watch", "--interval", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_watch(&store);
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = log.clone();
     let stderr = watch.stderr.take().unwrap();
@@ -421,13 +426,7 @@ fn sync_watch_stops_with_exit_1_when_its_token_is_revoked() {
     let alice = server.space_with_user("crm", PACKAGE, "alice", dir.path());
     let store = dir.path().join("a.db");
     assert!(login(&store, &server, "alice", &alice, "crm", &[]).status.success());
-    let mut watch = bin()
-        .arg("--store")
-        .arg(&store)
-        .args(["sync", "--watch", "--interval", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_watch(&store);
     let token_id = alice.split('.').nth(1).unwrap();
     server.admin(&["revoke-token", token_id]);
     ok(&store, &["put", "contacts", "c1", "name=after the revoke"]);

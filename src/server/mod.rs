@@ -7,6 +7,7 @@ pub mod http;
 pub mod listen;
 mod materialize;
 pub mod metrics;
+pub mod names;
 mod openapi;
 pub mod service;
 pub mod store;
