@@ -88,13 +88,14 @@ impl Handle {
         // reopen holds that lock while it waits for the write guard.
         let result = {
             let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
-            match db.as_ref() {
-                Some(db) => f(db),
-                None => Err(StoreError::Unavailable(
-                    self.failure().unwrap_or_else(|| "the store is being reopened".into()),
-                )),
-            }
+            db.as_ref().map(f)
         };
+        // Only now, without the read guard, may the failure lock be taken.
+        let result = result.unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                self.failure().unwrap_or_else(|| "the store is being reopened".into()),
+            ))
+        });
         if let Err(StoreError::Unavailable(cause)) = &result {
             self.fail(cause);
         }
