@@ -365,3 +365,53 @@ fn a_restored_backup_is_noticed_and_nothing_is_lost() {
         summary_a.epoch_changed
     );
 }
+
+/// A member who may only read when the server lost its data cannot re-push its
+/// log: its own edits go to the rejected list (a retry sends them once it may
+/// write again), the others' are left to their authors, and it keeps pulling.
+#[test]
+fn a_read_only_member_keeps_pulling_after_a_server_reset() {
+    let (old, tokens) = server(None, &["alice", "bob"], Limits::default());
+    let (alice, bob) = (Replica::in_memory().unwrap(), Replica::in_memory().unwrap());
+    alice.put("contacts", "a1", json!({"v": 1})).unwrap();
+    sync(&alice, &remote(&old, &tokens[0])).unwrap();
+    bob.put("contacts", "b1", json!({"v": 2})).unwrap();
+    sync(&bob, &remote(&old, &tokens[1])).unwrap();
+
+    // A new server (a new epoch) where bob may only read.
+    let (new, tokens) = server(None, &["alice", "bob"], Limits::default());
+    new.grant(&Grant {
+        user: "bob".into(),
+        space: SPACE.into(),
+        read_only: true,
+    })
+    .unwrap();
+    alice.put("contacts", "a2", json!({"v": 3})).unwrap();
+    sync(&alice, &remote(&new, &tokens[0])).unwrap();
+    let summary = sync(&bob, &remote(&new, &tokens[1])).expect("a read-only member's round completes");
+    assert!(summary.epoch_changed);
+    let rejected: Vec<_> = bob
+        .rejected()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.record, r.code))
+        .collect();
+    assert_eq!(rejected, [("b1".to_string(), "read_only".to_string())]);
+    assert!(
+        bob.get("contacts", "a2").unwrap().is_some(),
+        "bob pulled alice's new edit"
+    );
+    assert_eq!(bob.status().unwrap().pending, 0);
+
+    // Write access back: the retried edit reaches the server and alice.
+    new.grant(&Grant {
+        user: "bob".into(),
+        space: SPACE.into(),
+        read_only: false,
+    })
+    .unwrap();
+    bob.resolve_rejected(true).unwrap();
+    sync(&bob, &remote(&new, &tokens[1])).unwrap();
+    sync(&alice, &remote(&new, &tokens[0])).unwrap();
+    assert_eq!(alice.get("contacts", "b1").unwrap().unwrap()["v"], json!(2));
+}

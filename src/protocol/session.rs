@@ -358,6 +358,21 @@ impl Session {
                     .collect();
                 self.refuse(store, &all)
             }
+            InFlight::Repush { positions, local, .. } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
+                // A read-only member cannot re-push: its own ops are refused (a
+                // retry once it may write again sends them), the others' are left
+                // to their authors, and the round goes on to pull.
+                let own: Vec<_> = positions
+                    .iter()
+                    .zip(&local)
+                    .filter(|&(_, &is_local)| is_local)
+                    .map(|(&pos, _)| (pos, code.as_str(), message.as_str()))
+                    .collect();
+                self.skip.extend(positions.iter().copied());
+                self.refuse(store, &own)?;
+                self.phase = Phase::Repush;
+                Ok(())
+            }
             InFlight::Push { positions } | InFlight::Repush { positions, .. } if too_large && positions.len() > 1 => {
                 // The batch as a whole is over the server's body limit: send less at a time.
                 self.batch = (positions.len() / 2).max(1);

@@ -238,6 +238,20 @@ impl Replica {
         Ok(out)
     }
 
+    /// Log positions of local ops that left the queue without reaching the
+    /// server and without a rejection: written again as a new op (the same
+    /// edit on top of what the server holds, or nothing when it changes
+    /// nothing there), or superseded by the server's version of the same edit.
+    pub fn discarded(&self) -> Result<Vec<u64>> {
+        let txn = self.read()?;
+        let table = txn.open_table(tables::DISCARDED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(entry?.0.value());
+        }
+        Ok(out)
+    }
+
     /// The ops of the rejected list, oldest first.
     pub fn rejected_ops(&self) -> Result<Vec<PendingOp>> {
         let txn = self.read()?;
