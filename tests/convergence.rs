@@ -16,7 +16,7 @@ use tidemark::{Op, Replica};
 
 #[path = "convergence/reference.rs"]
 mod reference;
-use reference::{multi_valued_fields, reference_view};
+use reference::{differing_register_fields, multi_valued_fields, reference_view};
 
 #[path = "convergence/edits.rs"]
 mod edits;
@@ -244,6 +244,16 @@ fn run(s: &Scenario) -> Vec<(String, String, Vec<u8>)> {
                 record.id,
                 field.field,
                 multi.get(&key)
+            );
+        }
+    }
+    // And every field whose concurrent writes differ is listed.
+    for ((collection, id), fields) in differing_register_fields(&replicas) {
+        let listed = conflicts.iter().find(|r| r.collection == collection && r.id == id);
+        for field in fields {
+            assert!(
+                listed.is_some_and(|r| r.fields.iter().any(|f| f.field == field)),
+                "{collection}/{id}: field {field} holds different concurrent values in automerge's merge but is not listed"
             );
         }
     }

@@ -34,6 +34,36 @@ pub fn multi_valued_fields(replicas: &[Replica]) -> BTreeMap<(String, String), V
         .collect()
 }
 
+/// Per visible record, the fields that hold several different scalar values
+/// in plain automerge's merge: `conflicts()` must list each of them (the lower
+/// bound of what it lists; equal values, texts and counters follow rules of
+/// their own and are left out here).
+pub fn differing_register_fields(replicas: &[Replica]) -> BTreeMap<(String, String), Vec<String>> {
+    reference_docs(replicas)
+        .into_iter()
+        .filter(|(_, doc)| reference_row(doc).is_some())
+        .map(|(key, doc)| {
+            let fields = doc
+                .keys(ROOT)
+                .filter(|field| !field.starts_with('_'))
+                .filter(|field| {
+                    let values = doc.get_all(ROOT, field.as_str()).unwrap();
+                    let scalars: Vec<_> = values
+                        .iter()
+                        .filter_map(|(v, _)| match v {
+                            Value::Scalar(s) if !matches!(s.as_ref(), ScalarValue::Counter(_)) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    scalars.len() == values.len() && scalars.len() > 1 && scalars.iter().any(|s| s != &scalars[0])
+                })
+                .collect();
+            (key, fields)
+        })
+        .filter(|(_, fields): &(_, Vec<String>)| !fields.is_empty())
+        .collect()
+}
+
 /// Every record's document, merged by plain automerge from every op of every log.
 fn reference_docs(replicas: &[Replica]) -> BTreeMap<(String, String), AutoCommit> {
     let mut ops: BTreeMap<u128, Op> = BTreeMap::new();
