@@ -144,7 +144,7 @@ pub struct ActorId(pub [u8; 16]);
 
 impl ActorId {
     pub fn random() -> Self {
-        ActorId(*uuid::Uuid::new_v4().as_bytes())
+        ActorId(*random_uuid().as_bytes())
     }
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -191,7 +191,13 @@ pub struct OpId(pub uuid::Uuid);
 
 impl OpId {
     pub fn new() -> Self {
-        OpId(uuid::Uuid::now_v7())
+        match id_source::now_ms().zip(id_source::bits()) {
+            Some((ms, bits)) => OpId(
+                uuid::Builder::from_unix_timestamp_millis(ms, &bits.to_be_bytes()[..10].try_into().expect("10 bytes"))
+                    .into_uuid(),
+            ),
+            None => OpId(uuid::Uuid::now_v7()),
+        }
     }
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
@@ -399,12 +405,75 @@ impl CollectionSchema {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now (a logical clock when the thread's ids are seeded).
 pub fn now_ms() -> u64 {
+    if let Some(ms) = id_source::now_ms() {
+        return ms;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Where ids and times come from on this thread: the system (random ids, the
+/// clock), or a seeded sequence that a simulation sets so that one seed
+/// replays one run exactly, ids and change times included.
+mod id_source {
+    use std::cell::Cell;
+
+    thread_local! {
+        static SEEDED: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    }
+
+    /// Makes this thread's ids and times a function of `seed` (None: back to
+    /// random ids and the clock). For simulations and tests only.
+    pub fn seed(seed: Option<u64>) {
+        SEEDED.with(|s| s.set(seed.map(|seed| (seed, 0))));
+    }
+
+    /// 128 bits from the seeded sequence, if this thread has one.
+    pub fn bits() -> Option<u128> {
+        SEEDED.with(|s| {
+            let (seed, n) = s.get()?;
+            s.set(Some((seed, n + 1)));
+            let mix = |x: u64| {
+                let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            };
+            let a = mix(seed ^ mix(2 * n));
+            let b = mix(seed ^ mix(2 * n + 1));
+            Some((u128::from(a) << 64) | u128::from(b))
+        })
+    }
+
+    /// A logical clock in ms that moves by one per reading, if seeded.
+    pub fn now_ms() -> Option<u64> {
+        SEEDED.with(|s| {
+            let (seed, n) = s.get()?;
+            s.set(Some((seed, n + 1)));
+            Some(1_800_000_000_000 + n)
+        })
+    }
+}
+
+/// Makes this thread's op ids, actor ids, server epochs and change times a
+/// function of `seed` (None: random ids and the clock again), so that a
+/// simulation replays one run exactly. Not for applications: ids from two
+/// threads seeded alike collide.
+#[doc(hidden)]
+pub fn seed_ids_for_this_thread(seed: Option<u64>) {
+    id_source::seed(seed);
+}
+
+/// A random UUID (v4), or one from the thread's seeded sequence.
+pub(crate) fn random_uuid() -> uuid::Uuid {
+    match id_source::bits() {
+        Some(bits) => uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid(),
+        None => uuid::Uuid::new_v4(),
+    }
 }
 
 #[cfg(test)]

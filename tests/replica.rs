@@ -505,7 +505,7 @@ fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
     );
     let pending = r.pending_ops(10).unwrap();
     assert_eq!(pending.iter().map(|p| p.pos).collect::<Vec<_>>(), vec![3]);
-    r.ack_pushed(3).unwrap();
+    r.ack_pushed(3, None).unwrap();
     let status = r.status().unwrap();
     assert_eq!(
         (status.pushed, status.pending),

@@ -18,9 +18,9 @@
 //! their rebuild from the log, to the server's records and to a fresh
 //! bootstrap, and conflicts are listed the same everywhere.
 //!
-//! One seed replays the same steps and faults (op and actor ids are drawn
-//! afresh, so which of two concurrent values wins may differ). A failure
-//! prints the seed and the trace of steps.
+//! One seed replays one run exactly: its steps, its faults, and (seeded from
+//! it) the op ids, actor ids, epochs and change times. A failure prints the
+//! seed and the trace of steps.
 //!
 //! - `TIDEMARK_SIM_SEEDS=N` runs N seeds (default 500, split over the tests
 //!   below); `TIDEMARK_SIM_SEED=S` runs seed S alone. The long run:
@@ -57,7 +57,8 @@ const SHARDS: u64 = 4;
 
 /// Runs one world from `choices` for at most `steps` steps, heals it and checks it.
 /// Returns the trace; panics (after printing the trace) when an invariant fails.
-pub fn run(choices: &mut dyn Choices, steps: usize, label: &str) {
+pub fn run(choices: &mut dyn Choices, ids: u64, steps: usize, label: &str) {
+    tidemark::model::seed_ids_for_this_thread(Some(ids));
     let mut world: Option<World> = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let w = world.insert(World::new(choices));
@@ -70,6 +71,7 @@ pub fn run(choices: &mut dyn Choices, steps: usize, label: &str) {
         check::heal(w);
         check::invariants(w);
     }));
+    tidemark::model::seed_ids_for_this_thread(None);
     if let Err(panic) = outcome {
         if let Some(w) = &world {
             eprintln!("---- {label}: trace of the failed run");
@@ -83,7 +85,7 @@ pub fn run(choices: &mut dyn Choices, steps: usize, label: &str) {
 }
 
 fn run_seed(seed: u64) {
-    run(&mut Seeded::new(seed), STEPS, &format!("seed {seed}"));
+    run(&mut Seeded::new(seed), seed, STEPS, &format!("seed {seed}"));
 }
 
 fn seeds_of_shard(shard: u64) {

@@ -415,3 +415,77 @@ fn a_read_only_member_keeps_pulling_after_a_server_reset() {
     sync(&alice, &remote(&new, &tokens[0])).unwrap();
     assert_eq!(alice.get("contacts", "b1").unwrap().unwrap()["v"], json!(2));
 }
+
+/// A push the server answered, whose round then failed before pulling it back;
+/// the server is restored from a backup taken before it, and another member
+/// pushes enough since that the server's head is past that op's seq again. The
+/// replica notices another op at the seq its own got, and re-pushes it.
+#[test]
+fn an_acknowledged_op_lost_by_a_restore_is_pushed_again_after_others_refill_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let backup = dir.path().join("backup.redb");
+    let open = || loop {
+        match RedbStore::open(&data) {
+            Ok(store) => {
+                break Arc::new(Service::new(store, Limits::default(), Some("admin-token-0123456789")).unwrap());
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)), // the old materializer thread is closing
+        }
+    };
+    let service = open();
+    service
+        .create_space(&CreateSpace {
+            space: SPACE.into(),
+            package: None,
+        })
+        .unwrap();
+    let mut tokens = Vec::new();
+    for u in ["alice", "bob"] {
+        tokens.push(service.add_user(u).unwrap().token);
+        service
+            .grant(&Grant {
+                user: u.into(),
+                space: SPACE.into(),
+                read_only: false,
+            })
+            .unwrap();
+    }
+    let (alice, bob) = (Replica::in_memory().unwrap(), Replica::in_memory().unwrap());
+    alice.put("contacts", "a1", json!({"v": 1})).unwrap();
+    sync(&alice, &remote(&service, &tokens[0])).unwrap(); // seq 1, pulled 1
+    drop(service);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::copy(data.join(RedbStore::FILE_NAME), &backup).unwrap(); // backup: head 1
+
+    let service = open();
+    alice.put("contacts", "a2", json!({"v": 2})).unwrap();
+    let r = remote(&service, &tokens[0]);
+    let failed = sync_once_blocking(
+        &alice,
+        |request| match request {
+            Request::Pull { .. } => Err(tidemark::remote::RemoteError::unreachable("the network failed")),
+            other => r.call_blocking(other),
+        },
+        SessionConfig::default(),
+    );
+    drop(r);
+    assert!(failed.is_err(), "the round fails at its pull");
+    assert_eq!(alice.status().unwrap().pending, 0, "a2 is acknowledged (seq 2)");
+    drop(service);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::copy(&backup, data.join(RedbStore::FILE_NAME)).unwrap(); // restore: head 1
+
+    let service = open();
+    bob.put("contacts", "b1", json!({"v": 3})).unwrap();
+    bob.put("contacts", "b2", json!({"v": 4})).unwrap();
+    sync(&bob, &remote(&service, &tokens[1])).unwrap(); // seqs 2 and 3: past a2's seq
+    let summary = sync(&alice, &remote(&service, &tokens[0])).unwrap();
+    assert!(summary.epoch_changed, "alice noticed the restore: {summary:?}");
+    sync(&bob, &remote(&service, &tokens[1])).unwrap();
+    assert!(
+        service.record("alice", SPACE, "contacts", "a2").unwrap().is_some(),
+        "a2 is back on the server"
+    );
+    assert_eq!(bob.get("contacts", "a2").unwrap().unwrap()["v"], json!(2));
+}

@@ -17,7 +17,7 @@ use super::message::{
 };
 use super::store::{SyncStore, Watermarks};
 use crate::error::{CorruptData, Error, Result};
-use crate::model::{Collection, RecordId, Seq};
+use crate::model::{Collection, OpId, RecordId, Seq};
 use crate::replica::{Fence, Refusal, RemoteOp, RemotePage, SnapshotRecord};
 
 /// What the session asks the transport to send.
@@ -129,6 +129,10 @@ pub struct RoundSummary {
     /// Local ops dropped because the server holds another version of the same
     /// edit, delivered by another copy of this store (it arrives by the pull).
     pub superseded: u64,
+    /// After the server lost data: local ops it could not take yet because
+    /// changes they build on are not back on it (another member re-pushes
+    /// them). They are kept and re-pushed by later rounds.
+    pub waiting: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,15 +151,28 @@ enum InFlight {
     None,
     Push {
         positions: Vec<u64>,
+        ids: Vec<OpId>,
     },
     Repush {
         positions: Vec<u64>,
+        ids: Vec<OpId>,
         local: Vec<bool>,
         last: u64,
     },
     Snapshot {
         after: Option<String>,
     },
+}
+
+/// The highest seq a push answer gave one of this replica's own ops, and that
+/// op (`local`: which ops of a re-push are its own; None: all).
+fn highest(seqs: &[Option<Seq>], ids: &[OpId], local: Option<&[bool]>) -> Option<(Seq, OpId)> {
+    seqs.iter()
+        .zip(ids)
+        .enumerate()
+        .filter(|(i, _)| local.is_none_or(|l| l.get(*i).copied().unwrap_or(false)))
+        .filter_map(|(_, (seq, id))| seq.map(|s| (s, *id)))
+        .max_by_key(|(s, _)| *s)
 }
 
 /// Roughly what an op weighs in a JSON push body (base64 plus the envelope).
@@ -176,6 +193,11 @@ pub struct Session {
     batch: usize,
     /// Positions of other replicas' ops the server refused during a re-push (their authors re-push them).
     skip: std::collections::HashSet<u64>,
+    /// The re-push stopped at an own op whose dependencies the server lacks:
+    /// this round only pulls; the next one re-pushes from that op.
+    repush_waits: bool,
+    /// A push met missing dependencies once this round (see `on_push`).
+    deps_checked: bool,
 }
 
 impl Session {
@@ -193,6 +215,8 @@ impl Session {
             fence: None,
             batch: config.push_batch.max(1),
             skip: std::collections::HashSet::new(),
+            repush_waits: false,
+            deps_checked: false,
         }
     }
 
@@ -249,6 +273,7 @@ impl Session {
                     }
                     self.in_flight = InFlight::Repush {
                         positions,
+                        ids: ops.iter().map(|o| o.id).collect(),
                         local,
                         last: scanned,
                     };
@@ -278,6 +303,7 @@ impl Session {
                     let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();
                     self.in_flight = InFlight::Push {
                         positions: pending.iter().map(|p| p.pos).collect(),
+                        ids: pending.iter().map(|p| p.op.id).collect(),
                     };
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
@@ -342,16 +368,16 @@ impl Session {
         );
         let too_large = matches!((error.status, &code), (Some(413), ErrorCode::TooLarge));
         match in_flight {
-            InFlight::Push { positions } if op_refused && code == ErrorCode::OpIdConflict => {
+            InFlight::Push { positions, .. } if op_refused && code == ErrorCode::OpIdConflict => {
                 let pos = positions[named(&positions)?];
                 self.summary.superseded += store.supersede(&[pos])?;
                 Ok(())
             }
-            InFlight::Push { positions } if op_refused => {
+            InFlight::Push { positions, .. } if op_refused => {
                 let pos = positions[named(&positions)?];
                 self.refuse(store, &[(pos, code.as_str(), &message)])
             }
-            InFlight::Push { positions } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
+            InFlight::Push { positions, .. } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
                 let all: Vec<_> = positions
                     .iter()
                     .map(|&pos| (pos, code.as_str(), message.as_str()))
@@ -373,12 +399,14 @@ impl Session {
                 self.phase = Phase::Repush;
                 Ok(())
             }
-            InFlight::Push { positions } | InFlight::Repush { positions, .. } if too_large && positions.len() > 1 => {
+            InFlight::Push { positions, .. } | InFlight::Repush { positions, .. }
+                if too_large && positions.len() > 1 =>
+            {
                 // The batch as a whole is over the server's body limit: send less at a time.
                 self.batch = (positions.len() / 2).max(1);
                 Ok(())
             }
-            InFlight::Push { positions } if too_large => {
+            InFlight::Push { positions, .. } if too_large => {
                 self.refuse(store, &[(positions[0], ErrorCode::OpTooLarge.as_str(), &message)])
             }
             InFlight::Repush { positions, local, .. } if op_refused || too_large => {
@@ -465,8 +493,9 @@ impl Session {
         } = store.watermarks()?;
         match known {
             None => store.set_epoch(epoch, false)?,
-            // A new epoch, or the same epoch behind what we pulled: the server lost data.
-            Some(known) if known != epoch || head < pulled => {
+            // A new epoch, or the same epoch behind what we pulled or what it gave
+            // our ops: the server lost data.
+            Some(known) if known != epoch || head < pulled || store.acked()?.is_some_and(|(seq, _)| head < seq) => {
                 store.set_epoch(epoch, true)?;
                 self.summary.epoch_changed = true;
             }
@@ -497,9 +526,8 @@ impl Session {
     fn on_push(&mut self, store: &dyn SyncStore, r: PushResponse) -> Result<()> {
         self.same_epoch(store, &r.epoch)?;
         self.summary.head = self.summary.head.max(r.head);
-        let accepted = r.seqs.iter().filter(|s| s.is_some()).count() as u64;
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
-            InFlight::Push { positions } => {
+            InFlight::Push { positions, ids } => {
                 if r.seqs.len() != positions.len() {
                     return Err(Error::Sync(format!(
                         "the server acknowledged {} of {} ops",
@@ -507,12 +535,36 @@ impl Session {
                         positions.len()
                     )));
                 }
-                self.on_refused(store, &positions, &[], &r.refused)?;
-                let last = *positions.last().expect("a push has ops");
-                store.acknowledge(last)?;
-                self.summary.pushed += accepted;
+                // Ops whose dependencies the server lacks, and nothing else refused
+                // that would explain it: the server may have lost what this replica
+                // pushed before. The pull checks its history first (a loss turns
+                // into a re-push); such ops are refused only if the server still
+                // lacks their dependencies after that.
+                let only_deps = r.refused.iter().all(|f| f.code == ErrorCode::MissingDeps);
+                let missing = r
+                    .refused
+                    .iter()
+                    .map(|f| f.index)
+                    .min()
+                    .filter(|_| only_deps && !self.deps_checked);
+                let upto = missing.unwrap_or(positions.len());
+                let refused: Vec<RefusedOp> = r.refused.iter().filter(|f| f.index < upto).cloned().collect();
+                self.on_refused(store, &positions, &[], &refused)?;
+                if upto > 0 {
+                    store.acknowledge(positions[upto - 1], highest(&r.seqs[..upto], &ids, None))?;
+                }
+                self.summary.pushed += r.seqs[..upto].iter().filter(|s| s.is_some()).count() as u64;
+                if missing.is_some() {
+                    self.deps_checked = true;
+                    self.phase = Phase::Pull;
+                }
             }
-            InFlight::Repush { positions, local, last } => {
+            InFlight::Repush {
+                positions,
+                ids,
+                local,
+                last,
+            } => {
                 if r.seqs.len() != positions.len() {
                     return Err(Error::Sync(format!(
                         "the server acknowledged {} of {} re-pushed ops",
@@ -520,10 +572,30 @@ impl Session {
                         positions.len()
                     )));
                 }
+                self.summary.repushed += r.seqs.iter().filter(|s| s.is_some()).count() as u64;
+                // An own op whose dependencies the server lacks is not refused: the
+                // changes it builds on may be only in a snapshot here, and another
+                // member re-pushes them. The re-push waits at it for a later round.
+                let waiting = r
+                    .refused
+                    .iter()
+                    .filter(|f| f.code == ErrorCode::MissingDeps && local.get(f.index).copied().unwrap_or(false))
+                    .map(|f| f.index)
+                    .min();
+                if let Some(index) = waiting {
+                    let before: Vec<RefusedOp> = r.refused.iter().filter(|f| f.index < index).cloned().collect();
+                    self.on_refused(store, &positions, &local, &before)?;
+                    let pos = positions[index];
+                    store.acknowledge(pos - 1, highest(&r.seqs[..index], &ids, Some(&local)))?;
+                    store.set_repush_from(Some(pos))?;
+                    self.summary.waiting = local[index..].iter().filter(|&&l| l).count() as u64;
+                    self.repush_waits = true;
+                    self.phase = Phase::Pull;
+                    return Ok(());
+                }
                 self.on_refused(store, &positions, &local, &r.refused)?;
-                store.acknowledge(last)?;
+                store.acknowledge(last, highest(&r.seqs, &ids, Some(&local)))?;
                 store.set_repush_from(Some(last + 1))?;
-                self.summary.repushed += accepted;
                 self.phase = Phase::Repush;
             }
             _ => return Err(Error::Sync("a push answer arrived without a push".into())),
@@ -566,13 +638,24 @@ impl Session {
                 .map_err(|e| CorruptData::new(format!("pulled op seq {}", pulled.seq), e))?;
             ops.push(RemoteOp { seq: pulled.seq, op });
         }
+        if let Some((seq, id)) = store.acked()? {
+            if ops.iter().any(|o| o.seq == seq && o.op.id != id) {
+                // The server holds another op where it put one of ours: it was
+                // restored from a backup and others pushed since. Re-push, pull again.
+                let epoch = store.watermarks()?.epoch;
+                store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
+                self.summary.epoch_changed = true;
+                self.phase = Phase::Repush;
+                return Ok(());
+            }
+        }
         let report = store.apply_page(&RemotePage { ops, end: r.end })?;
         self.summary.pulled += report.applied as u64;
         self.summary.head = self.summary.head.max(r.head);
         if !r.more {
             self.passes += 1;
             let pending = store.pending_count()?;
-            self.phase = if pending > 0 && self.passes < self.config.max_passes {
+            self.phase = if pending > 0 && self.passes < self.config.max_passes && !self.repush_waits {
                 Phase::Push
             } else {
                 Phase::Done

@@ -30,6 +30,8 @@ pub trait SyncStore {
     fn watermarks(&self) -> Result<Watermarks>;
     /// The id of the op at seq `pulled`, which the server checks its history against.
     fn pulled_op(&self) -> Result<Option<OpId>>;
+    /// The highest seq the server gave one of this store's ops, and that op.
+    fn acked(&self) -> Result<Option<(Seq, OpId)>>;
     /// Records the server's epoch; `reset`: the server lost or replaced its data,
     /// so the log is pushed again from the start and pulled again.
     fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()>;
@@ -38,8 +40,9 @@ pub trait SyncStore {
     fn pending(&self, limit: usize) -> Result<Vec<PendingOp>>;
     /// How many local ops wait for the server.
     fn pending_count(&self) -> Result<u64>;
-    /// The server holds every local op through log position `through`.
-    fn acknowledge(&self, through: u64) -> Result<()>;
+    /// The server holds every local op through log position `through`;
+    /// `acked`: the highest seq it gave one of them, and that op.
+    fn acknowledge(&self, through: u64, acked: Option<(Seq, OpId)>) -> Result<()>;
     /// Refuses local ops for good; returns how many left the queue.
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64>;
     /// Drops local ops whose edit the server holds in another version.
@@ -87,6 +90,9 @@ impl SyncStore for Replica {
     fn pulled_op(&self) -> Result<Option<OpId>> {
         Replica::pulled_op(self)
     }
+    fn acked(&self) -> Result<Option<(Seq, OpId)>> {
+        Replica::acked(self)
+    }
     fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()> {
         Replica::set_epoch(self, epoch, reset)
     }
@@ -96,8 +102,8 @@ impl SyncStore for Replica {
     fn pending_count(&self) -> Result<u64> {
         Ok(Replica::status(self)?.pending)
     }
-    fn acknowledge(&self, through: u64) -> Result<()> {
-        Replica::ack_pushed(self, through)
+    fn acknowledge(&self, through: u64, acked: Option<(Seq, OpId)>) -> Result<()> {
+        Replica::ack_pushed(self, through, acked)
     }
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
         Replica::refuse(self, refusals)

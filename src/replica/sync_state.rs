@@ -8,7 +8,7 @@ use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::{Meta, Replica, put_meta};
 use crate::error::{CorruptData, Result};
-use crate::model::{Binding, Op, Package};
+use crate::model::{Binding, Op, Package, Seq};
 
 /// Ops to re-push: `(log position, op, is local)`, and the last position scanned.
 pub type RepushBatch = (Vec<(u64, Op, bool)>, Option<u64>);
@@ -95,10 +95,19 @@ impl Replica {
         Ok(out)
     }
 
-    /// The server acknowledged every pending op at or below `through_pos`.
-    pub fn ack_pushed(&self, through_pos: u64) -> Result<()> {
+    /// The server acknowledged every pending op at or below `through_pos`;
+    /// `acked`: the highest seq it gave one of them, and that op.
+    pub fn ack_pushed(&self, through_pos: u64, acked: Option<(Seq, crate::model::OpId)>) -> Result<()> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
+        if let Some((seq, op)) = acked {
+            let known = m.bytes(meta::ACKED).and_then(decode_acked).map(|(s, _)| s);
+            if known.is_none_or(|known| seq > known) {
+                let mut value = seq.to_le_bytes().to_vec();
+                value.extend_from_slice(&op.as_u128().to_le_bytes());
+                put_meta(&txn, meta::ACKED, &value)?;
+            }
+        }
         let pushed = m.u64(meta::PUSHED)?;
         if through_pos > pushed {
             // Count what leaves the queue: local ops in (pushed, through] not already rejected.
@@ -144,6 +153,7 @@ impl Replica {
         put_meta(&txn, meta::EPOCH, epoch.as_bytes())?;
         if reset {
             put_meta(&txn, meta::PULLED, &0u64.to_le_bytes())?;
+            txn.open_table(tables::META)?.remove(meta::ACKED)?;
             txn.open_table(tables::META)?.remove(meta::SNAPSHOT)?;
             txn.open_table(tables::META)?.remove(meta::PULLED_OP)?;
             // The re-push is owed until it completes, across crashes and rounds.
@@ -151,6 +161,12 @@ impl Replica {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The highest seq the server gave one of this replica's ops, and that op.
+    pub fn acked(&self) -> Result<Option<(Seq, crate::model::OpId)>> {
+        let txn = self.read()?;
+        Ok(Meta::read(&txn)?.bytes(meta::ACKED).and_then(decode_acked))
     }
 
     /// The id of the op at seq `pulled`, when known.
@@ -395,4 +411,10 @@ impl Replica {
         }
         self.refuse(&refusals)
     }
+}
+
+fn decode_acked(bytes: &[u8]) -> Option<(Seq, crate::model::OpId)> {
+    let seq = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let id = u128::from_le_bytes(bytes.get(8..24)?.try_into().ok()?);
+    Some((seq, crate::model::OpId::from_u128(id)))
 }

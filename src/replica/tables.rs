@@ -64,6 +64,10 @@ pub mod meta {
     /// u64 LE: after a server reset, the log position the re-push has reached
     /// (absent when no re-push is owed).
     pub const REPUSH_FROM: &str = "repush_from";
+    /// u64 LE seq ++ u128 LE op id: the highest seq the server gave one of
+    /// this replica's ops, and that op (absent before the first, and after a
+    /// reset). A server behind it, or holding another op there, lost data.
+    pub const ACKED: &str = "acked";
     /// u64 LE: bumped by every account switch (see `account.rs`).
     pub const GENERATION: &str = "generation";
     /// JSON `LastSync`.

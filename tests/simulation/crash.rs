@@ -59,6 +59,9 @@ impl SyncStore for Crashing<'_> {
     fn pulled_op(&self) -> Result<Option<OpId>> {
         self.step()?.pulled_op()
     }
+    fn acked(&self) -> Result<Option<(Seq, OpId)>> {
+        self.step()?.acked()
+    }
     fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()> {
         self.step()?.set_epoch(epoch, reset)
     }
@@ -68,8 +71,8 @@ impl SyncStore for Crashing<'_> {
     fn pending_count(&self) -> Result<u64> {
         SyncStore::pending_count(self.step()?)
     }
-    fn acknowledge(&self, through: u64) -> Result<()> {
-        SyncStore::acknowledge(self.step()?, through)
+    fn acknowledge(&self, through: u64, acked: Option<(Seq, OpId)>) -> Result<()> {
+        SyncStore::acknowledge(self.step()?, through, acked)
     }
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
         self.step()?.refuse(refusals)

@@ -282,10 +282,9 @@ impl World {
             (Err(e), crashed) => {
                 assert!(expected(&e), "replica {i}: the round failed unexpectedly: {e}");
                 self.log(format!("replica {i}: round ended: {e}"));
+                self.watch_watermarks(i, session.summary().epoch_changed);
                 if crashed {
                     self.crash(i);
-                } else {
-                    self.watch_watermarks(i, session.summary().epoch_changed);
                 }
                 false
             }

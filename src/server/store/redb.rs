@@ -182,7 +182,7 @@ impl RedbStore {
                     String::from_utf8(epoch.value().to_vec()).map_err(|e| corrupt("epoch", e))?
                 }
                 None => {
-                    let epoch = uuid::Uuid::new_v4().to_string();
+                    let epoch = crate::model::random_uuid().to_string();
                     m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
                     m.insert(meta::EPOCH, epoch.as_bytes())?;
                     m.insert(meta::NEXT_SPACE_ID, 1u64.to_le_bytes().as_slice())?;
