@@ -166,7 +166,7 @@ impl Replica {
     /// process that has the file open at the same time must use the same one.
     pub fn open_with(path: impl AsRef<Path>, sharing: Sharing) -> Result<Replica> {
         let path = path.as_ref();
-        create_private_file(path)?;
+        create_store_file(path, sharing)?;
         let db = open_database(path, sharing)?;
         let replica = Replica {
             db: RwLock::new(Some(db)),
@@ -570,7 +570,7 @@ pub(crate) fn put_meta(txn: &WriteTransaction, key: &str, value: &[u8]) -> Resul
 }
 
 /// Creates the store file with mode 0600 if it does not exist yet.
-fn create_private_file(path: &Path) -> Result<()> {
+fn create_store_file(path: &Path, sharing: Sharing) -> Result<()> {
     if path.exists() {
         return Ok(());
     }
@@ -578,6 +578,9 @@ fn create_private_file(path: &Path) -> Result<()> {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display())))?;
     }
-    crate::fsutil::create_private_file(path)
-        .map_err(|e| Error::storage(format!("cannot create {}: {e}", path.display())))
+    crate::fsutil::create_store_file(
+        path,
+        |file, e| Error::storage(format!("cannot create {}: {e}", file.display())),
+        |draft| open_database(draft, sharing).map(drop),
+    )
 }

@@ -125,7 +125,7 @@ impl RedbStore {
     /// new epoch.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<RedbStore> {
         let file = store_file(path.as_ref())?;
-        create_private_file(&file)?;
+        create_store_file(&file)?;
         let db = handle::open_file(&file)?;
         Self::init(db, Some(file))
     }
@@ -573,7 +573,10 @@ fn store_file(path: &Path) -> StoreResult<PathBuf> {
     Ok(file)
 }
 
-fn create_private_file(path: &Path) -> StoreResult<()> {
-    crate::fsutil::create_private_file(path)
-        .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))
+fn create_store_file(path: &Path) -> StoreResult<()> {
+    crate::fsutil::create_store_file(
+        path,
+        |file, e| StoreError::Backend(format!("cannot create {}: {e}", file.display())),
+        |draft| handle::open_file(draft).map(drop),
+    )
 }
