@@ -461,6 +461,10 @@ impl Session {
     }
 
     fn on_package(&mut self, store: &dyn SyncStore, r: PackageResponse) -> Result<()> {
+        // A package that does not check is refused before the epoch moves: a bad answer changes nothing.
+        if let Some(p) = &r.package {
+            p.check()?;
+        }
         self.check_epoch(store, &r.epoch, r.head)?;
         self.summary.head = r.head;
         let local = store.package()?.map(|p| p.version).unwrap_or(0);
@@ -485,26 +489,14 @@ impl Session {
         let accepted = r.seqs.iter().filter(|s| s.is_some()).count() as u64;
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
             InFlight::Push { positions } => {
-                if r.seqs.len() != positions.len() {
-                    return Err(Error::Sync(format!(
-                        "the server acknowledged {} of {} ops",
-                        r.seqs.len(),
-                        positions.len()
-                    )));
-                }
+                r.check_fits(positions.len()).map_err(Error::Sync)?;
                 self.on_refused(store, &positions, &[], &r.refused)?;
                 let last = *positions.last().expect("a push has ops");
                 store.acknowledge(last)?;
                 self.summary.pushed += accepted;
             }
             InFlight::Repush { positions, local, last } => {
-                if r.seqs.len() != positions.len() {
-                    return Err(Error::Sync(format!(
-                        "the server acknowledged {} of {} re-pushed ops",
-                        r.seqs.len(),
-                        positions.len()
-                    )));
-                }
+                r.check_fits(positions.len()).map_err(Error::Sync)?;
                 self.on_refused(store, &positions, &local, &r.refused)?;
                 store.acknowledge(last)?;
                 store.set_repush_from(Some(last + 1))?;
