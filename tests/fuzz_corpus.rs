@@ -149,6 +149,60 @@ fn one_input_named_by_the_environment_passes_its_check() {
     }
 }
 
+const CAUGHT_PANIC_CHILD: &str = "a_check_that_caught_panics_fails_child";
+const CAUGHT_PANIC_ENV: &str = "TIDEMARK_FUZZ_CAUGHT_PANIC_CHILD";
+
+#[test]
+#[ignore = "the child half of a_panic_caught_inside_a_check_fails_it"]
+fn a_check_that_caught_panics_fails_child() {
+    if std::env::var_os(CAUGHT_PANIC_ENV).is_none() {
+        return;
+    }
+    fuzz_checks::install_panic_recorder();
+    assert_eq!(fuzz_checks::run(|| ()), Ok(()), "a check without a panic passes");
+    let caught = fuzz_checks::run(|| {
+        let _ = std::panic::catch_unwind(|| panic!("caught on purpose"));
+    });
+    assert!(
+        caught.as_ref().is_err_and(|e| e.contains("caught on purpose")),
+        "a panic caught inside the check does not fail it: {caught:?}"
+    );
+    let on_a_thread = fuzz_checks::run(|| {
+        let _ = std::thread::spawn(|| panic!("a worker panics")).join();
+    });
+    assert!(
+        on_a_thread.as_ref().is_err_and(|e| e.contains("a worker panics")),
+        "a panic of another thread does not fail the check: {on_a_thread:?}"
+    );
+    let escaped = fuzz_checks::run(|| panic!("escapes"));
+    assert!(escaped.as_ref().is_err_and(|e| e.contains("escapes")), "{escaped:?}");
+    assert_eq!(fuzz_checks::run(|| ()), Ok(()), "a failed check leaves nothing behind");
+}
+
+/// A panic that tidemark's panic boundary catches is a bug the search reports,
+/// not an expected error (runs in a child: the panic hook is the process's).
+#[test]
+fn a_panic_caught_inside_a_check_fails_it() {
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            CAUGHT_PANIC_CHILD,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CAUGHT_PANIC_ENV, "1")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn hazard_bytes() -> Vec<u8> {
     hex::decode(fuzz_checks::DESIGN_HAZARD_HEX).expect("valid hex")
 }
