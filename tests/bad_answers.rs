@@ -10,14 +10,19 @@ use tidemark::protocol::{ErrorCode, Request, Response, Session, SessionConfig};
 const EPOCH: &str = "epoch-1";
 
 /// What a refused answer must leave alone.
-fn state(
-    r: &Replica,
-) -> (
-    tidemark::Status,
-    Vec<(String, String, Vec<u8>)>,
-    (u64, u64, Option<String>),
-) {
-    (r.status().unwrap(), r.view_rows().unwrap(), r.watermarks().unwrap())
+#[derive(Debug, PartialEq)]
+struct State {
+    status: tidemark::Status,
+    view: Vec<(String, String, Vec<u8>)>,
+    watermarks: (u64, u64, Option<String>),
+}
+
+fn state(r: &Replica) -> State {
+    State {
+        status: r.status().unwrap(),
+        view: r.view_rows().unwrap(),
+        watermarks: r.watermarks().unwrap(),
+    }
 }
 
 /// A replica with two pending edits, and a session that has taken the package
