@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A short real fuzz search of every target on the stable toolchain (so without
-# a sanitizer). Exits 3 when a target finds a crash; the input is then in
-# fuzz/artifacts/<target>/, and `cargo test --test fuzz_corpus` replays it.
-# Any other failure (cargo-fuzz or the targets do not build, a run fails without
-# saving an input) exits with another non-zero code.
+# a sanitizer). Exits 3 when a target finds a crash: the input is then in
+# fuzz/artifacts/<target>/ (printed with how to replay it), and
+# `cargo test --test fuzz_corpus` replays it until it is fixed and moved to
+# fuzz/corpus/<target>/. Any other failure (cargo-fuzz or the targets do not
+# build, a run fails without saving an input) exits with another non-zero code.
 #
 #   .ci/fuzz-smoke.sh [SECONDS_PER_TARGET]   (default 60)
 set -euo pipefail
@@ -20,7 +21,7 @@ targets="$(cargo fuzz list)" || { echo "cannot list the fuzz targets" >&2; exit 
 [ -n "$targets" ] || { echo "no fuzz targets found" >&2; exit 2; }
 
 artifacts() {
-    if [ -d "fuzz/artifacts/$1" ]; then find "fuzz/artifacts/$1" -type f | wc -l; else echo 0; fi
+    if [ -d "fuzz/artifacts/$1" ]; then find "fuzz/artifacts/$1" -type f | sort; fi
 }
 
 # Generous per-input limits: a debug-assertion build on a small, shared machine.
@@ -33,8 +34,15 @@ for target in $targets; do
     if ! cargo fuzz run --sanitizer none "${target}" "${work}" -- \
         -max_total_time="${seconds}" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1; then
         rm -rf "${work}"
-        if [ "$(artifacts "$target")" -gt "$before" ]; then
-            echo "fuzz target ${target} crashed; the input is in fuzz/artifacts/${target}/" >&2
+        new="$(comm -13 <(echo "$before") <(artifacts "$target") | sed '/^$/d')"
+        if [ -n "$new" ]; then
+            {
+                echo "fuzz target ${target} found a crash; the input is saved as:"
+                echo "$new" | sed 's/^/    /'
+                echo "Replay it:  cargo fuzz run --sanitizer none ${target} <file>   (or: cargo test --test fuzz_corpus)"
+                echo "Once the bug is fixed, keep the input as a regression: move it to fuzz/corpus/${target}/ under a name"
+                echo "that says what it found (crash-...) and commit it (fuzz/artifacts/ is not committed); cargo test replays it."
+            } >&2
             exit 3
         fi
         echo "fuzz target ${target} failed without saving an input: the search did not run" >&2

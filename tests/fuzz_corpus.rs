@@ -10,8 +10,22 @@
 //!
 //! The seed files are written by `cargo test --test fuzz_corpus -- --ignored`.
 
+// The check modules name each other as the fuzz targets do (`crate::common`, ...).
 #[path = "../fuzz/fuzz_targets/common.rs"]
-mod fuzz_checks;
+mod common;
+#[cfg(feature = "server")]
+#[path = "../fuzz/fuzz_targets/checks/push.rs"]
+mod push_check;
+#[cfg(feature = "server")]
+#[path = "../fuzz/fuzz_targets/checks/server_fixture.rs"]
+mod server_fixture;
+#[path = "fuzz_corpus/server_seeds.rs"]
+mod server_seeds;
+#[path = "../fuzz/fuzz_targets/checks/wire_client.rs"]
+mod wire_client_check;
+#[cfg(feature = "server")]
+#[path = "../fuzz/fuzz_targets/checks/wire_server.rs"]
+mod wire_server_check;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,9 +36,22 @@ use serde_json::json;
 use tidemark::record::{GENESIS_ACTOR, RecordDoc};
 use tidemark::{ActorId, Collection, Op, OpId, RecordId};
 
-use fuzz_checks::{BASE_ACTOR, BASE_TIME_MS, COLLECTION, SEPARATOR, base_change, fields, package};
+use common::{BASE_ACTOR, BASE_TIME_MS, COLLECTION, SEPARATOR, base_change, fields, package};
 
-const TARGETS: [&str; 2] = ["apply_remote", "record_doc"];
+/// The check a fuzz target runs on one input.
+type Check = fn(&[u8]);
+/// Every fuzz target of fuzz/Cargo.toml, each with its check.
+const TARGETS: &[(&str, Check)] = &[
+    ("apply_remote", common::check_apply_remote),
+    ("record_doc", common::check_record_doc),
+    ("wire_client", wire_client_check::check_wire_client),
+    #[cfg(feature = "server")]
+    ("wire_server", wire_server_check::check_wire_server),
+    #[cfg(feature = "server")]
+    ("push", push_check::check_push),
+];
+/// The targets whose corpus keeps the known panicking input.
+const HAZARD_TARGETS: [&str; 2] = ["apply_remote", "record_doc"];
 const HAZARD_FILE: &str = "design-hazard-37-bytes";
 /// Names the input (and its target) a child process replays.
 const INPUT_ENV: &str = "TIDEMARK_FUZZ_REPLAY_INPUT";
@@ -137,20 +164,18 @@ fn one_input_named_by_the_environment_passes_its_check() {
         return;
     };
     let data = std::fs::read(&file).expect("readable input");
-    let check: fn(&[u8]) = match target.as_str() {
-        "apply_remote" => fuzz_checks::check_apply_remote,
-        "record_doc" => fuzz_checks::check_record_doc,
-        other => panic!("unknown fuzz target {other}"),
+    let Some(&(_, check)) = TARGETS.iter().find(|(name, _)| *name == target) else {
+        panic!("unknown fuzz target {target}");
     };
     limit_memory();
-    fuzz_checks::install_panic_recorder();
-    if let Err(report) = fuzz_checks::run(|| check(&data)) {
+    common::install_panic_recorder();
+    if let Err(report) = common::run(|| check(&data)) {
         panic!("{report}");
     }
 }
 
 fn hazard_bytes() -> Vec<u8> {
-    hex::decode(fuzz_checks::DESIGN_HAZARD_HEX).expect("valid hex")
+    hex::decode(common::DESIGN_HAZARD_HEX).expect("valid hex")
 }
 
 #[test]
@@ -164,8 +189,103 @@ fn every_record_doc_input_loads_reads_and_saves_without_a_panic() {
 }
 
 #[test]
+fn every_wire_client_input_is_refused_without_a_change_or_taken_as_a_rebuild_would() {
+    replay("wire_client");
+}
+
+#[cfg(feature = "server")]
+#[test]
+fn every_wire_server_input_is_answered_below_500_and_a_refusal_changes_nothing() {
+    replay("wire_server");
+}
+
+#[cfg(feature = "server")]
+#[test]
+fn every_push_input_stores_exactly_the_accepted_ops_once_in_order() {
+    replay("push");
+}
+
+/// The `[[bin]]` names of fuzz/Cargo.toml.
+fn fuzz_targets_of_the_manifest() -> Vec<String> {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let mut names: Vec<String> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|bin| {
+            bin.lines()
+                .find_map(|line| line.trim().strip_prefix("name = "))
+                .map(|name| name.trim_matches('"').to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(feature = "server")]
+#[test]
+fn every_fuzz_target_has_its_corpus_replayed() {
+    let mut replayed: Vec<String> = TARGETS.iter().map(|(name, _)| name.to_string()).collect();
+    replayed.sort();
+    assert_eq!(fuzz_targets_of_the_manifest(), replayed);
+}
+
+const CAUGHT_PANIC_CHILD: &str = "a_check_that_caught_panics_fails_child";
+const CAUGHT_PANIC_ENV: &str = "TIDEMARK_FUZZ_CAUGHT_PANIC_CHILD";
+
+#[test]
+#[ignore = "the child half of a_panic_caught_inside_a_check_fails_it"]
+fn a_check_that_caught_panics_fails_child() {
+    if std::env::var_os(CAUGHT_PANIC_ENV).is_none() {
+        return;
+    }
+    common::install_panic_recorder();
+    assert_eq!(common::run(|| ()), Ok(()), "a check without a panic passes");
+    let caught = common::run(|| {
+        let _ = std::panic::catch_unwind(|| panic!("caught on purpose"));
+    });
+    assert!(
+        caught.as_ref().is_err_and(|e| e.contains("caught on purpose")),
+        "a panic caught inside the check does not fail it: {caught:?}"
+    );
+    let on_a_thread = common::run(|| {
+        let _ = std::thread::spawn(|| panic!("a worker panics")).join();
+    });
+    assert!(
+        on_a_thread.as_ref().is_err_and(|e| e.contains("a worker panics")),
+        "a panic of another thread does not fail the check: {on_a_thread:?}"
+    );
+    let escaped = common::run(|| panic!("escapes"));
+    assert!(escaped.as_ref().is_err_and(|e| e.contains("escapes")), "{escaped:?}");
+    assert_eq!(common::run(|| ()), Ok(()), "a failed check leaves nothing behind");
+}
+
+/// A panic that tidemark's panic boundary catches is a bug the search reports,
+/// not an expected error (runs in a child: the panic hook is the process's).
+#[test]
+fn a_panic_caught_inside_a_check_fails_it() {
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            CAUGHT_PANIC_CHILD,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CAUGHT_PANIC_ENV, "1")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn the_design_hazard_input_is_kept_in_both_corpora() {
-    for target in TARGETS {
+    for target in HAZARD_TARGETS {
         let path = fuzz_dir().join("corpus").join(target).join(HAZARD_FILE);
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(
@@ -361,16 +481,25 @@ fn record_doc_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[ignore = "writes the seed files under fuzz/corpus/; run with --ignored to regenerate them"]
 fn the_seed_corpora_are_written_on_request() {
     let hazard = hazard_bytes();
-    for (target, mut seeds) in [
+    let mut corpora = vec![
         ("apply_remote", apply_remote_seeds()),
         ("record_doc", record_doc_seeds()),
-    ] {
-        seeds.push((HAZARD_FILE, hazard.clone()));
+        ("wire_client", server_seeds::wire_client_seeds()),
+    ];
+    #[cfg(feature = "server")]
+    corpora.extend([
+        ("wire_server", server_seeds::wire_server_seeds()),
+        ("push", server_seeds::push_seeds()),
+    ]);
+    for (target, mut seeds) in corpora {
+        if HAZARD_TARGETS.contains(&target) {
+            seeds.push((HAZARD_FILE, hazard.clone()));
+        }
         assert!(seeds.len() <= 10, "keep at most 10 seeds per target");
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in seeds {
-            assert!(bytes.len() < 2048, "seed {name} is {} bytes", bytes.len());
+            assert!(bytes.len() < 4096, "seed {name} is {} bytes", bytes.len());
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }

@@ -6,8 +6,9 @@
 #![allow(dead_code)]
 
 use std::backtrace::BacktraceStatus;
-use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{Value as Json, json};
 use tidemark::record::{self, RecordDoc};
@@ -122,6 +123,14 @@ pub fn wrap(change: &[u8], index: usize) -> Op {
     }
 }
 
+/// An error the library meant as a refusal: anything but an internal error,
+/// which says tidemark broke its own rules (a caught panic of a worker, say).
+pub fn assert_not_internal(context: &str, e: &Error) {
+    if let Error::Internal(_) = e {
+        panic!("{context} fails with an internal error: {e}");
+    }
+}
+
 /// Everything a refused page must leave alone.
 #[derive(Debug, PartialEq)]
 struct Observed {
@@ -152,6 +161,7 @@ fn apply_checked(r: &Replica, ops: Vec<Op>, seq: &mut u64) {
     let before = observe(r);
     match r.apply_remote(&page) {
         Err(e) => {
+            assert_not_internal("apply_remote", &e);
             let after = observe(r);
             assert!(
                 before == after,
@@ -210,7 +220,7 @@ pub fn check_apply_remote(data: &[u8]) {
             .map(|(c, id)| Edit::put(c, id, json!({"name": "edited after the pages"})).expect("an object"))
             .collect();
         edits.dedup();
-        if let Err(e @ Error::Corrupt(_)) = r.apply_edits(edits) {
+        if let Err(e @ (Error::Corrupt(_) | Error::Internal(_))) = r.apply_edits(edits) {
             panic!("a record no longer takes a local edit: {e}");
         }
         let rows = r.view_rows().expect("view_rows");
@@ -273,57 +283,80 @@ fn check_load(data: &[u8]) {
     }
 }
 
-thread_local! {
-    static IN_CHECK: Cell<bool> = const { Cell::new(false) };
-    /// The latest panics of the running check, newest last.
-    static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+/// Whether a check is running (in this process: the fuzzer and the replay child run one at a time).
+static IN_CHECK: AtomicBool = AtomicBool::new(false);
+/// The panics of the running check, from any thread, oldest first (at most MAX_KEPT).
+static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// How many panics the running check met, kept or not.
+static PANIC_COUNT: AtomicUsize = AtomicUsize::new(0);
+const MAX_KEPT: usize = 4;
+
+fn panics() -> std::sync::MutexGuard<'static, Vec<String>> {
+    PANICS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Replaces the panic hook: libfuzzer-sys's aborts on every panic, even one
-/// that tidemark's panic boundary catches on purpose. Inside [`run`] a panic is
-/// only recorded (message, location and, with RUST_BACKTRACE=1, the
-/// backtrace); elsewhere the previous hook runs. A panic that cannot unwind
+/// that tidemark's panic boundary catches. While [`run`] runs a check, a panic
+/// on any thread (a server worker's too) is only recorded (message, location
+/// and, with RUST_BACKTRACE=1, the backtrace), and [`run`] fails the check on
+/// it afterwards; elsewhere the previous hook runs. A panic that cannot unwind
 /// (one in a destructor during unwinding) aborts the process, which no panic
 /// boundary stops: the recorded panics are printed first.
 pub fn install_panic_recorder() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !IN_CHECK.with(Cell::get) {
+        if !IN_CHECK.load(Ordering::SeqCst) {
             return previous(info);
         }
         let backtrace = std::backtrace::Backtrace::capture();
+        let thread = std::thread::current();
         let report = match backtrace.status() {
-            BacktraceStatus::Captured => format!("{info}\n{backtrace}"),
-            _ => info.to_string(),
+            BacktraceStatus::Captured => format!("thread {:?}: {info}\n{backtrace}", thread.name()),
+            _ => format!("thread {:?}: {info}", thread.name()),
         };
         let aborts = report.contains("panic in a destructor during cleanup") || report.contains("cannot unwind");
-        PANICS.with(|p| {
-            let mut panics = p.borrow_mut();
-            if panics.len() == 4 {
-                panics.remove(0);
+        PANIC_COUNT.fetch_add(1, Ordering::SeqCst);
+        let mut panics = panics();
+        if panics.len() == MAX_KEPT {
+            panics.remove(0);
+        }
+        panics.push(report);
+        if aborts {
+            eprintln!("tidemark fuzz check aborts on a panic that cannot unwind; its latest panics:");
+            for (n, report) in panics.iter().enumerate() {
+                eprintln!("--- panic {}: {report}", n + 1);
             }
-            panics.push(report);
-            if aborts {
-                eprintln!("tidemark fuzz check aborts on a panic that cannot unwind; its latest panics:");
-                for (n, report) in panics.iter().enumerate() {
-                    eprintln!("--- panic {}: {report}", n + 1);
-                }
-            }
-        });
+        }
     }));
 }
 
-/// Runs a check; a panic that escapes it comes back as its report.
+/// Runs a check. Err is the report of a panic that escaped it, or of the panics
+/// that happened inside it and were caught: tidemark's panic boundary turns a
+/// panic of automerge (or of a worker thread) into an error, which keeps a
+/// process alive but is still a bug the search must report. An input that is
+/// merely malformed is refused without any panic.
 pub fn run(check: impl FnOnce()) -> Result<(), String> {
-    PANICS.with(|p| p.borrow_mut().clear());
-    IN_CHECK.with(|c| c.set(true));
+    panics().clear();
+    PANIC_COUNT.store(0, Ordering::SeqCst);
+    IN_CHECK.store(true, Ordering::SeqCst);
     let result = catch_unwind(AssertUnwindSafe(check));
-    IN_CHECK.with(|c| c.set(false));
-    let last = PANICS.with(|p| p.borrow_mut().pop());
-    result.map_err(|_| last.unwrap_or_else(|| "a panic without a report".to_string()))
+    IN_CHECK.store(false, Ordering::SeqCst);
+    let count = PANIC_COUNT.load(Ordering::SeqCst);
+    let reports = std::mem::take(&mut *panics());
+    match result {
+        Err(_) => Err(reports
+            .last()
+            .cloned()
+            .unwrap_or_else(|| "a panic without a report".to_string())),
+        Ok(()) if count > 0 => Err(format!(
+            "{count} panic(s) inside tidemark were caught and turned into errors; the latest:\n{}",
+            reports.join("\n---\n")
+        )),
+        Ok(()) => Ok(()),
+    }
 }
 
-/// The fuzz target body: a panic that escapes the check is a crash.
+/// The fuzz target body: a check that fails (a panic, caught or not) is a crash.
 pub fn fuzz(check: impl FnOnce()) {
     if let Err(report) = run(check) {
         eprintln!("tidemark fuzz check failed: {report}");

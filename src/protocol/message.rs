@@ -129,6 +129,31 @@ pub struct PushResponse {
     pub head: Seq,
 }
 
+impl PushResponse {
+    /// Checks that this answers a push of `batch` ops: a seq slot per op, and
+    /// every op either stored (a seq) or refused once (an index in the batch and
+    /// a reason), never both and never neither. A client acts on no part of an
+    /// answer that fails this: a refusal taken from it is for good.
+    pub fn check_fits(&self, batch: usize) -> Result<(), String> {
+        if self.seqs.len() != batch {
+            return Err(format!("the server acknowledged {} of {batch} ops", self.seqs.len()));
+        }
+        let mut refused = vec![false; batch];
+        for op in &self.refused {
+            match refused.get_mut(op.index) {
+                Some(seen) if !*seen => *seen = true,
+                Some(_) => return Err(format!("the server refused op {} twice", op.index)),
+                None => return Err(format!("the server refused op {} of a batch of {batch}", op.index)),
+            }
+        }
+        match (0..batch).find(|&i| self.seqs[i].is_some() == refused[i]) {
+            Some(i) if refused[i] => Err(format!("the server both stored and refused op {i}")),
+            Some(i) => Err(format!("the server neither stored nor refused op {i}")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One op of a push the server refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]

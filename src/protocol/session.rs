@@ -505,6 +505,10 @@ impl Session {
     }
 
     fn on_package(&mut self, store: &dyn SyncStore, r: PackageResponse) -> Result<()> {
+        // A package that does not check is refused before the epoch moves: a bad answer changes nothing.
+        if let Some(p) = &r.package {
+            p.check()?;
+        }
         self.check_epoch(store, &r.epoch, r.head)?;
         self.summary.head = r.head;
         let local = store.package()?.map(|p| p.version).unwrap_or(0);
@@ -528,13 +532,7 @@ impl Session {
         self.summary.head = self.summary.head.max(r.head);
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
             InFlight::Push { positions, ids } => {
-                if r.seqs.len() != positions.len() {
-                    return Err(Error::Sync(format!(
-                        "the server acknowledged {} of {} ops",
-                        r.seqs.len(),
-                        positions.len()
-                    )));
-                }
+                r.check_fits(positions.len()).map_err(Error::Sync)?;
                 // Ops whose dependencies the server lacks, and nothing else refused
                 // that would explain it: the server may have lost what this replica
                 // pushed before. The pull checks its history first (a loss turns
@@ -565,13 +563,7 @@ impl Session {
                 local,
                 last,
             } => {
-                if r.seqs.len() != positions.len() {
-                    return Err(Error::Sync(format!(
-                        "the server acknowledged {} of {} re-pushed ops",
-                        r.seqs.len(),
-                        positions.len()
-                    )));
-                }
+                r.check_fits(positions.len()).map_err(Error::Sync)?;
                 self.summary.repushed += r.seqs.iter().filter(|s| s.is_some()).count() as u64;
                 // An own op whose dependencies the server lacks is not refused: the
                 // changes it builds on may be only in a snapshot here, and another
