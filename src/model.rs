@@ -539,7 +539,12 @@ mod tests {
         let package = Package::from_json(r#"{"version": 1, "collections": {"cafe\u0301": {"fields": {}}}}"#).unwrap();
         assert!(package.collection("caf\u{e9}").is_ok());
         let twice = r#"{"version": 1, "collections": {"\u00e9": {"fields": {}}, "e\u0301": {"fields": {}}}}"#;
-        assert!(Package::from_json(twice).unwrap_err().to_string().contains("normal form"));
+        assert!(
+            Package::from_json(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("normal form")
+        );
     }
 
     #[test]
