@@ -111,4 +111,7 @@ fn serve_and_admin_do_not_show_the_client_store_option_and_client_commands_do() 
     }
     assert!(help(&[]).contains("--store <PATH>"));
     assert!(help(&["login"]).contains("--token-stdin"));
+    // A command line that does not parse is a failure (1); 2 says the server refused changes.
+    let out = run(tidemark().args(["sync", "--no-such-option"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }

@@ -44,7 +44,19 @@ mod words;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Exit 2 means "the server refused some changes" (scripts rely on it):
+            // a command line clap refuses is a failure like any other, 1.
+            return if e.use_stderr() {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`| head`): like other Unix tools, stop quietly.
