@@ -87,6 +87,25 @@ pub fn check_field_name(field: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// `value` in Unicode NFC; no copy when it is already (the common case).
+pub fn nfc(value: String) -> String {
+    if is_nfc(&value) {
+        value
+    } else {
+        use unicode_normalization::UnicodeNormalization;
+        value.nfc().collect()
+    }
+}
+
+/// Whether `value` is in Unicode NFC.
+pub fn is_nfc(value: &str) -> bool {
+    match unicode_normalization::is_nfc_quick(value.chars()) {
+        unicode_normalization::IsNormalized::Yes => true,
+        unicode_normalization::IsNormalized::No => false,
+        unicode_normalization::IsNormalized::Maybe => unicode_normalization::is_nfc(value),
+    }
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
@@ -95,13 +114,27 @@ macro_rules! name_type {
         pub struct $name(String);
 
         impl $name {
+            /// A name a person or an application gives: checked, and put in Unicode
+            /// NFC, so that `e\u{301}` and `\u{e9}` name the same thing.
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidInput> {
+                let value = nfc(value.into());
+                check_name($what, &value)?;
+                Ok($name(value))
+            }
+            /// A name as another peer wrote it (a pulled op, a snapshot, the log):
+            /// checked, but kept byte for byte, so that every replica files the op
+            /// under the same key as the server does.
+            pub fn exact(value: impl Into<String>) -> Result<Self, InvalidInput> {
                 let value = value.into();
                 check_name($what, &value)?;
                 Ok($name(value))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+            /// Whether the name is in Unicode NFC, as every name [`Self::new`] makes is.
+            pub fn is_nfc(&self) -> bool {
+                is_nfc(&self.0)
             }
         }
 
@@ -114,7 +147,7 @@ macro_rules! name_type {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
-                $name::new(s).map_err(serde::de::Error::custom)
+                $name::exact(s).map_err(serde::de::Error::custom)
             }
         }
 
@@ -190,14 +223,25 @@ impl<'de> Deserialize<'de> for ActorId {
 pub struct OpId(pub uuid::Uuid);
 
 impl OpId {
+    /// A new id, time-ordered by the system clock (clamped: see [`unix_ms`]);
+    /// ids made in one process increase even when the clock goes back.
     pub fn new() -> Self {
-        match id_source::now_ms().zip(id_source::bits()) {
-            Some((ms, bits)) => OpId(
-                uuid::Builder::from_unix_timestamp_millis(ms, &bits.to_be_bytes()[..10].try_into().expect("10 bytes"))
-                    .into_uuid(),
-            ),
-            None => OpId(uuid::Uuid::now_v7()),
+        if let Some((ms, bits)) = id_source::now_ms().zip(id_source::bits()) {
+            let random: [u8; 10] = bits.to_be_bytes()[..10].try_into().expect("10 bytes");
+            return OpId(uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid());
         }
+        static CONTEXT: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+        Self::v7(&CONTEXT, now_ms())
+    }
+    /// A v7 id for `ms` milliseconds since the Unix epoch (1 to [`MAX_TIME_MS`]),
+    /// or for the latest time `context` gave out when that is later.
+    fn v7(context: &std::sync::Mutex<uuid::ContextV7>, ms: u64) -> Self {
+        // Not 0: the context seeds its random counter only once the millisecond
+        // moves past 0, and without that seed ids of a clock stuck at 1970 would
+        // hold 32 random bits instead of 74.
+        let ms = ms.clamp(1, MAX_TIME_MS);
+        let time = uuid::Timestamp::from_unix(context, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+        OpId(uuid::Uuid::new_v7(time))
     }
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
@@ -266,8 +310,8 @@ impl Op {
         let time_ms = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
         let collection = r.name()?;
         let record = r.name()?;
-        let collection = Collection::new(collection).map_err(|e| CorruptData::new("op collection", e))?;
-        let record = RecordId::new(record).map_err(|e| CorruptData::new("op record id", e))?;
+        let collection = Collection::exact(collection).map_err(|e| CorruptData::new("op collection", e))?;
+        let record = RecordId::exact(record).map_err(|e| CorruptData::new("op record id", e))?;
         Ok(Op {
             id,
             actor,
@@ -352,8 +396,26 @@ pub struct Package {
     /// Replicas install a package whose version differs from theirs; a space's version only moves forward.
     #[serde(deserialize_with = "whole_u64")]
     pub version: u64,
+    /// Keyed by name in Unicode NFC, the form records are filed under.
     #[cfg_attr(feature = "server", schema(schema_with = crate::protocol::schema::collections))]
+    #[serde(deserialize_with = "nfc_collections")]
     pub collections: BTreeMap<String, CollectionSchema>,
+}
+
+/// A package's collections with their names in NFC; two names that differ only
+/// in their normal form are refused, not merged.
+fn nfc_collections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, CollectionSchema>, D::Error> {
+    let raw = BTreeMap::<String, CollectionSchema>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (name, schema) in raw {
+        let normal = nfc(name.clone());
+        if out.insert(normal.clone(), schema).is_some() {
+            return Err(serde::de::Error::custom(format!(
+                "collections {name:?} and {normal:?} differ only in their Unicode normal form: keep one"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 impl Package {
@@ -405,15 +467,28 @@ impl CollectionSchema {
     }
 }
 
-/// Milliseconds since the Unix epoch, now (a logical clock when the thread's ids are seeded).
+/// The latest time an op carries: a v7 op id holds 48 bits of milliseconds
+/// (the year 10889).
+pub const MAX_TIME_MS: u64 = (1 << 48) - 1;
+
+/// Milliseconds since the Unix epoch, now (see [`unix_ms`]; a logical clock
+/// when the thread's ids are seeded).
 pub fn now_ms() -> u64 {
     if let Some(ms) = id_source::now_ms() {
         return ms;
     }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    unix_ms(std::time::SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch of `time`, clamped to `0..=MAX_TIME_MS`.
+/// Times in tidemark are advisory (merges never read them), so a clock set
+/// before 1970 or past the year 10889 gives the nearest time an op can carry
+/// instead of a failure.
+pub fn unix_ms(time: std::time::SystemTime) -> u64 {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => u64::try_from(since.as_millis()).unwrap_or(u64::MAX).min(MAX_TIME_MS),
+        Err(_) => 0,
+    }
 }
 
 /// Where ids and times come from on this thread: the system (random ids, the
@@ -490,6 +565,54 @@ mod tests {
             check_field_name("_deleted"),
             Err(InvalidInput::ReservedField { .. })
         ));
+    }
+
+    #[test]
+    fn a_clock_before_1970_or_past_the_year_10889_gives_a_clamped_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let before = UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 30);
+        assert_eq!(unix_ms(before), 0);
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_nanos(1)), 0);
+        assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(1234)), 1234);
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(unix_ms(far), MAX_TIME_MS);
+        assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(MAX_TIME_MS)), MAX_TIME_MS);
+    }
+
+    #[test]
+    fn op_ids_at_the_clamped_ends_are_distinct_v7_ids_of_that_time() {
+        for ms in [0, 1, MAX_TIME_MS, u64::MAX] {
+            let context = std::sync::Mutex::new(uuid::ContextV7::new());
+            let ids: std::collections::HashSet<OpId> = (0..1000).map(|_| OpId::v7(&context, ms)).collect();
+            assert_eq!(ids.len(), 1000, "ids at {ms} ms repeat");
+            for id in &ids {
+                assert_eq!(id.0.get_version_num(), 7, "{id}");
+                let (secs, nanos) = id.0.get_timestamp().expect("a v7 id has a time").to_unix();
+                let at = secs * 1000 + u64::from(nanos) / 1_000_000;
+                assert_eq!(at, ms.clamp(1, MAX_TIME_MS), "the time of an id made at {ms} ms");
+            }
+        }
+    }
+
+    #[test]
+    fn names_in_nfd_and_nfc_are_one_name_and_peers_names_are_kept_as_sent() {
+        let composed = RecordId::new("caf\u{e9}").unwrap();
+        let decomposed = RecordId::new("cafe\u{301}").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(decomposed.as_str(), "caf\u{e9}");
+        assert_eq!(Collection::new("e\u{301}").unwrap().as_str(), "\u{e9}");
+        let foreign = RecordId::exact("cafe\u{301}").unwrap();
+        assert_eq!(foreign.as_str(), "cafe\u{301}");
+        assert!(!foreign.is_nfc() && composed.is_nfc());
+        let package = Package::from_json(r#"{"version": 1, "collections": {"cafe\u0301": {"fields": {}}}}"#).unwrap();
+        assert!(package.collection("caf\u{e9}").is_ok());
+        let twice = r#"{"version": 1, "collections": {"\u00e9": {"fields": {}}, "e\u0301": {"fields": {}}}}"#;
+        assert!(
+            Package::from_json(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("normal form")
+        );
     }
 
     #[test]

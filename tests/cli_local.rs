@@ -2,7 +2,7 @@
 
 #![cfg(feature = "cli")]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
@@ -30,6 +30,22 @@ fn ok(store: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A new local store at `dir/name`, made the way a person makes one without a
+/// server: an import (of nothing here). Other commands refuse a missing store.
+fn new_store(dir: &Path, name: &str) -> PathBuf {
+    let store = dir.join(name);
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("--store")
+        .arg(&store)
+        .args(["import", "contacts"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"imported":0}"#);
+    store
+}
+
 fn fails(store: &Path, args: &[&str]) -> String {
     let out = tidemark(store, args);
     assert!(!out.status.success(), "{args:?} should fail");
@@ -40,7 +56,7 @@ fn fails(store: &Path, args: &[&str]) -> String {
 #[test]
 fn put_get_list_delete_and_status_speak_json() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("a.db");
+    let store = new_store(dir.path(), "a.db");
     ok(
         &store,
         &[
@@ -77,7 +93,7 @@ fn put_get_list_delete_and_status_speak_json() {
 #[test]
 fn the_store_option_may_follow_the_subcommand_or_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("env.db");
+    let store = new_store(dir.path(), "env.db");
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["put", "notes", "n1", "title=hi"])
         .env("TIDEMARK_STORE", &store)
@@ -146,7 +162,7 @@ fn import_reads_list_format_from_a_file_or_stdin() {
 #[test]
 fn bad_input_is_refused_with_a_message_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("bad.db");
+    let store = new_store(dir.path(), "bad.db");
     ok(&store, &["put", "contacts", "c1", "name=Ada"]);
     assert!(fails(&store, &["put", "contacts", "c1", "name"]).contains("FIELD=VALUE"));
     assert!(fails(&store, &["put", "contacts", "c1", "_deleted=true"]).contains("reserves"));
@@ -173,7 +189,7 @@ fn bad_input_is_refused_with_a_message_and_writes_nothing() {
 #[test]
 fn an_import_error_names_the_line_of_the_file_it_is_on() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("lines.db");
+    let store = new_store(dir.path(), "lines.db");
     let file = dir.path().join("in.jsonl");
     // Blank lines, a full first batch, then a refused field name on line 7.
     let input = "{\"id\":\"a1\",\"fields\":{\"n\":1}}\n{\"id\":\"a2\",\"fields\":{\"n\":2}}\n\n\n\
@@ -211,7 +227,7 @@ fn an_import_error_names_the_line_of_the_file_it_is_on() {
 #[test]
 fn a_record_with_every_field_removed_is_still_there() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("empty.db");
+    let store = new_store(dir.path(), "empty.db");
     ok(&store, &["put", "contacts", "c1", "name=Ada"]);
     ok(&store, &["put", "contacts", "c1", "name=null"]);
     assert_eq!(ok(&store, &["get", "contacts", "c1"]).trim(), "{}");
@@ -226,7 +242,7 @@ fn a_record_with_every_field_removed_is_still_there() {
 #[test]
 fn conflicts_prints_nothing_on_a_store_without_conflicts() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("c.db");
+    let store = new_store(dir.path(), "c.db");
     ok(&store, &["put", "contacts", "c1", "name=Ada"]);
     assert_eq!(ok(&store, &["conflicts"]), "");
     assert_eq!(ok(&store, &["conflicts", "contacts", "c1"]), "");
@@ -235,7 +251,7 @@ fn conflicts_prints_nothing_on_a_store_without_conflicts() {
 #[test]
 fn a_deleted_record_comes_back_with_a_put_and_the_store_file_is_private() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("u.db");
+    let store = new_store(dir.path(), "u.db");
     ok(&store, &["put", "contacts", "c1", "name=Ada", "age=36"]);
     ok(&store, &["delete", "contacts", "c1"]);
     assert!(fails(&store, &["get", "contacts", "c1"]).contains("is deleted"));

@@ -302,6 +302,11 @@ async fn a_garbage_change_inside_a_valid_envelope_is_refused_alone_as_invalid_op
         wire
     };
     garbage.push(("a counter into an accounts string field".into(), counter));
+    // A record id in another Unicode normal form than NFC: replicas would file it
+    // apart from the record it reads like.
+    let mut decomposed = ops[1].clone();
+    decomposed["record"] = json!("cafe\u{301}");
+    garbage.push(("a record id in NFD".into(), decomposed));
 
     for (what, bad) in garbage {
         let resp = s.push(&s.alice, &[ops[0].clone(), bad]).await;

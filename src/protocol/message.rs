@@ -57,9 +57,9 @@ pub struct WireOp {
     #[cfg_attr(feature = "server", schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$"))]
     pub actor: ActorId,
     /// A collection of the space's package (any name in a schemaless space):
-    /// 1 to 256 bytes without control characters, else the op is refused.
+    /// 1 to 256 bytes without control characters, in Unicode NFC, else the op is refused.
     pub collection: String,
-    /// The record's id: 1 to 256 bytes without control characters, else the op is refused.
+    /// The record's id: 1 to 256 bytes without control characters, in Unicode NFC, else the op is refused.
     pub record: String,
     /// When the edit was made, in milliseconds since the Unix epoch (advisory).
     #[serde(deserialize_with = "crate::model::whole_u64")]
@@ -86,8 +86,8 @@ impl WireOp {
         Ok(Op {
             id: self.id,
             actor: self.actor,
-            collection: Collection::new(self.collection.as_str())?,
-            record: RecordId::new(self.record.as_str())?,
+            collection: Collection::exact(self.collection.as_str())?,
+            record: RecordId::exact(self.record.as_str())?,
             time_ms: self.time_ms,
             change: B64
                 .decode(&self.change)

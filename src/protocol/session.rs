@@ -8,7 +8,7 @@
 //! edits arrived meanwhile. Every answer is committed with its watermark in
 //! one replica transaction, so a round interrupted anywhere resumes cleanly.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::code::ErrorCode;
 use super::message::{
@@ -106,8 +106,10 @@ impl Default for SessionConfig {
     }
 }
 
-/// What one round did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What one round did. Its `Display` is the one-line account a person reads
+/// (the CLI's `sync` and `login`, and `last_sync` in the replica's status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RoundSummary {
     pub pushed: u64,
     pub pulled: u64,
@@ -133,6 +135,36 @@ pub struct RoundSummary {
     /// changes they build on are not back on it (another member re-pushes
     /// them). They are kept and re-pushed by later rounds.
     pub waiting: u64,
+}
+
+impl RoundSummary {
+    /// Local ops the server refused for good this round (by the server, or by a new package).
+    pub fn refused(&self) -> u64 {
+        self.rejected + self.rejected_by_package
+    }
+}
+
+/// `pushed 1, pulled 2, downloaded 3 record(s) by snapshot, re-pushed 4 after
+/// a server reset, refused 0; head 9`: the snapshot, re-push and waiting parts
+/// only when the round had any.
+impl std::fmt::Display for RoundSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pushed {}, pulled {}", self.pushed, self.pulled)?;
+        if self.snapshot_docs > 0 {
+            write!(f, ", downloaded {} record(s) by snapshot", self.snapshot_docs)?;
+        }
+        if self.epoch_changed || self.repushed > 0 {
+            write!(f, ", re-pushed {} after a server reset", self.repushed)?;
+        }
+        if self.waiting > 0 {
+            write!(
+                f,
+                ", {} kept until another member re-pushes what they build on",
+                self.waiting
+            )?;
+        }
+        write!(f, ", refused {}; head {}", self.refused(), self.head)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -600,8 +632,8 @@ impl Session {
         let mut records = Vec::with_capacity(r.docs.len());
         for d in &r.docs {
             records.push(SnapshotRecord {
-                collection: Collection::new(d.collection.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
-                record: RecordId::new(d.record.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
+                collection: Collection::exact(d.collection.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
+                record: RecordId::exact(d.record.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
                 doc: decode_doc(&d.doc)?,
             });
         }

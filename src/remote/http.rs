@@ -57,14 +57,19 @@ impl HttpRemote {
                 .bearer_auth(&self.token)
                 .header(REVISION_HEADER, PROTOCOL_REVISION);
             match request.send().await {
-                Err(e) => last = Some(RemoteError::unreachable(format!("{}: {}", self.base, describe(&e)))),
+                Err(e) => {
+                    last = Some(RemoteError::unreachable(format!(
+                        "cannot reach the server at {}: {}",
+                        self.base,
+                        describe(&e)
+                    )))
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let revision = resp.headers().get(REVISION_HEADER).cloned();
-                    let bytes = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| RemoteError::unreachable(format!("reading the answer: {}", describe(&e))))?;
+                    let bytes = resp.bytes().await.map_err(|e| {
+                        RemoteError::unreachable(format!("the answer of {} broke off: {}", self.base, describe(&e)))
+                    })?;
                     // Before acting on anything the answer says: an older server would
                     // refuse this build's genesis ops as invalid, and the session would
                     // take that as a refusal for good.
@@ -165,15 +170,15 @@ fn error_body(bytes: &[u8]) -> ErrorBody {
     })
 }
 
+/// The root cause of a failed request (`Connection refused (os error 111)`,
+/// `operation timed out`): the innermost error, without reqwest's and hyper's
+/// wrappers, which repeat the URL and name their own layers.
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
+    let mut root: &dyn std::error::Error = e;
+    while let Some(inner) = root.source() {
+        root = inner;
     }
-    s
+    root.to_string()
 }
 
 /// Percent-encodes a path segment or query value.
@@ -260,16 +265,14 @@ impl AdminClient {
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(body).expect("serializes"));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| RemoteError::unreachable(format!("{}: {}", self.base, describe(&e))))?;
+        let resp = req.send().await.map_err(|e| {
+            RemoteError::unreachable(format!("cannot reach the server at {}: {}", self.base, describe(&e)))
+        })?;
         let status = resp.status().as_u16();
         let revision = resp.headers().get(REVISION_HEADER).cloned();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| RemoteError::unreachable(format!("reading the answer: {}", describe(&e))))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            RemoteError::unreachable(format!("the answer of {} broke off: {}", self.base, describe(&e)))
+        })?;
         check_server_revision(&self.base, status, revision.as_ref(), &bytes)?;
         if (200..300).contains(&status) {
             serde_json::from_slice(&bytes).map_err(|e| RemoteError::unreachable(format!("unexpected answer: {e}")))

@@ -65,6 +65,49 @@ impl Edit {
         }
     }
 
+    /// The edit with its collection name and record id in Unicode NFC, the form
+    /// the store files records under (see [`RecordId::new`]).
+    fn into_nfc(self) -> Edit {
+        use crate::model::nfc;
+        match self {
+            Edit::Put { collection, id, fields } => Edit::Put {
+                collection: nfc(collection),
+                id: nfc(id),
+                fields,
+            },
+            Edit::Delete { collection, id } => Edit::Delete {
+                collection: nfc(collection),
+                id: nfc(id),
+            },
+            Edit::Splice {
+                collection,
+                id,
+                field,
+                pos,
+                del,
+                text,
+            } => Edit::Splice {
+                collection: nfc(collection),
+                id: nfc(id),
+                field,
+                pos,
+                del,
+                text,
+            },
+            Edit::Increment {
+                collection,
+                id,
+                field,
+                by,
+            } => Edit::Increment {
+                collection: nfc(collection),
+                id: nfc(id),
+                field,
+                by,
+            },
+        }
+    }
+
     fn target(&self) -> (&str, &str) {
         match self {
             Edit::Put { collection, id, .. }
@@ -211,6 +254,7 @@ impl Replica {
         edits: Vec<Edit>,
         finish: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
     ) -> Result<Vec<Option<OpId>>> {
+        let edits: Vec<Edit> = edits.into_iter().map(Edit::into_nfc).collect();
         let txn = self.write()?;
         if edits.is_empty() {
             finish(&txn)?;

@@ -80,9 +80,9 @@ impl LogEntry {
                     at += 2 + len;
                 }
                 let record =
-                    RecordId::new(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
+                    RecordId::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
                 let collection =
-                    Collection::new(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
+                    Collection::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
                 Ok(LogEntry::Snapshot {
                     collection,
                     record,

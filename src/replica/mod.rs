@@ -370,6 +370,9 @@ impl Replica {
 
     /// Conflicts of one record, of one collection, or of the whole store.
     pub fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<RecordConflicts>> {
+        let collection = collection.map(|c| crate::model::nfc(c.to_string()));
+        let id = id.map(|i| crate::model::nfc(i.to_string()));
+        let (collection, id) = (collection.as_deref(), id.as_deref());
         let txn = self.read()?;
         let actor = Meta::read(&txn)?.actor()?;
         let conflicted = txn.open_table(tables::CONFLICTED)?;

@@ -44,7 +44,12 @@ pub struct LastSync {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     pub ok: bool,
+    /// The round's summary in words, or why it failed.
     pub message: String,
+    /// What the round did (up to its failure). None in a store whose last round
+    /// was recorded before summaries were kept.
+    #[serde(default)]
+    pub summary: Option<crate::protocol::RoundSummary>,
 }
 
 pub(crate) fn pending_count(_txn: &ReadTransaction, m: &Meta) -> Result<u64> {

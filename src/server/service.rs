@@ -14,7 +14,7 @@ use super::materialize::Materializer;
 use super::metrics::Metrics;
 use super::names::check_name;
 use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
-use crate::model::{Package, Seq};
+use crate::model::{Package, Seq, nfc};
 use crate::protocol::ErrorCode;
 use crate::protocol::message::{
     CreateSpace, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp,
@@ -247,6 +247,18 @@ impl<S: ServerStore> Service<S> {
     ) -> Result<(crate::model::Op, ChangeHeader)> {
         let invalid = |reason: String| ServiceError::InvalidOp { index, reason };
         let op = wire.to_op().map_err(|e| invalid(e.to_string()))?;
+        // Replicas file an op under its names as sent, so a name in another
+        // normal form would make a second record that reads like the first.
+        for (what, name, nfc) in [
+            ("collection name", op.collection.as_str(), op.collection.is_nfc()),
+            ("record id", op.record.as_str(), op.record.is_nfc()),
+        ] {
+            if !nfc {
+                return Err(invalid(format!(
+                    "{what} {name:?} is not in Unicode NFC (composed form): send it normalized to NFC"
+                )));
+            }
+        }
         if op.id.0.is_nil() || !matches!(op.id.0.get_version_num(), 4 | 7) {
             return Err(invalid(format!(
                 "op id {} is not a random (version 4) or time-ordered (version 7) UUID",
@@ -385,6 +397,8 @@ impl<S: ServerStore> Service<S> {
 
     /// The server's materialized record (None if it does not exist or is deleted).
     pub fn record(&self, user: &str, space: &str, collection: &str, id: &str) -> Result<Option<Fields>> {
+        // Names are stored in NFC (pushes in another form are refused): look them up so.
+        let (collection, id) = (&*nfc(collection.to_string()), &*nfc(id.to_string()));
         self.role(user, space)?;
         self.materializer.catch_up(space)?;
         let quarantined = |reason: String| ServiceError::Quarantined {

@@ -73,7 +73,8 @@ fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Re
             pushed = summary.pushed,
             pulled = summary.pulled,
             snapshot_docs = summary.snapshot_docs,
-            rejected = summary.rejected,
+            repushed = summary.repushed,
+            refused = summary.refused(),
             head = summary.head,
             "sync round complete"
         ),
@@ -88,12 +89,10 @@ fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Re
         at_ms: now_ms(),
         ok: outcome.is_ok(),
         message: match outcome {
-            Ok(()) => format!(
-                "pushed {}, pulled {}, rejected {}, head {}",
-                summary.pushed, summary.pulled, summary.rejected, summary.head
-            ),
+            Ok(()) => summary.to_string(),
             Err(e) => e.to_string(),
         },
+        summary: Some(summary.clone()),
     };
     replica.set_last_sync(&last)
 }

@@ -38,10 +38,15 @@ pub struct ServerChild {
 
 impl ServerChild {
     pub fn start(data: &Path) -> ServerChild {
+        Self::start_on(data, "127.0.0.1:0")
+    }
+
+    /// A server on `listen` (`127.0.0.1:PORT` to come back where a stopped one was).
+    pub fn start_on(data: &Path, listen: &str) -> ServerChild {
         let mut child = tidemark()
             .args(["serve", "--data"])
             .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN)
             // Everything the server logs is checked for secrets.
             .env("RUST_LOG", "trace")
@@ -78,6 +83,11 @@ impl ServerChild {
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         server.url = url.to_string();
         server
+    }
+
+    /// `127.0.0.1:PORT` of this server.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
     }
 
     pub fn stop(&mut self) {
@@ -139,6 +149,13 @@ pub fn login(store: &Path, url: &str, user: &str, token: &str) -> Output {
             "login", "--server", url, "--user", user, "--token", token, "--space", "crm",
         ],
     ))
+}
+
+/// A new local store (no server) at `path`, made the way a person makes one:
+/// an import, of nothing here. Other commands refuse a missing store.
+pub fn new_local_store(path: &Path) {
+    let out = run(&mut client(path, &["import", "contacts"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 pub struct Setup {

@@ -11,12 +11,48 @@ use clap::{Parser, Subcommand};
     about = "Offline-first record sync: a local store that syncs with a tidemark server"
 )]
 pub struct Cli {
-    /// The client store file.
-    #[arg(long, global = true, env = "TIDEMARK_STORE", default_value = "./tidemark.db")]
-    pub store: PathBuf,
+    /// The client store file [default: ./tidemark.db]. May also follow a client
+    /// command (`tidemark put … --store PATH`).
+    #[arg(long, env = "TIDEMARK_STORE", value_name = "PATH")]
+    pub store: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The client store a command works on: its own `--store`, else the one
+    /// before it (or TIDEMARK_STORE), else ./tidemark.db. None for the commands
+    /// that use no client store (`serve`, `admin`, `demo`).
+    pub fn client_store(&self) -> Option<PathBuf> {
+        use Command::*;
+        let own = match &self.command {
+            Put { at, .. }
+            | Get { at, .. }
+            | List { at, .. }
+            | Delete { at, .. }
+            | Import { at, .. }
+            | Conflicts { at, .. }
+            | Status { at }
+            | Login { at, .. }
+            | Sync { at, .. }
+            | Rejected { at, .. } => at.store.clone(),
+            Serve { .. } | Admin { .. } | Demo => return None,
+        };
+        Some(
+            own.or_else(|| self.store.clone())
+                .unwrap_or_else(|| PathBuf::from("./tidemark.db")),
+        )
+    }
+}
+
+/// `--store` after a client command. Only the client commands have it, so that
+/// `serve` and `admin` do not show an option they ignore.
+#[derive(Debug, clap::Args)]
+pub struct StoreArg {
+    /// The client store file [default: ./tidemark.db, or TIDEMARK_STORE].
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,13 +63,29 @@ pub enum Command {
         id: String,
         #[arg(required = true, value_name = "FIELD=VALUE")]
         fields: Vec<String>,
+        #[command(flatten)]
+        at: StoreArg,
     },
     /// Print a record's fields as one JSON object.
-    Get { collection: String, id: String },
+    Get {
+        collection: String,
+        id: String,
+        #[command(flatten)]
+        at: StoreArg,
+    },
     /// Print one line per live record, by id: {"id":…,"fields":{…}}.
-    List { collection: String },
+    List {
+        collection: String,
+        #[command(flatten)]
+        at: StoreArg,
+    },
     /// Delete a record.
-    Delete { collection: String, id: String },
+    Delete {
+        collection: String,
+        id: String,
+        #[command(flatten)]
+        at: StoreArg,
+    },
     /// Bulk upsert of list-format lines from FILE (or stdin), in batched transactions.
     /// Prints {"imported": N}, N being the lines applied: a record on two lines is
     /// upserted twice and counts twice.
@@ -43,14 +95,21 @@ pub enum Command {
         /// Records per transaction.
         #[arg(long, default_value_t = 2000)]
         batch: usize,
+        #[command(flatten)]
+        at: StoreArg,
     },
     /// List fields with concurrent values.
     Conflicts {
         collection: Option<String>,
         id: Option<String>,
+        #[command(flatten)]
+        at: StoreArg,
     },
     /// Print pending, pulled, rejected, conflicted (records with conflicts), server, user, space and last sync as JSON.
-    Status,
+    Status {
+        #[command(flatten)]
+        at: StoreArg,
+    },
     /// Run a sync server.
     Serve {
         /// Directory of the server's redb store.
@@ -79,8 +138,14 @@ pub enum Command {
         server: String,
         #[arg(long)]
         user: String,
+        /// The user's token. Safer than this option, which `ps` and shell history
+        /// show: TIDEMARK_TOKEN, --token-stdin, or (on a terminal) the prompt
+        /// that asks for it when none is given.
         #[arg(long, env = "TIDEMARK_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
+        /// Read the token from the first line of standard input.
+        #[arg(long)]
+        token_stdin: bool,
         #[arg(long)]
         space: String,
         /// Answer yes to clearing another account's data.
@@ -93,6 +158,8 @@ pub enum Command {
         /// collection key) and their raw ops to FILE.ops.
         #[arg(long, value_name = "FILE")]
         export_unsynced: Option<PathBuf>,
+        #[command(flatten)]
+        at: StoreArg,
     },
     /// Push pending changes and pull new ones: exit 0 when all reached the server,
     /// 2 when the server refused some (see `status`), 1 when the round failed.
@@ -103,6 +170,8 @@ pub enum Command {
         /// Seconds between rounds with --watch.
         #[arg(long, default_value_t = 30, requires = "watch")]
         interval: u64,
+        #[command(flatten)]
+        at: StoreArg,
     },
     /// A whole story on an embedded server: two people edit offline, sync, converge.
     Demo,
@@ -114,6 +183,8 @@ pub enum Command {
         /// Drop them from the rejected list for good.
         #[arg(long)]
         discard: bool,
+        #[command(flatten)]
+        at: StoreArg,
     },
 }
 

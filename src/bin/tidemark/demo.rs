@@ -112,7 +112,7 @@ pub fn run() -> Result<ExitCode> {
 
     for (replica, remote) in [(&alice, &remote_a), (&bob, &remote_b), (&alice, &remote_a)] {
         let s = rt.block_on(sync_once(replica, remote, cfg()))?;
-        out!("   sync: pushed {} pulled {} head {}", s.pushed, s.pulled, s.head)?;
+        out!("   sync: {s}")?;
     }
     out!("4. After syncing:")?;
     show("alice", &alice)?;

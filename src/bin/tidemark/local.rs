@@ -1,14 +1,27 @@
 //! The local half of the CLI: edits and reads on the store, no server involved.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
-use tidemark::replica::Edit;
-use tidemark::{InvalidInput, Replica};
+use tidemark::Replica;
 
+/// Opens the store at `store`, which must exist: only `login` and `import` make
+/// one, so that a mistyped --store is an error and not an empty store.
 pub fn open(store: &Path) -> Result<Replica> {
+    match store.try_exists() {
+        Ok(true) => open_or_create(store),
+        Ok(false) => bail!(
+            "no store at {}: run `tidemark login` (or `tidemark import`) to create one there, or pass --store with the path of yours",
+            store.display()
+        ),
+        Err(e) => bail!("cannot look for a store at {}: {e}", store.display()),
+    }
+}
+
+/// Opens the store at `store`, creating it (and its directory) if needed.
+pub fn open_or_create(store: &Path) -> Result<Replica> {
     Replica::open_shared(store).with_context(|| format!("opening store {}", store.display()))
 }
 
@@ -86,97 +99,6 @@ pub fn list(store: &Path, collection: &str) -> Result<()> {
         }
     }
     crate::to_stdout(out.flush())
-}
-
-/// One line of list format.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    id: String,
-    fields: Map<String, Value>,
-}
-
-pub fn import(store: &Path, collection: &str, file: Option<&Path>, batch: usize) -> Result<()> {
-    let replica = open(store)?;
-    let (reader, total): (Box<dyn BufRead>, Option<u64>) = match file {
-        Some(path) => {
-            let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let size = f.metadata().ok().map(|m| m.len());
-            (Box::new(BufReader::new(f)), size)
-        }
-        None => (Box::new(BufReader::new(std::io::stdin())), None),
-    };
-    let bar = crate::progress::bar(total, "importing");
-    let batch = batch.max(1);
-    let mut edits = Vec::with_capacity(batch);
-    // The file line of each edit in the batch, for errors.
-    let mut lines = Vec::with_capacity(batch);
-    let mut imported = 0u64;
-    for (n, line) in reader.lines().enumerate() {
-        let line_no = n + 1;
-        let line = line.with_context(|| format!("reading line {line_no}"))?;
-        bar.inc(if total.is_some() { line.len() as u64 + 1 } else { 1 });
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
-            anyhow::anyhow!(
-                "line {line_no}, column {}: {}; a list-format line looks like {{\"id\":\"c1\",\"fields\":{{\"name\":\"Ada\"}}}} ({imported} records before it were imported)",
-                e.column(),
-                without_position(&e)
-            )
-        })?;
-        edits.push(Edit::Put {
-            collection: collection.to_string(),
-            id: parsed.id,
-            fields: parsed.fields,
-        });
-        lines.push(line_no);
-        if edits.len() == batch {
-            imported += commit(&replica, &mut edits, &mut lines, imported)?;
-        }
-    }
-    imported += commit(&replica, &mut edits, &mut lines, imported)?;
-    bar.finish_and_clear();
-    out!("{}", serde_json::json!({ "imported": imported }))?;
-    Ok(())
-}
-
-/// serde_json's message without its " at line 1 column N" (always line 1 here).
-fn without_position(e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message,
-    }
-}
-
-/// Commits one batch; on a refused edit, names its line in the file.
-fn commit(replica: &Replica, edits: &mut Vec<Edit>, lines: &mut Vec<usize>, before: u64) -> Result<u64> {
-    let (Some(&first_line), Some(&last_line)) = (lines.first(), lines.last()) else {
-        return Ok(0);
-    };
-    let lines = std::mem::take(lines);
-    let n = edits.len() as u64;
-    replica.apply_edits(std::mem::take(edits)).map_err(|e| {
-        let not_imported = if first_line == last_line {
-            format!("line {first_line} was not imported ({before} records before it were)")
-        } else {
-            format!("lines {first_line}–{last_line} were not imported ({before} records before them were)")
-        };
-        match e {
-            tidemark::Error::Invalid(InvalidInput::InBatch { edit, error }) => {
-                let line = lines.get(edit - 1).copied().unwrap_or(first_line);
-                anyhow::anyhow!("line {line}: {error}; {not_imported}")
-            }
-            // A batch of one edit reports its error unwrapped.
-            tidemark::Error::Invalid(error) if lines.len() == 1 => {
-                anyhow::anyhow!("line {first_line}: {error}; {not_imported}")
-            }
-            other => anyhow::Error::new(other).context(not_imported),
-        }
-    })?;
-    Ok(n)
 }
 
 pub fn conflicts(store: &Path, collection: Option<&str>, id: Option<&str>) -> Result<()> {

@@ -32,16 +32,31 @@ fn to_stdout(written: std::io::Result<()>) -> anyhow::Result<()> {
 
 mod args;
 mod demo;
+mod import;
 mod local;
 mod progress;
 mod server;
 mod syncing;
+mod token;
 mod watch;
+mod words;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Exit 2 means "the server refused some changes" (scripts rely on it):
+            // a command line clap refuses is a failure like any other, 1.
+            return if e.use_stderr() {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`| head`): like other Unix tools, stop quietly.
@@ -55,7 +70,8 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
     use args::Command::*;
-    let store = cli.store;
+    // Only the client commands have one; the others never read it.
+    let store = cli.client_store().unwrap_or_default();
     // A server's log is its operator's view; a client command says what went
     // wrong once, in its own error line, and logs only when RUST_LOG asks.
     init_logging(if matches!(cli.command, Serve { .. }) {
@@ -79,16 +95,16 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
             server,
             user,
             token,
+            token_stdin,
             space,
             yes,
             sync_first,
             export_unsynced,
+            at: _,
         } => {
-            let wanted = tidemark::Binding {
-                server: server.trim_end_matches('/').to_string(),
-                user,
-                space,
-            };
+            let server = server.trim_end_matches('/').to_string();
+            let token = token::resolve(token, token_stdin, &user, &server)?;
+            let wanted = tidemark::Binding { server, user, space };
             let options = syncing::SwitchOptions {
                 yes,
                 sync_first,
@@ -97,20 +113,25 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
             return syncing::login(&store, wanted, &token, &options);
         }
         Sync { watch: false, .. } => return syncing::sync(&store),
-        Sync { watch: true, interval } => return watch::run(&store, interval),
+        Sync {
+            watch: true, interval, ..
+        } => return watch::run(&store, interval),
         Demo => return demo::run(),
-        Rejected { retry, discard } => return syncing::rejected(&store, retry, discard),
-        Put { collection, id, fields } => local::put(&store, &collection, &id, &fields),
-        Get { collection, id } => local::get(&store, &collection, &id),
-        List { collection } => local::list(&store, &collection),
-        Delete { collection, id } => local::delete(&store, &collection, &id),
+        Rejected { retry, discard, .. } => return syncing::rejected(&store, retry, discard),
+        Put {
+            collection, id, fields, ..
+        } => local::put(&store, &collection, &id, &fields),
+        Get { collection, id, .. } => local::get(&store, &collection, &id),
+        List { collection, .. } => local::list(&store, &collection),
+        Delete { collection, id, .. } => local::delete(&store, &collection, &id),
         Import {
             collection,
             file,
             batch,
-        } => local::import(&store, &collection, file.as_deref(), batch),
-        Conflicts { collection, id } => local::conflicts(&store, collection.as_deref(), id.as_deref()),
-        Status => local::status(&store),
+            ..
+        } => import::import(&store, &collection, file.as_deref(), batch),
+        Conflicts { collection, id, .. } => local::conflicts(&store, collection.as_deref(), id.as_deref()),
+        Status { .. } => local::status(&store),
     }?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use tidemark::protocol::SessionConfig;
+use tidemark::protocol::{Request, RoundSummary, SessionConfig};
+use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
 use tidemark::replica::Sharing;
 use tidemark::sync::{sync_once, sync_once_observed};
 use tidemark::{Binding, Replica};
 
-use crate::local::open;
+use crate::local::{open, open_or_create};
 use crate::server::runtime;
+use crate::words;
 
 /// How `login` may switch a used store to another account.
 pub struct SwitchOptions {
@@ -22,7 +24,14 @@ pub struct SwitchOptions {
 }
 
 pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions) -> Result<ExitCode> {
-    let mut replica = open(store)?;
+    refuse_unagreed_switch(store, &wanted, options)?;
+    let remote = HttpRemote::new(&wanted.server, token, &wanted.space)?;
+    // Then the account: a wrong token, space or URL changes nothing, not even
+    // the binding of a store that has one.
+    if let Err(e) = runtime()?.block_on(remote.call(Request::Package)) {
+        bail!("{}; nothing was changed", words::login_refused(&e, &wanted));
+    }
+    let mut replica = open_or_create(store)?;
     if let Some(current) = replica.binding()? {
         if current != wanted {
             switch_account(&replica, &current, &wanted, options)?;
@@ -37,19 +46,21 @@ pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions
     }
     // A fresh store, or the same account (perhaps with a new token): keep the data.
     replica.bind(&wanted, token)?;
-    let remote = HttpRemote::new(&wanted.server, token, &wanted.space)?;
     let (bar, mut observe) = crate::progress::sync_spinner();
-    let summary = runtime()?
-        .block_on(sync_once_observed(
-            &replica,
-            &remote,
-            SessionConfig::default(),
-            &mut observe,
-        ))
-        .context("initial sync (the binding is saved: run `tidemark sync` to retry)")?;
+    let summary = runtime()?.block_on(sync_once_observed(
+        &replica,
+        &remote,
+        SessionConfig::default(),
+        &mut observe,
+    ));
     bar.finish_and_clear();
-    out!("{}", serde_json::to_string(&summary)?)?;
-    Ok(ExitCode::SUCCESS)
+    match summary {
+        Ok(summary) => report(&replica, &summary),
+        Err(e) => bail!(
+            "the initial sync failed: {}; the account is saved: `tidemark sync` retries",
+            words::round_failed(&e, &wanted)
+        ),
+    }
 }
 
 /// Everything before clearing a used store: sync first, export, and the yes.
@@ -97,9 +108,32 @@ fn switch_account(replica: &Replica, current: &Binding, wanted: &Binding, option
         }
         bail!("not switching: nothing was changed");
     }
-    bail!(
+    Err(switch_refused(&warning))
+}
+
+fn switch_refused(warning: &str) -> anyhow::Error {
+    anyhow::anyhow!(
         "{warning}. Nothing was changed. To keep the changes first: --sync-first (push them to the old server) or --export-unsynced FILE; to switch anyway: --yes"
     )
+}
+
+/// A switch to another account that nothing on the command line or at a
+/// terminal can agree to is refused at once, whether the server answers or not.
+fn refuse_unagreed_switch(store: &Path, wanted: &Binding, options: &SwitchOptions) -> Result<()> {
+    let could_agree = options.yes
+        || options.sync_first
+        || options.export.is_some()
+        || (std::io::stdin().is_terminal() && std::io::stderr().is_terminal());
+    if could_agree || !store.try_exists().unwrap_or(false) {
+        return Ok(());
+    }
+    let replica = open(store)?;
+    match replica.binding()? {
+        Some(current) if current != *wanted => {
+            Err(switch_refused(&switch_warning(&current, wanted, &replica.status()?)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Writes the records touched by unsynced (and rejected) ops, and the raw ops.
@@ -138,9 +172,7 @@ fn export_unsynced(replica: &Replica, file: &Path) -> Result<()> {
 pub fn sync(store: &Path) -> Result<ExitCode> {
     let replica = open(store)?;
     let Some(binding) = replica.binding()? else {
-        bail!(
-            "this store is not bound to a server: run `tidemark login --server URL --user USER --token TOKEN --space SPACE` first"
-        );
+        bail!("this store is not bound to a server: run `tidemark login --server URL --user USER --space SPACE` first");
     };
     let token = replica.token()?.unwrap_or_default();
     let remote = HttpRemote::new(&binding.server, &token, &binding.space)?;
@@ -152,27 +184,25 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
         &mut observe,
     ));
     bar.finish_and_clear();
-    let summary = match summary {
-        Ok(s) => s,
+    match summary {
+        Ok(summary) => report(&replica, &summary),
         Err(e) => {
-            let pending = replica.status().map(|s| s.pending).unwrap_or(0);
-            eprintln!("error: the sync round did not complete: {e} ({pending} change(s) still pending, nothing lost)");
-            return Ok(ExitCode::from(1));
+            // After a storage failure the open store refuses reads too: say no count then.
+            let kept = match replica.status() {
+                Ok(status) => format!("{} change(s) still pending, nothing lost", status.pending),
+                Err(_) => "nothing lost".to_string(),
+            };
+            eprintln!("error: sync failed: {}; {kept}", words::round_failed(&e, &binding));
+            Ok(ExitCode::FAILURE)
         }
-    };
+    }
+}
+
+/// A completed round, as `sync` and `login` tell it: the summary on stdout,
+/// what needs a person on stderr; exit 2 when the server refused changes.
+fn report(replica: &Replica, summary: &RoundSummary) -> Result<ExitCode> {
     // The exit code and the refusals on stderr come whether or not stdout is still there.
-    let printed = out!(
-        "pushed {} pulled {} rejected {} head {}{}",
-        summary.pushed,
-        summary.pulled,
-        summary.rejected + summary.rejected_by_package,
-        summary.head,
-        if summary.epoch_changed {
-            " (server store was reset: re-pushed the log)"
-        } else {
-            ""
-        }
-    );
+    let printed = out!("{summary}");
     if summary.rewritten > 0 {
         eprintln!(
             "wrote {} edit(s) again as new changes: another store shared this one's actor (a restored backup or a copied file), or an earlier edit of the same record was refused",
@@ -184,7 +214,7 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
     if conflicted > 0 {
         eprintln!("{conflicted} record(s) hold conflicting values; see `tidemark conflicts` (a new put resolves them)");
     }
-    let refused = summary.rejected + summary.rejected_by_package;
+    let refused = summary.refused();
     if refused > 0 {
         let reasons: Vec<String> = replica
             .rejected()?

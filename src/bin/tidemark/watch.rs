@@ -42,7 +42,7 @@ pub fn run(store: &Path, interval: u64) -> Result<ExitCode> {
                     }
                     match (&s.last_error, &s.last_summary) {
                         (Some(e), _) => eprintln!("sync failed ({} in a row): {e}; {} pending, retrying with backoff", s.failures_in_a_row, s.pending),
-                        (None, Some(r)) => eprintln!("synced: pushed {} pulled {} rejected {} head {} ({} pending)", r.pushed, r.pulled, r.rejected + r.rejected_by_package, r.head, s.pending),
+                        (None, Some(r)) => eprintln!("synced: {r} ({} pending)", s.pending),
                         _ => {}
                     }
                     if replica.is_replaced() {
