@@ -17,6 +17,9 @@ mod common;
 #[path = "../fuzz/fuzz_targets/checks/push.rs"]
 mod push_check;
 #[cfg(feature = "server")]
+#[path = "../fuzz/fuzz_targets/checks/simulation.rs"]
+mod simulation_check;
+#[cfg(feature = "server")]
 #[path = "../fuzz/fuzz_targets/checks/server_fixture.rs"]
 mod server_fixture;
 #[path = "fuzz_corpus/server_seeds.rs"]
@@ -49,6 +52,8 @@ const TARGETS: &[(&str, Check)] = &[
     ("wire_server", wire_server_check::check_wire_server),
     #[cfg(feature = "server")]
     ("push", push_check::check_push),
+    #[cfg(feature = "server")]
+    ("simulation", simulation_check::check_simulation),
 ];
 /// The targets whose corpus keeps the known panicking input.
 const HAZARD_TARGETS: [&str; 2] = ["apply_remote", "record_doc"];
@@ -477,6 +482,27 @@ fn record_doc_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Decision lists for the simulation target: pseudo-random bytes (any bytes
+/// are a valid run), short ones and longer ones.
+#[cfg(feature = "server")]
+fn simulation_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let bytes = |seed: u64, len: usize| {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (x >> 56) as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    vec![
+        ("run-short", bytes(1, 64)),
+        ("run-medium", bytes(2, 400)),
+        ("run-long", bytes(3, 1500)),
+        ("run-long-2", bytes(4, 1500)),
+    ]
+}
+
 #[test]
 #[ignore = "writes the seed files under fuzz/corpus/; run with --ignored to regenerate them"]
 fn the_seed_corpora_are_written_on_request() {
@@ -490,6 +516,7 @@ fn the_seed_corpora_are_written_on_request() {
     corpora.extend([
         ("wire_server", server_seeds::wire_server_seeds()),
         ("push", server_seeds::push_seeds()),
+        ("simulation", simulation_seeds()),
     ]);
     for (target, mut seeds) in corpora {
         if HAZARD_TARGETS.contains(&target) {
