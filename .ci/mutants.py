@@ -26,7 +26,7 @@ MUTANTS = {
         "file": "src/protocol/session.rs",
         "find": "let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();",
         "replace": "let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();"
-        " store.acknowledge(pending.last().expect(\"a push has ops\").pos)?;",
+        " store.acknowledge(pending.last().expect(\"a push has ops\").pos, None)?;",
     },
     "no-op-id-dedupe": {
         "what": "the server stores an op pushed again under a new seq instead of answering its first seq",
@@ -54,6 +54,7 @@ SUITES = [
     ("simulation", ["--test", "simulation"], {"TIDEMARK_SIM_SEEDS": "200"}),
     ("convergence_server", ["--test", "convergence_server"], {}),
     ("sync_faults", ["--test", "sync_faults"], {}),
+    ("crash_loop", ["--test", "crash_loop"], {"TIDEMARK_CRASH_LOOP_KILLS": "60"}),
 ]
 
 

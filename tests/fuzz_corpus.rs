@@ -17,13 +17,13 @@ mod common;
 #[path = "../fuzz/fuzz_targets/checks/push.rs"]
 mod push_check;
 #[cfg(feature = "server")]
-#[path = "../fuzz/fuzz_targets/checks/simulation.rs"]
-mod simulation_check;
-#[cfg(feature = "server")]
 #[path = "../fuzz/fuzz_targets/checks/server_fixture.rs"]
 mod server_fixture;
 #[path = "fuzz_corpus/server_seeds.rs"]
 mod server_seeds;
+#[cfg(feature = "server")]
+#[path = "../fuzz/fuzz_targets/checks/simulation.rs"]
+mod simulation_check;
 #[path = "../fuzz/fuzz_targets/checks/wire_client.rs"]
 mod wire_client_check;
 #[cfg(feature = "server")]
@@ -490,7 +490,9 @@ fn simulation_seeds() -> Vec<(&'static str, Vec<u8>)> {
         let mut x = seed;
         (0..len)
             .map(|_| {
-                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 (x >> 56) as u8
             })
             .collect::<Vec<u8>>()

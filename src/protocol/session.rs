@@ -230,6 +230,8 @@ pub struct Session {
     repush_waits: bool,
     /// A push met missing dependencies once this round (see `on_push`).
     deps_checked: bool,
+    /// The server's head in its package answer, before this round pushed anything.
+    head_before_push: Seq,
 }
 
 impl Session {
@@ -249,6 +251,7 @@ impl Session {
             skip: std::collections::HashSet::new(),
             repush_waits: false,
             deps_checked: false,
+            head_before_push: 0,
         }
     }
 
@@ -315,7 +318,10 @@ impl Session {
                     let mut pending = store.pending(self.batch)?;
                     if pending.is_empty() {
                         let pulled = store.watermarks()?.pulled;
-                        self.phase = if pulled == 0 && self.summary.head > 0 && !self.summary.epoch_changed {
+                        // A snapshot bootstraps a replica into a space that held
+                        // records before this round; the ops it just pushed alone
+                        // come back by the pull.
+                        self.phase = if pulled == 0 && self.head_before_push > 0 && !self.summary.epoch_changed {
                             Phase::Snapshot
                         } else {
                             Phase::Pull
@@ -543,6 +549,7 @@ impl Session {
         }
         self.check_epoch(store, &r.epoch, r.head)?;
         self.summary.head = r.head;
+        self.head_before_push = r.head;
         let local = store.package()?.map(|p| p.version).unwrap_or(0);
         if local != r.version || store.package()?.is_some() != r.package.is_some() {
             match &r.package {

@@ -23,9 +23,9 @@ const MAX_STEPS: usize = 40;
 
 pub fn check_simulation(data: &[u8]) {
     // Ids and times from the input too, so one input replays one run.
-    let ids = data
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let ids = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     tidemark::model::seed_ids_for_this_thread(Some(ids));
     let mut choices = choices::Bytes::new(data);
     let mut w = world::World::new(&mut choices);

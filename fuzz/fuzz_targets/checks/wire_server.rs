@@ -216,7 +216,9 @@ pub fn check_wire_server(data: &[u8]) {
             continue;
         };
         let what = format!("{} {}", request.method(), request.uri());
-        let is_read = request.method() == Method::GET;
+        let is_read = request.method() == Method::GET || request.method() == Method::HEAD;
+        // An answer to HEAD has no body (HTTP), whatever its status.
+        let is_head = request.method() == Method::HEAD;
         let is_push = request.method() == Method::POST && request.uri().path() == format!("/v1/spaces/{SPACE}/push");
         let before = observe(&fixture);
         let (status, revision, body) = runtime().block_on(async {
@@ -236,8 +238,11 @@ pub fn check_wire_server(data: &[u8]) {
             "{what} ({status}) does not name the protocol revision"
         );
         let after = observe(&fixture);
+        if is_head {
+            assert!(body.is_empty(), "the {status} answer to {what} has a body");
+        }
         if status != StatusCode::OK {
-            if let Err(e) = serde_json::from_slice::<ErrorBody>(&body) {
+            if let (false, Err(e)) = (is_head, serde_json::from_slice::<ErrorBody>(&body)) {
                 panic!("the {status} answer to {what} is not a JSON error body ({e}): {text}");
             }
             assert!(
