@@ -243,6 +243,14 @@ impl OpId {
         let time = uuid::Timestamp::from_unix(context, ms / 1000, (ms % 1000) as u32 * 1_000_000);
         OpId(uuid::Uuid::new_v7(time))
     }
+    /// The id under which a change known only from a snapshot document is
+    /// pushed again after the server lost data: derived from the change's hash,
+    /// so that every replica holding that document pushes it under the same id
+    /// and the server stores it once (a version-4 id: 122 bits of the hash).
+    pub fn of_change(hash: &[u8; 32]) -> Self {
+        let bytes: [u8; 16] = hash[..16].try_into().expect("16 bytes");
+        OpId(uuid::Builder::from_random_bytes(bytes).into_uuid())
+    }
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
     }

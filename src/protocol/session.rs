@@ -190,6 +190,8 @@ enum InFlight {
         ids: Vec<OpId>,
         local: Vec<bool>,
         last: u64,
+        /// Where the re-push stands inside a snapshot's entry once this batch is acknowledged.
+        within: Option<(u64, usize)>,
     },
     Snapshot {
         after: Option<String>,
@@ -232,6 +234,13 @@ pub struct Session {
     deps_checked: bool,
     /// The server's head in its package answer, before this round pushed anything.
     head_before_push: Seq,
+    /// A snapshot's entry gives many ops at one log position, more than one
+    /// batch may carry: `(position, ops of it already re-pushed)`.
+    repush_within: Option<(u64, usize)>,
+    /// Whether this round checked that its highest acknowledged op is still
+    /// at its seq (see the push phase); `verifying` while that check is asked.
+    acked_checked: bool,
+    verifying: bool,
 }
 
 impl Session {
@@ -252,6 +261,9 @@ impl Session {
             repush_waits: false,
             deps_checked: false,
             head_before_push: 0,
+            repush_within: None,
+            acked_checked: false,
+            verifying: false,
         }
     }
 
@@ -289,13 +301,20 @@ impl Session {
                     let mut local = Vec::new();
                     let mut bytes = 0;
                     let mut scanned = last;
+                    let mut within = None;
+                    let (mut at, mut nth) = (0, 0);
                     for (pos, op, is_local) in entries {
-                        if self.skip.contains(&pos) {
+                        (at, nth) = if pos == at { (at, nth + 1) } else { (pos, 0) };
+                        let done = self.repush_within.filter(|&(p, _)| p == pos).map_or(0, |(_, n)| n);
+                        if self.skip.contains(&pos) || nth < done {
                             continue;
                         }
                         bytes += wire_weight(&op);
-                        if !ops.is_empty() && bytes > self.config.max_push_bytes {
+                        if !ops.is_empty() && (bytes > self.config.max_push_bytes || ops.len() >= self.batch) {
                             scanned = pos - 1;
+                            if nth > 0 {
+                                within = Some((pos, nth));
+                            }
                             break;
                         }
                         local.push(is_local);
@@ -311,10 +330,30 @@ impl Session {
                         ids: ops.iter().map(|o| o.id).collect(),
                         local,
                         last: scanned,
+                        within,
                     };
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
                 Phase::Push => {
+                    if !self.acked_checked {
+                        // The server acknowledged an op of ours that no pull has
+                        // seen in its log yet (a round ended between its push
+                        // and its pull). Ask whether that op is still at its seq
+                        // before a newer acknowledgement takes its place: a
+                        // server restored since answers `history_changed`. A
+                        // restore keeps a prefix of the log, so checking the
+                        // highest acknowledged op checks them all.
+                        self.acked_checked = true;
+                        let pulled = store.watermarks()?.pulled;
+                        if let Some((seq, id)) = store.acked()?.filter(|&(seq, _)| seq > pulled) {
+                            self.verifying = true;
+                            return Ok(Some(Request::Pull {
+                                at: Some(id),
+                                since: seq,
+                                limit: 1,
+                            }));
+                        }
+                    }
                     let mut pending = store.pending(self.batch)?;
                     if pending.is_empty() {
                         let pulled = store.watermarks()?.pulled;
@@ -388,6 +427,7 @@ impl Session {
     pub fn handle_error(&mut self, store: &dyn SyncStore, error: RemoteError) -> Result<()> {
         self.check_fence(store)?;
         let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
+        self.verifying = false;
         let code = error.body.code.clone();
         let message = error.body.message.clone();
         let named = |positions: &[u64]| {
@@ -601,6 +641,7 @@ impl Session {
                 ids,
                 local,
                 last,
+                within,
             } => {
                 r.check_fits(positions.len()).map_err(Error::Sync)?;
                 self.summary.repushed += r.seqs.iter().filter(|s| s.is_some()).count() as u64;
@@ -627,6 +668,7 @@ impl Session {
                 self.on_refused(store, &positions, &local, &r.refused)?;
                 store.acknowledge(last, highest(&r.seqs, &ids, Some(&local)))?;
                 store.set_repush_from(Some(last + 1))?;
+                self.repush_within = within;
                 self.phase = Phase::Repush;
             }
             _ => return Err(Error::Sync("a push answer arrived without a push".into())),
@@ -661,6 +703,11 @@ impl Session {
 
     fn on_pull(&mut self, store: &dyn SyncStore, r: PullResponse) -> Result<()> {
         self.same_epoch(store, &r.epoch)?;
+        if std::mem::take(&mut self.verifying) {
+            // The acknowledged op is where the server put it: its page is not
+            // applied (it starts above what was pulled); the push goes on.
+            return Ok(());
+        }
         let mut ops = Vec::with_capacity(r.ops.len());
         for pulled in &r.ops {
             let op = pulled

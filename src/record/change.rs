@@ -114,6 +114,43 @@ pub fn change_actor(change: &Change) -> Option<ActorId> {
     ActorId::from_slice(change.actor_id().to_bytes()).ok()
 }
 
+/// One change of a document this program stored, as it would travel in an op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedChange {
+    /// The op actor (see [`change_actor`]).
+    pub actor: ActorId,
+    /// The change's sequence number among its actor's changes in this document.
+    pub seq: u64,
+    /// The change's own time, in milliseconds (automerge keeps seconds).
+    pub time_ms: u64,
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+/// Every change of a document this program stored (a snapshot's compacted
+/// document), dependencies first. A change that could not travel as an op
+/// (an actor that is neither a replica's nor a genesis actor) is left out: a
+/// server never hands one out.
+pub fn saved_changes(doc: &[u8]) -> Result<Vec<SavedChange>, CorruptData> {
+    let mut doc = super::RecordDoc::load_stored(doc, ActorId([0; 16]))?;
+    let changes = guarded("reading changes", || doc.doc.get_changes(&[]))?;
+    Ok(changes
+        .iter()
+        .filter_map(|change| {
+            Some(SavedChange {
+                actor: change_actor(change)?,
+                seq: change.seq(),
+                time_ms: u64::try_from(change.timestamp())
+                    .unwrap_or(0)
+                    .saturating_mul(1000)
+                    .min(crate::model::MAX_TIME_MS),
+                hash: change.hash().0,
+                bytes: change.raw_bytes().to_vec(),
+            })
+        })
+        .collect())
+}
+
 /// What the server's history check needs of a change: read from its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeHeader {

@@ -112,9 +112,15 @@ impl Replica {
         // An op this store's actor wrote, yet unknown here: another store writes as
         // this actor (a restored backup, a copied file). Take a fresh actor before
         // merging, or its changes would collide with this store's pending ones.
+        // Pending ops may still be written by an actor the store has left (their
+        // record had no collision then): those count as this store's too.
+        let mut ours = std::collections::HashSet::from([actor]);
+        if !fresh.is_empty() && (m.u64(meta::PENDING)? > 0 || m.bytes(meta::REPUSH_FROM).is_some()) {
+            ours.extend(super::sync_state::pending_actors(&txn, &m)?);
+        }
         let shared: std::collections::BTreeSet<(Collection, RecordId)> = fresh
             .iter()
-            .filter(|r| r.op.actor == actor)
+            .filter(|r| ours.contains(&r.op.actor))
             .map(|r| (r.op.collection.clone(), r.op.record.clone()))
             .collect();
         if !shared.is_empty() {
@@ -195,8 +201,8 @@ impl Replica {
         next: Option<&str>,
     ) -> Result<bool> {
         let txn = self.write()?;
-        let m = Meta::read_write(&txn)?;
-        let actor = m.actor()?;
+        let mut m = Meta::read_write(&txn)?;
+        let mut actor = m.actor()?;
         let checkpoint = m.json::<(Seq, Option<String>)>(meta::SNAPSHOT)?;
         let continues = match (&checkpoint, asked_after) {
             (Some((_, Some(stored))), Some(asked)) => stored == asked,
@@ -205,6 +211,12 @@ impl Replica {
         };
         if !continues {
             return Ok(false);
+        }
+        let shared = super::rewrite::collisions_in_snapshot(&txn, &m, records)?;
+        if !shared.is_empty() {
+            actor = super::rewrite::heal_shared_actor(&txn, &m, &shared)?;
+            m = Meta::read_write(&txn)?;
+            self.doc_cache.clear();
         }
         // A document that does not load fails merge_into, and the transaction with it: nothing is written.
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Vec<u8>>> = BTreeMap::new();

@@ -206,13 +206,62 @@ pub(super) fn heal_shared_actor(
     records: &[(Collection, RecordId)],
 ) -> Result<ActorId> {
     let actor = take_fresh_actor(txn)?;
-    let from = m.u64(meta::PUSHED)? + 1;
+    // An op that a server which lost data acknowledged can collide too.
+    let from = super::sync_state::unconfirmed_from(m)?;
     let mut outcome = Outcome::default();
     for (collection, record) in records {
         rewrite_record(txn, actor, collection, record, from, &BTreeMap::new(), &mut outcome)?;
     }
     write_outcome(txn, m, outcome)?;
     Ok(actor)
+}
+
+/// Inside a snapshot page's transaction: the records of the page whose
+/// document holds a change by the actor of one of this store's local ops the
+/// server may lack (see `sync_state::unconfirmed_from`),
+/// with the same sequence number but other contents. Another store writes as
+/// that actor (a restored backup, a copied file): those records need
+/// [`heal_shared_actor`] before the page is merged.
+pub(super) fn collisions_in_snapshot(
+    txn: &WriteTransaction,
+    m: &Meta,
+    records: &[super::SnapshotRecord],
+) -> Result<Vec<(Collection, RecordId)>> {
+    if m.u64(meta::PENDING)? == 0 && m.bytes(meta::REPUSH_FROM).is_none() {
+        return Ok(Vec::new());
+    }
+    let mut pending: HashMap<(Collection, RecordId), HashMap<(ActorId, u64), [u8; 32]>> = HashMap::new();
+    {
+        let log = txn.open_table(tables::LOG)?;
+        for entry in log.range(super::sync_state::unconfirmed_from(m)?..)? {
+            let (k, v) = entry?;
+            if !in_play(txn, k.value())? {
+                continue;
+            }
+            if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
+                if op.actor == GENESIS_ACTOR {
+                    continue;
+                }
+                let header = crate::record::stored_change_header(&op.change)?;
+                pending
+                    .entry((op.collection, op.record))
+                    .or_default()
+                    .insert((op.actor, header.seq), header.hash);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for r in records {
+        let key = (r.collection.clone(), r.record.clone());
+        let Some(ours) = pending.get(&key) else { continue };
+        let collides = crate::record::saved_changes(&r.doc)?
+            .iter()
+            .any(|c| ours.get(&(c.actor, c.seq)).is_some_and(|hash| *hash != c.hash));
+        if collides && !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    Ok(out)
 }
 
 /// Rebuilds one record's document without its local ops from `from` on, then

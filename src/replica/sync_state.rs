@@ -8,9 +8,10 @@ use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::{Meta, Replica, put_meta};
 use crate::error::{CorruptData, Result};
-use crate::model::{Binding, Op, Package, Seq};
+use crate::model::{ActorId, Binding, Op, Package, Seq};
 
-/// Ops to re-push: `(log position, op, is local)`, and the last position scanned.
+/// Ops to re-push: `(log position, op, is local)`, and the last position
+/// scanned. A snapshot's entry gives several ops at one position.
 pub type RepushBatch = (Vec<(u64, Op, bool)>, Option<u64>);
 
 /// A local op waiting for the server.
@@ -62,6 +63,42 @@ pub(crate) fn add_pending(txn: &WriteTransaction, m: &Meta, added: u64) -> Resul
         put_meta(txn, meta::PENDING, &n.to_le_bytes())?;
     }
     Ok(())
+}
+
+/// Where the local ops the current server does not hold begin: above
+/// `pushed`, or from where an owed re-push stands (the server lost data).
+pub(crate) fn unconfirmed_from(m: &Meta) -> Result<u64> {
+    let from = m.u64(meta::PUSHED)? + 1;
+    Ok(match m.bytes(meta::REPUSH_FROM).map(super::read_u64) {
+        Some(repush) => from.min(repush),
+        None => from,
+    })
+}
+
+/// The actors of the local ops the current server does not hold (see
+/// [`unconfirmed_from`]; a store that took a fresh actor keeps the old one on
+/// the ops it wrote before). Genesis ops, which every replica writes alike,
+/// are left out.
+pub(crate) fn pending_actors(txn: &WriteTransaction, m: &Meta) -> Result<std::collections::HashSet<ActorId>> {
+    let log = txn.open_table(tables::LOG)?;
+    let rejected = txn.open_table(tables::REJECTED)?;
+    let discarded = txn.open_table(tables::DISCARDED)?;
+    let mut actors = std::collections::HashSet::new();
+    for entry in log.range(unconfirmed_from(m)?..)? {
+        let (k, v) = entry?;
+        if v.value().first() != Some(&LogEntry::LOCAL_KIND) {
+            continue;
+        }
+        if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
+            if op.actor != crate::record::GENESIS_ACTOR
+                && rejected.get(k.value())?.is_none()
+                && discarded.get(k.value())?.is_none()
+            {
+                actors.insert(op.actor);
+            }
+        }
+    }
+    Ok(actors)
 }
 
 /// Moves `pushed` over log entries `first..next` that a pull or snapshot just
@@ -226,7 +263,27 @@ impl Replica {
                     }
                 }
                 LogEntry::Remote(op, _) => out.push((pos, op, false)),
-                LogEntry::Snapshot { .. } => {}
+                // The ops behind a snapshot's document are not in this log: its
+                // changes go out as ops of their own, or a server that lost them
+                // could get them from nobody.
+                LogEntry::Snapshot {
+                    collection,
+                    record,
+                    doc,
+                    ..
+                } => {
+                    for change in crate::record::saved_changes(&doc)? {
+                        let op = Op {
+                            id: crate::model::OpId::of_change(&change.hash),
+                            actor: change.actor,
+                            collection: collection.clone(),
+                            record: record.clone(),
+                            time_ms: change.time_ms,
+                            change: change.bytes,
+                        };
+                        out.push((pos, op, false));
+                    }
+                }
             }
         }
         Ok((out, last))

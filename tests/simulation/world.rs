@@ -518,7 +518,10 @@ fn describe(response: &Response) -> String {
         Response::Push(p) => format!(
             "push seqs {:?} refused {:?}",
             p.seqs,
-            p.refused.iter().map(|r| (r.index, r.code.as_str())).collect::<Vec<_>>()
+            p.refused
+                .iter()
+                .map(|r| (r.index, r.code.as_str(), r.message.as_str()))
+                .collect::<Vec<_>>()
         ),
         Response::Pull(p) => format!("pull {} ops to {} more {}", p.ops.len(), p.end, p.more),
         Response::Snapshot(s) => format!("snapshot {} docs next {:?}", s.docs.len(), s.next),
