@@ -230,7 +230,9 @@ pub(super) fn collisions_in_snapshot(
     if m.u64(meta::PENDING)? == 0 && m.bytes(meta::REPUSH_FROM).is_none() {
         return Ok(Vec::new());
     }
-    let mut pending: HashMap<(Collection, RecordId), HashMap<(ActorId, u64), [u8; 32]>> = HashMap::new();
+    // Per record: (actor, seq) → hash of each such local change.
+    type Changes = HashMap<(ActorId, u64), [u8; 32]>;
+    let mut pending: HashMap<(Collection, RecordId), Changes> = HashMap::new();
     {
         let log = txn.open_table(tables::LOG)?;
         for entry in log.range(super::sync_state::unconfirmed_from(m)?..)? {
