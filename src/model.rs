@@ -244,11 +244,20 @@ impl OpId {
         OpId(uuid::Uuid::new_v7(time))
     }
     /// The id under which a change known only from a snapshot document is
-    /// pushed again after the server lost data: derived from the change's hash,
-    /// so that every replica holding that document pushes it under the same id
-    /// and the server stores it once (a version-4 id: 122 bits of the hash).
-    pub fn of_change(hash: &[u8; 32]) -> Self {
-        let bytes: [u8; 16] = hash[..16].try_into().expect("16 bytes");
+    /// pushed again after the server lost data: derived from the record and
+    /// the change's hash, so that every replica holding that document pushes
+    /// it under the same id and the server stores it once. The record is part
+    /// of it because a genesis change is the same in every record. A version-4
+    /// id: 122 bits of a SHA-256.
+    pub fn of_change(collection: &Collection, record: &RecordId, hash: &[u8; 32]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [collection.as_str().as_bytes(), record.as_str().as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(hash);
+        let bytes: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
         OpId(uuid::Builder::from_random_bytes(bytes).into_uuid())
     }
     pub fn as_u128(&self) -> u128 {

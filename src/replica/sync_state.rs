@@ -274,7 +274,7 @@ impl Replica {
                 } => {
                     for change in crate::record::saved_changes(&doc)? {
                         let op = Op {
-                            id: crate::model::OpId::of_change(&change.hash),
+                            id: crate::model::OpId::of_change(&collection, &record, &change.hash),
                             actor: change.actor,
                             collection: collection.clone(),
                             record: record.clone(),

@@ -40,6 +40,11 @@ impl Node {
 
     /// Closes the store (a crash, or a copy about to be made), runs `f`, opens it again.
     fn with_closed(&mut self, f: impl FnOnce(&Path)) {
+        // A round cut off after it noticed the server lost data has reset the
+        // watermarks: they are not compared with those from before.
+        if self.session.as_ref().is_some_and(|s| s.summary().epoch_changed) {
+            self.last = None;
+        }
         self.session = None;
         self.replica = None;
         f(&self.path);
