@@ -613,17 +613,20 @@ impl Session {
             InFlight::Push { positions, ids } => {
                 r.check_fits(positions.len()).map_err(Error::Sync)?;
                 // Ops whose dependencies the server lacks, and nothing else refused
-                // that would explain it: the server may have lost what this replica
-                // pushed before. The pull checks its history first (a loss turns
-                // into a re-push); such ops are refused only if the server still
-                // lacks their dependencies after that.
+                // that would explain it: every change a local op builds on came
+                // from this replica's earlier pushes, a pull or a snapshot, so the
+                // server lost what it once held. The pull checks its history first
+                // (a loss it notices turns into a re-push); if it notices none,
+                // the loss is behind what was pulled: the round re-pushes anyway.
+                // Such ops are refused only if the server still lacks their
+                // dependencies after a re-push.
                 let only_deps = r.refused.iter().all(|f| f.code == ErrorCode::MissingDeps);
                 let missing = r
                     .refused
                     .iter()
                     .map(|f| f.index)
                     .min()
-                    .filter(|_| only_deps && !self.deps_checked);
+                    .filter(|_| only_deps && !(self.deps_checked && self.summary.epoch_changed));
                 let upto = missing.unwrap_or(positions.len());
                 let refused: Vec<RefusedOp> = r.refused.iter().filter(|f| f.index < upto).cloned().collect();
                 self.on_refused(store, &positions, &[], &refused)?;
@@ -631,9 +634,14 @@ impl Session {
                     store.acknowledge(positions[upto - 1], highest(&r.seqs[..upto], &ids, None))?;
                 }
                 self.summary.pushed += r.seqs[..upto].iter().filter(|s| s.is_some()).count() as u64;
-                if missing.is_some() {
+                if missing.is_some() && !self.deps_checked {
                     self.deps_checked = true;
                     self.phase = Phase::Pull;
+                } else if missing.is_some() {
+                    let epoch = store.watermarks()?.epoch;
+                    store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
+                    self.summary.epoch_changed = true;
+                    self.phase = Phase::Repush;
                 }
             }
             InFlight::Repush {
