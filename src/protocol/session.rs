@@ -612,21 +612,22 @@ impl Session {
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
             InFlight::Push { positions, ids } => {
                 r.check_fits(positions.len()).map_err(Error::Sync)?;
-                // Ops whose dependencies the server lacks, and nothing else refused
-                // that would explain it: every change a local op builds on came
-                // from this replica's earlier pushes, a pull or a snapshot, so the
-                // server lost what it once held. The pull checks its history first
-                // (a loss it notices turns into a re-push); if it notices none,
-                // the loss is behind what was pulled: the round re-pushes anyway.
-                // Such ops are refused only if the server still lacks their
-                // dependencies after a re-push.
-                let only_deps = r.refused.iter().all(|f| f.code == ErrorCode::MissingDeps);
+                // Ops whose dependencies the server lacks: every change a local op
+                // builds on came from this replica's earlier pushes, a pull or a
+                // snapshot, so either an op refused before it in this batch
+                // explains it (that refusal writes the later edits of its record
+                // again) or the server lost what it once held. The pull checks
+                // the server's history first (a loss it notices turns into a
+                // re-push); if it notices none, the loss is behind what was
+                // pulled: the round re-pushes anyway. Such ops are refused only
+                // if the server still lacks their dependencies after a re-push.
                 let missing = r
                     .refused
                     .iter()
+                    .filter(|f| f.code == ErrorCode::MissingDeps)
                     .map(|f| f.index)
                     .min()
-                    .filter(|_| only_deps && !(self.deps_checked && self.summary.epoch_changed));
+                    .filter(|_| !(self.deps_checked && self.summary.epoch_changed));
                 let upto = missing.unwrap_or(positions.len());
                 let refused: Vec<RefusedOp> = r.refused.iter().filter(|f| f.index < upto).cloned().collect();
                 self.on_refused(store, &positions, &[], &refused)?;
