@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CorruptData, InvalidInput};
 
+/// Longest space or user name, in bytes (the server's rule for account names).
+pub const MAX_ACCOUNT_NAME: usize = 64;
+
 /// The longest collection name, record id or field name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 

@@ -8,8 +8,7 @@ use utoipa::openapi::Ref;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
-use crate::model::MAX_NAME_BYTES;
-use crate::server::names::MAX_ACCOUNT_NAME;
+use crate::model::{MAX_ACCOUNT_NAME, MAX_NAME_BYTES};
 
 /// A space or user name, the rule `service::check_name` enforces: 1 to 64
 /// ASCII letters, digits, `.`, `_` or `-`, starting with a letter or digit,

@@ -13,7 +13,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
@@ -27,6 +27,8 @@ mod rebase;
 mod tombstone;
 mod values;
 
+/// A decoded automerge change, as the replica groups them per record.
+pub use automerge::Change;
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
 pub use change::{
     ChangeError, ChangeHeader, SavedChange, change_actor, check_author, decode_change, decode_stored_change,

@@ -101,7 +101,7 @@ impl HttpRemote {
 }
 
 /// Refuses an answer from a server older than [`MIN_PEER_REVISION`], before
-/// anything acts on it. A server from before revisions sends no header.
+/// anything acts on it.
 ///
 /// A 5xx without the header (a proxy's error page) is left to the ordinary error
 /// path, which only ever ends the round on a 5xx: keep it so, or check here.
@@ -130,8 +130,8 @@ fn check_server_revision(
         Some(revision) if revision >= MIN_PEER_REVISION => Ok(()),
         Some(revision) => Err(incompatible_server(format!(
             "the server at {base} speaks tidemark protocol revision {revision}; this client speaks \
-             {PROTOCOL_REVISION} and needs at least {MIN_PEER_REVISION} (revision 2 added genesis ops, which an \
-             older server refuses): upgrade the server; nothing was lost, local changes stay pending"
+             {PROTOCOL_REVISION} and needs at least {MIN_PEER_REVISION}: upgrade the server; nothing was lost, \
+             local changes stay pending"
         ))),
         None => Err(incompatible_server(format!(
             "the server at {base} sent a {REVISION_HEADER} header that is not a revision number ({:?}): check \

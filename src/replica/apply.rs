@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use automerge::Change;
 use redb::ReadableTable;
 
 use super::edit::run_parallel;
@@ -13,6 +12,7 @@ use super::view::{ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
 use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::{ActorId, Collection, Op, RecordId, Seq};
+use crate::record::Change;
 use crate::record::{RecordDoc, check_author, decode_change};
 
 /// An op as the server delivers it: with its seq.

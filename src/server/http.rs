@@ -176,9 +176,7 @@ pub fn router<S: ServerStore>(service: Shared<S>) -> Router {
 /// Names this server's protocol revision on every answer, and refuses a client
 /// that names an older one than this server needs, before the route runs: such a
 /// client could not read what the space holds. A request without the header (a
-/// script, curl) is served, and so is a client from before revisions, which
-/// sends none: such a client fails on the first genesis op it pulls. Health and
-/// the API document always answer.
+/// script, curl) is served. Health and the API document always answer.
 async fn protocol_revision(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path();
     let always = matches!(path, "/v1/health" | "/v1/ready" | "/metrics" | "/v1/openapi.json");

@@ -4,8 +4,7 @@ use super::error::ServiceError;
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
-/// Longest space or user name, in bytes.
-pub const MAX_ACCOUNT_NAME: usize = 64;
+pub use crate::model::MAX_ACCOUNT_NAME;
 
 /// Space and user names: 1 to 64 ASCII letters, digits, `.`, `_` or `-`,
 /// starting with a letter or digit, without `..`, and not a name Windows

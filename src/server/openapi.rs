@@ -128,9 +128,9 @@ fn admin_grant() {}
         title = "tidemark sync server",
         version = "1",
         description = "Offline-first record sync: push ops, pull ops since a watermark, download packages and snapshots. \
-Every answer carries the header `tidemark-protocol-revision` (this server's revision of protocol v1; 2 added genesis ops). \
+Every answer carries the header `tidemark-protocol-revision` (this server's revision of protocol v1). \
 A client may send its own in the same header: one older than the server needs gets 400 `client_too_old` on every route \
-but health and this document; a request without the header is served (clients from before revisions send none). \
+but health and this document; a request without the header is served. \
 Every error answer is JSON (`ErrorBody`): a stable `code` and a message that says what to fix."
     ),
     paths(
