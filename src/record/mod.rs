@@ -47,6 +47,18 @@ pub type Fields = Map<String, Json>;
 pub(crate) const DELETED: &str = "_deleted";
 
 /// Runs `f`, turning a panic inside automerge into a [`CorruptData`] error.
+/// The context of the error a merge gives when a change it brings and one the
+/// document holds share an actor and sequence number: two stores wrote as one
+/// actor, and the server holds one of them (see `replica::rewrite`).
+pub const COLLISION: &str = "two changes with one actor and sequence number";
+
+fn merge_error(context: &str, e: automerge::AutomergeError) -> CorruptData {
+    match e {
+        automerge::AutomergeError::DuplicateSeqNumber(..) => CorruptData::new(COLLISION, e),
+        e => CorruptData::new(context, e),
+    }
+}
+
 pub(crate) fn guarded<T>(context: &str, f: impl FnOnce() -> T) -> Result<T, CorruptData> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
         let reason = panic
@@ -240,8 +252,7 @@ impl RecordDoc {
     /// Applies foreign changes in one call: applying them one at a time slows
     /// down as a document's history grows.
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), CorruptData> {
-        guarded("applying changes", || self.doc.apply_changes(changes))?
-            .map_err(|e| CorruptData::new("applying changes", e))
+        guarded("applying changes", || self.doc.apply_changes(changes))?.map_err(|e| merge_error("applying changes", e))
     }
 
     /// Merges a compacted document (a snapshot) into this one.
@@ -249,7 +260,7 @@ impl RecordDoc {
         let mut other = RecordDoc::load(bytes, ActorId([0; 16]))?;
         guarded("snapshot document", || self.doc.merge(&mut other.doc))?
             .map(|_| ())
-            .map_err(|e| CorruptData::new("snapshot document", e))
+            .map_err(|e| merge_error("snapshot document", e))
     }
 
     /// Closes the pending edit as one change; returns its bytes (None if nothing changed).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::values::scalar_to_json;
-use super::{DELETED, Fields, RecordDoc, decode_stored_change, guarded};
+use super::{ChangeHeader, DELETED, Fields, RecordDoc, decode_stored_change, guarded};
 use crate::error::CorruptData;
 use crate::model::ActorId;
 
@@ -72,6 +72,32 @@ impl RecordDoc {
     pub fn fork_as(&mut self, actor: ActorId) -> RecordDoc {
         let doc = guarded("fork", || self.doc.fork()).unwrap_or_default();
         RecordDoc::wrap(doc, actor)
+    }
+
+    /// The change headers of this document, dependencies first.
+    pub fn change_headers(&mut self) -> Result<Vec<ChangeHeader>, CorruptData> {
+        let changes = guarded("reading changes", || self.doc.get_changes(&[]))?;
+        Ok(changes.iter().map(ChangeHeader::of).collect())
+    }
+
+    /// A document of this one's changes except those in `drop`, written as
+    /// `actor`. Every change that depends on a dropped one must be dropped too.
+    pub fn keeping_all_but(&mut self, drop: &HashSet<[u8; 32]>, actor: ActorId) -> Result<RecordDoc, CorruptData> {
+        let changes = guarded("reading changes", || self.doc.get_changes(&[]))?;
+        let kept: Vec<_> = changes.into_iter().filter(|c| !drop.contains(&c.hash().0)).collect();
+        let mut doc = RecordDoc::new(actor);
+        if !kept.is_empty() {
+            doc.apply_changes(kept)?;
+        }
+        Ok(doc)
+    }
+
+    /// This document as it was with exactly the changes `heads` reach.
+    pub fn at(&mut self, heads: &[[u8; 32]], actor: ActorId) -> Result<RecordDoc, CorruptData> {
+        let heads: Vec<automerge::ChangeHash> = heads.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        let doc = guarded("forking at heads", || self.doc.fork_at(&heads))?
+            .map_err(|e| CorruptData::new("forking at heads", e))?;
+        Ok(RecordDoc::wrap(doc, actor))
     }
 
     /// Applies change bytes this program stored itself.

@@ -46,9 +46,51 @@ pub struct ApplyReport {
     pub known: usize,
 }
 
+#[derive(Clone)]
 enum Incoming {
     Changes(Vec<Change>),
     Snapshot(Vec<Vec<u8>>),
+}
+
+impl Incoming {
+    /// The headers of every change this brings.
+    fn headers(&self) -> Result<Vec<crate::record::ChangeHeader>> {
+        Ok(match self {
+            Incoming::Changes(changes) => changes.iter().map(crate::record::ChangeHeader::of).collect(),
+            Incoming::Snapshot(docs) => {
+                let mut out = Vec::new();
+                for d in docs {
+                    out.extend(RecordDoc::load_stored(d, ActorId([0; 16]))?.change_headers()?);
+                }
+                out
+            }
+        })
+    }
+}
+
+/// Merges one record's incoming changes or snapshot documents into its document.
+fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, super::view::Materialized)> {
+    // A new record from one snapshot document: load it once and keep its bytes as they are.
+    if let (None, Incoming::Snapshot(docs)) = (&merge.existing, &merge.incoming) {
+        if let [only] = docs.as_slice() {
+            let doc = RecordDoc::load(only, actor)?;
+            return Ok((only.clone(), materialize(&doc)));
+        }
+    }
+    let mut doc = match &merge.existing {
+        Some(bytes) => RecordDoc::load_stored(bytes, actor)?,
+        None => RecordDoc::new(actor),
+    };
+    match &merge.incoming {
+        Incoming::Changes(changes) => doc.apply_changes(changes.clone())?,
+        Incoming::Snapshot(docs) => {
+            for d in docs {
+                doc.merge_saved(d)?;
+            }
+        }
+    }
+    let m = materialize(&doc);
+    Ok((doc.save(), m))
 }
 
 struct Merge {
@@ -292,32 +334,32 @@ impl Replica {
         for merge in &mut merges {
             merge.existing = views.doc_bytes(merge.collection.as_str(), merge.record.as_str())?;
         }
-        let results = run_parallel(&merges, |merge| -> Result<(Vec<u8>, super::view::Materialized)> {
-            // A new record from one snapshot document: load it once and keep its bytes as they are.
-            if let (None, Incoming::Snapshot(docs)) = (&merge.existing, &merge.incoming) {
-                if let [only] = docs.as_slice() {
-                    let doc = RecordDoc::load(only, actor)?;
-                    return Ok((only.clone(), materialize(&doc)));
-                }
-            }
-            let mut doc = match &merge.existing {
-                Some(bytes) => RecordDoc::load_stored(bytes, actor)?,
-                None => RecordDoc::new(actor),
-            };
-            match &merge.incoming {
-                Incoming::Changes(changes) => doc.apply_changes(changes.clone())?,
-                Incoming::Snapshot(docs) => {
-                    for d in docs {
-                        doc.merge_saved(d)?;
-                    }
-                }
-            }
-            let m = materialize(&doc);
-            Ok((doc.save(), m))
-        })?;
+        let results = run_parallel(&merges, |merge| merge_one(merge, actor))?;
+        let mut collided = Vec::new();
         for (merge, result) in merges.iter().zip(results) {
-            let (bytes, m) = result?;
+            match result {
+                Ok((bytes, m)) => views.store(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?,
+                Err(Error::Corrupt(e)) if e.context == crate::record::COLLISION => collided.push(merge),
+                Err(e) => return Err(e),
+            }
+        }
+        drop(views);
+        // The server's changes meet others with the same actor and number here:
+        // its version wins (see `collision`), and the record is merged again.
+        for merge in collided {
+            let incoming = merge.incoming.headers()?;
+            super::collision::yield_to_server(txn, &merge.collection, &merge.record, &incoming)?;
+            let mut views = ViewTables::open(txn)?;
+            let existing = views.doc_bytes(merge.collection.as_str(), merge.record.as_str())?;
+            let again = Merge {
+                collection: merge.collection.clone(),
+                record: merge.record.clone(),
+                existing,
+                incoming: merge.incoming.clone(),
+            };
+            let (bytes, m) = merge_one(&again, Meta::read_write(txn)?.actor()?)?;
             views.store(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?;
+            self.doc_cache.clear();
         }
         Ok(())
     }
@@ -339,9 +381,8 @@ impl Replica {
             let discarded = txn.open_table(tables::DISCARDED)?;
             for entry in log.iter()? {
                 let (k, v) = entry?;
-                if v.value().first() == Some(&LogEntry::LOCAL_KIND)
-                    && (rejected.get(k.value())?.is_some() || discarded.get(k.value())?.is_some())
-                {
+                let local = v.value().first() == Some(&LogEntry::LOCAL_KIND);
+                if discarded.get(k.value())?.is_some() || (local && rejected.get(k.value())?.is_some()) {
                     continue;
                 }
                 let e = LogEntry::decode(v.value())?;

@@ -10,6 +10,7 @@
 
 mod account;
 mod apply;
+mod collision;
 mod doc_cache;
 mod edit;
 mod log;

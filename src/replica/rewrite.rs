@@ -47,13 +47,13 @@ pub(super) enum Leave {
 
 /// What rewriting records did, to be written to the tables.
 #[derive(Default)]
-struct Outcome {
-    rejected: Vec<Rejection>,
+pub(super) struct Outcome {
+    pub rejected: Vec<Rejection>,
     /// Positions superseded by the new ops.
-    discarded: Vec<u64>,
-    new_ops: Vec<Op>,
+    pub discarded: Vec<u64>,
+    pub new_ops: Vec<Op>,
     /// Ops that left their documents (refused or superseded).
-    left: u64,
+    pub left: u64,
 }
 
 impl Replica {
@@ -346,12 +346,17 @@ fn rewrite_record(
     }
     let bytes = new.save();
     views.store(collection.as_str(), record.as_str(), &bytes, &materialize(&new))?;
+    std::mem::drop(views);
+    // A change that left the document may also sit in a snapshot's document
+    // in the log (this replica bootstrapped after a server that lost it
+    // acknowledged it): the log must replay to the same document.
+    super::collision::drop_from_log(txn, collection, record, &left_out)?;
     Ok(())
 }
 
 /// The local ops of one record at or after `from` that are still in play
 /// (neither rejected nor discarded), in log order.
-fn local_ops_of(
+pub(super) fn local_ops_of(
     txn: &WriteTransaction,
     collection: &Collection,
     record: &RecordId,
@@ -382,7 +387,7 @@ fn local_ops_of(
 
 /// Writes what rewriting did: rejections, superseded positions, the new ops at
 /// the end of the log, and the pending count.
-fn write_outcome(txn: &WriteTransaction, m: &Meta, outcome: Outcome) -> Result<()> {
+pub(super) fn write_outcome(txn: &WriteTransaction, m: &Meta, outcome: Outcome) -> Result<()> {
     let pushed = m.u64(meta::PUSHED)?;
     let mut pending = txn
         .open_table(tables::META)?

@@ -262,7 +262,11 @@ impl Replica {
                         out.push((pos, op, true));
                     }
                 }
-                LogEntry::Remote(op, _) => out.push((pos, op, false)),
+                LogEntry::Remote(op, _) => {
+                    if discarded.get(pos)?.is_none() {
+                        out.push((pos, op, false));
+                    }
+                }
                 // The ops behind a snapshot's document are not in this log: its
                 // changes go out as ops of their own, or a server that lost them
                 // could get them from nobody.
@@ -323,9 +327,17 @@ impl Replica {
     pub fn discarded(&self) -> Result<Vec<u64>> {
         let txn = self.read()?;
         let table = txn.open_table(tables::DISCARDED)?;
+        let log = txn.open_table(tables::LOG)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            out.push(entry?.0.value());
+            let pos = entry?.0.value();
+            // Pulled ops the server no longer holds are discarded too (see `collision`).
+            if log
+                .get(pos)?
+                .is_some_and(|v| v.value().first() == Some(&LogEntry::LOCAL_KIND))
+            {
+                out.push(pos);
+            }
         }
         Ok(out)
     }
