@@ -241,6 +241,8 @@ pub struct Session {
     /// at its seq (see the push phase); `verifying` while that check is asked.
     acked_checked: bool,
     verifying: bool,
+    /// Where this round's re-push began (an owed one resumes where the last stopped).
+    repush_first: Option<u64>,
 }
 
 impl Session {
@@ -264,6 +266,7 @@ impl Session {
             repush_within: None,
             acked_checked: false,
             verifying: false,
+            repush_first: None,
         }
     }
 
@@ -290,6 +293,7 @@ impl Session {
                         self.phase = Phase::Push;
                         continue;
                     };
+                    self.repush_first.get_or_insert(from);
                     let (entries, last) = store.repush_batch(from, self.batch)?;
                     let Some(last) = last else {
                         store.set_repush_from(None)?;
@@ -663,9 +667,28 @@ impl Session {
                     .filter(|f| f.code == ErrorCode::MissingDeps && local.get(f.index).copied().unwrap_or(false))
                     .map(|f| f.index)
                     .min();
+                if waiting.is_some() && self.repush_first.is_some_and(|first| first > 1) {
+                    // A re-push that resumed where an earlier round stopped meets
+                    // an own op whose dependencies the server lacks: the server
+                    // may have lost what the earlier rounds re-pushed. Once per
+                    // round, the re-push starts again from the beginning.
+                    self.repush_first = Some(1);
+                    self.repush_within = None;
+                    store.set_repush_from(Some(1))?;
+                    self.phase = Phase::Repush;
+                    return Ok(());
+                }
                 if let Some(index) = waiting {
-                    let before: Vec<RefusedOp> = r.refused.iter().filter(|f| f.index < index).cloned().collect();
-                    self.on_refused(store, &positions, &local, &before)?;
+                    // Refusals for good take effect wherever they are in the batch:
+                    // writing the later edits of a refused op's record again may be
+                    // what the waiting op needs.
+                    let settled: Vec<RefusedOp> = r
+                        .refused
+                        .iter()
+                        .filter(|f| f.index < index || f.code != ErrorCode::MissingDeps)
+                        .cloned()
+                        .collect();
+                    self.on_refused(store, &positions, &local, &settled)?;
                     let pos = positions[index];
                     store.acknowledge(pos - 1, highest(&r.seqs[..index], &ids, Some(&local)))?;
                     store.set_repush_from(Some(pos))?;

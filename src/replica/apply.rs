@@ -112,6 +112,7 @@ impl Replica {
 
         let mut fresh: Vec<&RemoteOp> = Vec::new();
         let mut superseded = Vec::new();
+        let mut replaced = Vec::new();
         {
             let index = txn.open_table(tables::OP_INDEX)?;
             let mut rejected = txn.open_table(tables::REJECTED)?;
@@ -140,10 +141,21 @@ impl Replica {
                 } else if differs_locally(&log, pos, &remote.op)? {
                     superseded.push(pos);
                     fresh.push(remote);
+                } else if let Some(old) = replaced_remote(&log, pos, &remote.op)? {
+                    // Pulled before in another version: its author wrote it again
+                    // after a server lost the first one.
+                    replaced.push((remote.op.collection.clone(), remote.op.record.clone(), old));
+                    fresh.push(remote);
                 } else {
                     report.known += 1;
                 }
             }
+        }
+        for (collection, record, old) in &replaced {
+            super::collision::yield_to_server(&txn, collection, record, &[], &HashSet::from([*old]))?;
+            m = Meta::read_write(&txn)?;
+            actor = m.actor()?;
+            self.doc_cache.clear();
         }
         if !superseded.is_empty() {
             super::rewrite::supersede_in(&txn, &m, &superseded)?;
@@ -168,7 +180,6 @@ impl Replica {
         if !shared.is_empty() {
             let records: Vec<_> = shared.into_iter().collect();
             actor = super::rewrite::heal_shared_actor(&txn, &m, &records)?;
-            m = Meta::read_write(&txn)?;
             self.doc_cache.clear();
         }
 
@@ -196,6 +207,8 @@ impl Replica {
             })
             .collect();
         self.merge_into(&txn, actor, merges)?;
+        // A collision may have written local edits again (see `collision`).
+        m = Meta::read_write(&txn)?;
 
         let first = m.u64(meta::NEXT_POS)?.max(1);
         let mut pos = first;
@@ -257,7 +270,6 @@ impl Replica {
         let shared = super::rewrite::collisions_in_snapshot(&txn, &m, records)?;
         if !shared.is_empty() {
             actor = super::rewrite::heal_shared_actor(&txn, &m, &shared)?;
-            m = Meta::read_write(&txn)?;
             self.doc_cache.clear();
         }
         // A document that does not load fails merge_into, and the transaction with it: nothing is written.
@@ -278,6 +290,8 @@ impl Replica {
             })
             .collect();
         self.merge_into(&txn, actor, merges)?;
+        // A collision may have written local edits again (see `collision`).
+        m = Meta::read_write(&txn)?;
         let first = m.u64(meta::NEXT_POS)?.max(1);
         let mut pos = first;
         {
@@ -348,7 +362,7 @@ impl Replica {
         // its version wins (see `collision`), and the record is merged again.
         for merge in collided {
             let incoming = merge.incoming.headers()?;
-            super::collision::yield_to_server(txn, &merge.collection, &merge.record, &incoming)?;
+            super::collision::yield_to_server(txn, &merge.collection, &merge.record, &incoming, &HashSet::new())?;
             let mut views = ViewTables::open(txn)?;
             let existing = views.doc_bytes(merge.collection.as_str(), merge.record.as_str())?;
             let again = Merge {
@@ -462,6 +476,18 @@ fn with_context(e: Error, context: String) -> Error {
 
 /// Whether the log holds a local op at `pos` whose change differs from `pulled`'s
 /// (the same edit in another version).
+/// The hash of the change a pulled op at `pos` held, when the server now
+/// serves another version of it.
+fn replaced_remote(log: &redb::Table<u64, &[u8]>, pos: u64, pulled: &Op) -> Result<Option<[u8; 32]>> {
+    let Some(bytes) = log.get(pos)? else {
+        return Ok(None);
+    };
+    Ok(match LogEntry::decode(bytes.value())? {
+        LogEntry::Remote(old, _) if old.change != pulled.change => Some(crate::record::change_hash(&old.change)?),
+        _ => None,
+    })
+}
+
 fn differs_locally(log: &redb::Table<u64, &[u8]>, pos: u64, pulled: &Op) -> Result<bool> {
     let Some(bytes) = log.get(pos)? else {
         return Ok(false);

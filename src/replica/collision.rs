@@ -28,14 +28,16 @@ use crate::model::{Collection, Op, RecordId};
 use crate::record::{ChangeHeader, GENESIS_ACTOR, RecordDoc, change_hash, stored_change_header};
 
 /// Inside a merge's transaction, before `incoming` (the server's changes of one
-/// record) is merged again: takes out of the record's document every change
-/// that collides with one of them, and what is built on those. Returns whether
-/// anything collided.
+/// record) is merged: takes out of the record's document every change that
+/// collides with one of them, the changes in `replaced` (an op the server now
+/// holds in another version), and what is built on those. Returns whether
+/// anything left.
 pub(super) fn yield_to_server(
     txn: &WriteTransaction,
     collection: &Collection,
     record: &RecordId,
     incoming: &[ChangeHeader],
+    replaced: &HashSet<[u8; 32]>,
 ) -> Result<bool> {
     let m = Meta::read_write(txn)?;
     let mut views = ViewTables::open(txn)?;
@@ -49,9 +51,10 @@ pub(super) fn yield_to_server(
     let mut drop: HashSet<[u8; 32]> = headers
         .iter()
         .filter(|h| {
-            theirs
-                .get(&(h.actor.as_slice(), h.seq))
-                .is_some_and(|hash| *hash != h.hash)
+            replaced.contains(&h.hash)
+                || theirs
+                    .get(&(h.actor.as_slice(), h.seq))
+                    .is_some_and(|hash| *hash != h.hash)
         })
         .map(|h| h.hash)
         .collect();

@@ -324,20 +324,14 @@ impl Replica {
     /// server and without a rejection: written again as a new op (the same
     /// edit on top of what the server holds, or nothing when it changes
     /// nothing there), or superseded by the server's version of the same edit.
+    /// Also pulled ops whose change the server no longer holds (another
+    /// version won, see `collision`): they are no longer part of the history.
     pub fn discarded(&self) -> Result<Vec<u64>> {
         let txn = self.read()?;
         let table = txn.open_table(tables::DISCARDED)?;
-        let log = txn.open_table(tables::LOG)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            let pos = entry?.0.value();
-            // Pulled ops the server no longer holds are discarded too (see `collision`).
-            if log
-                .get(pos)?
-                .is_some_and(|v| v.value().first() == Some(&LogEntry::LOCAL_KIND))
-            {
-                out.push(pos);
-            }
+            out.push(entry?.0.value());
         }
         Ok(out)
     }

@@ -69,6 +69,11 @@ pub fn invariants(world: &World) {
     for (i, node) in world.nodes.iter().enumerate() {
         let r = node.replica();
         let status = r.status().expect("status");
+        assert_eq!(
+            r.pending_ops(usize::MAX).expect("pending ops").len() as u64,
+            status.pending,
+            "replica {i}: the pending count is not the queue's length"
+        );
         assert_eq!(status.pending, 0, "replica {i} still has pending ops");
         assert_eq!(status.pulled, head, "replica {i} has not pulled everything");
         let rejected = r.rejected().expect("rejected");

@@ -539,9 +539,12 @@ fn describe(response: &Response) -> String {
 pub fn logged_ops(replica: &Replica) -> (Vec<(u64, u128)>, Vec<u128>, u64) {
     let (mut local, mut pulled) = (Vec::new(), Vec::new());
     let mut snapshot = 0;
+    let discarded: std::collections::BTreeSet<u64> = replica.discarded().expect("discarded").into_iter().collect();
     for (pos, entry) in replica.log_entries(0, usize::MAX).expect("log") {
         match entry {
             LogEntry::Local(op) => local.push((pos, op.id.as_u128())),
+            // A pulled op that left the history for another version of it.
+            LogEntry::Remote(_, _) if discarded.contains(&pos) => {}
             LogEntry::Remote(op, _) => pulled.push(op.id.as_u128()),
             LogEntry::Snapshot { as_of, .. } => snapshot = snapshot.max(as_of),
         }
