@@ -104,6 +104,29 @@ pub(super) fn yield_to_server(
     Ok(true)
 }
 
+/// The changes of the pulled ops of a record that are part of its history.
+pub(super) fn pulled_changes(
+    txn: &WriteTransaction,
+    collection: &Collection,
+    record: &RecordId,
+) -> Result<HashSet<[u8; 32]>> {
+    let log = txn.open_table(tables::LOG)?;
+    let discarded = txn.open_table(tables::DISCARDED)?;
+    let mut out = HashSet::new();
+    for entry in log.iter()? {
+        let (k, v) = entry?;
+        if v.value().first() == Some(&LogEntry::LOCAL_KIND) {
+            continue;
+        }
+        if let LogEntry::Remote(op, _) = LogEntry::decode(v.value())? {
+            if (&op.collection, &op.record) == (collection, record) && discarded.get(k.value())?.is_none() {
+                out.insert(change_hash(&op.change)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Pulled ops of the record whose change is in `drop` are discarded; snapshot
 /// documents of the record that hold such changes are saved without them. The
 /// log then replays to the record's document (a rebuild of the view, a re-push).

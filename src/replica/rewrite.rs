@@ -295,7 +295,10 @@ fn rewrite_record(
     for (_, op) in &local {
         hashes.push(change_hash(&op.change)?);
     }
-    let drop: HashSet<[u8; 32]> = hashes.iter().copied().collect();
+    // A local change that also came back in a pulled op (pushed again under
+    // another id, from a snapshot's document) is held by the server: it stays.
+    let pulled = super::collision::pulled_changes(txn, collection, record)?;
+    let drop: HashSet<[u8; 32]> = hashes.iter().copied().filter(|h| !pulled.contains(h)).collect();
     let (mut base, left_out) = full.without(&drop, actor)?;
     let mut old = base.fork_as(actor);
     let mut new = base.fork_as(actor);
