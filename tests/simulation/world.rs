@@ -39,13 +39,18 @@ impl Node {
     }
 
     /// Closes the store (a crash, or a copy about to be made), runs `f`, opens it again.
-    fn with_closed(&mut self, f: impl FnOnce(&Path)) {
+    /// Ends the round in progress, if any.
+    fn drop_session(&mut self) {
         // A round cut off after it noticed the server lost data has reset the
         // watermarks: they are not compared with those from before.
         if self.session.as_ref().is_some_and(|s| s.summary().epoch_changed) {
             self.last = None;
         }
         self.session = None;
+    }
+
+    fn with_closed(&mut self, f: impl FnOnce(&Path)) {
+        self.drop_session();
         self.replica = None;
         f(&self.path);
         self.open();
@@ -424,7 +429,7 @@ impl World {
             return;
         }
         let source = self.nodes[from].path.clone();
-        self.nodes[from].session = None;
+        self.nodes[from].drop_session();
         self.nodes[from].replica = None;
         self.nodes[to].with_closed(|path| {
             std::fs::copy(&source, path).expect("store copied");
