@@ -426,32 +426,8 @@ fn an_acknowledged_op_lost_by_a_restore_is_pushed_again_after_others_refill_its_
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let backup = dir.path().join("backup.redb");
-    let open = || loop {
-        match RedbStore::open(&data) {
-            Ok(store) => {
-                break Arc::new(Service::new(store, Limits::default(), Some("admin-token-0123456789")).unwrap());
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)), // the old materializer thread is closing
-        }
-    };
-    let service = open();
-    service
-        .create_space(&CreateSpace {
-            space: SPACE.into(),
-            package: None,
-        })
-        .unwrap();
-    let mut tokens = Vec::new();
-    for u in ["alice", "bob"] {
-        tokens.push(service.add_user(u).unwrap().token);
-        service
-            .grant(&Grant {
-                user: u.into(),
-                space: SPACE.into(),
-                read_only: false,
-            })
-            .unwrap();
-    }
+    let open = || open_service(&data);
+    let (service, tokens) = space_on_disk(&data);
     let (alice, bob) = (Replica::in_memory().unwrap(), Replica::in_memory().unwrap());
     alice.put("contacts", "a1", json!({"v": 1})).unwrap();
     sync(&alice, &remote(&service, &tokens[0])).unwrap(); // seq 1, pulled 1
@@ -491,6 +467,30 @@ fn an_acknowledged_op_lost_by_a_restore_is_pushed_again_after_others_refill_its_
     assert_eq!(bob.get("contacts", "a2").unwrap().unwrap()["v"], json!(2));
 }
 
+/// A server on a store directory (so that it can be backed up and restored)
+/// with the space and the writers alice and bob: the service and their tokens.
+fn space_on_disk(data: &std::path::Path) -> (Arc<Service<RedbStore>>, Vec<String>) {
+    let service = open_service(data);
+    service
+        .create_space(&CreateSpace {
+            space: SPACE.into(),
+            package: None,
+        })
+        .unwrap();
+    let mut tokens = Vec::new();
+    for u in ["alice", "bob"] {
+        tokens.push(service.add_user(u).unwrap().token);
+        service
+            .grant(&Grant {
+                user: u.into(),
+                space: SPACE.into(),
+                read_only: false,
+            })
+            .unwrap();
+    }
+    (service, tokens)
+}
+
 /// Opens the service on a store directory, waiting for a service just dropped
 /// to let go of its file (its materializer thread closes it).
 fn open_service(data: &std::path::Path) -> Arc<Service<RedbStore>> {
@@ -514,24 +514,7 @@ fn a_change_the_server_lost_gives_way_to_the_one_that_took_its_actor_and_seq() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let backup = dir.path().join("backup.redb");
-    let service = open_service(&data);
-    service
-        .create_space(&CreateSpace {
-            space: SPACE.into(),
-            package: None,
-        })
-        .unwrap();
-    let mut tokens = Vec::new();
-    for u in ["alice", "bob"] {
-        tokens.push(service.add_user(u).unwrap().token);
-        service
-            .grant(&Grant {
-                user: u.into(),
-                space: SPACE.into(),
-                read_only: false,
-            })
-            .unwrap();
-    }
+    let (service, tokens) = space_on_disk(&data);
     let (a_path, twin_path) = (dir.path().join("a.db"), dir.path().join("twin.db"));
     let a = Replica::open(&a_path).unwrap();
     sync(&a, &remote(&service, &tokens[0])).unwrap();
@@ -609,24 +592,7 @@ fn changes_known_only_from_a_snapshot_are_pushed_again_after_a_restore() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let backup = dir.path().join("backup.redb");
-    let service = open_service(&data);
-    service
-        .create_space(&CreateSpace {
-            space: SPACE.into(),
-            package: None,
-        })
-        .unwrap();
-    let mut tokens = Vec::new();
-    for u in ["alice", "bob"] {
-        tokens.push(service.add_user(u).unwrap().token);
-        service
-            .grant(&Grant {
-                user: u.into(),
-                space: SPACE.into(),
-                read_only: false,
-            })
-            .unwrap();
-    }
+    let (service, tokens) = space_on_disk(&data);
     drop(service);
     std::thread::sleep(std::time::Duration::from_millis(100));
     std::fs::copy(data.join(RedbStore::FILE_NAME), &backup).unwrap(); // backup: head 0

@@ -24,7 +24,7 @@ use super::rewrite::{Outcome, local_ops_of, take_fresh_actor, write_outcome};
 use super::tables;
 use super::view::{ViewTables, materialize};
 use crate::error::Result;
-use crate::model::{Collection, Op, RecordId};
+use crate::model::{Collection, RecordId};
 use crate::record::{ChangeHeader, GENESIS_ACTOR, RecordDoc, change_hash, stored_change_header};
 
 /// Inside a merge's transaction, before `incoming` (the server's changes of one
@@ -86,17 +86,7 @@ pub(super) fn yield_to_server(
         let before = full.at(&header.deps, actor)?;
         let after = full.at(&[header.hash], actor)?;
         new.replay(&before, &after, &mut ids)?;
-        outcome.discarded.push(*pos);
-        if let Some(change) = new.commit(op.time_ms) {
-            outcome.new_ops.push(Op {
-                id: op.id,
-                actor,
-                collection: collection.clone(),
-                record: record.clone(),
-                time_ms: op.time_ms,
-                change,
-            });
-        }
+        outcome.written_again(*pos, op, actor, &mut new);
     }
     views.store(collection.as_str(), record.as_str(), &new.save(), &materialize(&new))?;
     drop_from_log(txn, collection, record, &drop)?;

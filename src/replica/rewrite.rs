@@ -56,6 +56,25 @@ pub(super) struct Outcome {
     pub left: u64,
 }
 
+impl Outcome {
+    /// The edit of the local op at `pos`, just replayed into `new`, becomes a
+    /// new op there; the old one leaves the queue. The same edit keeps its id:
+    /// two copies of a store that both write it again cannot deliver it twice.
+    pub fn written_again(&mut self, pos: u64, op: &Op, actor: ActorId, new: &mut RecordDoc) {
+        self.discarded.push(pos);
+        if let Some(change) = new.commit(op.time_ms) {
+            self.new_ops.push(Op {
+                id: op.id,
+                actor,
+                collection: op.collection.clone(),
+                record: op.record.clone(),
+                time_ms: op.time_ms,
+                change,
+            });
+        }
+    }
+}
+
 impl Replica {
     /// Refuses local ops for good. Each one leaves its record's document and goes
     /// to the rejected list with its reason and what it did; the later local edits
@@ -331,19 +350,7 @@ fn rewrite_record(
             None if op.actor == GENESIS_ACTOR => new.apply_stored(&op.change)?,
             None => {
                 new.replay(&before, &old, &mut ids)?;
-                outcome.discarded.push(*pos);
-                if let Some(change) = new.commit(op.time_ms) {
-                    // The same edit keeps its id: two copies of a store that
-                    // both write it again cannot deliver it twice.
-                    outcome.new_ops.push(Op {
-                        id: op.id,
-                        actor,
-                        collection: collection.clone(),
-                        record: record.clone(),
-                        time_ms: op.time_ms,
-                        change,
-                    });
-                }
+                outcome.written_again(*pos, op, actor, &mut new);
             }
         }
     }
