@@ -32,9 +32,9 @@ fn sync(replica: &Replica, r: &LocalRemote<RedbStore>) -> tidemark::Result<tidem
     sync_once_blocking(replica, |req| r.call_blocking(req), SessionConfig::default())
 }
 
-/// Was: the epoch-change re-push is only remembered in memory. If the round that
-/// noticed the new epoch stops before the re-push finishes, the next round sees the
-/// (already stored) new epoch, does not re-push, and the server never gets the ops.
+/// The re-push owed after an epoch change is stored, not only remembered by the
+/// round: a round that stops before the re-push finishes leaves it to the next
+/// one, which sees the new epoch already stored and still re-pushes everything.
 #[test]
 fn an_interrupted_repush_is_resumed_by_the_next_round() {
     let (old, old_tokens) = server(None, &["alice"], Limits::default());
@@ -64,9 +64,8 @@ fn an_interrupted_repush_is_resumed_by_the_next_round() {
     );
 }
 
-/// Was: the server refuses a push batch as a whole, but after a refusal in the
-/// re-push the session resumes *after* the refused op, so every op in front of it in
-/// that batch is skipped for good.
+/// A refusal during a re-push skips the refused op only: the ops in front of it
+/// in the same batch are sent again, not skipped for good.
 #[test]
 fn a_refusal_during_the_repush_keeps_the_earlier_ops_of_the_batch() {
     let (old, old_tokens) = server(None, &["alice"], Limits::default());
@@ -134,9 +133,9 @@ fn later_edits_of_a_record_are_delivered_after_its_refused_edit() {
     assert_eq!(alice.view_rows().unwrap(), view, "the log rebuilds the same view");
 }
 
-/// Was: pulled ops are validated against the replica's *current* package. An op
-/// that was valid when stored and is invalid under a newer package fails the whole
-/// page, every round: the replica never pulls anything after it again.
+/// A pulled op is not judged by the replica's current package: an op valid
+/// when the server stored it and invalid under a newer package is merged, so the
+/// pull goes on past it instead of failing the page every round.
 #[test]
 fn a_package_change_does_not_wedge_the_pull_of_older_ops() {
     let v1 = Package::from_json(
@@ -170,10 +169,10 @@ fn a_package_change_does_not_wedge_the_pull_of_older_ops() {
     assert!(bob.get("contacts", "c2").unwrap().is_some());
 }
 
-/// Was: push batches are bounded by op count only. When a batch's body is over
-/// the server's body limit the server answers 413 `too_large` without an op index, the
-/// round fails, and the next round builds the very same batch: the queue is wedged.
-/// (With the defaults this needs 500 pending ops averaging ~50 KB: 500 x 64 KB base64 > 32 MiB.)
+/// Push batches are bounded by bytes as well as ops: a batch whose body is over
+/// the server's limit (413 `too_large`, no op named) is sent again in smaller
+/// batches, so the queue never wedges on one batch. (With the defaults this
+/// needs 500 pending ops averaging ~50 KB: 500 x 64 KB base64 > 32 MiB.)
 #[test]
 fn a_push_batch_over_the_body_limit_is_split() {
     let limits = Limits {
@@ -208,9 +207,8 @@ fn a_push_batch_over_the_body_limit_is_split() {
     );
 }
 
-/// Was: `rejected --discard` only deletes the REJECTED row; the op stays a Local
-/// log entry above `pushed`, so `pending_ops` hands it out again and the next round
-/// pushes the op the user discarded (here it is accepted once the member may write).
+/// `rejected --discard` takes the op out of the queue for good: the next round
+/// does not push the op the user discarded, not even once the member may write.
 #[test]
 fn a_discarded_op_is_never_pushed() {
     let (service, tokens) = server(None, &["alice"], Limits::default());
@@ -242,10 +240,10 @@ fn a_discarded_op_is_never_pushed() {
     );
 }
 
-/// Was: two processes bootstrapping the same store (login's initial sync and a
-/// `sync --watch`). A snapshot page answered late, applied after the other process
-/// finished the bootstrap, finds no checkpoint, takes its own (newer) `as_of` as the
-/// bound and moves `pulled` past ops of records before its cursor: they are never pulled.
+/// Two processes bootstrapping the same store (login's initial sync and a
+/// `sync --watch`): a snapshot page answered late, after the other process
+/// finished the bootstrap, is dropped unapplied; it never moves `pulled` past
+/// ops of records before its cursor.
 #[test]
 fn a_late_snapshot_page_from_a_second_process_is_dropped() {
     let (service, tokens) = server(None, &["alice", "bob"], Limits::default());
@@ -295,11 +293,10 @@ fn a_late_snapshot_page_from_a_second_process_is_dropped() {
     );
 }
 
-/// Was: the redb server's epoch is written once when the file is created and never
-/// changes, so restoring a copy of `server.redb` (the ordinary backup) keeps the epoch.
-/// Once the restored server's head has grown back past a replica's `pulled`, nothing
-/// notices: the replica skips the new ops that reuse its seqs, and ops it pushed after
-/// the backup are never re-pushed.
+/// Restoring a copy of `server.redb` (the ordinary backup) keeps the epoch, and
+/// the restored server's head may grow back past a replica's `pulled`: the
+/// replica still notices (the op at its watermark differs), pulls the new ops
+/// that reuse its seqs, and re-pushes what it pushed after the backup.
 #[test]
 fn a_restored_backup_is_noticed_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
