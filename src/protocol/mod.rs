@@ -8,6 +8,7 @@ pub mod message;
 pub mod schema;
 pub mod session;
 pub mod store;
+pub mod summary;
 
 pub use code::ErrorCode;
 pub use session::{Request, Response, RoundSummary, Session, SessionConfig};

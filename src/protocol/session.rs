@@ -8,17 +8,18 @@
 //! edits arrived meanwhile. Every answer is committed with its watermark in
 //! one replica transaction, so a round interrupted anywhere resumes cleanly.
 
-use serde::{Deserialize, Serialize};
-
 use super::code::ErrorCode;
 use super::message::{
     ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, RefusedOp, SnapshotResponse, WireOp,
     decode_doc,
 };
 use super::store::{SyncStore, Watermarks};
+pub use super::summary::RoundSummary;
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, OpId, RecordId, Seq};
-use crate::replica::{Fence, Refusal, RemoteOp, RemotePage, SnapshotRecord};
+use crate::replica::{Fence, RemoteOp, RemotePage, SnapshotRecord};
+
+mod refusals;
 
 /// What the session asks the transport to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,67 +104,6 @@ impl Default for SessionConfig {
             snapshot_page: 2000,
             max_passes: 4,
         }
-    }
-}
-
-/// What one round did. Its `Display` is the one-line account a person reads
-/// (the CLI's `sync` and `login`, and `last_sync` in the replica's status).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RoundSummary {
-    pub pushed: u64,
-    pub pulled: u64,
-    pub rejected: u64,
-    /// Documents received from a snapshot.
-    pub snapshot_docs: u64,
-    pub head: Seq,
-    /// Package version after the round (0 = schemaless).
-    pub package_version: u64,
-    /// Pending ops that a new package refused.
-    pub rejected_by_package: u64,
-    /// The server's store was reset or restored: the replica re-pushed its log and re-pulled.
-    pub epoch_changed: bool,
-    /// Ops re-pushed after an epoch change.
-    pub repushed: u64,
-    /// Local edits written again as new ops: after a refused op of the same
-    /// record, or under a fresh actor when another store shared this one's.
-    pub rewritten: u64,
-    /// Local ops dropped because the server holds another version of the same
-    /// edit, delivered by another copy of this store (it arrives by the pull).
-    pub superseded: u64,
-    /// After the server lost data: local ops it could not take yet because
-    /// changes they build on are not back on it (another member re-pushes
-    /// them). They are kept and re-pushed by later rounds.
-    pub waiting: u64,
-}
-
-impl RoundSummary {
-    /// Local ops the server refused for good this round (by the server, or by a new package).
-    pub fn refused(&self) -> u64 {
-        self.rejected + self.rejected_by_package
-    }
-}
-
-/// `pushed 1, pulled 2, downloaded 3 record(s) by snapshot, re-pushed 4 after
-/// a server reset, refused 0; head 9`: the snapshot, re-push and waiting parts
-/// only when the round had any.
-impl std::fmt::Display for RoundSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pushed {}, pulled {}", self.pushed, self.pulled)?;
-        if self.snapshot_docs > 0 {
-            write!(f, ", downloaded {} record(s) by snapshot", self.snapshot_docs)?;
-        }
-        if self.epoch_changed || self.repushed > 0 {
-            write!(f, ", re-pushed {} after a server reset", self.repushed)?;
-        }
-        if self.waiting > 0 {
-            write!(
-                f,
-                ", {} kept until another member re-pushes what they build on",
-                self.waiting
-            )?;
-        }
-        write!(f, ", refused {}; head {}", self.refused(), self.head)
     }
 }
 
@@ -424,142 +364,6 @@ impl Session {
             Response::Snapshot(r) => self.on_snapshot(store, r),
             Response::Pull(r) => self.on_pull(store, r),
         }
-    }
-
-    /// Handles a failed request: ops the server refuses for good move to the
-    /// rejected list and the round goes on; anything else ends the round with an error.
-    pub fn handle_error(&mut self, store: &dyn SyncStore, error: RemoteError) -> Result<()> {
-        self.check_fence(store)?;
-        let in_flight = std::mem::replace(&mut self.in_flight, InFlight::None);
-        self.verifying = false;
-        let code = error.body.code.clone();
-        let message = error.body.message.clone();
-        let named = |positions: &[u64]| {
-            error
-                .body
-                .op_index
-                .filter(|&i| i < positions.len())
-                .ok_or_else(|| Error::Sync(format!("the server refused a push without naming the op: {message}")))
-        };
-        let op_refused = matches!(
-            (error.status, &code),
-            (
-                Some(400 | 409 | 413),
-                ErrorCode::InvalidOp | ErrorCode::OpIdConflict | ErrorCode::OpTooLarge
-            )
-        );
-        let too_large = matches!((error.status, &code), (Some(413), ErrorCode::TooLarge));
-        match in_flight {
-            InFlight::Push { positions, .. } if op_refused && code == ErrorCode::OpIdConflict => {
-                let pos = positions[named(&positions)?];
-                self.summary.superseded += store.supersede(&[pos])?;
-                Ok(())
-            }
-            InFlight::Push { positions, .. } if op_refused => {
-                let pos = positions[named(&positions)?];
-                self.refuse(store, &[(pos, code.as_str(), &message)])
-            }
-            InFlight::Push { positions, .. } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
-                let all: Vec<_> = positions
-                    .iter()
-                    .map(|&pos| (pos, code.as_str(), message.as_str()))
-                    .collect();
-                self.refuse(store, &all)
-            }
-            InFlight::Repush { positions, local, .. } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
-                // A read-only member cannot re-push: its own ops are refused (a
-                // retry once it may write again sends them), the others' are left
-                // to their authors, and the round goes on to pull.
-                let own: Vec<_> = positions
-                    .iter()
-                    .zip(&local)
-                    .filter(|&(_, &is_local)| is_local)
-                    .map(|(&pos, _)| (pos, code.as_str(), message.as_str()))
-                    .collect();
-                self.skip.extend(positions.iter().copied());
-                self.refuse(store, &own)?;
-                self.phase = Phase::Repush;
-                Ok(())
-            }
-            InFlight::Push { positions, .. } | InFlight::Repush { positions, .. }
-                if too_large && positions.len() > 1 =>
-            {
-                // The batch as a whole is over the server's body limit: send less at a time.
-                self.batch = (positions.len() / 2).max(1);
-                Ok(())
-            }
-            InFlight::Push { positions, .. } if too_large => {
-                self.refuse(store, &[(positions[0], ErrorCode::OpTooLarge.as_str(), &message)])
-            }
-            InFlight::Repush { positions, local, .. } if op_refused || too_large => {
-                let index = if too_large { 0 } else { named(&positions)? };
-                if local[index] {
-                    self.refuse(store, &[(positions[index], code.as_str(), &message)])?;
-                } else {
-                    self.skip.insert(positions[index]);
-                }
-                // Nothing of the batch was stored: send it again without the refused op.
-                self.phase = Phase::Repush;
-                Ok(())
-            }
-            InFlight::None if error.status == Some(409) && code == ErrorCode::HistoryChanged => {
-                // A restored backup under the same epoch: treat it as a reset.
-                let epoch = store.watermarks()?.epoch;
-                store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
-                self.summary.epoch_changed = true;
-                self.phase = Phase::Repush;
-                Ok(())
-            }
-            _ => Err(Error::Remote(error)),
-        }
-    }
-
-    /// Refuses local ops for good: each leaves its record, later edits are written again.
-    fn refuse(&mut self, store: &dyn SyncStore, refused: &[(u64, &str, &str)]) -> Result<()> {
-        let refusals: Vec<Refusal> = refused
-            .iter()
-            .map(|&(pos, code, reason)| Refusal {
-                pos,
-                code: code.to_string(),
-                reason: reason.to_string(),
-            })
-            .collect();
-        self.summary.rejected += store.refuse(&refusals)?;
-        Ok(())
-    }
-
-    /// Handles the ops a push answer refused, in batch order. `local` says which
-    /// positions are this replica's own ops (a re-push also carries others').
-    fn on_refused(
-        &mut self,
-        store: &dyn SyncStore,
-        positions: &[u64],
-        local: &[bool],
-        refused: &[RefusedOp],
-    ) -> Result<()> {
-        let mut refused = refused.to_vec();
-        refused.sort_by_key(|r| r.index);
-        for r in &refused {
-            let Some(&pos) = positions.get(r.index) else {
-                return Err(Error::Sync(format!(
-                    "the server refused op {} of a batch of {}",
-                    r.index,
-                    positions.len()
-                )));
-            };
-            if !local.get(r.index).copied().unwrap_or(true) {
-                // Another replica's op: its author pushes it.
-                continue;
-            }
-            match r.code {
-                // Another store writes as this one's actor: a fresh actor, and the edits again.
-                ErrorCode::ActorReused => self.summary.rewritten += store.rewrite_pending(pos, true)?,
-                // Another copy of this store delivered its own version of the edit.
-                ErrorCode::OpIdConflict => self.summary.superseded += store.supersede(&[pos])?,
-                _ => self.refuse(store, &[(pos, r.code.as_str(), r.message.as_str())])?,
-            }
-        }
-        Ok(())
     }
 
     fn check_fence(&self, store: &dyn SyncStore) -> Result<()> {
