@@ -49,7 +49,7 @@ fn a_reopened_file_store_keeps_everything_and_its_epoch() {
         store.create_space("notes", None).unwrap();
         store.grant("ada", "crm", Role::ReadOnly).unwrap();
         assert_eq!(append_ok(&store, "crm", &ops[..3]), [1, 2, 3]);
-        store.store_docs("crm", std::slice::from_ref(&doc), 3).unwrap();
+        assert!(store.store_docs("crm", std::slice::from_ref(&doc), 0, 3).unwrap());
         store.epoch().unwrap()
     };
 

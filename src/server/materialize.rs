@@ -101,7 +101,8 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
                 }
             }
         }
-        store.store_docs(space, &docs, through)?;
+        // False when another process materialized these ops first: read again from its seq.
+        store.store_docs(space, &docs, since, through)?;
     }
 }
 

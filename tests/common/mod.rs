@@ -5,6 +5,8 @@
 pub mod background;
 #[cfg(all(feature = "server", feature = "http-client"))]
 pub mod live;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

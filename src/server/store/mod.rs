@@ -5,6 +5,9 @@
 //! seqs, and the materialized record documents. Every implementation passes
 //! the same conformance suite (`tests/server_store.rs`).
 
+pub mod history;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redb;
 
 use crate::model::{Op, Package, Seq};
@@ -120,6 +123,11 @@ pub struct DocsPage {
     pub more: bool,
 }
 
+/// Called when ops are committed to a space by another process sharing the
+/// store: `Some(space)`, or `None` when commits may have been missed (every
+/// space may have changed).
+pub type CommitHook = std::sync::Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
 /// Storage of a tidemark server. Every method is one transaction.
 pub trait ServerStore: Send + Sync + 'static {
     /// The random id of this store generation (created with the store, never changed).
@@ -173,8 +181,11 @@ pub trait ServerStore: Send + Sync + 'static {
 
     /// The seq up to which documents are materialized.
     fn materialized(&self, space: &str) -> StoreResult<Seq>;
-    /// Stores documents and advances the materialized seq to `through`, atomically.
-    fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()>;
+    /// Stores documents and advances the materialized seq from `from` to
+    /// `through`, atomically, if it is still `from`: false (nothing stored) when
+    /// another writer moved it first, so two processes materializing one space
+    /// never put older documents over newer ones.
+    fn store_docs(&self, space: &str, docs: &[StoredDoc], from: Seq, through: Seq) -> StoreResult<bool>;
     fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Takes a record out of materialization and snapshots: its ops no longer
     /// load (which the history check should make impossible). Reads of it name
@@ -185,4 +196,11 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Documents in (collection, record) order after `after`, within `limit`
     /// (counting document bytes), and whether more follow.
     fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: PageLimit) -> StoreResult<DocsPage>;
+
+    /// Calls `hook` for commits made by other processes sharing this store, so
+    /// the live pulls this process holds answer at once. A store that only one
+    /// process writes has nothing to report (this process announces its own).
+    fn watch_commits(&self, hook: CommitHook) {
+        let _ = hook;
+    }
 }

@@ -450,15 +450,19 @@ impl ServerStore for RedbStore {
         })
     }
 
-    fn store_docs(&self, space: &str, docs: &[StoredDoc], through: Seq) -> StoreResult<()> {
+    fn store_docs(&self, space: &str, docs: &[StoredDoc], from: Seq, through: Seq) -> StoreResult<bool> {
         self.write(|txn| {
             let id = Self::write_space(txn, space)?;
+            let mut materialized = txn.open_table(tables::MATERIALIZED)?;
+            if materialized.get(id)?.map(|v| v.value()).unwrap_or(0) != from {
+                return Ok(false);
+            }
+            materialized.insert(id, through)?;
             let mut table = txn.open_table(tables::DOCS)?;
             for doc in docs {
                 table.insert((id, doc.collection.as_str(), doc.record.as_str()), doc.doc.as_slice())?;
             }
-            txn.open_table(tables::MATERIALIZED)?.insert(id, through)?;
-            Ok(())
+            Ok(true)
         })
     }
 

@@ -8,22 +8,27 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
     assert_eq!(store.materialized("crm").unwrap(), 0);
     assert_eq!(store.doc("crm", "contacts", "c1").unwrap(), None);
 
-    store
-        .store_docs(
-            "crm",
-            &[doc("contacts", "c1", b"one"), doc("contacts", "c2", b"two")],
-            2,
-        )
-        .unwrap();
+    assert!(
+        store
+            .store_docs(
+                "crm",
+                &[doc("contacts", "c1", b"one"), doc("contacts", "c2", b"two")],
+                0,
+                2,
+            )
+            .unwrap()
+    );
     assert_eq!(store.materialized("crm").unwrap(), 2);
     assert_eq!(store.doc("crm", "contacts", "c1").unwrap(), Some(b"one".to_vec()));
     assert_eq!(store.doc("crm", "contacts", "c2").unwrap(), Some(b"two".to_vec()));
     assert_eq!(store.doc("crm", "contacts", "c3").unwrap(), None);
     assert_eq!(store.doc("crm", "accounts", "c1").unwrap(), None);
 
-    store
-        .store_docs("crm", &[doc("contacts", "c1", b"one, later")], 5)
-        .unwrap();
+    assert!(
+        store
+            .store_docs("crm", &[doc("contacts", "c1", b"one, later")], 2, 5)
+            .unwrap()
+    );
     assert_eq!(store.materialized("crm").unwrap(), 5);
     assert_eq!(
         store.doc("crm", "contacts", "c1").unwrap(),
@@ -32,14 +37,29 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
     assert_eq!(store.doc("crm", "contacts", "c2").unwrap(), Some(b"two".to_vec()));
 
     // Advancing without documents (ops that changed nothing new) moves the seq alone.
-    store.store_docs("crm", &[], 7).unwrap();
+    assert!(store.store_docs("crm", &[], 5, 7).unwrap());
+
+    // A writer that read an older materialized seq stores nothing: another got there first.
+    assert!(
+        !store
+            .store_docs("crm", &[doc("contacts", "c1", b"stale")], 5, 6)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .store_docs("crm", &[doc("contacts", "c9", b"stale")], 0, 9)
+            .unwrap()
+    );
+    assert_eq!(store.doc("crm", "contacts", "c9").unwrap(), None);
     assert_eq!(store.materialized("crm").unwrap(), 7);
 
     assert_eq!(store.materialized("other").unwrap(), 0, "per space");
     assert_eq!(store.doc("other", "contacts", "c1").unwrap(), None);
-    store
-        .store_docs("other", &[doc("contacts", "c1", b"theirs")], 1)
-        .unwrap();
+    assert!(
+        store
+            .store_docs("other", &[doc("contacts", "c1", b"theirs")], 0, 1)
+            .unwrap()
+    );
     assert_eq!(store.doc("other", "contacts", "c1").unwrap(), Some(b"theirs".to_vec()));
     assert_eq!(
         store.doc("crm", "contacts", "c1").unwrap(),
@@ -53,8 +73,8 @@ pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
     schemaless_space(store, "before");
     schemaless_space(store, "crm");
     schemaless_space(store, "after");
-    store.store_docs("before", &[doc("zzz", "z", b"x")], 1).unwrap();
-    store.store_docs("after", &[doc("aaa", "a", b"x")], 1).unwrap();
+    assert!(store.store_docs("before", &[doc("zzz", "z", b"x")], 0, 1).unwrap());
+    assert!(store.store_docs("after", &[doc("aaa", "a", b"x")], 0, 1).unwrap());
     assert!(
         store
             .docs_page("crm", None, PageLimit::count(10))
@@ -71,8 +91,8 @@ pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
         doc("accounts", "a", b"a"),
         doc("notes", "n1", b"n"),
     ];
-    store.store_docs("crm", &docs[..3], 3).unwrap();
-    store.store_docs("crm", &docs[3..], 6).unwrap();
+    assert!(store.store_docs("crm", &docs[..3], 0, 3).unwrap());
+    assert!(store.store_docs("crm", &docs[3..], 3, 6).unwrap());
     let expected = [
         ("accounts", "a"),
         ("accounts", "b"),
@@ -165,7 +185,7 @@ pub fn pages_keep_to_their_byte_budget<S: ServerStore>(store: &S) {
             doc: vec![7u8; size],
         })
         .collect();
-    store.store_docs("crm", &docs, 0).unwrap();
+    assert!(store.store_docs("crm", &docs, 0, 0).unwrap());
     let page = |after: Option<&str>, bytes| {
         let limit = PageLimit { count: 100, bytes };
         let page = store.docs_page("crm", after.map(|r| ("contacts", r)), limit).unwrap();

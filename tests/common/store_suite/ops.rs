@@ -212,7 +212,7 @@ pub fn a_missing_space_is_reported_as_missing<S: ServerStore>(store: &S) {
     assert_missing(store.head("nowhere"), "space", "nowhere");
     assert_missing(store.materialized("nowhere"), "space", "nowhere");
     assert_missing(
-        store.store_docs("nowhere", &[doc("contacts", "c1", b"doc")], 1),
+        store.store_docs("nowhere", &[doc("contacts", "c1", b"doc")], 0, 1),
         "space",
         "nowhere",
     );

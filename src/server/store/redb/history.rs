@@ -8,6 +8,8 @@ use ::redb::{ReadableTable, WriteTransaction};
 use super::{read_u64, split_stored, tables};
 use crate::model::Op;
 use crate::record::ChangeHeader;
+pub(super) use crate::server::store::history::Known;
+use crate::server::store::history::{self, RecordHistory};
 use crate::server::store::{OpRefusal, StoreResult};
 
 type Table<'t, K, V> = ::redb::Table<'t, K, V>;
@@ -17,14 +19,6 @@ pub(super) struct History<'t> {
     pub entries: Table<'t, &'static [u8], &'static [u8]>,
     pub quarantine: Table<'t, (u64, &'static str, &'static str), &'static [u8]>,
     pub space: u64,
-}
-
-/// Whether a change that may join a record's history is new to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Known {
-    New,
-    /// The identical change is stored already (a genesis change, or a copy under a new op id).
-    Already,
 }
 
 /// `[space id u64 BE][collection len u8][collection][record id len u16 BE][record id]`:
@@ -61,6 +55,34 @@ fn entry_key(record_key: &[u8], kind: u8, tail: &[u8]) -> Vec<u8> {
     key
 }
 
+/// One record's entries of the history table.
+struct OneRecord<'a, 't> {
+    entries: &'a Table<'t, &'static [u8], &'static [u8]>,
+    key: Vec<u8>,
+}
+
+impl RecordHistory for OneRecord<'_, '_> {
+    fn actor_last(&self, actor: &[u8]) -> StoreResult<Option<(u64, u64)>> {
+        Ok(self
+            .entries
+            .get(entry_key(&self.key, ACTOR, actor).as_slice())?
+            .map(|v| {
+                let v = v.value();
+                (
+                    read_u64(v.get(..8).unwrap_or_default()),
+                    read_u64(v.get(8..).unwrap_or_default()),
+                )
+            }))
+    }
+
+    fn change_max_op(&self, hash: &[u8; 32]) -> StoreResult<Option<u64>> {
+        Ok(self
+            .entries
+            .get(entry_key(&self.key, CHANGE, hash).as_slice())?
+            .map(|v| read_u64(v.value())))
+    }
+}
+
 impl History<'_> {
     pub fn any_quarantined(&self) -> StoreResult<bool> {
         let id = self.space;
@@ -74,82 +96,19 @@ impl History<'_> {
             .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
     }
 
-    /// Whether `header` may join the history of (collection, record): `Ok(Err(_))`
-    /// says why not. Point lookups only; no document is loaded.
+    /// Whether `header` may join the history of (collection, record) (see
+    /// [`history::check`]).
     pub fn check(
         &self,
         collection: &str,
         record: &str,
         header: &ChangeHeader,
     ) -> StoreResult<Result<Known, OpRefusal>> {
-        let key = record_key(self.space, collection, record);
-        let actor = header.actor.as_slice();
-        let (last_seq, last_max_op) = match self.entries.get(entry_key(&key, ACTOR, actor).as_slice())? {
-            Some(v) => {
-                let v = v.value();
-                (
-                    read_u64(v.get(..8).unwrap_or_default()),
-                    read_u64(v.get(8..).unwrap_or_default()),
-                )
-            }
-            None => (0, 0),
+        let one = OneRecord {
+            entries: &self.entries,
+            key: record_key(self.space, collection, record),
         };
-        if header.seq <= last_seq {
-            // A change's hash covers its actor, seq, deps and ops: the same hash
-            // in this record is the identical change.
-            return Ok(
-                if self
-                    .entries
-                    .get(entry_key(&key, CHANGE, &header.hash).as_slice())?
-                    .is_some()
-                {
-                    Ok(Known::Already)
-                } else {
-                    Err(OpRefusal::ActorReused {
-                        actor: hex::encode(actor),
-                        seq: header.seq,
-                    })
-                },
-            );
-        }
-        if header.seq != last_seq + 1 {
-            return Ok(Err(OpRefusal::MissingDeps {
-                missing: vec![format!(
-                    "changes {}..{} of actor {}",
-                    last_seq + 1,
-                    header.seq.saturating_sub(1),
-                    hex::encode(actor)
-                )],
-            }));
-        }
-        if header.start_op <= last_max_op {
-            return Ok(Err(OpRefusal::BadHeader(format!(
-                "the change's op counters start at {}, within those of its actor's earlier changes (up to {last_max_op})",
-                header.start_op
-            ))));
-        }
-        let mut missing = Vec::new();
-        for dep in &header.deps {
-            let dep_max_op = self
-                .entries
-                .get(entry_key(&key, CHANGE, dep).as_slice())?
-                .map(|v| read_u64(v.value()));
-            match dep_max_op {
-                None => missing.push(hex::encode(dep)),
-                Some(max_op) if header.start_op <= max_op => {
-                    return Ok(Err(OpRefusal::BadHeader(format!(
-                        "the change's op counters start at {}, not after those of change {} it depends on (up to {max_op})",
-                        header.start_op,
-                        hex::encode(dep),
-                    ))));
-                }
-                Some(_) => {}
-            }
-        }
-        if !missing.is_empty() {
-            return Ok(Err(OpRefusal::MissingDeps { missing }));
-        }
-        Ok(Ok(Known::New))
+        history::check(&one, header)
     }
 
     /// Adds a change that [`History::check`] found new.

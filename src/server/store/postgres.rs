@@ -1,0 +1,652 @@
+//! The server store on PostgreSQL, for several server processes in front of
+//! one database: each process is stateless, the database holds everything
+//! the redb store holds (users and token hashes, spaces and packages,
+//! memberships, each space's op log with its history index, materialized
+//! documents), in the tables of `schema.rs`.
+//!
+//! What several processes need beyond one: seqs stay gap-free in commit order
+//! (`append.rs` takes the space's row lock), documents are stored with a
+//! compare-and-set on the materialized seq, the schema migrates under an
+//! advisory lock, and a commit in one process wakes the live pulls held by
+//! the others (`LISTEN`/`NOTIFY` on [`NOTIFY_CHANNEL`]).
+
+mod append;
+mod pool;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Transaction};
+
+use super::{
+    CommitHook, DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
+    TokenRecord,
+};
+use crate::model::{Op, Package, Seq};
+use append::to_i64;
+use pool::{Pool, block_on};
+
+/// The channel on which every append announces `"{head} {space}"` at commit.
+pub const NOTIFY_CHANNEL: &str = "tidemark_commits";
+
+/// Connections a process opens at most, unless told otherwise.
+pub const DEFAULT_CONNECTIONS: usize = 16;
+
+/// The server store on PostgreSQL.
+pub struct PgStore {
+    pool: Pool,
+    epoch: String,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = self.pool.config();
+        f.debug_struct("PgStore")
+            .field("hosts", &config.get_hosts())
+            .field("dbname", &config.get_dbname())
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+/// A PostgreSQL error as the store reports it: lost connections and I/O as
+/// unavailable (the next call reconnects), the database's refusals with its words.
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        return StoreError::Backend(format!("PostgreSQL: {} ({})", db.message(), db.code().code()));
+    }
+    let mut source = std::error::Error::source(&e);
+    let mut cause = e.to_string();
+    while let Some(inner) = source {
+        cause = format!("{cause}: {inner}");
+        source = inner.source();
+    }
+    StoreError::Unavailable(format!("PostgreSQL: {cause}"))
+}
+
+pub(crate) fn missing_space(space: &str) -> StoreError {
+    StoreError::Missing {
+        what: "space",
+        name: space.to_string(),
+    }
+}
+
+fn missing_user(user: &str) -> StoreError {
+    StoreError::Missing {
+        what: "user",
+        name: user.to_string(),
+    }
+}
+
+fn corrupt(what: impl fmt::Display, reason: impl fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt server store: {what}: {reason}"))
+}
+
+fn role_number(role: Role) -> i16 {
+    match role {
+        Role::ReadWrite => 1,
+        Role::ReadOnly => 2,
+    }
+}
+
+fn role_of(number: i16, user: &str) -> StoreResult<Role> {
+    match number {
+        1 => Ok(Role::ReadWrite),
+        2 => Ok(Role::ReadOnly),
+        other => Err(corrupt(format!("role of {user:?}"), format!("unknown role {other}"))),
+    }
+}
+
+fn encode_package(package: Option<&Package>) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(&package).map_err(|e| StoreError::Backend(format!("cannot encode the package: {e}")))
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`, or
+    /// key=value pairs) and brings its schema up to date.
+    pub fn connect(url: &str) -> StoreResult<PgStore> {
+        Self::connect_with(url, DEFAULT_CONNECTIONS)
+    }
+
+    /// [`PgStore::connect`] with at most `connections` open connections.
+    pub fn connect_with(url: &str, connections: usize) -> StoreResult<PgStore> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL does not parse: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("tidemark");
+        let pool = Pool::new(config, connections)?;
+        let epoch = {
+            let mut conn = pool.get()?;
+            block_on(schema::migrate(&mut conn))?
+        };
+        Ok(PgStore { pool, epoch })
+    }
+
+    /// Runs `f` on one connection.
+    fn with<T>(&self, f: impl AsyncFnOnce(&Client) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self.pool.get()?;
+        block_on(f(&conn))
+    }
+
+    /// Runs `f` in one transaction: commits if it succeeds, rolls back if it fails.
+    fn write<T>(&self, f: impl AsyncFnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.pool.get()?;
+        block_on(async {
+            let txn = conn.transaction().await.map_err(pg)?;
+            let value = f(&txn).await?;
+            txn.commit().await.map_err(pg)?;
+            Ok(value)
+        })
+    }
+}
+
+/// The id of `space`, if it exists.
+async fn space_id(client: &impl tokio_postgres::GenericClient, space: &str) -> StoreResult<Option<i64>> {
+    Ok(client
+        .query_opt("SELECT id FROM tidemark_spaces WHERE name = $1", &[&space])
+        .await
+        .map_err(pg)?
+        .map(|row| row.get(0)))
+}
+
+async fn existing_space(client: &impl tokio_postgres::GenericClient, space: &str) -> StoreResult<i64> {
+    space_id(client, space).await?.ok_or_else(|| missing_space(space))
+}
+
+async fn user_exists(client: &impl tokio_postgres::GenericClient, user: &str) -> StoreResult<bool> {
+    Ok(client
+        .query_opt("SELECT 1 FROM tidemark_users WHERE name = $1", &[&user])
+        .await
+        .map_err(pg)?
+        .is_some())
+}
+
+fn seq_of(value: i64) -> Seq {
+    value.max(0) as Seq
+}
+
+impl ServerStore for PgStore {
+    fn epoch(&self) -> StoreResult<String> {
+        Ok(self.epoch.clone())
+    }
+
+    fn ready(&self) -> StoreResult<()> {
+        self.with(async |c| c.execute("SELECT 1", &[]).await.map(drop).map_err(pg))
+    }
+
+    fn create_user(&self, user: &str) -> StoreResult<()> {
+        self.with(async |c| {
+            let added = c
+                .execute(
+                    "INSERT INTO tidemark_users (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&user],
+                )
+                .await
+                .map_err(pg)?;
+            if added == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: "user",
+                    name: user.to_string(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn user_exists(&self, user: &str) -> StoreResult<bool> {
+        self.with(async |c| user_exists(c, user).await)
+    }
+
+    fn add_token(&self, token_id: &str, record: &TokenRecord) -> StoreResult<()> {
+        self.write(async |txn| {
+            // The user row is locked so a concurrent removal cannot slip between check and insert.
+            if txn
+                .query_opt(
+                    "SELECT 1 FROM tidemark_users WHERE name = $1 FOR SHARE",
+                    &[&record.user],
+                )
+                .await
+                .map_err(pg)?
+                .is_none()
+            {
+                return Err(missing_user(&record.user));
+            }
+            let added = txn
+                .execute(
+                    "INSERT INTO tidemark_tokens (id, user_name, secret_hash) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&token_id, &record.user, &record.secret_hash.as_slice()],
+                )
+                .await
+                .map_err(pg)?;
+            if added == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: "token",
+                    name: token_id.to_string(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn token(&self, token_id: &str) -> StoreResult<Option<TokenRecord>> {
+        self.with(async |c| {
+            let Some(row) = c
+                .query_opt(
+                    "SELECT user_name, secret_hash FROM tidemark_tokens WHERE id = $1",
+                    &[&token_id],
+                )
+                .await
+                .map_err(pg)?
+            else {
+                return Ok(None);
+            };
+            let hash: Vec<u8> = row.get(1);
+            Ok(Some(TokenRecord {
+                user: row.get(0),
+                secret_hash: hash
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(format!("token {token_id:?}"), "its hash is not 32 bytes"))?,
+            }))
+        })
+    }
+
+    fn create_space(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
+        let package = encode_package(package)?;
+        self.with(async |c| {
+            let added = c
+                .execute(
+                    "INSERT INTO tidemark_spaces (name, package) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&space, &package],
+                )
+                .await
+                .map_err(pg)?;
+            if added == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: "space",
+                    name: space.to_string(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn package(&self, space: &str) -> StoreResult<Option<Option<Package>>> {
+        self.with(async |c| {
+            let Some(row) = c
+                .query_opt("SELECT package FROM tidemark_spaces WHERE name = $1", &[&space])
+                .await
+                .map_err(pg)?
+            else {
+                return Ok(None);
+            };
+            let bytes: Vec<u8> = row.get(0);
+            let package: Option<Package> =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("package of space {space:?}"), e))?;
+            Ok(Some(package))
+        })
+    }
+
+    fn set_package(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
+        let package = encode_package(package)?;
+        self.with(async |c| {
+            let changed = c
+                .execute(
+                    "UPDATE tidemark_spaces SET package = $2 WHERE name = $1",
+                    &[&space, &package],
+                )
+                .await
+                .map_err(pg)?;
+            if changed == 0 {
+                return Err(missing_space(space));
+            }
+            Ok(())
+        })
+    }
+
+    fn grant(&self, user: &str, space: &str, role: Role) -> StoreResult<()> {
+        self.write(async |txn| {
+            if txn
+                .query_opt("SELECT 1 FROM tidemark_users WHERE name = $1 FOR SHARE", &[&user])
+                .await
+                .map_err(pg)?
+                .is_none()
+            {
+                return Err(missing_user(user));
+            }
+            let id = existing_space(txn, space).await?;
+            txn.execute(
+                "INSERT INTO tidemark_members (space_id, user_name, role) VALUES ($1, $2, $3)
+                 ON CONFLICT (space_id, user_name) DO UPDATE SET role = excluded.role",
+                &[&id, &user, &role_number(role)],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn role(&self, user: &str, space: &str) -> StoreResult<Option<Role>> {
+        self.with(async |c| {
+            let row = c
+                .query_opt(
+                    "SELECT m.role FROM tidemark_members m JOIN tidemark_spaces s ON s.id = m.space_id
+                     WHERE s.name = $1 AND m.user_name = $2",
+                    &[&space, &user],
+                )
+                .await
+                .map_err(pg)?;
+            row.map(|row| role_of(row.get(0), user)).transpose()
+        })
+    }
+
+    fn revoke(&self, user: &str, space: &str) -> StoreResult<bool> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            let removed = txn
+                .execute(
+                    "DELETE FROM tidemark_members WHERE space_id = $1 AND user_name = $2",
+                    &[&id, &user],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn remove_token(&self, token_id: &str) -> StoreResult<bool> {
+        self.with(async |c| {
+            let removed = c
+                .execute("DELETE FROM tidemark_tokens WHERE id = $1", &[&token_id])
+                .await
+                .map_err(pg)?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn users(&self) -> StoreResult<Vec<(String, Vec<String>)>> {
+        self.with(async |c| {
+            let rows = c
+                .query(
+                    "SELECT u.name, t.id FROM tidemark_users u
+                     LEFT JOIN tidemark_tokens t ON t.user_name = u.name
+                     ORDER BY u.name, t.id",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            let mut users: Vec<(String, Vec<String>)> = Vec::new();
+            for row in rows {
+                let (user, token): (String, Option<String>) = (row.get(0), row.get(1));
+                if users.last().is_none_or(|(last, _)| *last != user) {
+                    users.push((user, Vec::new()));
+                }
+                if let (Some(token), Some((_, tokens))) = (token, users.last_mut()) {
+                    tokens.push(token);
+                }
+            }
+            Ok(users)
+        })
+    }
+
+    fn spaces(&self) -> StoreResult<Vec<String>> {
+        self.with(async |c| {
+            let rows = c
+                .query("SELECT name FROM tidemark_spaces ORDER BY name", &[])
+                .await
+                .map_err(pg)?;
+            Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    fn members(&self, space: &str) -> StoreResult<Vec<(String, Role)>> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            let rows = txn
+                .query(
+                    "SELECT user_name, role FROM tidemark_members WHERE space_id = $1 ORDER BY user_name",
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            rows.into_iter()
+                .map(|row| {
+                    let user: String = row.get(0);
+                    let role = role_of(row.get(1), &user)?;
+                    Ok((user, role))
+                })
+                .collect()
+        })
+    }
+
+    fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
+        self.write(async |txn| append::append(txn, space, ops).await)
+    }
+
+    fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            let Ok(since) = i64::try_from(since) else {
+                return Ok(Vec::new());
+            };
+            let count = i64::try_from(limit.count).unwrap_or(i64::MAX);
+            let rows = txn
+                .query(
+                    "SELECT seq, user_name, op FROM tidemark_ops
+                     WHERE space_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[&id, &since, &count],
+                )
+                .await
+                .map_err(pg)?;
+            let mut out = Vec::with_capacity(rows.len());
+            let mut used = 0usize;
+            for row in rows {
+                let seq = seq_of(row.get(0));
+                let bytes: Vec<u8> = row.get(2);
+                let op = Op::decode(&bytes).map_err(|e| corrupt(format!("op at seq {seq} of space {space:?}"), e))?;
+                let size = op.change.len();
+                if !limit.admits(out.len(), used, size) {
+                    break;
+                }
+                used += size;
+                out.push((seq, StoredOp { op, user: row.get(1) }));
+            }
+            Ok(out)
+        })
+    }
+
+    fn head(&self, space: &str) -> StoreResult<Seq> {
+        self.with(async |c| {
+            let row = c
+                .query_opt("SELECT head FROM tidemark_spaces WHERE name = $1", &[&space])
+                .await
+                .map_err(pg)?
+                .ok_or_else(|| missing_space(space))?;
+            Ok(seq_of(row.get(0)))
+        })
+    }
+
+    fn materialized(&self, space: &str) -> StoreResult<Seq> {
+        self.with(async |c| {
+            let row = c
+                .query_opt("SELECT materialized FROM tidemark_spaces WHERE name = $1", &[&space])
+                .await
+                .map_err(pg)?
+                .ok_or_else(|| missing_space(space))?;
+            Ok(seq_of(row.get(0)))
+        })
+    }
+
+    fn store_docs(&self, space: &str, docs: &[StoredDoc], from: Seq, through: Seq) -> StoreResult<bool> {
+        let (from, through) = (to_i64(from)?, to_i64(through)?);
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            let moved = txn
+                .execute(
+                    "UPDATE tidemark_spaces SET materialized = $3 WHERE id = $1 AND materialized = $2",
+                    &[&id, &from, &through],
+                )
+                .await
+                .map_err(pg)?;
+            if moved == 0 {
+                return Ok(false);
+            }
+            let mut columns: (Vec<&str>, Vec<&str>, Vec<&[u8]>) = Default::default();
+            for doc in docs {
+                columns.0.push(&doc.collection);
+                columns.1.push(&doc.record);
+                columns.2.push(&doc.doc);
+            }
+            txn.execute(
+                "INSERT INTO tidemark_docs (space_id, collection, record, doc)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[])
+                 ON CONFLICT (space_id, collection, record) DO UPDATE SET doc = excluded.doc",
+                &[&id, &columns.0, &columns.1, &columns.2],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(true)
+        })
+    }
+
+    fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            Ok(txn
+                .query_opt(
+                    "SELECT doc FROM tidemark_docs WHERE space_id = $1 AND collection = $2 AND record = $3",
+                    &[&id, &collection, &record],
+                )
+                .await
+                .map_err(pg)?
+                .map(|row| row.get(0)))
+        })
+    }
+
+    fn quarantine(&self, space: &str, collection: &str, record: &str, reason: &str) -> StoreResult<()> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            txn.execute(
+                "INSERT INTO tidemark_quarantine (space_id, collection, record, reason) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (space_id, collection, record) DO UPDATE SET reason = excluded.reason",
+                &[&id, &collection, &record, &reason],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn quarantined(&self, space: &str) -> StoreResult<BTreeMap<(String, String), String>> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            let rows = txn
+                .query(
+                    "SELECT collection, record, reason FROM tidemark_quarantine WHERE space_id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+                .collect())
+        })
+    }
+
+    fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: PageLimit) -> StoreResult<DocsPage> {
+        self.write(async |txn| {
+            let id = existing_space(txn, space).await?;
+            // One row more than the page holds tells whether more follow.
+            let count = i64::try_from(limit.count).unwrap_or(i64::MAX - 1).saturating_add(1);
+            let rows = match after {
+                Some((collection, record)) => txn
+                    .query(
+                        "SELECT collection, record, doc FROM tidemark_docs
+                         WHERE space_id = $1 AND (collection, record) > ($2, $3)
+                         ORDER BY collection, record LIMIT $4",
+                        &[&id, &collection, &record, &count],
+                    )
+                    .await
+                    .map_err(pg)?,
+                None => txn
+                    .query(
+                        "SELECT collection, record, doc FROM tidemark_docs
+                         WHERE space_id = $1 ORDER BY collection, record LIMIT $2",
+                        &[&id, &count],
+                    )
+                    .await
+                    .map_err(pg)?,
+            };
+            let mut page = DocsPage::default();
+            let mut used = 0usize;
+            for row in rows {
+                let doc: Vec<u8> = row.get(2);
+                if !limit.admits(page.docs.len(), used, doc.len()) {
+                    page.more = true;
+                    break;
+                }
+                used += doc.len();
+                page.docs.push(StoredDoc {
+                    collection: row.get(0),
+                    record: row.get(1),
+                    doc,
+                });
+            }
+            Ok(page)
+        })
+    }
+
+    fn watch_commits(&self, hook: CommitHook) {
+        self.pool.spawn(listen(self.pool.config().clone(), hook));
+    }
+}
+
+/// Keeps one connection listening on [`NOTIFY_CHANNEL`] and calls `hook` for
+/// every commit announced; after (re)connecting it calls `hook(None)`, since
+/// commits made while it was away were not announced to it.
+async fn listen(config: Config, hook: CommitHook) {
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_string()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!("the PostgreSQL commit listener lost its connection: {e}");
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await {
+                    Ok(()) => {
+                        hook(None);
+                        while let Some(payload) = rx.recv().await {
+                            if let Some((_, space)) = payload.split_once(' ') {
+                                hook(Some(space));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("LISTEN on PostgreSQL failed: {e}"),
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!("the PostgreSQL commit listener cannot connect: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,77 @@
+//! The PostgreSQL server store: the conformance suite every store passes, and
+//! what only a shared database shows (reconnecting processes, concurrent
+//! start-ups, the epoch).
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use tidemark::server::store::ServerStore;
+use tidemark::server::store::postgres::PgStore;
+
+use common::postgres::postgres;
+use common::store_suite::{self, append_ok, new_ops};
+
+#[test]
+fn a_postgres_store_passes_the_suite() {
+    let Some(pg) = postgres("a_postgres_store_passes_the_suite") else {
+        return;
+    };
+    store_suite::run_all(&|| PgStore::connect(&pg.database()).unwrap());
+}
+
+#[test]
+fn processes_on_one_database_share_everything_and_its_epoch() {
+    let Some(pg) = postgres("processes_on_one_database_share_everything_and_its_epoch") else {
+        return;
+    };
+    let url = pg.database();
+    let one = PgStore::connect(&url).unwrap();
+    let two = PgStore::connect(&url).unwrap();
+    assert_eq!(one.epoch().unwrap(), two.epoch().unwrap());
+    one.create_space("crm", None).unwrap();
+    let ops = new_ops(4);
+    assert_eq!(append_ok(&one, "crm", &ops[..2]), [1, 2]);
+    assert_eq!(
+        append_ok(&two, "crm", &ops[1..]),
+        [2, 3, 4],
+        "the second process sees the first's ops"
+    );
+    assert_eq!(one.head("crm").unwrap(), 4);
+    drop((one, two));
+    let again = PgStore::connect(&url).unwrap();
+    assert_eq!(again.head("crm").unwrap(), 4, "the database keeps everything");
+
+    let other = PgStore::connect(&pg.database()).unwrap();
+    assert_ne!(
+        other.epoch().unwrap(),
+        again.epoch().unwrap(),
+        "each database has its own epoch"
+    );
+}
+
+#[test]
+fn processes_starting_at_once_migrate_the_schema_once() {
+    let Some(pg) = postgres("processes_starting_at_once_migrate_the_schema_once") else {
+        return;
+    };
+    let url = pg.database();
+    let epochs: Vec<String> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| PgStore::connect(&url).unwrap().epoch().unwrap()))
+            .collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(epochs.windows(2).all(|w| w[0] == w[1]), "one epoch: {epochs:?}");
+}
+
+#[test]
+fn a_bad_url_or_an_absent_server_is_a_clear_error() {
+    let err = PgStore::connect("postgres://nobody@127.0.0.1:1/none")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PostgreSQL"), "{err}");
+    let err = PgStore::connect("postgres://127.0.0.1:notaport/db")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not parse"), "{err}");
+}
