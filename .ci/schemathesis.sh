@@ -37,7 +37,8 @@ python3 -m venv "$work/venv"
 # Port 0: the server takes a free port and names it in its first line.
 TIDEMARK_ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 export TIDEMARK_ADMIN_TOKEN
-"$bin" serve --data "$work/data" --listen 127.0.0.1:0 2>"$work/server.log" &
+# Live pulls are held 1 s at most: a generated `wait` must not make the run sleep.
+"$bin" serve --data "$work/data" --listen 127.0.0.1:0 --max-pull-wait 1 2>"$work/server.log" &
 server_pid=$!
 url=""
 for _ in $(seq 100); do

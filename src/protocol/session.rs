@@ -37,6 +37,13 @@ pub enum Request {
         after: Option<String>,
         limit: usize,
     },
+    /// A live pull: answered (as a pull page of at most one op) as soon as an
+    /// op after `since` is committed, or after `wait` with nothing. The
+    /// background task holds one while idle; a session never sends it.
+    Watch {
+        since: Seq,
+        wait: std::time::Duration,
+    },
 }
 
 /// The server's answer to a [`Request`].

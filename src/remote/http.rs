@@ -220,6 +220,14 @@ impl Remote for HttpRemote {
                 }
                 Ok(Response::Pull(self.send(|| self.client.get(&url)).await?))
             }
+            Request::Watch { since, wait } => {
+                let url = format!(
+                    "{}?since={since}&limit=1&wait={}",
+                    self.url("pull"),
+                    wait.as_secs().max(1)
+                );
+                Ok(Response::Pull(self.send(|| self.client.get(&url)).await?))
+            }
             Request::Snapshot { after, limit } => {
                 let mut url = format!("{}?limit={limit}", self.url("snapshot"));
                 if let Some(after) = after {

@@ -42,12 +42,28 @@ impl<S: ServerStore> LocalRemote<S> {
             Request::Snapshot { after, limit } => {
                 Response::Snapshot(s.snapshot(&user, space, after.as_deref(), limit)?)
             }
+            // Answered at once when called blocking; `call` holds it.
+            Request::Watch { since, .. } => Response::Pull(s.pull(&user, space, since, 1, None)?),
         })
     }
 }
 
 impl<S: ServerStore> Remote for LocalRemote<S> {
     async fn call(&self, request: Request) -> Result<Response, RemoteError> {
-        self.call_blocking(request)
+        let Request::Watch { since, wait } = request else {
+            return self.call_blocking(request);
+        };
+        let read = || async {
+            let s = &self.service;
+            let page = s
+                .authenticate(Some(&self.token))
+                .and_then(|user| s.pull(&user, &self.space, since, 1, None));
+            page.map_err(|e| RemoteError {
+                status: Some(e.status()),
+                body: e.body(),
+            })
+        };
+        let page = self.service.commits().hold(&self.space, since, wait, read).await;
+        page.map(Response::Pull)
     }
 }

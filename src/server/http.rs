@@ -224,6 +224,12 @@ pub async fn serve_with<S: ServerStore>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
     let deadline = config.request_timeout;
+    // Held live pulls answer as the server stops, so the drain does not wait them out.
+    let stopping = service.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.commits().close();
+    };
     let app = router(service).layer(axum::middleware::from_fn(move |request, next| {
         request_deadline(deadline, request, next)
     }));
@@ -343,20 +349,34 @@ async fn pull<S: ServerStore>(
     headers: HeaderMap,
 ) -> HttpResult {
     let token = bearer(&headers);
-    ok(&blocking(move || {
-        let user = s.authenticate(token.as_deref())?;
-        let space = path_of(path)?;
-        let since = number_param(&q, "since", 0)?;
-        let limit = number_param(&q, "limit", 500)?;
-        let at = match query_param(&q, "at")? {
-            Some(at) => Some(crate::model::OpId(uuid::Uuid::parse_str(&at).map_err(|e| {
-                ServiceError::BadRequest(format!("query parameter at={at:?} is not an op id (a UUID): {e}"))
-            })?)),
-            None => None,
-        };
-        s.pull(&user, &space, since, usize::try_from(limit).unwrap_or(usize::MAX), at)
-    })
-    .await?)
+    let user = {
+        let s = s.clone();
+        blocking(move || s.authenticate(token.as_deref())).await?
+    };
+    let space = path_of(path)?;
+    let since = number_param(&q, "since", 0)?;
+    let limit = number_param(&q, "limit", 500)?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let at = match query_param(&q, "at")? {
+        Some(at) => Some(crate::model::OpId(uuid::Uuid::parse_str(&at).map_err(|e| {
+            ServiceError::BadRequest(format!("query parameter at={at:?} is not an op id (a UUID): {e}"))
+        })?)),
+        None => None,
+    };
+    // Held at most the server's bound; a held pull holds one connection slot.
+    let wait = number_param(&q, "wait", 0)?.min(s.limits().max_pull_wait_secs);
+    let read = || {
+        let (s, user, space) = (s.clone(), user.clone(), space.clone());
+        blocking(move || s.pull(&user, &space, since, limit, at))
+    };
+    let answer = if wait == 0 {
+        read().await?
+    } else {
+        s.commits()
+            .hold(&space, since, std::time::Duration::from_secs(wait), read)
+            .await?
+    };
+    ok(&answer)
 }
 
 async fn package<S: ServerStore>(

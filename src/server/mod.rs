@@ -2,6 +2,7 @@
 //! seq assignment, materialization), its storage trait and stores, and the
 //! axum HTTP front. Never imports `remote`.
 
+pub mod commits;
 pub mod error;
 pub mod http;
 pub mod listen;

@@ -53,7 +53,8 @@ fn push() {}
 #[utoipa::path(get, path = "/v1/spaces/{space}/pull",
     params(("space" = String, Path), ("since" = Option<u64>, Query, description = "the last seq the client holds (default 0)"),
         ("limit" = Option<u64>, Query, description = "ops in the page (default 500), clamped to 1 and to the server's page limit; a page also stops at the server's page byte budget (the first op always comes), so follow `more`"),
-        ("at" = Option<OpId>, Query, description = "the id of the op the client holds at seq `since`; 409 history_changed if the server's differs")),
+        ("at" = Option<OpId>, Query, description = "the id of the op the client holds at seq `since`; 409 history_changed if the server's differs"),
+        ("wait" = Option<u64>, Query, description = "live pull: seconds to hold the request while no op after `since` exists (default 0), clamped to the server's bound; answered as soon as one is committed, through any server process")),
     responses((status = 200, body = PullResponse)),
     security(("bearer" = [])))]
 fn pull() {}
@@ -263,7 +264,7 @@ fn refusals(operation: &str, limits: &Limits) -> Option<Vec<Refusal>> {
             let mut out = member();
             out.push(r(
                 E::BadRequest(text()),
-                "`since` or `limit` not a decimal integer from 0 to 2^64 - 1, or `at` not a UUID",
+                "`since`, `limit` or `wait` not a decimal integer from 0 to 2^64 - 1, or `at` not a UUID",
             ));
             out.push(r(
                 E::HistoryChanged { seq: 0 },

@@ -9,6 +9,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::commits::Commits;
 use super::error::ServiceError;
 use super::materialize::Materializer;
 use super::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct Limits {
     /// Op or document bytes in one pull or snapshot page (the first item always
     /// comes), so that memory stays bounded whatever the op sizes.
     pub max_page_bytes: usize,
+    /// Seconds a live pull (`wait`) is held at most; a longer wait is clamped.
+    pub max_pull_wait_secs: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_pull_page: 2000,
             max_snapshot_page: 2000,
             max_page_bytes: 4 << 20,
+            max_pull_wait_secs: 30,
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct Service<S: ServerStore> {
     admin_hash: Option<[u8; 32]>,
     materializer: Materializer<S>,
     metrics: Metrics,
+    commits: Arc<Commits>,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -84,7 +89,11 @@ impl<S: ServerStore> Service<S> {
     pub fn new(store: S, limits: Limits, admin_token: Option<&str>) -> Result<Self> {
         let store = Arc::new(store);
         let epoch = store.epoch()?;
+        let commits = Arc::new(Commits::default());
+        let announced = commits.clone();
+        store.watch_commits(Arc::new(move |space| announced.announce(space)));
         Ok(Service {
+            commits,
             materializer: Materializer::start(store.clone()),
             store,
             limits,
@@ -116,6 +125,11 @@ impl<S: ServerStore> Service<S> {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The wake-ups of held live pulls.
+    pub fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     /// Whether the store can serve now (readiness): `Unavailable` with the
@@ -207,6 +221,9 @@ impl<S: ServerStore> Service<S> {
             }
         }
         let results = self.store.append(space, &valid)?;
+        if results.iter().any(|r| r.is_ok()) {
+            self.commits.announce(Some(space));
+        }
         for ((index, result), new) in valid_index.into_iter().zip(results).zip(&valid) {
             match result {
                 Ok(seq) => seqs[index] = Some(seq),

@@ -31,6 +31,10 @@ pub struct BackgroundConfig {
     /// First and largest delay after failed rounds.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// While idle, hold a live pull open (`wait` up to this long, renewed), so
+    /// another replica's edit starts a round as soon as the server commits it.
+    /// `None`: learn of them at the next interval only.
+    pub live_wait: Option<Duration>,
     pub session: SessionConfig,
 }
 
@@ -42,6 +46,7 @@ impl Default for BackgroundConfig {
             poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            live_wait: Some(Duration::from_secs(25)),
             session: SessionConfig::default(),
         }
     }
@@ -187,6 +192,8 @@ async fn run<R: Remote>(
         let failing = backoff.is_some();
         let deadline = Instant::now() + wait;
         let mut seen = marker(&replica);
+        // A live pull held while idle; not while the server is failing (the backoff rules then).
+        let mut live = Live::new(&replica, &remote, config.live_wait.filter(|_| !failing));
         // Wait for the interval, an edit (unless backing off), or the stop signal.
         let stopped = loop {
             tokio::select! {
@@ -197,6 +204,11 @@ async fn run<R: Remote>(
                     tokio::select! {
                         _ = &mut stop => break true,
                         _ = sleep(config.debounce) => break false,
+                    }
+                }
+                news = live.next(), if live.is_holding() => {
+                    if news {
+                        break false;
                     }
                 }
                 _ = sleep(config.poll) => {
@@ -218,5 +230,87 @@ async fn run<R: Remote>(
             status.send_replace(current);
             return;
         }
+    }
+}
+
+/// The live pull the idle task holds: renewed while the server answers it in
+/// full (nothing new within `wait`), given up until the next round when it
+/// fails or answers too fast (a server that does not hold pulls), so it never
+/// spins.
+struct Live<'a, R: Remote> {
+    replica: &'a Replica,
+    remote: &'a R,
+    wait: Option<Duration>,
+    call: Option<std::pin::Pin<Box<dyn std::future::Future<Output = LiveAnswer> + Send + 'a>>>,
+}
+
+/// What a live pull learned: whether ops after `since` exist, and how long it took.
+struct LiveAnswer {
+    news: bool,
+    held: Duration,
+    failed: bool,
+}
+
+/// A held pull answered faster than this with nothing is not being held.
+const MIN_HOLD: Duration = Duration::from_millis(500);
+
+impl<'a, R: Remote> Live<'a, R> {
+    fn new(replica: &'a Replica, remote: &'a R, wait: Option<Duration>) -> Self {
+        let mut live = Live {
+            replica,
+            remote,
+            wait,
+            call: None,
+        };
+        live.renew();
+        live
+    }
+
+    fn is_holding(&self) -> bool {
+        self.call.is_some()
+    }
+
+    fn renew(&mut self) {
+        let (Some(wait), Ok(status)) = (self.wait, self.replica.status()) else {
+            self.call = None;
+            return;
+        };
+        let (remote, since) = (self.remote, status.pulled);
+        self.call = Some(Box::pin(async move {
+            let started = Instant::now();
+            let answer = remote.call(crate::protocol::Request::Watch { since, wait }).await;
+            let held = started.elapsed();
+            match answer {
+                Ok(crate::protocol::Response::Pull(page)) => LiveAnswer {
+                    news: page.end > since,
+                    held,
+                    failed: false,
+                },
+                _ => LiveAnswer {
+                    news: false,
+                    held,
+                    failed: true,
+                },
+            }
+        }));
+    }
+
+    /// Waits for the held pull's answer: true when there is something to pull.
+    async fn next(&mut self) -> bool {
+        let Some(call) = self.call.as_mut() else {
+            return std::future::pending().await;
+        };
+        let answer = call.await;
+        if answer.news {
+            self.call = None;
+            return true;
+        }
+        if answer.failed || answer.held < MIN_HOLD {
+            tracing::debug!(failed = answer.failed, "live pull given up until the next round");
+            self.call = None;
+        } else {
+            self.renew();
+        }
+        false
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tidemark::Package;
 use tidemark::protocol::message::{CreateSpace, Grant};
+use tidemark::server::store::ServerStore;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, ServeConfig, Service, http};
 
@@ -22,7 +23,12 @@ pub fn server(package: Option<Package>, users: &[&str]) -> (Svc, Vec<String>) {
 }
 
 /// [`server`] on a given store and limits.
-pub fn server_on(store: RedbStore, package: Option<Package>, users: &[&str], limits: Limits) -> (Svc, Vec<String>) {
+pub fn server_on<S: ServerStore>(
+    store: S,
+    package: Option<Package>,
+    users: &[&str],
+    limits: Limits,
+) -> (Arc<Service<S>>, Vec<String>) {
     let service = Arc::new(Service::new(store, limits, Some(ADMIN_TOKEN)).unwrap());
     service
         .create_space(&CreateSpace {
@@ -49,12 +55,15 @@ pub fn server_on(store: RedbStore, package: Option<Package>, users: &[&str], lim
 
 /// Starts the HTTP front on a free loopback port; returns its base URL and a
 /// sender that stops it.
-pub async fn start_http(service: Svc) -> (String, tokio::sync::oneshot::Sender<()>) {
+pub async fn start_http<S: ServerStore>(service: Arc<Service<S>>) -> (String, tokio::sync::oneshot::Sender<()>) {
     start_http_with(service, ServeConfig::default()).await
 }
 
 /// [`start_http`] with the given connection deadlines and limits.
-pub async fn start_http_with(service: Svc, config: ServeConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
+pub async fn start_http_with<S: ServerStore>(
+    service: Arc<Service<S>>,
+    config: ServeConfig,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -121,7 +121,7 @@ fn decode_answer(request: &Request, answer: &[u8]) -> Result<Response, RemoteErr
     let decoded = match request {
         Request::Package => serde_json::from_slice(body).map(Response::Package),
         Request::Push(_) => serde_json::from_slice(body).map(Response::Push),
-        Request::Pull { .. } => serde_json::from_slice(body).map(Response::Pull),
+        Request::Pull { .. } | Request::Watch { .. } => serde_json::from_slice(body).map(Response::Pull),
         Request::Snapshot { .. } => serde_json::from_slice(body).map(Response::Snapshot),
     };
     decoded.map_err(|e| RemoteError {
@@ -220,7 +220,7 @@ pub fn check_wire_client(data: &[u8]) {
         let kind = match &request {
             Request::Package => "package",
             Request::Push(_) => "push",
-            Request::Pull { .. } => "pull",
+            Request::Pull { .. } | Request::Watch { .. } => "pull",
             Request::Snapshot { .. } => "snapshot",
         };
         let before = observe(&r);

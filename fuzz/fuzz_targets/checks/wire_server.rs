@@ -38,6 +38,8 @@ pub fn limits() -> Limits {
         max_pull_page: 4,
         max_snapshot_page: 2,
         max_page_bytes: 4096,
+        // A held pull would only sleep: the wait path is tested in tests/live_pull.rs.
+        max_pull_wait_secs: 0,
     }
 }
 

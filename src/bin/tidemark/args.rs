@@ -112,9 +112,13 @@ pub enum Command {
     },
     /// Run a sync server.
     Serve {
-        /// Directory of the server's redb store.
-        #[arg(long)]
-        data: PathBuf,
+        /// Directory of the server's redb store (the embedded default).
+        #[arg(long, required_unless_present = "postgres")]
+        data: Option<PathBuf>,
+        /// Keep everything in PostgreSQL instead (postgres://user@host:port/db), so
+        /// that several server processes can serve one database.
+        #[arg(long, env = "TIDEMARK_POSTGRES_URL", hide_env_values = true, conflicts_with = "data")]
+        postgres: Option<String>,
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: String,
         /// Admin token for the admin routes.
@@ -237,4 +241,8 @@ pub struct ConnectionArgs {
     /// Seconds a stopping server (SIGTERM, SIGINT) lets requests in flight finish.
     #[arg(long, default_value_t = 10)]
     pub drain: u64,
+    /// Seconds a live pull (`pull?wait=`) is held at most; each held pull keeps
+    /// one connection. 0 answers every pull at once.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub max_pull_wait: u64,
 }

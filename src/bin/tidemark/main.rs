@@ -82,10 +82,18 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Serve {
             data,
+            postgres,
             listen,
             admin_token,
             connections,
-        } => return server::serve(&data, &listen, &admin_token, &connections),
+        } => {
+            let store = match (postgres, data) {
+                (Some(url), _) => server::Store::Postgres(url),
+                (None, Some(data)) => server::Store::Redb(data),
+                (None, None) => anyhow::bail!("serve needs --data DIR or --postgres URL"),
+            };
+            return server::serve(store, &listen, &admin_token, &connections);
+        }
         Admin {
             server,
             admin_token,

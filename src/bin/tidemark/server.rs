@@ -1,6 +1,6 @@
 //! `serve` and `admin`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tidemark::Package;
 use tidemark::remote::http::AdminClient;
+use tidemark::server::store::ServerStore;
+use tidemark::server::store::postgres::PgStore;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, ServeConfig, Service, Stopped, http};
 
@@ -20,7 +22,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn serve(data: &Path, listen: &str, admin_token: &str, connections: &ConnectionArgs) -> Result<ExitCode> {
+/// Where a server keeps its data.
+pub enum Store {
+    Redb(PathBuf),
+    Postgres(String),
+}
+
+pub fn serve(store: Store, listen: &str, admin_token: &str, connections: &ConnectionArgs) -> Result<ExitCode> {
     if admin_token.len() < 16 {
         bail!("TIDEMARK_ADMIN_TOKEN must be at least 16 characters: set a long random value");
     }
@@ -33,8 +41,31 @@ pub fn serve(data: &Path, listen: &str, admin_token: &str, connections: &Connect
             .map_or(defaults.max_connections, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         drain: Duration::from_secs(connections.drain),
     };
-    let store = RedbStore::open(data).with_context(|| format!("opening the server store in {}", data.display()))?;
-    let service = Arc::new(Service::new(store, Limits::default(), Some(admin_token))?);
+    let limits = Limits {
+        max_pull_wait_secs: connections.max_pull_wait,
+        ..Limits::default()
+    };
+    match store {
+        Store::Redb(data) => {
+            let store =
+                RedbStore::open(&data).with_context(|| format!("opening the server store in {}", data.display()))?;
+            serve_store(store, listen, admin_token, config, limits)
+        }
+        Store::Postgres(url) => {
+            let store = PgStore::connect(&url).context("opening the PostgreSQL server store")?;
+            serve_store(store, listen, admin_token, config, limits)
+        }
+    }
+}
+
+fn serve_store<S: ServerStore>(
+    store: S,
+    listen: &str,
+    admin_token: &str,
+    config: ServeConfig,
+    limits: Limits,
+) -> Result<ExitCode> {
+    let service = Arc::new(Service::new(store, limits, Some(admin_token))?);
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
