@@ -30,7 +30,10 @@ async fn pull(url: &str, token: &str, query: &str) -> (PullResponse, Duration) {
     let answer = common::live::client()
         .get(format!("{url}/v1/spaces/crm/pull?{query}"))
         .bearer_auth(token)
-        .header("tidemark-protocol-revision", tidemark::protocol::message::PROTOCOL_REVISION.to_string())
+        .header(
+            "tidemark-protocol-revision",
+            tidemark::protocol::message::PROTOCOL_REVISION.to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -57,7 +60,10 @@ async fn a_held_pull_answers_as_soon_as_another_member_pushes() {
     let (page, took) = held.await.unwrap();
     assert_eq!(page.ops.len(), 1);
     assert_eq!(page.end, 1);
-    assert!(took < Duration::from_secs(20), "answered at the commit, not at the end of the wait: {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "answered at the commit, not at the end of the wait: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +117,10 @@ where
     R: tidemark::remote::Remote + 'static,
     F: Fn(usize) -> R,
 {
-    let (alice, bob) = (Arc::new(Replica::in_memory().unwrap()), Arc::new(Replica::in_memory().unwrap()));
+    let (alice, bob) = (
+        Arc::new(Replica::in_memory().unwrap()),
+        Arc::new(Replica::in_memory().unwrap()),
+    );
     let config = BackgroundConfig {
         live_wait: live.then_some(Duration::from_secs(25)),
         ..config()

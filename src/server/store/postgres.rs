@@ -38,6 +38,8 @@ pub const DEFAULT_CONNECTIONS: usize = 16;
 pub struct PgStore {
     pool: Pool,
     epoch: String,
+    /// Microseconds an append may sleep between numbering its ops and committing.
+    commit_delay_us: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for PgStore {
@@ -124,7 +126,19 @@ impl PgStore {
             let mut conn = pool.get()?;
             block_on(schema::migrate(&mut conn))?
         };
-        Ok(PgStore { pool, epoch })
+        Ok(PgStore {
+            pool,
+            epoch,
+            commit_delay_us: Default::default(),
+        })
+    }
+
+    /// Fault injection for tests: from now on each append sleeps a random time
+    /// up to `max` after it has numbered its ops and before it commits, widening
+    /// the window in which a reader could see a later seq before an earlier one.
+    pub fn delay_commits(&self, max: Duration) {
+        let us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        self.commit_delay_us.store(us, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs `f` on one connection.
@@ -426,7 +440,15 @@ impl ServerStore for PgStore {
     }
 
     fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
-        self.write(async |txn| append::append(txn, space, ops).await)
+        let delay_us = self.commit_delay_us.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(async |txn| {
+            let results = append::append(txn, space, ops).await?;
+            if delay_us > 0 {
+                // This thread polls the transaction itself: sleeping here holds the commit back.
+                std::thread::sleep(Duration::from_micros(rand::random_range(0..delay_us)));
+            }
+            Ok(results)
+        })
     }
 
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
