@@ -43,10 +43,19 @@ impl ServerChild {
 
     /// A server on `listen` (`127.0.0.1:PORT` to come back where a stopped one was).
     pub fn start_on(data: &Path, listen: &str) -> ServerChild {
+        Self::spawn(&["--data", data.to_str().unwrap(), "--listen", listen])
+    }
+
+    /// A server process on the PostgreSQL database at `url`, listening on `listen`.
+    pub fn start_postgres(url: &str, listen: &str) -> ServerChild {
+        Self::spawn(&["--postgres", url, "--listen", listen])
+    }
+
+    /// `tidemark serve` with `args`.
+    pub fn spawn(args: &[&str]) -> ServerChild {
         let mut child = tidemark()
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", listen])
+            .arg("serve")
+            .args(args)
             .env("TIDEMARK_ADMIN_TOKEN", ADMIN_TOKEN)
             // Everything the server logs is checked for secrets.
             .env("RUST_LOG", "trace")
@@ -59,8 +68,15 @@ impl ServerChild {
         let rest = Arc::new(Mutex::new(String::new()));
         let sink = rest.clone();
         std::thread::spawn(move || {
+            // The address line, after whatever the store logged while opening.
             let mut first = String::new();
-            let _ = stderr.read_line(&mut first);
+            while stderr.read_line(&mut first).unwrap_or(0) > 0 {
+                if first.starts_with("tidemark server listening on ") {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&first);
+                first.clear();
+            }
             let _ = tx.send(first);
             // Keep draining so the server never blocks on a full pipe.
             let mut line = String::new();
