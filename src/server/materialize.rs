@@ -81,12 +81,11 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
                 .push(stored.op.change);
         }
         let quarantined = store.quarantined(space)?;
+        by_record.retain(|key, _| !quarantined.contains_key(key));
+        let keys: Vec<(String, String)> = by_record.keys().cloned().collect();
+        let stored_docs = store.docs_of(space, &keys)?;
         let mut docs = Vec::with_capacity(by_record.len());
-        for ((collection, record), changes) in by_record {
-            if quarantined.contains_key(&(collection.clone(), record.clone())) {
-                continue;
-            }
-            let stored = store.doc(space, &collection, &record)?;
+        for (((collection, record), changes), stored) in by_record.into_iter().zip(stored_docs) {
             match merged(stored.as_deref(), &changes) {
                 Ok(doc) => docs.push(StoredDoc {
                     collection,

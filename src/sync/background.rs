@@ -42,8 +42,10 @@ impl Default for BackgroundConfig {
     fn default() -> Self {
         BackgroundConfig {
             interval: Duration::from_secs(30),
-            debounce: Duration::from_millis(500),
-            poll: Duration::from_secs(1),
+            // Short enough that an edit reaches the other replicas well within a
+            // second of its commit, long enough that a burst of edits makes one round.
+            debounce: Duration::from_millis(100),
+            poll: Duration::from_millis(250),
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             live_wait: Some(Duration::from_secs(25)),

@@ -187,6 +187,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// never put older documents over newer ones.
     fn store_docs(&self, space: &str, docs: &[StoredDoc], from: Seq, through: Seq) -> StoreResult<bool>;
     fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// The documents of `records` (collection, record), in their order: `None`
+    /// where there is none. A store that reads over the network reads them in
+    /// one request.
+    fn docs_of(&self, space: &str, records: &[(String, String)]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        records.iter().map(|(c, r)| self.doc(space, c, r)).collect()
+    }
     /// Takes a record out of materialization and snapshots: its ops no longer
     /// load (which the history check should make impossible). Reads of it name
     /// `reason`; the rest of the space is unaffected.

@@ -11,6 +11,7 @@
 //! the others (`LISTEN`/`NOTIFY` on [`NOTIFY_CHANNEL`]).
 
 mod append;
+mod db;
 mod pool;
 mod schema;
 
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Transaction};
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Transaction};
 
 use super::{
     CommitHook, DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
@@ -26,7 +27,8 @@ use super::{
 };
 use crate::model::{Op, Package, Seq};
 use append::to_i64;
-use pool::{Pool, block_on};
+use db::Db;
+use pool::{PgConn, Pool, block_on};
 
 /// The channel on which every append announces `"{head} {space}"` at commit.
 pub const NOTIFY_CHANNEL: &str = "tidemark_commits";
@@ -121,10 +123,16 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("tidemark");
+        // Every statement of the store is a lookup or a range read on an index.
+        // Prepared statements keep the plan made while the tables were small, when
+        // a sequential scan looked cheaper: without this they would keep scanning
+        // tables that have grown since.
+        let options = format!("{} -c enable_seqscan=off", config.get_options().unwrap_or(""));
+        config.options(options.trim());
         let pool = Pool::new(config, connections)?;
         let epoch = {
             let mut conn = pool.get()?;
-            block_on(schema::migrate(&mut conn))?
+            block_on(schema::migrate(&mut conn.client))?
         };
         Ok(PgStore {
             pool,
@@ -142,17 +150,19 @@ impl PgStore {
     }
 
     /// Runs `f` on one connection.
-    fn with<T>(&self, f: impl AsyncFnOnce(&Client) -> StoreResult<T>) -> StoreResult<T> {
-        let conn = self.pool.get()?;
-        block_on(f(&conn))
+    fn with<T>(&self, f: impl AsyncFnOnce(&Db<'_, Client>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.pool.get()?;
+        let PgConn { client, statements } = &mut *conn;
+        block_on(f(&Db::new(client, statements)))
     }
 
     /// Runs `f` in one transaction: commits if it succeeds, rolls back if it fails.
-    fn write<T>(&self, f: impl AsyncFnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    fn write<T>(&self, f: impl AsyncFnOnce(&Db<'_, Transaction<'_>>) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.pool.get()?;
+        let PgConn { client, statements } = &mut *conn;
         block_on(async {
-            let txn = conn.transaction().await.map_err(pg)?;
-            let value = f(&txn).await?;
+            let txn = client.transaction().await.map_err(pg)?;
+            let value = f(&Db::new(&txn, statements)).await?;
             txn.commit().await.map_err(pg)?;
             Ok(value)
         })
@@ -160,23 +170,21 @@ impl PgStore {
 }
 
 /// The id of `space`, if it exists.
-async fn space_id(client: &impl tokio_postgres::GenericClient, space: &str) -> StoreResult<Option<i64>> {
+async fn space_id<C: GenericClient + Sync>(client: &Db<'_, C>, space: &str) -> StoreResult<Option<i64>> {
     Ok(client
         .query_opt("SELECT id FROM tidemark_spaces WHERE name = $1", &[&space])
-        .await
-        .map_err(pg)?
+        .await?
         .map(|row| row.get(0)))
 }
 
-async fn existing_space(client: &impl tokio_postgres::GenericClient, space: &str) -> StoreResult<i64> {
+async fn existing_space<C: GenericClient + Sync>(client: &Db<'_, C>, space: &str) -> StoreResult<i64> {
     space_id(client, space).await?.ok_or_else(|| missing_space(space))
 }
 
-async fn user_exists(client: &impl tokio_postgres::GenericClient, user: &str) -> StoreResult<bool> {
+async fn user_exists<C: GenericClient + Sync>(client: &Db<'_, C>, user: &str) -> StoreResult<bool> {
     Ok(client
         .query_opt("SELECT 1 FROM tidemark_users WHERE name = $1", &[&user])
-        .await
-        .map_err(pg)?
+        .await?
         .is_some())
 }
 
@@ -190,7 +198,7 @@ impl ServerStore for PgStore {
     }
 
     fn ready(&self) -> StoreResult<()> {
-        self.with(async |c| c.execute("SELECT 1", &[]).await.map(drop).map_err(pg))
+        self.with(async |c| c.execute("SELECT 1", &[]).await.map(drop))
     }
 
     fn create_user(&self, user: &str) -> StoreResult<()> {
@@ -200,8 +208,7 @@ impl ServerStore for PgStore {
                     "INSERT INTO tidemark_users (name) VALUES ($1) ON CONFLICT DO NOTHING",
                     &[&user],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if added == 0 {
                 return Err(StoreError::AlreadyExists {
                     what: "user",
@@ -224,8 +231,7 @@ impl ServerStore for PgStore {
                     "SELECT 1 FROM tidemark_users WHERE name = $1 FOR SHARE",
                     &[&record.user],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .is_none()
             {
                 return Err(missing_user(&record.user));
@@ -236,8 +242,7 @@ impl ServerStore for PgStore {
                      ON CONFLICT DO NOTHING",
                     &[&token_id, &record.user, &record.secret_hash.as_slice()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if added == 0 {
                 return Err(StoreError::AlreadyExists {
                     what: "token",
@@ -255,8 +260,7 @@ impl ServerStore for PgStore {
                     "SELECT user_name, secret_hash FROM tidemark_tokens WHERE id = $1",
                     &[&token_id],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             else {
                 return Ok(None);
             };
@@ -273,20 +277,25 @@ impl ServerStore for PgStore {
 
     fn create_space(&self, space: &str, package: Option<&Package>) -> StoreResult<()> {
         let package = encode_package(package)?;
-        self.with(async |c| {
-            let added = c
-                .execute(
-                    "INSERT INTO tidemark_spaces (name, package) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        self.write(async |txn| {
+            let Some(row) = txn
+                .query_opt(
+                    "INSERT INTO tidemark_spaces (name, package) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
                     &[&space, &package],
                 )
-                .await
-                .map_err(pg)?;
-            if added == 0 {
+                .await?
+            else {
                 return Err(StoreError::AlreadyExists {
                     what: "space",
                     name: space.to_string(),
                 });
-            }
+            };
+            let id: i64 = row.get(0);
+            txn.execute(
+                "INSERT INTO tidemark_materialized (space_id, seq) VALUES ($1, 0)",
+                &[&id],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -295,8 +304,7 @@ impl ServerStore for PgStore {
         self.with(async |c| {
             let Some(row) = c
                 .query_opt("SELECT package FROM tidemark_spaces WHERE name = $1", &[&space])
-                .await
-                .map_err(pg)?
+                .await?
             else {
                 return Ok(None);
             };
@@ -315,8 +323,7 @@ impl ServerStore for PgStore {
                     "UPDATE tidemark_spaces SET package = $2 WHERE name = $1",
                     &[&space, &package],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if changed == 0 {
                 return Err(missing_space(space));
             }
@@ -328,8 +335,7 @@ impl ServerStore for PgStore {
         self.write(async |txn| {
             if txn
                 .query_opt("SELECT 1 FROM tidemark_users WHERE name = $1 FOR SHARE", &[&user])
-                .await
-                .map_err(pg)?
+                .await?
                 .is_none()
             {
                 return Err(missing_user(user));
@@ -340,8 +346,7 @@ impl ServerStore for PgStore {
                  ON CONFLICT (space_id, user_name) DO UPDATE SET role = excluded.role",
                 &[&id, &user, &role_number(role)],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(())
         })
     }
@@ -354,8 +359,7 @@ impl ServerStore for PgStore {
                      WHERE s.name = $1 AND m.user_name = $2",
                     &[&space, &user],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             row.map(|row| role_of(row.get(0), user)).transpose()
         })
     }
@@ -368,8 +372,7 @@ impl ServerStore for PgStore {
                     "DELETE FROM tidemark_members WHERE space_id = $1 AND user_name = $2",
                     &[&id, &user],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(removed > 0)
         })
     }
@@ -378,8 +381,7 @@ impl ServerStore for PgStore {
         self.with(async |c| {
             let removed = c
                 .execute("DELETE FROM tidemark_tokens WHERE id = $1", &[&token_id])
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(removed > 0)
         })
     }
@@ -393,8 +395,7 @@ impl ServerStore for PgStore {
                      ORDER BY u.name, t.id",
                     &[],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut users: Vec<(String, Vec<String>)> = Vec::new();
             for row in rows {
                 let (user, token): (String, Option<String>) = (row.get(0), row.get(1));
@@ -411,10 +412,7 @@ impl ServerStore for PgStore {
 
     fn spaces(&self) -> StoreResult<Vec<String>> {
         self.with(async |c| {
-            let rows = c
-                .query("SELECT name FROM tidemark_spaces ORDER BY name", &[])
-                .await
-                .map_err(pg)?;
+            let rows = c.query("SELECT name FROM tidemark_spaces ORDER BY name", &[]).await?;
             Ok(rows.into_iter().map(|row| row.get(0)).collect())
         })
     }
@@ -427,8 +425,7 @@ impl ServerStore for PgStore {
                     "SELECT user_name, role FROM tidemark_members WHERE space_id = $1 ORDER BY user_name",
                     &[&id],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             rows.into_iter()
                 .map(|row| {
                     let user: String = row.get(0);
@@ -464,8 +461,7 @@ impl ServerStore for PgStore {
                      WHERE space_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                     &[&id, &since, &count],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut out = Vec::with_capacity(rows.len());
             let mut used = 0usize;
             for row in rows {
@@ -487,8 +483,7 @@ impl ServerStore for PgStore {
         self.with(async |c| {
             let row = c
                 .query_opt("SELECT head FROM tidemark_spaces WHERE name = $1", &[&space])
-                .await
-                .map_err(pg)?
+                .await?
                 .ok_or_else(|| missing_space(space))?;
             Ok(seq_of(row.get(0)))
         })
@@ -497,9 +492,12 @@ impl ServerStore for PgStore {
     fn materialized(&self, space: &str) -> StoreResult<Seq> {
         self.with(async |c| {
             let row = c
-                .query_opt("SELECT materialized FROM tidemark_spaces WHERE name = $1", &[&space])
-                .await
-                .map_err(pg)?
+                .query_opt(
+                    "SELECT m.seq FROM tidemark_materialized m JOIN tidemark_spaces s ON s.id = m.space_id
+                     WHERE s.name = $1",
+                    &[&space],
+                )
+                .await?
                 .ok_or_else(|| missing_space(space))?;
             Ok(seq_of(row.get(0)))
         })
@@ -511,11 +509,10 @@ impl ServerStore for PgStore {
             let id = existing_space(txn, space).await?;
             let moved = txn
                 .execute(
-                    "UPDATE tidemark_spaces SET materialized = $3 WHERE id = $1 AND materialized = $2",
+                    "UPDATE tidemark_materialized SET seq = $3 WHERE space_id = $1 AND seq = $2",
                     &[&id, &from, &through],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if moved == 0 {
                 return Ok(false);
             }
@@ -531,8 +528,7 @@ impl ServerStore for PgStore {
                  ON CONFLICT (space_id, collection, record) DO UPDATE SET doc = excluded.doc",
                 &[&id, &columns.0, &columns.1, &columns.2],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(true)
         })
     }
@@ -545,9 +541,27 @@ impl ServerStore for PgStore {
                     "SELECT doc FROM tidemark_docs WHERE space_id = $1 AND collection = $2 AND record = $3",
                     &[&id, &collection, &record],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .map(|row| row.get(0)))
+        })
+    }
+
+    fn docs_of(&self, space: &str, records: &[(String, String)]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let collections: Vec<&str> = records.iter().map(|(c, _)| c.as_str()).collect();
+        let ids: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
+            let rows = c
+                .query(
+                    "SELECT d.doc FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (collection, record, n)
+                     LEFT JOIN LATERAL (SELECT doc FROM tidemark_docs
+                                        WHERE space_id = $1 AND collection = k.collection AND record = k.record) d
+                       ON true
+                     ORDER BY k.n",
+                    &[&id, &collections, &ids],
+                )
+                .await?;
+            Ok(rows.into_iter().map(|row| row.get(0)).collect())
         })
     }
 
@@ -559,8 +573,7 @@ impl ServerStore for PgStore {
                  ON CONFLICT (space_id, collection, record) DO UPDATE SET reason = excluded.reason",
                 &[&id, &collection, &record, &reason],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             Ok(())
         })
     }
@@ -573,8 +586,7 @@ impl ServerStore for PgStore {
                     "SELECT collection, record, reason FROM tidemark_quarantine WHERE space_id = $1",
                     &[&id],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|row| ((row.get(0), row.get(1)), row.get(2)))
@@ -588,23 +600,23 @@ impl ServerStore for PgStore {
             // One row more than the page holds tells whether more follow.
             let count = i64::try_from(limit.count).unwrap_or(i64::MAX - 1).saturating_add(1);
             let rows = match after {
-                Some((collection, record)) => txn
-                    .query(
+                Some((collection, record)) => {
+                    txn.query(
                         "SELECT collection, record, doc FROM tidemark_docs
                          WHERE space_id = $1 AND (collection, record) > ($2, $3)
                          ORDER BY collection, record LIMIT $4",
                         &[&id, &collection, &record, &count],
                     )
-                    .await
-                    .map_err(pg)?,
-                None => txn
-                    .query(
+                    .await?
+                }
+                None => {
+                    txn.query(
                         "SELECT collection, record, doc FROM tidemark_docs
                          WHERE space_id = $1 ORDER BY collection, record LIMIT $2",
                         &[&id, &count],
                     )
-                    .await
-                    .map_err(pg)?,
+                    .await?
+                }
             };
             let mut page = DocsPage::default();
             let mut used = 0usize;

@@ -66,6 +66,16 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
         Some(b"one, later".to_vec())
     );
     assert_eq!(store.materialized("crm").unwrap(), 7);
+    let keys = |ids: &[&str]| -> Vec<(String, String)> {
+        ids.iter().map(|id| ("contacts".to_string(), id.to_string())).collect()
+    };
+    assert_eq!(
+        store.docs_of("crm", &keys(&["c2", "none", "c1"])).unwrap(),
+        [Some(b"two".to_vec()), None, Some(b"one, later".to_vec())],
+        "in the order asked, None where there is none"
+    );
+    assert_eq!(store.docs_of("crm", &[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
+    assert_missing(store.docs_of("nowhere", &keys(&["c1"])), "space", "nowhere");
 }
 
 pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {

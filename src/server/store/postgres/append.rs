@@ -11,13 +11,16 @@
 //!
 //! The batch costs a fixed number of round trips whatever its size: the
 //! existing op ids and the history entries it names are read in one query
-//! each, checked in memory, and written with one insert per table.
+//! each, checked in memory, and written with one insert per table. The reads
+//! join the batch's keys LATERAL, so each key is one index probe whatever the
+//! planner thinks of the table's size.
 
 use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Transaction;
 
-use super::{NOTIFY_CHANNEL, missing_space, pg};
+use super::db::Db;
+use super::{NOTIFY_CHANNEL, missing_space};
 use crate::model::{Op, Seq};
 use crate::server::store::history::{self, Known, RecordHistory};
 use crate::server::store::{NewOp, OpRefusal, StoreError, StoreResult};
@@ -67,7 +70,7 @@ struct Rows {
 
 /// Appends `ops` to `space` inside `txn` (see `ServerStore::append`).
 pub(super) async fn append(
-    txn: &Transaction<'_>,
+    txn: &Db<'_, Transaction<'_>>,
     space: &str,
     ops: &[NewOp],
 ) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
@@ -76,8 +79,7 @@ pub(super) async fn append(
             "SELECT id, head FROM tidemark_spaces WHERE name = $1 FOR UPDATE",
             &[&space],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .ok_or_else(|| missing_space(space))?;
     let (id, first_head): (i64, i64) = (row.get(0), row.get(1));
     if ops.is_empty() {
@@ -92,11 +94,11 @@ pub(super) async fn append(
     let mut known_ids: HashMap<Vec<u8>, (Seq, Vec<u8>)> = HashMap::new();
     for row in txn
         .query(
-            "SELECT op_id, seq, op FROM tidemark_ops WHERE space_id = $1 AND op_id = ANY($2)",
+            "SELECT k.id, o.seq, o.op FROM unnest($2::bytea[]) AS k (id)
+             JOIN LATERAL (SELECT seq, op FROM tidemark_ops WHERE space_id = $1 AND op_id = k.id) o ON true",
             &[&id, &op_ids],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         let seq: i64 = row.get(1);
         known_ids.insert(row.get(0), (seq as Seq, row.get(2)));
@@ -171,15 +173,13 @@ pub(super) async fn append(
     write_history(txn, id, &histories, &new_changes).await?;
     let head = to_i64(head)?;
     txn.execute("UPDATE tidemark_spaces SET head = $2 WHERE id = $1", &[&id, &head])
-        .await
-        .map_err(pg)?;
+        .await?;
     // Delivered to every listening process when (and only if) the transaction commits.
     txn.execute(
         "SELECT pg_notify($1, $2)",
         &[&NOTIFY_CHANNEL, &format!("{head} {space}")],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(results)
 }
 
@@ -188,14 +188,17 @@ pub(super) fn to_i64(seq: Seq) -> StoreResult<i64> {
 }
 
 /// The quarantined records among those `ops` name.
-async fn quarantined_among(txn: &Transaction<'_>, id: i64, ops: &[NewOp]) -> StoreResult<HashMap<RecordKey, String>> {
+async fn quarantined_among(
+    txn: &Db<'_, Transaction<'_>>,
+    id: i64,
+    ops: &[NewOp],
+) -> StoreResult<HashMap<RecordKey, String>> {
     let rows = txn
         .query(
             "SELECT collection, record, reason FROM tidemark_quarantine WHERE space_id = $1",
             &[&id],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     if rows.is_empty() {
         return Ok(HashMap::new());
     }
@@ -215,17 +218,18 @@ async fn quarantined_among(txn: &Transaction<'_>, id: i64, ops: &[NewOp]) -> Sto
         .collect())
 }
 
-/// The history entries a batch's checks look up: each record's actors, and
-/// the changes the batch's changes are or depend on.
-async fn read_histories(txn: &Transaction<'_>, id: i64, ops: &[NewOp]) -> StoreResult<Histories> {
-    let mut records: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+/// The history entries a batch's checks look up: the latest change of each
+/// (record, actor) the batch writes as, and the changes it is or depends on.
+async fn read_histories(txn: &Db<'_, Transaction<'_>>, id: i64, ops: &[NewOp]) -> StoreResult<Histories> {
+    let mut actors: (Vec<String>, Vec<String>, Vec<Vec<u8>>) = Default::default();
     let mut seen = HashSet::new();
-    let mut hashes: (Vec<String>, Vec<String>, Vec<Vec<u8>>) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hashes: (Vec<String>, Vec<String>, Vec<Vec<u8>>) = Default::default();
     for new in ops {
         let (collection, record) = (new.stored.op.collection.to_string(), new.stored.op.record.to_string());
-        if seen.insert((collection.clone(), record.clone())) {
-            records.0.push(collection.clone());
-            records.1.push(record.clone());
+        if seen.insert((collection.clone(), record.clone(), new.header.actor.clone())) {
+            actors.0.push(collection.clone());
+            actors.1.push(record.clone());
+            actors.2.push(new.header.actor.clone());
         }
         for hash in std::iter::once(&new.header.hash).chain(&new.header.deps) {
             hashes.0.push(collection.clone());
@@ -236,14 +240,14 @@ async fn read_histories(txn: &Transaction<'_>, id: i64, ops: &[NewOp]) -> StoreR
     let mut histories = Histories::default();
     for row in txn
         .query(
-            "SELECT a.collection, a.record, a.actor, a.seq, a.max_op FROM tidemark_actors a
-             JOIN unnest($2::text[], $3::text[]) AS r (collection, record)
-               ON a.collection = r.collection AND a.record = r.record
-             WHERE a.space_id = $1",
-            &[&id, &records.0, &records.1],
+            "SELECT r.collection, r.record, r.actor, a.seq, a.max_op
+             FROM unnest($2::text[], $3::text[], $4::bytea[]) AS r (collection, record, actor)
+             JOIN LATERAL (SELECT seq, max_op FROM tidemark_actors
+                           WHERE space_id = $1 AND collection = r.collection AND record = r.record
+                             AND actor = r.actor) a ON true",
+            &[&id, &actors.0, &actors.1, &actors.2],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         let (seq, max_op): (i64, i64) = (row.get(3), row.get(4));
         histories
@@ -252,14 +256,14 @@ async fn read_histories(txn: &Transaction<'_>, id: i64, ops: &[NewOp]) -> StoreR
     }
     for row in txn
         .query(
-            "SELECT DISTINCT c.collection, c.record, c.hash, c.max_op FROM tidemark_changes c
-             JOIN unnest($2::text[], $3::text[], $4::bytea[]) AS h (collection, record, hash)
-               ON c.collection = h.collection AND c.record = h.record AND c.hash = h.hash
-             WHERE c.space_id = $1",
+            "SELECT h.collection, h.record, h.hash, c.max_op
+             FROM unnest($2::text[], $3::text[], $4::bytea[]) AS h (collection, record, hash)
+             JOIN LATERAL (SELECT max_op FROM tidemark_changes
+                           WHERE space_id = $1 AND collection = h.collection AND record = h.record
+                             AND hash = h.hash) c ON true",
             &[&id, &hashes.0, &hashes.1, &hashes.2],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         let hash: Vec<u8> = row.get(2);
         let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
@@ -273,20 +277,19 @@ async fn read_histories(txn: &Transaction<'_>, id: i64, ops: &[NewOp]) -> StoreR
     Ok(histories)
 }
 
-async fn write_rows(txn: &Transaction<'_>, id: i64, rows: &Rows) -> StoreResult<()> {
+async fn write_rows(txn: &Db<'_, Transaction<'_>>, id: i64, rows: &Rows) -> StoreResult<()> {
     txn.execute(
         "INSERT INTO tidemark_ops (space_id, seq, op_id, user_name, op, change_len)
          SELECT $1, * FROM unnest($2::bigint[], $3::bytea[], $4::text[], $5::bytea[], $6::integer[])",
         &[&id, &rows.seqs, &rows.op_ids, &rows.users, &rows.ops, &rows.change_lens],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
 /// Writes the new changes, and each touched actor's latest change.
 async fn write_history(
-    txn: &Transaction<'_>,
+    txn: &Db<'_, Transaction<'_>>,
     id: i64,
     histories: &Histories,
     new_changes: &[NewChange],
@@ -304,8 +307,7 @@ async fn write_history(
          ON CONFLICT DO NOTHING",
         &[&id, &collections, &records, &hashes, &max_ops],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     // Each actor the batch wrote, once, with its latest change (kept in `histories`).
     let touched: HashSet<(&RecordKey, &Vec<u8>)> = new_changes.iter().map(|c| (&c.key, &c.actor)).collect();
     let latest: Vec<(&RecordKey, &Vec<u8>, (u64, u64))> = touched
@@ -324,7 +326,6 @@ async fn write_history(
          DO UPDATE SET seq = excluded.seq, max_op = excluded.max_op",
         &[&id, &collections, &records, &actors, &seqs, &max_ops],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::db::Statements;
 use super::pg;
 use crate::server::store::{StoreError, StoreResult};
 
@@ -30,8 +31,14 @@ pub(super) struct Pool {
 }
 
 struct State {
-    idle: Vec<Client>,
+    idle: Vec<PgConn>,
     open: usize,
+}
+
+/// An open connection and the statements prepared on it.
+pub(super) struct PgConn {
+    pub client: Client,
+    pub statements: Statements,
 }
 
 impl Pool {
@@ -80,14 +87,14 @@ impl Pool {
     pub fn get(&self) -> StoreResult<Conn<'_>> {
         let mut state = self.lock();
         loop {
-            while let Some(client) = state.idle.pop() {
-                if client.is_closed() {
+            while let Some(conn) = state.idle.pop() {
+                if conn.client.is_closed() {
                     state.open -= 1;
                     continue;
                 }
                 return Ok(Conn {
                     pool: self,
-                    client: Some(client),
+                    conn: Some(conn),
                 });
             }
             if state.open < self.max {
@@ -96,7 +103,10 @@ impl Pool {
                 return match self.connect() {
                     Ok(client) => Ok(Conn {
                         pool: self,
-                        client: Some(client),
+                        conn: Some(PgConn {
+                            client,
+                            statements: Statements::new(),
+                        }),
                     }),
                     Err(e) => {
                         self.lock().open -= 1;
@@ -138,12 +148,12 @@ impl Pool {
         }
     }
 
-    fn put_back(&self, client: Client) {
+    fn put_back(&self, conn: PgConn) {
         let mut state = self.lock();
-        if client.is_closed() {
+        if conn.client.is_closed() {
             state.open -= 1;
         } else {
-            state.idle.push(client);
+            state.idle.push(conn);
         }
         drop(state);
         self.freed.notify_one();
@@ -164,26 +174,26 @@ impl Drop for Pool {
 /// A connection taken from the pool; it goes back when dropped.
 pub(super) struct Conn<'p> {
     pool: &'p Pool,
-    client: Option<Client>,
+    conn: Option<PgConn>,
 }
 
 impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until drop")
+    type Target = PgConn;
+    fn deref(&self) -> &PgConn {
+        self.conn.as_ref().expect("present until drop")
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until drop")
+    fn deref_mut(&mut self) -> &mut PgConn {
+        self.conn.as_mut().expect("present until drop")
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            self.pool.put_back(client);
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(conn);
         }
     }
 }

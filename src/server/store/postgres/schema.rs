@@ -34,8 +34,13 @@ const MIGRATIONS: &[&str] = &[
         name text COLLATE "C" NOT NULL UNIQUE,
         package bytea NOT NULL,
         -- The highest seq; taken under this row's lock by every append.
-        head bigint NOT NULL DEFAULT 0,
-        materialized bigint NOT NULL DEFAULT 0
+        head bigint NOT NULL DEFAULT 0
+    );
+    -- Apart from the space row, so that storing documents never waits for an
+    -- append's lock, nor holds one up.
+    CREATE TABLE tidemark_materialized (
+        space_id bigint PRIMARY KEY REFERENCES tidemark_spaces (id),
+        seq bigint NOT NULL
     );
     CREATE TABLE tidemark_members (
         space_id bigint NOT NULL REFERENCES tidemark_spaces (id),
