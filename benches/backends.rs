@@ -34,7 +34,7 @@ use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
 use tidemark::remote::local::LocalRemote;
 use tidemark::replica::Edit;
-use tidemark::server::store::ServerStore;
+use tidemark::server::store::{NewOp, ServerStore, StoredOp};
 use tidemark::server::store::postgres::PgStore;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service, http};
@@ -49,6 +49,9 @@ fn records() -> usize {
         .unwrap_or(100_000)
 }
 
+type Seed = Box<dyn Fn(&str, usize)>;
+type Append = Box<dyn Fn(&[NewOp]) + Send + Sync>;
+
 /// One deployment: its server processes' URLs, the users' tokens, and a
 /// runtime that serves them.
 struct Deployment {
@@ -57,7 +60,10 @@ struct Deployment {
     tokens: Vec<String>,
     rt: tokio::runtime::Runtime,
     /// Seeds a space with records through the first process.
-    seed: Box<dyn Fn(&str, usize)>,
+    seed: Seed,
+    /// Each process's store appending ops to space `ingest` directly: the limit
+    /// the store sets, without HTTP and the service's checks.
+    append: Vec<Append>,
     _keep: Box<dyn std::any::Any>,
 }
 
@@ -105,6 +111,17 @@ fn deploy<S: ServerStore>(name: &'static str, stores: Vec<S>, keep: Box<dyn std:
             })
         })
         .collect();
+    let append = services
+        .iter()
+        .map(|service| {
+            let service = service.clone();
+            Box::new(move |ops: &[NewOp]| {
+                for result in service.store().append("ingest", ops).unwrap() {
+                    result.unwrap();
+                }
+            }) as Append
+        })
+        .collect();
     let writer_token = tokens[0].clone();
     let seed = Box::new(move |space: &str, n: usize| {
         let writer = Replica::in_memory().unwrap();
@@ -124,6 +141,7 @@ fn deploy<S: ServerStore>(name: &'static str, stores: Vec<S>, keep: Box<dyn std:
         tokens,
         rt,
         seed,
+        append,
         _keep: keep,
     }
 }
@@ -149,15 +167,12 @@ fn deployments(pg: &postgres::TestPostgres) -> Vec<Deployment> {
 }
 
 fn bench_ingest(c: &mut Criterion, deployments: &[Deployment]) {
-    const CLIENTS: usize = 4;
-    const PER_CLIENT: usize = 5_000;
-    const BATCH: usize = 500;
     let mut group = c.benchmark_group("ingest");
     group
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements((CLIENTS * PER_CLIENT) as u64));
+    group.throughput(Throughput::Elements(20_000));
     for d in deployments {
         let mut round = 0;
         group.bench_function(d.name, |b| {
@@ -166,18 +181,13 @@ fn bench_ingest(c: &mut Criterion, deployments: &[Deployment]) {
                 for _ in 0..iters {
                     round += 1;
                     // Fresh ops each iteration (re-pushed ids would only hit the dedupe path).
-                    let batches: Vec<Vec<PushRequest>> = (0..CLIENTS)
-                        .map(|c| {
-                            let r = Replica::in_memory().unwrap();
-                            let edits = (0..PER_CLIENT)
-                                .map(|i| Edit::put("contacts", &format!("c{c}-{round}-{i}"), five_fields(i)).unwrap())
-                                .collect();
-                            r.apply_edits(edits).unwrap();
-                            r.pending_ops(usize::MAX)
-                                .unwrap()
-                                .chunks(BATCH)
-                                .map(|chunk| PushRequest {
-                                    ops: chunk.iter().map(|p| WireOp::from_op(&p.op)).collect(),
+                    let batches: Vec<Vec<PushRequest>> = ingest_batches(round)
+                        .into_iter()
+                        .map(|client| {
+                            client
+                                .iter()
+                                .map(|batch| PushRequest {
+                                    ops: batch.iter().map(WireOp::from_op).collect(),
                                 })
                                 .collect()
                         })
@@ -196,6 +206,74 @@ fn bench_ingest(c: &mut Criterion, deployments: &[Deployment]) {
                         }
                         for t in tasks {
                             t.await.unwrap();
+                        }
+                    });
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+/// 4 clients' worth of fresh 500-op push batches of 5,000 ops each.
+fn ingest_batches(round: usize) -> Vec<Vec<Vec<tidemark::Op>>> {
+    (0..4)
+        .map(|c| {
+            let r = Replica::in_memory().unwrap();
+            let edits = (0..5_000)
+                .map(|i| Edit::put("contacts", &format!("c{c}-{round}-{i}"), five_fields(i)).unwrap())
+                .collect();
+            r.apply_edits(edits).unwrap();
+            let ops: Vec<tidemark::Op> = r.pending_ops(usize::MAX).unwrap().into_iter().map(|p| p.op).collect();
+            ops.chunks(500).map(<[tidemark::Op]>::to_vec).collect()
+        })
+        .collect()
+}
+
+/// The same load as `ingest`, straight into the stores from 4 threads.
+fn bench_store_alone(c: &mut Criterion, deployments: &[Deployment]) {
+    let mut group = c.benchmark_group("ingest_store_alone");
+    // Rounds numbered apart from `ingest`'s, so no op id is pushed twice.
+    let first_round = 1_000_000;
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(20_000));
+    for d in deployments {
+        let mut round = first_round;
+        group.bench_function(d.name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    round += 1;
+                    let batches: Vec<Vec<Vec<NewOp>>> = ingest_batches(round)
+                        .into_iter()
+                        .map(|client| {
+                            client
+                                .into_iter()
+                                .map(|batch| {
+                                    batch
+                                        .into_iter()
+                                        .map(|op| NewOp {
+                                            header: tidemark::record::stored_change_header(&op.change).unwrap(),
+                                            stored: StoredOp {
+                                                op,
+                                                user: "c1".into(),
+                                            },
+                                        })
+                                        .collect()
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let started = Instant::now();
+                    std::thread::scope(|s| {
+                        for (c, client) in batches.iter().enumerate() {
+                            let append = &d.append[c % d.append.len()];
+                            s.spawn(move || client.iter().for_each(|batch| append(batch)));
                         }
                     });
                     total += started.elapsed();
@@ -330,6 +408,7 @@ fn benches(c: &mut Criterion) {
         println!("propagation/{}: median {median:.1?}, p95 {p95:.1?}", d.name);
     }
     bench_ingest(c, &deployments);
+    bench_store_alone(c, &deployments);
     bench_initial(c, &deployments);
     bench_incremental(c, &deployments);
 }
