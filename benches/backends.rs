@@ -34,9 +34,9 @@ use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
 use tidemark::remote::local::LocalRemote;
 use tidemark::replica::Edit;
-use tidemark::server::store::{NewOp, ServerStore, StoredOp};
 use tidemark::server::store::postgres::PgStore;
 use tidemark::server::store::redb::RedbStore;
+use tidemark::server::store::{NewOp, ServerStore, StoredOp};
 use tidemark::server::{Limits, Service, http};
 use tidemark::sync::{BackgroundConfig, BackgroundSync, sync_once, sync_once_blocking};
 
@@ -259,10 +259,7 @@ fn bench_store_alone(c: &mut Criterion, deployments: &[Deployment]) {
                                         .into_iter()
                                         .map(|op| NewOp {
                                             header: tidemark::record::stored_change_header(&op.change).unwrap(),
-                                            stored: StoredOp {
-                                                op,
-                                                user: "c1".into(),
-                                            },
+                                            stored: StoredOp { op, user: "c1".into() },
                                         })
                                         .collect()
                                 })

@@ -75,3 +75,31 @@ fn a_bad_url_or_an_absent_server_is_a_clear_error() {
         .to_string();
     assert!(err.contains("does not parse"), "{err}");
 }
+
+#[test]
+fn the_same_ops_pushed_through_two_processes_at_once_are_stored_once() {
+    let Some(pg) = postgres("the_same_ops_pushed_through_two_processes_at_once_are_stored_once") else {
+        return;
+    };
+    let url = pg.database();
+    let stores = [PgStore::connect(&url).unwrap(), PgStore::connect(&url).unwrap()];
+    stores[0].create_space("crm", None).unwrap();
+    for round in 0..20 {
+        let ops = new_ops(5);
+        let answers: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let pushes: Vec<_> = stores
+                .iter()
+                .map(|store| s.spawn(|| append_ok(store, "crm", &ops)))
+                .collect();
+            pushes.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        assert_eq!(answers[0], answers[1], "round {round}: both get the same seqs back");
+        let first = round * 5 + 1;
+        assert_eq!(
+            answers[0],
+            (first..first + 5).collect::<Vec<u64>>(),
+            "round {round}: stored once"
+        );
+    }
+    assert_eq!(stores[1].head("crm").unwrap(), 100);
+}

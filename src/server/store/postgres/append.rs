@@ -1,7 +1,7 @@
 //! Appending ops on PostgreSQL: the space's row lock, the op-id check, the
 //! history check and the log, in one transaction.
 //!
-//! The append takes the space row `FOR UPDATE` before anything else, so
+//! The append takes the space row `FOR NO KEY UPDATE` before anything else, so
 //! appends to one space run one after another across every process: each
 //! sees the previous one's ops committed, numbers its own from the head it
 //! read, and commits before the next takes the lock. Seqs are therefore
@@ -74,9 +74,11 @@ pub(super) async fn append(
     space: &str,
     ops: &[NewOp],
 ) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
+    // NO KEY: the lock serializes appends without blocking the key-share locks
+    // that foreign keys to the space take (storing documents, granting).
     let row = txn
         .query_opt(
-            "SELECT id, head FROM tidemark_spaces WHERE name = $1 FOR UPDATE",
+            "SELECT id, head FROM tidemark_spaces WHERE name = $1 FOR NO KEY UPDATE",
             &[&space],
         )
         .await?
