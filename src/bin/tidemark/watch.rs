@@ -12,7 +12,37 @@ use tidemark::sync::{BackgroundConfig, BackgroundSync};
 use crate::local::open;
 use crate::server::runtime;
 
+/// Ctrl-C (SIGINT), caught from the moment it is made: one that comes while the
+/// store opens or between two waits is kept for the next wait, never the
+/// default action that would end the process in the middle of a round.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Must be called inside the runtime.
+    fn catch() -> Result<Interrupts> {
+        Ok(Interrupts {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 pub fn run(store: &Path, interval: u64) -> Result<ExitCode> {
+    let runtime = runtime()?;
+    let mut interrupts = {
+        let _inside = runtime.enter();
+        Interrupts::catch()?
+    };
     let replica = Arc::new(open(store)?);
     let Some(binding) = replica.binding()? else {
         bail!("this store is not bound to a server: run `tidemark login` first");
@@ -23,13 +53,13 @@ pub fn run(store: &Path, interval: u64) -> Result<ExitCode> {
         interval: Duration::from_secs(interval.max(1)),
         ..BackgroundConfig::default()
     };
-    runtime()?.block_on(async move {
+    runtime.block_on(async move {
         let sync = BackgroundSync::start(replica.clone(), remote, config);
         let mut changes = sync.watch();
         eprintln!("syncing {} with {} every {interval}s and after edits; Ctrl-C stops", store.display(), binding.server);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                () = interrupts.next() => break,
                 changed = changes.changed() => {
                     if changed.is_err() {
                         break;

@@ -84,6 +84,20 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+pub(crate) fn missing_space(space: &str) -> StoreError {
+    StoreError::Missing {
+        what: "space",
+        name: space.to_string(),
+    }
+}
+
+pub(crate) fn missing_user(user: &str) -> StoreError {
+    StoreError::Missing {
+        what: "user",
+        name: user.to_string(),
+    }
+}
+
 /// One token of a user: a random id, and the SHA-256 of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {

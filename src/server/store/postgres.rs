@@ -23,7 +23,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Transac
 
 use super::{
     CommitHook, DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
-    TokenRecord,
+    TokenRecord, missing_space, missing_user,
 };
 use crate::model::{Op, Package, Seq};
 use append::to_i64;
@@ -68,20 +68,6 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
         source = inner.source();
     }
     StoreError::Unavailable(format!("PostgreSQL: {cause}"))
-}
-
-pub(crate) fn missing_space(space: &str) -> StoreError {
-    StoreError::Missing {
-        what: "space",
-        name: space.to_string(),
-    }
-}
-
-fn missing_user(user: &str) -> StoreError {
-    StoreError::Missing {
-        what: "user",
-        name: user.to_string(),
-    }
 }
 
 fn corrupt(what: impl fmt::Display, reason: impl fmt::Display) -> StoreError {

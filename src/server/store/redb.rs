@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::{
-    DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp, TokenRecord,
+    DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
+    TokenRecord, missing_space, missing_user,
 };
 use crate::model::{Package, Seq};
 
@@ -72,20 +73,6 @@ fn backend(e: impl fmt::Display) -> StoreError {
 
 fn corrupt(what: impl fmt::Display, reason: impl fmt::Display) -> StoreError {
     StoreError::Backend(format!("corrupt server store: {what}: {reason}"))
-}
-
-fn missing_space(space: &str) -> StoreError {
-    StoreError::Missing {
-        what: "space",
-        name: space.to_string(),
-    }
-}
-
-fn missing_user(user: &str) -> StoreError {
-    StoreError::Missing {
-        what: "user",
-        name: user.to_string(),
-    }
 }
 
 mod accounts;

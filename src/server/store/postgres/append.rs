@@ -19,10 +19,11 @@ use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Transaction;
 
+use super::NOTIFY_CHANNEL;
 use super::db::Db;
-use super::{NOTIFY_CHANNEL, missing_space};
 use crate::model::{Op, Seq};
 use crate::server::store::history::{self, Known, RecordHistory};
+use crate::server::store::missing_space;
 use crate::server::store::{NewOp, OpRefusal, StoreError, StoreResult};
 
 type RecordKey = (String, String);
