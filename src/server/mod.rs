@@ -5,6 +5,7 @@
 pub mod commits;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod listen;
 mod materialize;
 pub mod metrics;
@@ -14,5 +15,6 @@ pub mod service;
 pub mod store;
 
 pub use error::ServiceError;
+pub use limits::Limits;
 pub use listen::{ServeConfig, Stopped};
-pub use service::{Limits, Service};
+pub use service::Service;

@@ -21,7 +21,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 
 use super::error::ServiceError;
-use super::service::Limits;
+use super::limits::Limits;
 use crate::model::{CollectionSchema, FieldType, OpId, Package};
 use crate::protocol::message::{
     CreateSpace, CreateUser, ErrorBody, Grant, Granted, Health, MIN_PEER_REVISION, MemberListing, PackageResponse,

@@ -12,6 +12,9 @@
 
 mod append;
 mod db;
+mod error;
+mod listen;
+mod lookup;
 mod pool;
 mod schema;
 
@@ -19,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Transaction};
+use tokio_postgres::{Client, Config, Transaction};
 
 use super::{
     CommitHook, DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
@@ -28,6 +31,9 @@ use super::{
 use crate::model::{Op, Package, Seq};
 use append::to_i64;
 use db::Db;
+use error::corrupt;
+pub(crate) use error::pg;
+use lookup::{existing_space, seq_of, user_exists};
 use pool::{PgConn, Pool, block_on};
 
 /// The channel on which every append announces `"{head} {space}"` at commit.
@@ -53,25 +59,6 @@ impl fmt::Debug for PgStore {
             .field("epoch", &self.epoch)
             .finish()
     }
-}
-
-/// A PostgreSQL error as the store reports it: lost connections and I/O as
-/// unavailable (the next call reconnects), the database's refusals with its words.
-pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
-    if let Some(db) = e.as_db_error() {
-        return StoreError::Backend(format!("PostgreSQL: {} ({})", db.message(), db.code().code()));
-    }
-    let mut source = std::error::Error::source(&e);
-    let mut cause = e.to_string();
-    while let Some(inner) = source {
-        cause = format!("{cause}: {inner}");
-        source = inner.source();
-    }
-    StoreError::Unavailable(format!("PostgreSQL: {cause}"))
-}
-
-fn corrupt(what: impl fmt::Display, reason: impl fmt::Display) -> StoreError {
-    StoreError::Backend(format!("corrupt server store: {what}: {reason}"))
 }
 
 fn role_number(role: Role) -> i16 {
@@ -153,29 +140,6 @@ impl PgStore {
             Ok(value)
         })
     }
-}
-
-/// The id of `space`, if it exists.
-async fn space_id<C: GenericClient + Sync>(client: &Db<'_, C>, space: &str) -> StoreResult<Option<i64>> {
-    Ok(client
-        .query_opt("SELECT id FROM tidemark_spaces WHERE name = $1", &[&space])
-        .await?
-        .map(|row| row.get(0)))
-}
-
-async fn existing_space<C: GenericClient + Sync>(client: &Db<'_, C>, space: &str) -> StoreResult<i64> {
-    space_id(client, space).await?.ok_or_else(|| missing_space(space))
-}
-
-async fn user_exists<C: GenericClient + Sync>(client: &Db<'_, C>, user: &str) -> StoreResult<bool> {
-    Ok(client
-        .query_opt("SELECT 1 FROM tidemark_users WHERE name = $1", &[&user])
-        .await?
-        .is_some())
-}
-
-fn seq_of(value: i64) -> Seq {
-    value.max(0) as Seq
 }
 
 impl ServerStore for PgStore {
@@ -624,49 +588,6 @@ impl ServerStore for PgStore {
     }
 
     fn watch_commits(&self, hook: CommitHook) {
-        self.pool.spawn(listen(self.pool.config().clone(), hook));
-    }
-}
-
-/// Keeps one connection listening on [`NOTIFY_CHANNEL`] and calls `hook` for
-/// every commit announced; after (re)connecting it calls `hook(None)`, since
-/// commits made while it was away were not announced to it.
-async fn listen(config: Config, hook: CommitHook) {
-    loop {
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                        match message {
-                            Ok(AsyncMessage::Notification(n)) => {
-                                if tx.send(n.payload().to_string()).is_err() {
-                                    break;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!("the PostgreSQL commit listener lost its connection: {e}");
-                                break;
-                            }
-                        }
-                    }
-                });
-                match client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await {
-                    Ok(()) => {
-                        hook(None);
-                        while let Some(payload) = rx.recv().await {
-                            if let Some((_, space)) = payload.split_once(' ') {
-                                hook(Some(space));
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!("LISTEN on PostgreSQL failed: {e}"),
-                }
-                driver.abort();
-            }
-            Err(e) => tracing::warn!("the PostgreSQL commit listener cannot connect: {e}"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.pool.spawn(listen::listen(self.pool.config().clone(), hook));
     }
 }
