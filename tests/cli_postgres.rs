@@ -59,7 +59,17 @@ fn two_processes_on_one_database_serve_clients_that_converge_through_a_kill() {
     let url = pg.database();
     let dir = tempfile::tempdir().unwrap();
     let mut one = ServerChild::start_postgres(&url, "127.0.0.1:0");
-    let two = ServerChild::start_postgres(&url, "127.0.0.1:0");
+    // As the CLI contract writes it, with --data too (not read with --postgres).
+    let unused = dir.path().join("unused-data");
+    let two = ServerChild::spawn(&[
+        "--data",
+        unused.to_str().unwrap(),
+        "--postgres",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!unused.exists(), "--data is not read with --postgres");
     admin(&one, &["create-space", "crm"]);
     // Accounts made through one process are known to the other.
     let tokens = [token(&two, "ana"), token(&one, "ben"), token(&two, "cy")];

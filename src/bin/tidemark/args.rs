@@ -116,8 +116,9 @@ pub enum Command {
         #[arg(long, required_unless_present = "postgres")]
         data: Option<PathBuf>,
         /// Keep everything in PostgreSQL instead (postgres://user@host:port/db), so
-        /// that several server processes can serve one database.
-        #[arg(long, env = "TIDEMARK_POSTGRES_URL", hide_env_values = true, conflicts_with = "data")]
+        /// that several server processes can serve one database; `--data` is then
+        /// not read.
+        #[arg(long, env = "TIDEMARK_POSTGRES_URL", hide_env_values = true)]
         postgres: Option<String>,
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: String,
