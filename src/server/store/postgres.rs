@@ -26,14 +26,14 @@ use tokio_postgres::{Client, Config, Transaction};
 
 use super::{
     CommitHook, DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
-    TokenRecord, missing_space, missing_user,
+    TokenRecord, missing_space,
 };
 use crate::model::{Op, Package, Seq};
 use append::to_i64;
 use db::Db;
 use error::corrupt;
 pub(crate) use error::pg;
-use lookup::{existing_space, seq_of, user_exists};
+use lookup::{existing_space, existing_user, seq_of, user_exists};
 use pool::{PgConn, Pool, block_on};
 
 /// The channel on which every append announces `"{head} {space}"` at commit.
@@ -175,17 +175,7 @@ impl ServerStore for PgStore {
 
     fn add_token(&self, token_id: &str, record: &TokenRecord) -> StoreResult<()> {
         self.write(async |txn| {
-            // The user row is locked so a concurrent removal cannot slip between check and insert.
-            if txn
-                .query_opt(
-                    "SELECT 1 FROM tidemark_users WHERE name = $1 FOR SHARE",
-                    &[&record.user],
-                )
-                .await?
-                .is_none()
-            {
-                return Err(missing_user(&record.user));
-            }
+            existing_user(txn, &record.user).await?;
             let added = txn
                 .execute(
                     "INSERT INTO tidemark_tokens (id, user_name, secret_hash) VALUES ($1, $2, $3)
@@ -283,13 +273,7 @@ impl ServerStore for PgStore {
 
     fn grant(&self, user: &str, space: &str, role: Role) -> StoreResult<()> {
         self.write(async |txn| {
-            if txn
-                .query_opt("SELECT 1 FROM tidemark_users WHERE name = $1 FOR SHARE", &[&user])
-                .await?
-                .is_none()
-            {
-                return Err(missing_user(user));
-            }
+            existing_user(txn, user).await?;
             let id = existing_space(txn, space).await?;
             txn.execute(
                 "INSERT INTO tidemark_members (space_id, user_name, role) VALUES ($1, $2, $3)
@@ -368,9 +352,9 @@ impl ServerStore for PgStore {
     }
 
     fn members(&self, space: &str) -> StoreResult<Vec<(String, Role)>> {
-        self.write(async |txn| {
-            let id = existing_space(txn, space).await?;
-            let rows = txn
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
+            let rows = c
                 .query(
                     "SELECT user_name, role FROM tidemark_members WHERE space_id = $1 ORDER BY user_name",
                     &[&id],
@@ -399,13 +383,13 @@ impl ServerStore for PgStore {
     }
 
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
-        self.write(async |txn| {
-            let id = existing_space(txn, space).await?;
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
             let Ok(since) = i64::try_from(since) else {
                 return Ok(Vec::new());
             };
             let count = i64::try_from(limit.count).unwrap_or(i64::MAX);
-            let rows = txn
+            let rows = c
                 .query(
                     "SELECT seq, user_name, op FROM tidemark_ops
                      WHERE space_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -484,15 +468,14 @@ impl ServerStore for PgStore {
     }
 
     fn doc(&self, space: &str, collection: &str, record: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.write(async |txn| {
-            let id = existing_space(txn, space).await?;
-            Ok(txn
-                .query_opt(
-                    "SELECT doc FROM tidemark_docs WHERE space_id = $1 AND collection = $2 AND record = $3",
-                    &[&id, &collection, &record],
-                )
-                .await?
-                .map(|row| row.get(0)))
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
+            Ok(c.query_opt(
+                "SELECT doc FROM tidemark_docs WHERE space_id = $1 AND collection = $2 AND record = $3",
+                &[&id, &collection, &record],
+            )
+            .await?
+            .map(|row| row.get(0)))
         })
     }
 
@@ -529,9 +512,9 @@ impl ServerStore for PgStore {
     }
 
     fn quarantined(&self, space: &str) -> StoreResult<BTreeMap<(String, String), String>> {
-        self.write(async |txn| {
-            let id = existing_space(txn, space).await?;
-            let rows = txn
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
+            let rows = c
                 .query(
                     "SELECT collection, record, reason FROM tidemark_quarantine WHERE space_id = $1",
                     &[&id],
@@ -545,13 +528,13 @@ impl ServerStore for PgStore {
     }
 
     fn docs_page(&self, space: &str, after: Option<(&str, &str)>, limit: PageLimit) -> StoreResult<DocsPage> {
-        self.write(async |txn| {
-            let id = existing_space(txn, space).await?;
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
             // One row more than the page holds tells whether more follow.
             let count = i64::try_from(limit.count).unwrap_or(i64::MAX - 1).saturating_add(1);
             let rows = match after {
                 Some((collection, record)) => {
-                    txn.query(
+                    c.query(
                         "SELECT collection, record, doc FROM tidemark_docs
                          WHERE space_id = $1 AND (collection, record) > ($2, $3)
                          ORDER BY collection, record LIMIT $4",
@@ -560,7 +543,7 @@ impl ServerStore for PgStore {
                     .await?
                 }
                 None => {
-                    txn.query(
+                    c.query(
                         "SELECT collection, record, doc FROM tidemark_docs
                          WHERE space_id = $1 ORDER BY collection, record LIMIT $2",
                         &[&id, &count],

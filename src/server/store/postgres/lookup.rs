@@ -1,10 +1,12 @@
-//! Lookups every call of the PostgreSQL store starts with.
+//! Lookups every call of the PostgreSQL store starts with. Spaces and users are
+//! never deleted, so a read may look its space up and then read outside one
+//! transaction.
 
 use tokio_postgres::GenericClient;
 
 use super::db::Db;
 use crate::model::Seq;
-use crate::server::store::{StoreResult, missing_space};
+use crate::server::store::{StoreResult, missing_space, missing_user};
 
 /// The id of `space`, if it exists.
 pub(super) async fn space_id<C: GenericClient + Sync>(client: &Db<'_, C>, space: &str) -> StoreResult<Option<i64>> {
@@ -27,4 +29,13 @@ pub(super) async fn user_exists<C: GenericClient + Sync>(client: &Db<'_, C>, use
 
 pub(super) fn seq_of(value: i64) -> Seq {
     value.max(0) as Seq
+}
+
+/// `Missing` unless `user` exists.
+pub(super) async fn existing_user<C: GenericClient + Sync>(client: &Db<'_, C>, user: &str) -> StoreResult<()> {
+    if user_exists(client, user).await? {
+        Ok(())
+    } else {
+        Err(missing_user(user))
+    }
 }
