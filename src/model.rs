@@ -19,6 +19,23 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// A server position of an accepted op in a space's log (1, 2, 3, … gap-free).
 pub type Seq = u64;
 
+/// What a client holds at the seq it pulls from, for the server to check its
+/// history against: the op's id, and the mark the server's append gave that
+/// op. A server restored from a backup keeps its epoch; one that lost the op
+/// at that seq, or stored it there again over another history (its mark
+/// changes), answers `history_changed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldAt {
+    pub op: Option<OpId>,
+    pub mark: Option<u64>,
+}
+
+impl From<Option<OpId>> for HeldAt {
+    fn from(op: Option<OpId>) -> Self {
+        HeldAt { op, mark: None }
+    }
+}
+
 /// Reads an unsigned 64-bit integer from JSON, also when it is spelled as a
 /// whole float (`5.0`, `5e3`): JSON Schema counts those as integers, and a
 /// client that writes numbers as doubles sends them. A float is exact only up

@@ -120,6 +120,7 @@ fn deliver(to: &Replica, mut ops: Vec<Op>, rng: &mut Mix) {
         let page = RemotePage {
             ops: page.iter().map(|op| RemoteOp { seq: 0, op: op.clone() }).collect(),
             end: 0,
+            mark: None,
         };
         to.apply_remote(&page)
             .unwrap_or_else(|e| panic!("apply_remote refused a page of valid ops: {e}"));

@@ -205,6 +205,7 @@ fn a_genesis_op_must_hold_exactly_the_genesis_change() {
             .apply_remote(&RemotePage {
                 ops: vec![RemoteOp { seq: 1, op }],
                 end: 1,
+                mark: None,
             })
             .unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");

@@ -437,6 +437,14 @@ async fn every_answer_a_route_gives_is_listed_for_it() {
                 query: "?since=1&at=0190d3c4-0000-7000-8000-000000000000",
                 ..probe("another op at `since`", Some(right.clone()))
             },
+            Probe {
+                query: "?since=1&mark=-1",
+                ..probe("a mark that is not a number", Some(right.clone()))
+            },
+            Probe {
+                query: "?since=1&mark=9007199254740993",
+                ..probe("another mark at `since`", Some(right.clone()))
+            },
             with_body("a body that is not JSON", b"{".to_vec()),
             with_body("a body of the wrong shape", br#"{"nope": 1}"#.to_vec()),
             with_body("a body over the limit", vec![b' '; 100 * 1024]),

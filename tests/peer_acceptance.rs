@@ -22,6 +22,7 @@ fn deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept() {
     b.apply_remote(&RemotePage {
         ops: common::all_ops(&a),
         end: 0,
+        mark: None,
     })
     .expect("b accepts every op a made");
     assert_eq!(a.view_rows().unwrap(), b.view_rows().unwrap());
@@ -53,6 +54,7 @@ fn a_schemaless_edit_is_accepted_locally_only_if_peers_accept_it() {
         let report = b.apply_remote(&RemotePage {
             ops: common::all_ops(&a),
             end: 0,
+            mark: None,
         });
         assert!(
             report.is_ok(),

@@ -425,6 +425,7 @@ fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
         let page = RemotePage {
             ops: vec![good.clone(), RemoteOp { seq: 2, op }],
             end: 2,
+            mark: None,
         };
         let err = b.apply_remote(&page).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
@@ -434,6 +435,7 @@ fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
     b.apply_remote(&RemotePage {
         ops: vec![good],
         end: 1,
+        mark: None,
     })
     .unwrap();
     assert_eq!(b.get("contacts", "c1").unwrap().unwrap()["name"], "Ada");
@@ -450,6 +452,7 @@ fn pulled_ops_are_not_judged_by_the_current_package() {
     b.apply_remote(&RemotePage {
         ops: common::all_ops(&a),
         end: 1,
+        mark: None,
     })
     .unwrap();
     assert_eq!(
@@ -466,9 +469,21 @@ fn known_op_ids_are_skipped() {
     let b = Replica::in_memory().unwrap();
     let ops = common::all_ops(&a);
     let twice: Vec<_> = ops.iter().chain(ops.iter()).cloned().collect();
-    let report = b.apply_remote(&RemotePage { ops: twice, end: 5 }).unwrap();
+    let report = b
+        .apply_remote(&RemotePage {
+            ops: twice,
+            end: 5,
+            mark: None,
+        })
+        .unwrap();
     assert_eq!((report.applied, report.known), (1, 1));
-    let report = b.apply_remote(&RemotePage { ops, end: 6 }).unwrap();
+    let report = b
+        .apply_remote(&RemotePage {
+            ops,
+            end: 6,
+            mark: None,
+        })
+        .unwrap();
     assert_eq!((report.applied, report.known), (0, 1));
     assert_eq!(b.status().unwrap().pulled, 6);
     assert_eq!(b.status().unwrap().pending, 0, "pulled ops are not pending");
@@ -476,6 +491,7 @@ fn known_op_ids_are_skipped() {
         .apply_remote(&RemotePage {
             ops: common::all_ops(&a),
             end: 1,
+            mark: None,
         })
         .unwrap();
     assert_eq!(own.known, 1, "a replica's own op coming back is skipped");
@@ -492,6 +508,7 @@ fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
     let page = |from: usize, to: usize| RemotePage {
         ops: common::all_ops(&other)[from..to].to_vec(),
         end: 0,
+        mark: None,
     };
     r.apply_remote(&page(0, 2)).unwrap();
     assert_eq!(r.status().unwrap().pushed, 2, "only pulled entries so far");
@@ -505,7 +522,7 @@ fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
     );
     let pending = r.pending_ops(10).unwrap();
     assert_eq!(pending.iter().map(|p| p.pos).collect::<Vec<_>>(), vec![3]);
-    r.ack_pushed(3, None).unwrap();
+    r.ack_pushed(3, &[]).unwrap();
     let status = r.status().unwrap();
     assert_eq!(
         (status.pushed, status.pending),

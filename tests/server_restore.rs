@@ -75,6 +75,66 @@ fn an_acknowledged_op_lost_by_a_restore_is_pushed_again_after_others_refill_its_
     assert_eq!(bob.get("contacts", "a2").unwrap().unwrap()["v"], json!(2));
 }
 
+/// A restore followed by re-pushes can bring the very op a replica pulled up
+/// to back to the same seq, over another history: here a2 returns to seq 3
+/// while seq 2 now holds another op. The op id at the watermark matches; its
+/// mark (a new append's) does not, so carol pulls again and gets x1.
+#[test]
+fn the_same_op_back_at_the_same_seq_over_another_history_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let backup = dir.path().join("backup.redb");
+    let (service, tokens) = space_on_disk(&data);
+    let [alice, bob, carol, dave] = std::array::from_fn(|_| Replica::in_memory().unwrap());
+    alice.put("contacts", "a1", json!({"v": 1})).unwrap();
+    sync(&alice, &remote(&service, &tokens[0])).unwrap(); // seq 1
+    drop(service);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::copy(data.join(RedbStore::FILE_NAME), &backup).unwrap(); // backup: head 1
+
+    let service = open_service(&data);
+    bob.put("contacts", "b1", json!({"v": 2})).unwrap();
+    sync(&bob, &remote(&service, &tokens[1])).unwrap(); // seq 2
+    alice.put("contacts", "a2", json!({"v": 3})).unwrap();
+    sync(&alice, &remote(&service, &tokens[0])).unwrap(); // a2 at seq 3, then b1 pulled
+    sync(&carol, &remote(&service, &tokens[1])).unwrap();
+    assert_eq!(carol.status().unwrap().pulled, 3);
+    drop(service);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::copy(&backup, data.join(RedbStore::FILE_NAME)).unwrap(); // restore: head 1
+
+    let service = open_service(&data);
+    dave.put("contacts", "x1", json!({"v": 4})).unwrap();
+    sync(&dave, &remote(&service, &tokens[1])).unwrap(); // x1 at seq 2
+    let summary = sync(&alice, &remote(&service, &tokens[0])).unwrap();
+    assert!(summary.epoch_changed, "alice noticed the restore: {summary:?}");
+    let pull = service.pull("bob", SPACE, 2, 1, None).unwrap();
+    assert_eq!(
+        pull.ops[0].op.id,
+        alice
+            .log_entries(0, 10)
+            .unwrap()
+            .iter()
+            .find_map(|(_, e)| match e {
+                tidemark::replica::LogEntry::Local(op) if op.record.as_str() == "a2" => Some(op.id),
+                _ => None,
+            })
+            .unwrap(),
+        "a2 is back at seq 3, the seq carol pulled up to"
+    );
+
+    let summary = sync(&carol, &remote(&service, &tokens[1])).unwrap();
+    assert!(summary.epoch_changed, "carol noticed the other history: {summary:?}");
+    assert_eq!(carol.get("contacts", "x1").unwrap().unwrap()["v"], json!(4));
+    for (r, token) in [(&alice, 0), (&bob, 1), (&carol, 1), (&dave, 1), (&alice, 0)] {
+        sync(r, &remote(&service, &tokens[token])).unwrap();
+    }
+    let rows = alice.view_rows().unwrap();
+    for r in [&bob, &carol, &dave] {
+        assert_eq!(r.view_rows().unwrap(), rows);
+    }
+}
+
 /// A server on a store directory (so that it can be backed up and restored)
 /// with the space and the writers alice and bob: the service and their tokens.
 fn space_on_disk(data: &std::path::Path) -> (Arc<Service<RedbStore>>, Vec<String>) {

@@ -131,7 +131,12 @@ fn a_delete_concurrent_with_the_settling_put_wins_and_is_listed() {
             .into_iter()
             .filter(|o| o.op.actor == actor)
             .collect();
-        c.apply_remote(&RemotePage { ops: own, end: 0 }).unwrap();
+        c.apply_remote(&RemotePage {
+            ops: own,
+            end: 0,
+            mark: None,
+        })
+        .unwrap();
         assert!(c.get("contacts", "c1").unwrap().is_some());
         b.put("contacts", "c1", json!({"email": "ada@example.com"})).unwrap();
         c.delete("contacts", "c1").unwrap();

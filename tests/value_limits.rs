@@ -171,6 +171,7 @@ fn an_overflowing_counter_from_a_peer_is_refused_by_the_server_and_cannot_crash_
     let page = RemotePage {
         ops: vec![RemoteOp { seq: 1, op }],
         end: 1,
+        mark: None,
     };
     let (a, b) = (crm(), crm());
     a.apply_remote(&page).unwrap();

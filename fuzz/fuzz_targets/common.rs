@@ -84,6 +84,7 @@ pub fn fuzz_replica(with_package: bool) -> Replica {
     let page = RemotePage {
         ops: vec![RemoteOp { seq: 1, op: base_op() }],
         end: 1,
+        mark: None,
     };
     r.apply_remote(&page).expect("the base op applies");
     r
@@ -157,7 +158,11 @@ fn apply_checked(r: &Replica, ops: Vec<Op>, seq: &mut u64) {
             RemoteOp { seq: *seq, op }
         })
         .collect();
-    let page = RemotePage { ops, end: *seq };
+    let page = RemotePage {
+        ops,
+        end: *seq,
+        mark: None,
+    };
     let before = observe(r);
     match r.apply_remote(&page) {
         Err(e) => {

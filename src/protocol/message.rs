@@ -186,6 +186,10 @@ pub struct PullResponse {
     pub end: Seq,
     /// Whether ops after `end` exist.
     pub more: bool,
+    /// The mark of the op at `end` when the page moves past `since` (see
+    /// `ServerStore::mark`): pass it back as `mark` with `since=end`.
+    #[serde(default)]
+    pub mark: Option<u64>,
     #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub head: Seq,
 }
@@ -224,6 +228,9 @@ pub struct SnapshotResponse {
     /// The id of the op at seq `as_of` (for the history check of later pulls).
     #[serde(default)]
     pub as_of_op: Option<OpId>,
+    /// The mark of the op at seq `as_of` (for the same check).
+    #[serde(default)]
+    pub as_of_mark: Option<u64>,
     pub docs: Vec<SnapshotDoc>,
     /// Pass as `after` for the next page; `null` on the last page.
     pub next: Option<String>,

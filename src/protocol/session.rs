@@ -26,12 +26,12 @@ mod refusals;
 pub enum Request {
     Package,
     Push(PushRequest),
-    /// `at`: the id of the op the replica holds at seq `since`, so the server can
-    /// tell when its history changed under the same epoch (a restored backup).
+    /// `at`: what the replica holds at seq `since`, so the server can tell
+    /// when its history changed under the same epoch (a restored backup).
     Pull {
         since: Seq,
         limit: usize,
-        at: Option<crate::model::OpId>,
+        at: crate::model::HeldAt,
     },
     Snapshot {
         after: Option<String>,
@@ -145,15 +145,25 @@ enum InFlight {
     },
 }
 
-/// The highest seq a push answer gave one of this replica's own ops, and that
-/// op (`local`: which ops of a re-push are its own; None: all).
-fn highest(seqs: &[Option<Seq>], ids: &[OpId], local: Option<&[bool]>) -> Option<(Seq, OpId)> {
+/// The seqs a push answer gave, and their ops. A re-push counts others' ops
+/// too: the server said it holds them there, and a replica with no op of its
+/// own must still notice when the server loses what it re-pushed.
+fn acks_of(seqs: &[Option<Seq>], ids: &[OpId]) -> Vec<(Seq, OpId)> {
     seqs.iter()
         .zip(ids)
+        .filter_map(|(seq, id)| seq.map(|s| (s, *id)))
+        .collect()
+}
+
+/// The positions of a batch's own ops (`local`: which are; None: all) that the server gave a seq.
+fn stored_positions(positions: &[u64], seqs: &[Option<Seq>], local: Option<&[bool]>) -> Vec<u64> {
+    positions
+        .iter()
+        .zip(seqs)
         .enumerate()
-        .filter(|(i, _)| local.is_none_or(|l| l.get(*i).copied().unwrap_or(false)))
-        .filter_map(|(_, (seq, id))| seq.map(|s| (s, *id)))
-        .max_by_key(|(s, _)| *s)
+        .filter(|(i, (_, seq))| seq.is_some() && local.is_none_or(|l| l.get(*i).copied().unwrap_or(false)))
+        .map(|(_, (pos, _))| *pos)
+        .collect()
 }
 
 /// Roughly what an op weighs in a JSON push body (base64 plus the envelope).
@@ -236,6 +246,9 @@ impl Session {
                 Phase::Done => return Ok(None),
                 Phase::Package => return Ok(Some(Request::Package)),
                 Phase::Repush => {
+                    if let Some(check) = self.verify_acked(store)? {
+                        return Ok(Some(check));
+                    }
                     let Some(from) = store.repush_from()? else {
                         self.phase = Phase::Push;
                         continue;
@@ -286,24 +299,8 @@ impl Session {
                     return Ok(Some(Request::Push(PushRequest { ops })));
                 }
                 Phase::Push => {
-                    if !self.acked_checked {
-                        // The server acknowledged an op of ours that no pull has
-                        // seen in its log yet (a round ended between its push
-                        // and its pull). Ask whether that op is still at its seq
-                        // before a newer acknowledgement takes its place: a
-                        // server restored since answers `history_changed`. A
-                        // restore keeps a prefix of the log, so checking the
-                        // highest acknowledged op checks them all.
-                        self.acked_checked = true;
-                        let pulled = store.watermarks()?.pulled;
-                        if let Some((seq, id)) = store.acked()?.filter(|&(seq, _)| seq > pulled) {
-                            self.verifying = true;
-                            return Ok(Some(Request::Pull {
-                                at: Some(id),
-                                since: seq,
-                                limit: 1,
-                            }));
-                        }
+                    if let Some(check) = self.verify_acked(store)? {
+                        return Ok(Some(check));
                     }
                     let mut pending = store.pending(self.batch)?;
                     if pending.is_empty() {
@@ -353,13 +350,41 @@ impl Session {
                 Phase::Pull => {
                     let pulled = store.watermarks()?.pulled;
                     return Ok(Some(Request::Pull {
-                        at: if pulled > 0 { store.pulled_op()? } else { None },
+                        at: if pulled > 0 {
+                            store.pulled_at()?
+                        } else {
+                            Default::default()
+                        },
                         since: pulled,
                         limit: self.config.pull_page,
                     }));
                 }
             }
         }
+    }
+
+    /// The first push of a round (a re-push too) checks that the highest op
+    /// this replica pushed that the server acknowledged and no pull has seen
+    /// in its log yet (a round ended between its push and its pull) is still
+    /// at its seq, before
+    /// a newer acknowledgement takes its place: a server restored since
+    /// answers `history_changed`, which starts the re-push again from the
+    /// beginning. A restore keeps a prefix of the log, so checking the highest
+    /// acknowledged op checks them all.
+    fn verify_acked(&mut self, store: &dyn SyncStore) -> Result<Option<Request>> {
+        if std::mem::replace(&mut self.acked_checked, true) {
+            return Ok(None);
+        }
+        let pulled = store.watermarks()?.pulled;
+        let Some((seq, id)) = store.acked()?.filter(|&(seq, _)| seq > pulled) else {
+            return Ok(None);
+        };
+        self.verifying = true;
+        Ok(Some(Request::Pull {
+            at: Some(id).into(),
+            since: seq,
+            limit: 1,
+        }))
     }
 
     /// Applies the server's answer to the store.
@@ -423,6 +448,9 @@ impl Session {
 
     fn on_push(&mut self, store: &dyn SyncStore, r: PushResponse) -> Result<()> {
         self.same_epoch(store, &r.epoch)?;
+        if self.server_behind(store, r.head)? {
+            return Ok(());
+        }
         self.summary.head = self.summary.head.max(r.head);
         match std::mem::replace(&mut self.in_flight, InFlight::None) {
             InFlight::Push { positions, ids } => {
@@ -444,10 +472,12 @@ impl Session {
                     .min()
                     .filter(|_| !(self.deps_checked && self.summary.epoch_changed));
                 let upto = missing.unwrap_or(positions.len());
+                // Ops after a missing dependency that the server stored anyway stay queued.
+                store.confirm(&stored_positions(&positions[upto..], &r.seqs[upto..], None))?;
                 let refused: Vec<RefusedOp> = r.refused.iter().filter(|f| f.index < upto).cloned().collect();
                 self.on_refused(store, &positions, &[], &refused)?;
                 if upto > 0 {
-                    store.acknowledge(positions[upto - 1], highest(&r.seqs[..upto], &ids, None))?;
+                    store.acknowledge(positions[upto - 1], &acks_of(&r.seqs[..upto], &ids))?;
                 }
                 self.summary.pushed += r.seqs[..upto].iter().filter(|s| s.is_some()).count() as u64;
                 if missing.is_some() && !self.deps_checked {
@@ -469,6 +499,8 @@ impl Session {
             } => {
                 r.check_fits(positions.len()).map_err(Error::Sync)?;
                 self.summary.repushed += r.seqs.iter().filter(|s| s.is_some()).count() as u64;
+                // Own ops the server stored, before any refusal below rewrites their records.
+                store.confirm(&stored_positions(&positions, &r.seqs, Some(&local)))?;
                 // An own op whose dependencies the server lacks is not refused: the
                 // changes it builds on may be only in a snapshot here, and another
                 // member re-pushes them. The re-push waits at it for a later round.
@@ -501,7 +533,7 @@ impl Session {
                         .collect();
                     self.on_refused(store, &positions, &local, &settled)?;
                     let pos = positions[index];
-                    store.acknowledge(pos - 1, highest(&r.seqs[..index], &ids, Some(&local)))?;
+                    store.acknowledge(pos - 1, &acks_of(&r.seqs[..index], &ids))?;
                     store.set_repush_from(Some(pos))?;
                     self.summary.waiting = local[index..].iter().filter(|&&l| l).count() as u64;
                     self.repush_waits = true;
@@ -509,7 +541,7 @@ impl Session {
                     return Ok(());
                 }
                 self.on_refused(store, &positions, &local, &r.refused)?;
-                store.acknowledge(last, highest(&r.seqs, &ids, Some(&local)))?;
+                store.acknowledge(last, &acks_of(&r.seqs, &ids))?;
                 store.set_repush_from(Some(last + 1))?;
                 self.repush_within = within;
                 self.phase = Phase::Repush;
@@ -534,7 +566,14 @@ impl Session {
                 "a snapshot answer arrived without a snapshot request".into(),
             ));
         };
-        if store.apply_snapshot(&records, r.as_of, r.as_of_op, after.as_deref(), r.next.as_deref())? {
+        if store.apply_snapshot(
+            &records,
+            r.as_of,
+            r.as_of_op,
+            r.as_of_mark,
+            after.as_deref(),
+            r.next.as_deref(),
+        )? {
             self.summary.snapshot_docs += records.len() as u64;
             if r.next.is_none() {
                 self.phase = Phase::Pull;
@@ -546,6 +585,9 @@ impl Session {
 
     fn on_pull(&mut self, store: &dyn SyncStore, r: PullResponse) -> Result<()> {
         self.same_epoch(store, &r.epoch)?;
+        if self.server_behind(store, r.head)? {
+            return Ok(());
+        }
         if std::mem::take(&mut self.verifying) {
             // The acknowledged op is where the server put it: its page is not
             // applied (it starts above what was pulled); the push goes on.
@@ -559,10 +601,17 @@ impl Session {
                 .map_err(|e| CorruptData::new(format!("pulled op seq {}", pulled.seq), e))?;
             ops.push(RemoteOp { seq: pulled.seq, op });
         }
-        if let Some((seq, id)) = store.acked()? {
-            if ops.iter().any(|o| o.seq == seq && o.op.id != id) {
-                // The server holds another op where it put one of ours: it was
-                // restored from a backup and others pushed since. Re-push, pull again.
+        let since = store.watermarks()?.pulled;
+        let acks = store.acks(since, r.end)?;
+        if !acks.is_empty() {
+            let at: std::collections::HashMap<Seq, OpId> = ops.iter().map(|o| (o.seq, o.op.id)).collect();
+            if acks
+                .iter()
+                .any(|(seq, id)| at.get(seq).is_some_and(|found| found != id))
+            {
+                // The server holds another op where it put one this replica
+                // pushed: it was restored from a backup and others pushed
+                // since. Re-push, pull again.
                 let epoch = store.watermarks()?.epoch;
                 store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
                 self.summary.epoch_changed = true;
@@ -570,7 +619,11 @@ impl Session {
                 return Ok(());
             }
         }
-        let report = store.apply_page(&RemotePage { ops, end: r.end })?;
+        let report = store.apply_page(&RemotePage {
+            ops,
+            end: r.end,
+            mark: r.mark,
+        })?;
         self.summary.pulled += report.applied as u64;
         self.summary.head = self.summary.head.max(r.head);
         if !r.more {
@@ -583,6 +636,27 @@ impl Session {
             };
         }
         Ok(())
+    }
+
+    /// An answer whose head is behind what this replica pulled, or behind a
+    /// seq the server gave one of its pushes, comes from a server that lost
+    /// data since (restored from a backup while this round ran): the answer
+    /// is dropped and the round re-pushes the log and pulls again, as after a
+    /// new epoch. The ops the dropped answer acknowledged go out again with
+    /// the re-push; the server answers their first seqs.
+    fn server_behind(&mut self, store: &dyn SyncStore, head: Seq) -> Result<bool> {
+        let Watermarks { pulled, epoch, .. } = store.watermarks()?;
+        let acked = store.acked()?.map_or(0, |(seq, _)| seq);
+        if head >= pulled.max(acked) {
+            return Ok(false);
+        }
+        store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
+        self.summary.epoch_changed = true;
+        self.in_flight = InFlight::None;
+        self.verifying = false;
+        self.repush_within = None;
+        self.phase = Phase::Repush;
+        Ok(true)
     }
 
     fn same_epoch(&self, store: &dyn SyncStore, epoch: &str) -> Result<()> {

@@ -7,7 +7,7 @@
 //! two calls leaves a state the next round resumes from.
 
 use crate::error::Result;
-use crate::model::{OpId, Package, Seq};
+use crate::model::{HeldAt, OpId, Package, Seq};
 use crate::replica::{ApplyReport, Fence, PendingOp, Refusal, RemotePage, Replica, RepushBatch, SnapshotRecord};
 
 /// Where a store stands with its server.
@@ -28,9 +28,9 @@ pub trait SyncStore {
     /// Fails if the store was reset or replaced since `fence` (an account switch).
     fn check_fence(&self, fence: &Fence) -> Result<()>;
     fn watermarks(&self) -> Result<Watermarks>;
-    /// The id of the op at seq `pulled`, which the server checks its history against.
-    fn pulled_op(&self) -> Result<Option<OpId>>;
-    /// The highest seq the server gave one of this store's ops, and that op.
+    /// The id and mark of the op at seq `pulled`, which the server checks its history against.
+    fn pulled_at(&self) -> Result<HeldAt>;
+    /// The highest seq the server gave an op this store pushed, and that op.
     fn acked(&self) -> Result<Option<(Seq, OpId)>>;
     /// Records the server's epoch; `reset`: the server lost or replaced its data,
     /// so the log is pushed again from the start and pulled again.
@@ -41,8 +41,13 @@ pub trait SyncStore {
     /// How many local ops wait for the server.
     fn pending_count(&self) -> Result<u64>;
     /// The server holds every local op through log position `through`;
-    /// `acked`: the highest seq it gave one of them, and that op.
-    fn acknowledge(&self, through: u64, acked: Option<(Seq, OpId)>) -> Result<()>;
+    /// `acked`: the seqs its answer gave, and their ops.
+    fn acknowledge(&self, through: u64, acked: &[(Seq, OpId)]) -> Result<()>;
+    /// The acknowledged seqs in `after..=through` no applied pull page has passed yet, and their ops.
+    fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, OpId)>>;
+    /// The server gave the local ops at `positions` a seq, though they stay
+    /// queued or owed to a re-push: rewriting their records must keep them.
+    fn confirm(&self, positions: &[u64]) -> Result<()>;
     /// Refuses local ops for good; returns how many left the queue.
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64>;
     /// Drops local ops whose edit the server holds in another version.
@@ -64,6 +69,7 @@ pub trait SyncStore {
         records: &[SnapshotRecord],
         as_of: Seq,
         as_of_op: Option<OpId>,
+        as_of_mark: Option<u64>,
         asked_after: Option<&str>,
         next: Option<&str>,
     ) -> Result<bool>;
@@ -87,8 +93,8 @@ impl SyncStore for Replica {
         let (pushed, pulled, epoch) = Replica::watermarks(self)?;
         Ok(Watermarks { pushed, pulled, epoch })
     }
-    fn pulled_op(&self) -> Result<Option<OpId>> {
-        Replica::pulled_op(self)
+    fn pulled_at(&self) -> Result<HeldAt> {
+        Replica::pulled_at(self)
     }
     fn acked(&self) -> Result<Option<(Seq, OpId)>> {
         Replica::acked(self)
@@ -102,8 +108,14 @@ impl SyncStore for Replica {
     fn pending_count(&self) -> Result<u64> {
         Ok(Replica::status(self)?.pending)
     }
-    fn acknowledge(&self, through: u64, acked: Option<(Seq, OpId)>) -> Result<()> {
+    fn acknowledge(&self, through: u64, acked: &[(Seq, OpId)]) -> Result<()> {
         Replica::ack_pushed(self, through, acked)
+    }
+    fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, OpId)>> {
+        Replica::acks(self, after, through)
+    }
+    fn confirm(&self, positions: &[u64]) -> Result<()> {
+        Replica::confirm(self, positions)
     }
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
         Replica::refuse(self, refusals)
@@ -131,10 +143,11 @@ impl SyncStore for Replica {
         records: &[SnapshotRecord],
         as_of: Seq,
         as_of_op: Option<OpId>,
+        as_of_mark: Option<u64>,
         asked_after: Option<&str>,
         next: Option<&str>,
     ) -> Result<bool> {
-        Replica::apply_snapshot(self, records, as_of, as_of_op, asked_after, next)
+        Replica::apply_snapshot(self, records, as_of, as_of_op, as_of_mark, asked_after, next)
     }
     fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport> {
         Replica::apply_remote(self, page)

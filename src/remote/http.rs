@@ -215,8 +215,11 @@ impl Remote for HttpRemote {
             }
             Request::Pull { since, limit, at } => {
                 let mut url = format!("{}?since={since}&limit={limit}", self.url("pull"));
-                if let Some(at) = at {
-                    url.push_str(&format!("&at={at}"));
+                if let Some(op) = at.op {
+                    url.push_str(&format!("&at={op}"));
+                }
+                if let Some(mark) = at.mark {
+                    url.push_str(&format!("&mark={mark}"));
                 }
                 Ok(Response::Pull(self.send(|| self.client.get(&url)).await?))
             }

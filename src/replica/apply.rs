@@ -27,6 +27,8 @@ pub struct RemoteOp {
 pub struct RemotePage {
     pub ops: Vec<RemoteOp>,
     pub end: Seq,
+    /// The server's mark of the op at `end` (see [`HeldAt`](crate::protocol::HeldAt)).
+    pub mark: Option<u64>,
 }
 
 /// A compacted record document from a snapshot.
@@ -118,6 +120,8 @@ impl Replica {
             let mut rejected = txn.open_table(tables::REJECTED)?;
             let mut discarded = txn.open_table(tables::DISCARDED)?;
             let log = txn.open_table(tables::LOG)?;
+            let mut confirmed = txn.open_table(tables::CONFIRMED)?;
+            let unconfirmed = super::sync_state::unconfirmed_from(&m)?;
             let mut seen = HashSet::new();
             for remote in &page.ops {
                 if !seen.insert(remote.op.id) {
@@ -147,6 +151,10 @@ impl Replica {
                     replaced.push((remote.op.collection.clone(), remote.op.record.clone(), old));
                     fresh.push(remote);
                 } else {
+                    if pos >= unconfirmed {
+                        // A local op the queue still counts unconfirmed came back as it is.
+                        confirmed.insert(pos, ())?;
+                    }
                     report.known += 1;
                 }
             }
@@ -226,12 +234,23 @@ impl Replica {
         super::sync_state::pushed_past_remote(&txn, &m, first, pos)?;
         if page.end > m.u64(meta::PULLED)? {
             put_meta(&txn, meta::PULLED, &page.end.to_le_bytes())?;
+            let mut acks = txn.open_table(tables::ACKS)?;
+            if acks.first()?.is_some() {
+                acks.retain_in(..=page.end, |_, _| false)?;
+            }
+            drop(acks);
             match page.ops.last() {
                 Some(last) if last.seq == page.end => {
                     put_meta(&txn, meta::PULLED_OP, &last.op.id.as_u128().to_le_bytes())?
                 }
                 _ => {
                     txn.open_table(tables::META)?.remove(meta::PULLED_OP)?;
+                }
+            }
+            match page.mark {
+                Some(mark) => put_meta(&txn, meta::PULLED_MARK, &mark.to_le_bytes())?,
+                None => {
+                    txn.open_table(tables::META)?.remove(meta::PULLED_MARK)?;
                 }
             }
         }
@@ -252,6 +271,7 @@ impl Replica {
         records: &[SnapshotRecord],
         as_of: Seq,
         as_of_op: Option<crate::model::OpId>,
+        as_of_mark: Option<u64>,
         asked_after: Option<&str>,
         next: Option<&str>,
     ) -> Result<bool> {
@@ -319,6 +339,12 @@ impl Replica {
                     txn.open_table(tables::META)?.remove(meta::SNAPSHOT_OP)?;
                 }
             }
+            match as_of_mark {
+                Some(mark) => put_meta(&txn, meta::SNAPSHOT_MARK, &mark.to_le_bytes())?,
+                None => {
+                    txn.open_table(tables::META)?.remove(meta::SNAPSHOT_MARK)?;
+                }
+            }
         }
         match next {
             Some(next) => put_meta(
@@ -330,11 +356,16 @@ impl Replica {
                 let mut meta_table = txn.open_table(tables::META)?;
                 meta_table.remove(meta::SNAPSHOT)?;
                 let bound_op = meta_table.remove(meta::SNAPSHOT_OP)?.map(|v| v.value().to_vec());
+                let bound_mark = meta_table.remove(meta::SNAPSHOT_MARK)?.map(|v| v.value().to_vec());
                 if first_as_of > m.u64(meta::PULLED)? {
                     meta_table.insert(meta::PULLED, first_as_of.to_le_bytes().as_slice())?;
                     match bound_op {
                         Some(op) => meta_table.insert(meta::PULLED_OP, op.as_slice())?,
                         None => meta_table.remove(meta::PULLED_OP)?,
+                    };
+                    match bound_mark {
+                        Some(mark) => meta_table.insert(meta::PULLED_MARK, mark.as_slice())?,
+                        None => meta_table.remove(meta::PULLED_MARK)?,
                     };
                 }
             }

@@ -266,6 +266,8 @@ impl Replica {
             txn.open_table(tables::CONFLICTED)?;
             txn.open_table(tables::REJECTED)?;
             txn.open_table(tables::DISCARDED)?;
+            txn.open_table(tables::CONFIRMED)?;
+            txn.open_table(tables::ACKS)?;
             recount::upgrade(&txn, &mut m)?;
         }
         txn.commit()?;

@@ -77,7 +77,12 @@ mod tests {
                 LogEntry::Snapshot { .. } => None,
             })
             .collect();
-        to.apply_remote(&RemotePage { ops, end: 0 }).unwrap();
+        to.apply_remote(&RemotePage {
+            ops,
+            end: 0,
+            mark: None,
+        })
+        .unwrap();
     }
 
     fn listed(r: &Replica) -> Vec<(String, Vec<String>)> {

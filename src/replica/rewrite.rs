@@ -316,7 +316,16 @@ fn rewrite_record(
     }
     // A local change that also came back in a pulled op (pushed again under
     // another id, from a snapshot's document) is held by the server: it stays.
-    let pulled = super::collision::pulled_changes(txn, collection, record)?;
+    let mut pulled = super::collision::pulled_changes(txn, collection, record)?;
+    // So is a local op the server gave a seq or sent back as it is.
+    {
+        let confirmed = txn.open_table(tables::CONFIRMED)?;
+        for ((pos, _), hash) in local.iter().zip(&hashes) {
+            if confirmed.get(*pos)?.is_some() {
+                pulled.insert(*hash);
+            }
+        }
+    }
     let drop: HashSet<[u8; 32]> = hashes.iter().copied().filter(|h| !pulled.contains(h)).collect();
     let (mut base, left_out) = full.without(&drop, actor)?;
     let mut old = base.fork_as(actor);

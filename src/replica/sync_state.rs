@@ -75,6 +75,15 @@ pub(crate) fn unconfirmed_from(m: &Meta) -> Result<u64> {
     })
 }
 
+/// Drops the confirmations of ops below `below`, which the queue no longer counts unconfirmed.
+pub(crate) fn forget_confirmed_below(txn: &WriteTransaction, below: u64) -> Result<()> {
+    let mut confirmed = txn.open_table(tables::CONFIRMED)?;
+    if confirmed.first()?.is_some() {
+        confirmed.retain_in(..below, |_, _| false)?;
+    }
+    Ok(())
+}
+
 /// The actors of the local ops the current server does not hold (see
 /// [`unconfirmed_from`]; a store that took a fresh actor keeps the old one on
 /// the ops it wrote before). Genesis ops, which every replica writes alike,
@@ -138,11 +147,18 @@ impl Replica {
     }
 
     /// The server acknowledged every pending op at or below `through_pos`;
-    /// `acked`: the highest seq it gave one of them, and that op.
-    pub fn ack_pushed(&self, through_pos: u64, acked: Option<(Seq, crate::model::OpId)>) -> Result<()> {
+    /// `acked`: the seqs it gave the ops of the answer, and those ops.
+    pub fn ack_pushed(&self, through_pos: u64, acked: &[(Seq, crate::model::OpId)]) -> Result<()> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
-        if let Some((seq, op)) = acked {
+        let pulled = m.u64(meta::PULLED)?;
+        {
+            let mut acks = txn.open_table(tables::ACKS)?;
+            for &(seq, op) in acked.iter().filter(|(seq, _)| *seq > pulled) {
+                acks.insert(seq, op.as_u128())?;
+            }
+        }
+        if let Some(&(seq, op)) = acked.iter().max_by_key(|(seq, _)| *seq) {
             let known = m.bytes(meta::ACKED).and_then(decode_acked).map(|(s, _)| s);
             if known.is_none_or(|known| seq > known) {
                 let mut value = seq.to_le_bytes().to_vec();
@@ -183,6 +199,8 @@ impl Replica {
             put_meta(&txn, meta::PUSHED, &new_pushed.to_le_bytes())?;
             let left = m.u64(meta::PENDING)?.saturating_sub(acked);
             put_meta(&txn, meta::PENDING, &left.to_le_bytes())?;
+            let repush = m.bytes(meta::REPUSH_FROM).map(super::read_u64);
+            forget_confirmed_below(&txn, repush.unwrap_or(u64::MAX).min(new_pushed + 1))?;
         }
         txn.commit()?;
         Ok(())
@@ -198,6 +216,9 @@ impl Replica {
             txn.open_table(tables::META)?.remove(meta::ACKED)?;
             txn.open_table(tables::META)?.remove(meta::SNAPSHOT)?;
             txn.open_table(tables::META)?.remove(meta::PULLED_OP)?;
+            txn.open_table(tables::META)?.remove(meta::PULLED_MARK)?;
+            txn.open_table(tables::ACKS)?.retain(|_, _| false)?;
+            forget_confirmed_below(&txn, u64::MAX)?;
             // The re-push is owed until it completes, across crashes and rounds.
             put_meta(&txn, meta::REPUSH_FROM, &1u64.to_le_bytes())?;
         }
@@ -205,19 +226,38 @@ impl Replica {
         Ok(())
     }
 
-    /// The highest seq the server gave one of this replica's ops, and that op.
+    /// The highest seq the server gave an op this replica pushed, and that op.
     pub fn acked(&self) -> Result<Option<(Seq, crate::model::OpId)>> {
         let txn = self.read()?;
         Ok(Meta::read(&txn)?.bytes(meta::ACKED).and_then(decode_acked))
     }
 
-    /// The id of the op at seq `pulled`, when known.
-    pub fn pulled_op(&self) -> Result<Option<crate::model::OpId>> {
+    /// The seqs in `after..=through` the server gave this replica's pushes, and
+    /// their ops, that no applied pull page has passed yet.
+    pub fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, crate::model::OpId)>> {
+        let txn = self.read()?;
+        let acks = txn.open_table(tables::ACKS)?;
+        let mut out = Vec::new();
+        if after < through {
+            for entry in acks.range(after + 1..=through)? {
+                let (seq, op) = entry?;
+                out.push((seq.value(), crate::model::OpId::from_u128(op.value())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What this replica knows of the op at seq `pulled`: its id and mark.
+    pub fn pulled_at(&self) -> Result<crate::model::HeldAt> {
         let txn = self.read()?;
         let m = Meta::read(&txn)?;
-        Ok(m.bytes(meta::PULLED_OP)
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-            .map(|b| crate::model::OpId::from_u128(u128::from_le_bytes(b))))
+        Ok(crate::model::HeldAt {
+            op: m
+                .bytes(meta::PULLED_OP)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(|b| crate::model::OpId::from_u128(u128::from_le_bytes(b))),
+            mark: m.bytes(meta::PULLED_MARK).map(super::read_u64),
+        })
     }
 
     /// Where an owed re-push (after a server reset) stands; None when none is owed.
@@ -233,6 +273,27 @@ impl Replica {
             Some(pos) => put_meta(&txn, meta::REPUSH_FROM, &pos.to_le_bytes())?,
             None => {
                 txn.open_table(tables::META)?.remove(meta::REPUSH_FROM)?;
+                let pushed = Meta::read_write(&txn)?.u64(meta::PUSHED)?;
+                forget_confirmed_below(&txn, pushed + 1)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The server holds the local ops at `positions` as they are (it gave them
+    /// a seq), though the queue still counts them unconfirmed: rewriting their
+    /// records keeps them (see [`tables::CONFIRMED`]).
+    pub fn confirm(&self, positions: &[u64]) -> Result<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let txn = self.write()?;
+        let from = unconfirmed_from(&Meta::read_write(&txn)?)?;
+        {
+            let mut confirmed = txn.open_table(tables::CONFIRMED)?;
+            for &pos in positions.iter().filter(|&&p| p >= from) {
+                confirmed.insert(pos, ())?;
             }
         }
         txn.commit()?;

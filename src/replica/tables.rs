@@ -29,6 +29,21 @@ pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected
 /// copy at a later position): local position → (). Skipped by every push.
 pub const DISCARDED: TableDefinition<u64, ()> = TableDefinition::new("discarded_v1");
 
+/// Local ops the current server is known to hold exactly as they are, though
+/// they lie where the queue counts ops as unconfirmed (an owed re-push that
+/// waits at an earlier op, or an op pulled back while still pending): local
+/// position → (). Rewriting a record keeps them, because the server would
+/// refuse a new version of an edit it holds and its version is already
+/// pulled. Emptied when the server loses data; entries the `pushed`
+/// watermark passes are dropped.
+pub const CONFIRMED: TableDefinition<u64, ()> = TableDefinition::new("confirmed_v1");
+
+/// The seqs the server gave this replica's pushes that no applied pull page
+/// has passed yet: seq → op id (u128). A page holding another op at one of
+/// them comes from a server that lost data since, even when a later push was
+/// acknowledged above it. Emptied when the server loses data.
+pub const ACKS: TableDefinition<u64, u128> = TableDefinition::new("acks_v1");
+
 /// Metadata: key → value bytes. Keys are the constants in [`meta`].
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 
@@ -53,6 +68,12 @@ pub mod meta {
     /// 16 bytes: the id of the op at seq `pulled`, when known; the server checks it
     /// so a store restored from a backup (same epoch, other history) is noticed.
     pub const PULLED_OP: &str = "pulled_op";
+    /// u64 LE: the server's mark of the op at seq `pulled`, when known (see
+    /// `protocol::HeldAt`): unlike the op id, it changes when a restored
+    /// server stores the same op at the same seq again over another history.
+    pub const PULLED_MARK: &str = "pulled_mark";
+    /// u64 LE: during a snapshot bootstrap, the mark of the op at its `as_of` seq.
+    pub const SNAPSHOT_MARK: &str = "snapshot_mark";
     /// 16 bytes: during a snapshot bootstrap, the id of the op at its `as_of` seq.
     pub const SNAPSHOT_OP: &str = "snapshot_op";
     /// u64 LE: local ops above `pushed` that are neither acknowledged nor rejected.
@@ -64,9 +85,10 @@ pub mod meta {
     /// u64 LE: after a server reset, the log position the re-push has reached
     /// (absent when no re-push is owed).
     pub const REPUSH_FROM: &str = "repush_from";
-    /// u64 LE seq ++ u128 LE op id: the highest seq the server gave one of
-    /// this replica's ops, and that op (absent before the first, and after a
-    /// reset). A server behind it, or holding another op there, lost data.
+    /// u64 LE seq ++ u128 LE op id: the highest seq the server gave an op
+    /// this replica pushed (its own, or another's in a re-push), and that op
+    /// (absent before the first, and after a reset). A server behind it, or
+    /// holding another op there, lost data.
     pub const ACKED: &str = "acked";
     /// u64 LE: bumped by every account switch (see `account.rs`).
     pub const GENERATION: &str = "generation";

@@ -363,6 +363,15 @@ async fn pull<S: ServerStore>(
         })?)),
         None => None,
     };
+    let mark = match query_param(&q, "mark")? {
+        Some(mark) => Some(mark.parse::<u64>().map_err(|e| {
+            ServiceError::BadRequest(format!(
+                "query parameter mark={mark:?} is not a mark (the `mark` of the pull page that ended at `since`): {e}"
+            ))
+        })?),
+        None => None,
+    };
+    let at = crate::model::HeldAt { op: at, mark };
     // Held at most the server's bound; a held pull holds one connection slot.
     let wait = number_param(&q, "wait", 0)?.min(s.limits().max_pull_wait_secs);
     let read = || {

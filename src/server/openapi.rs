@@ -54,6 +54,7 @@ fn push() {}
     params(("space" = String, Path), ("since" = Option<u64>, Query, description = "the last seq the client holds (default 0)"),
         ("limit" = Option<u64>, Query, description = "ops in the page (default 500), clamped to 1 and to the server's page limit; a page also stops at the server's page byte budget (the first op always comes), so follow `more`"),
         ("at" = Option<OpId>, Query, description = "the id of the op the client holds at seq `since`; 409 history_changed if the server's differs"),
+        ("mark" = Option<u64>, Query, description = "the `mark` of the pull page (or `as_of_mark` of the snapshot) that ended at `since`; 409 history_changed if the server's op at `since` has another mark (it was stored again after a restore)"),
         ("wait" = Option<u64>, Query, description = "live pull: seconds to hold the request while no op after `since` exists (default 0), clamped to the server's bound; answered as soon as one is committed, through any server process")),
     responses((status = 200, body = PullResponse)),
     security(("bearer" = [])))]

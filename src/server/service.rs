@@ -279,12 +279,18 @@ impl<S: ServerStore> Service<S> {
         space: &str,
         since: Seq,
         limit: usize,
-        at: Option<crate::model::OpId>,
+        at: impl Into<crate::model::HeldAt>,
     ) -> Result<PullResponse> {
         self.role(user, space)?;
-        if let (Some(at), true) = (at, since > 0) {
+        let at = at.into();
+        if let (Some(op), true) = (at.op, since > 0) {
             let found = self.store.read_ops(space, since - 1, PageLimit::count(1))?;
-            if !matches!(found.first(), Some((seq, stored)) if *seq == since && stored.op.id == at) {
+            if !matches!(found.first(), Some((seq, stored)) if *seq == since && stored.op.id == op) {
+                return Err(ServiceError::HistoryChanged { seq: since });
+            }
+        }
+        if let (Some(mark), true) = (at.mark, since > 0) {
+            if self.store.mark(space, since)? != Some(mark) {
                 return Err(ServiceError::HistoryChanged { seq: since });
             }
         }
@@ -307,10 +313,16 @@ impl<S: ServerStore> Service<S> {
                 op: WireOp::from_op(&stored.op),
             })
             .collect();
+        let mark = if end > since {
+            self.store.mark(space, end)?
+        } else {
+            None
+        };
         Ok(PullResponse {
             epoch: self.epoch.clone(),
             ops,
             end,
+            mark,
             more: end < head.max(self.store.head(space)?),
             head,
         })
@@ -363,10 +375,16 @@ impl<S: ServerStore> Service<S> {
                 .find(|(seq, _)| *seq == n)
                 .map(|(_, stored)| stored.op.id),
         };
+        let as_of_mark = if as_of > 0 {
+            self.store.mark(space, as_of)?
+        } else {
+            None
+        };
         Ok(SnapshotResponse {
             epoch: self.epoch.clone(),
             as_of,
             as_of_op,
+            as_of_mark,
             docs: docs
                 .into_iter()
                 .map(|d| SnapshotDoc {

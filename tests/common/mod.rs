@@ -32,6 +32,7 @@ pub fn send(from: &Replica, to: &Replica) {
     to.apply_remote(&RemotePage {
         ops: all_ops(from),
         end: 0,
+        mark: None,
     })
     .unwrap();
 }

@@ -86,6 +86,7 @@ fn pull_answer(epoch: &str, ops: Vec<PulledOp>, end: u64, more: bool, head: u64)
             end,
             more,
             head,
+            mark: Some(end),
         },
     )
 }
@@ -113,6 +114,7 @@ pub fn wire_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
             epoch: EPOCH.into(),
             as_of: 1,
             as_of_op: Some(base.id),
+            as_of_mark: Some(1),
             docs: vec![SnapshotDoc {
                 collection: COLLECTION.into(),
                 record: "c3".into(),

@@ -56,8 +56,8 @@ impl SyncStore for Crashing<'_> {
     fn watermarks(&self) -> Result<Watermarks> {
         SyncStore::watermarks(self.step()?)
     }
-    fn pulled_op(&self) -> Result<Option<OpId>> {
-        self.step()?.pulled_op()
+    fn pulled_at(&self) -> Result<tidemark::model::HeldAt> {
+        self.step()?.pulled_at()
     }
     fn acked(&self) -> Result<Option<(Seq, OpId)>> {
         self.step()?.acked()
@@ -71,8 +71,14 @@ impl SyncStore for Crashing<'_> {
     fn pending_count(&self) -> Result<u64> {
         SyncStore::pending_count(self.step()?)
     }
-    fn acknowledge(&self, through: u64, acked: Option<(Seq, OpId)>) -> Result<()> {
+    fn acknowledge(&self, through: u64, acked: &[(Seq, OpId)]) -> Result<()> {
         SyncStore::acknowledge(self.step()?, through, acked)
+    }
+    fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, OpId)>> {
+        self.step()?.acks(after, through)
+    }
+    fn confirm(&self, positions: &[u64]) -> Result<()> {
+        self.step()?.confirm(positions)
     }
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
         self.step()?.refuse(refusals)
@@ -100,10 +106,12 @@ impl SyncStore for Crashing<'_> {
         records: &[SnapshotRecord],
         as_of: Seq,
         as_of_op: Option<OpId>,
+        as_of_mark: Option<u64>,
         asked_after: Option<&str>,
         next: Option<&str>,
     ) -> Result<bool> {
-        self.step()?.apply_snapshot(records, as_of, as_of_op, asked_after, next)
+        self.step()?
+            .apply_snapshot(records, as_of, as_of_op, as_of_mark, asked_after, next)
     }
     fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport> {
         SyncStore::apply_page(self.step()?, page)

@@ -53,17 +53,20 @@ impl Session {
             }
             InFlight::Repush { positions, local, .. } if error.status == Some(403) && code == ErrorCode::ReadOnly => {
                 // A read-only member cannot re-push: its own ops are refused (a
-                // retry once it may write again sends them), the others' are left
-                // to their authors, and the round goes on to pull.
+                // retry once it may write again sends them). The others' may
+                // exist nowhere else any more (their authors' stores reset or
+                // restored): the re-push stays owed from this batch, and each
+                // later round tries it again until the member may write. This
+                // round goes on to pull.
                 let own: Vec<_> = positions
                     .iter()
                     .zip(&local)
                     .filter(|&(_, &is_local)| is_local)
                     .map(|(&pos, _)| (pos, code.as_str(), message.as_str()))
                     .collect();
-                self.skip.extend(positions.iter().copied());
                 self.refuse(store, &own)?;
-                self.phase = Phase::Repush;
+                self.repush_waits = true;
+                self.phase = Phase::Pull;
                 Ok(())
             }
             InFlight::Push { positions, .. } | InFlight::Repush { positions, .. }
@@ -92,6 +95,8 @@ impl Session {
                 let epoch = store.watermarks()?.epoch;
                 store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
                 self.summary.epoch_changed = true;
+                self.verifying = false;
+                self.repush_within = None;
                 self.phase = Phase::Repush;
                 Ok(())
             }

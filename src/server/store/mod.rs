@@ -84,6 +84,12 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A fresh mark for one append (see [`ServerStore::mark`]): below 2^53, so
+/// that it stays exact in every JSON reader.
+pub(crate) fn new_mark() -> u64 {
+    rand::random::<u64>() >> 11
+}
+
 pub(crate) fn missing_space(space: &str) -> StoreError {
     StoreError::Missing {
         what: "space",
@@ -192,6 +198,13 @@ pub trait ServerStore: Send + Sync + 'static {
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>>;
     /// The highest seq of the space (0 when empty).
     fn head(&self, space: &str) -> StoreResult<Seq>;
+    /// The mark of the op at `seq`: a random number below 2^53 drawn by the
+    /// append that stored it (0 for ops stored before marks existed), or None
+    /// when the space has no op at `seq`. A store restored from a backup and
+    /// grown again gives a seq a new mark even when the same op came back to
+    /// it, so a client that remembers the mark at its watermark notices that
+    /// the history under it changed.
+    fn mark(&self, space: &str, seq: Seq) -> StoreResult<Option<u64>>;
 
     /// The seq up to which documents are materialized.
     fn materialized(&self, space: &str) -> StoreResult<Seq>;

@@ -423,6 +423,22 @@ impl ServerStore for PgStore {
         })
     }
 
+    fn mark(&self, space: &str, seq: Seq) -> StoreResult<Option<u64>> {
+        self.with(async |c| {
+            let id = existing_space(c, space).await?;
+            let Ok(seq) = i64::try_from(seq) else {
+                return Ok(None);
+            };
+            let row = c
+                .query_opt(
+                    "SELECT mark FROM tidemark_ops WHERE space_id = $1 AND seq = $2",
+                    &[&id, &seq],
+                )
+                .await?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
     fn materialized(&self, space: &str) -> StoreResult<Seq> {
         self.with(async |c| {
             let row = c

@@ -186,6 +186,7 @@ impl RedbStore {
         txn.open_table(tables::MEMBERS)?;
         txn.open_table(tables::LOG)?;
         txn.open_table(tables::OP_INDEX)?;
+        txn.open_table(tables::MARKS)?;
         txn.open_table(tables::DOCS)?;
         txn.open_table(tables::HISTORY)?;
         txn.open_table(tables::QUARANTINE)?;
@@ -423,6 +424,19 @@ impl ServerStore for RedbStore {
         self.read(|txn| {
             let id = Self::read_space(txn, space)?;
             Ok(txn.open_table(tables::HEADS)?.get(id)?.map(|v| v.value()).unwrap_or(0))
+        })
+    }
+
+    fn mark(&self, space: &str, seq: Seq) -> StoreResult<Option<u64>> {
+        self.read(|txn| {
+            let id = Self::read_space(txn, space)?;
+            let head = txn.open_table(tables::HEADS)?.get(id)?.map(|v| v.value()).unwrap_or(0);
+            if seq == 0 || seq > head {
+                return Ok(None);
+            }
+            let marks = txn.open_table(tables::MARKS)?;
+            let found = marks.range((id, 0)..=(id, seq))?.next_back().transpose()?;
+            Ok(Some(found.map_or(0, |(_, mark)| mark.value())))
         })
     }
 

@@ -57,6 +57,10 @@ pub fn checks<S: ServerStore>() -> Vec<Check<S>> {
             a_repushed_op_keeps_its_first_seq::<S>,
         ),
         check(
+            "each append marks its ops, a re-push keeps the first mark",
+            each_append_marks_its_ops::<S>,
+        ),
+        check(
             "an op id reused with other content is refused alone",
             an_op_id_reused_with_other_content_is_refused_alone::<S>,
         ),

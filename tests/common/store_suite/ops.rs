@@ -45,6 +45,34 @@ pub fn a_repushed_op_keeps_its_first_seq<S: ServerStore>(store: &S) {
     assert_eq!(store.head("crm").unwrap(), 4);
 }
 
+pub fn each_append_marks_its_ops<S: ServerStore>(store: &S) {
+    schemaless_space(store, "crm");
+    assert_eq!(store.mark("crm", 0).unwrap(), None, "no op at seq 0");
+    assert_eq!(store.mark("crm", 1).unwrap(), None, "no op yet");
+    let first = new_ops(2);
+    append_ok(store, "crm", &first);
+    let second = new_ops(1);
+    append_ok(store, "crm", &second);
+    let marks: Vec<u64> = (1..=3)
+        .map(|seq| store.mark("crm", seq).unwrap().expect("an op"))
+        .collect();
+    assert_eq!(marks[0], marks[1], "one append, one mark");
+    assert_ne!(marks[1], marks[2], "another append, another mark");
+    assert!(
+        marks.iter().all(|&m| m < 1 << 53),
+        "marks stay exact in JSON: {marks:?}"
+    );
+    assert_eq!(store.mark("crm", 4).unwrap(), None, "past the head");
+    // The same ops again: stored once, their marks unchanged.
+    append_ok(store, "crm", &[first, second].concat());
+    assert_eq!(store.head("crm").unwrap(), 3);
+    let again: Vec<u64> = (1..=3)
+        .map(|seq| store.mark("crm", seq).unwrap().expect("an op"))
+        .collect();
+    assert_eq!(again, marks);
+    assert_missing(store.mark("nope", 1), "space", "nope");
+}
+
 pub fn an_op_id_reused_with_other_content_is_refused_alone<S: ServerStore>(store: &S) {
     schemaless_space(store, "crm");
     let ops = new_ops(4);

@@ -282,9 +282,17 @@ async fn read_histories(txn: &Db<'_, Transaction<'_>>, id: i64, ops: &[NewOp]) -
 
 async fn write_rows(txn: &Db<'_, Transaction<'_>>, id: i64, rows: &Rows) -> StoreResult<()> {
     txn.execute(
-        "INSERT INTO tidemark_ops (space_id, seq, op_id, user_name, op, change_len)
-         SELECT $1, * FROM unnest($2::bigint[], $3::bytea[], $4::text[], $5::bytea[], $6::integer[])",
-        &[&id, &rows.seqs, &rows.op_ids, &rows.users, &rows.ops, &rows.change_lens],
+        "INSERT INTO tidemark_ops (space_id, seq, op_id, user_name, op, change_len, mark)
+         SELECT $1, *, $7 FROM unnest($2::bigint[], $3::bytea[], $4::text[], $5::bytea[], $6::integer[])",
+        &[
+            &id,
+            &rows.seqs,
+            &rows.op_ids,
+            &rows.users,
+            &rows.ops,
+            &rows.change_lens,
+            &(crate::server::store::new_mark() as i64),
+        ],
     )
     .await?;
     Ok(())

@@ -92,6 +92,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (space_id, collection, record)
     );
     "#,
+    // 2: the mark of each op (see `ServerStore::mark`); ops stored before have 0.
+    r#"
+    ALTER TABLE tidemark_ops ADD COLUMN mark bigint NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema to this build's version and returns the store's epoch.

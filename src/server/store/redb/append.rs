@@ -77,6 +77,8 @@ pub(super) fn append_in(
     }
     if head != first_head {
         heads.insert(id, head)?;
+        txn.open_table(tables::MARKS)?
+            .insert((id, first_head + 1), crate::server::store::new_mark())?;
     }
     Ok(results)
 }

@@ -32,6 +32,11 @@ pub const MEMBERS: TableDefinition<(u64, &str), u8> = TableDefinition::new("memb
 /// Op logs: (space id, seq) → `[user len u16 LE][user, UTF-8][Op::encode() bytes]`.
 pub const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log_v1");
 
+/// Marks (see `ServerStore::mark`): (space id, first seq of an append) → the
+/// append's mark. The mark of seq N is the entry at or before (space, N); a
+/// log written before marks existed has none (mark 0).
+pub const MARKS: TableDefinition<(u64, u64), u64> = TableDefinition::new("marks_v1");
+
 /// Op-id index: (space id, op id as u128) → the op's seq in [`LOG`].
 pub const OP_INDEX: TableDefinition<(u64, u128), u64> = TableDefinition::new("op_index_v1");
 
