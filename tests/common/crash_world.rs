@@ -409,6 +409,13 @@ impl World {
     pub fn heal(&mut self) {
         for k in 0..self.clients.len() {
             let mut watch = self.clients[k].watch.take().unwrap();
+            // A watch restarted a moment ago may not have set up its Ctrl-C
+            // handling yet (before that, SIGINT ends it as it ends any process,
+            // with nothing opened): wait until it says it is syncing.
+            let started = std::time::Instant::now();
+            while !watch.stderr_so_far().contains("Ctrl-C stops") && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             watch.signal(libc::SIGINT);
             let outcome = watch
                 .wait_at_most(Duration::from_secs(30))

@@ -8,7 +8,7 @@ use tidemark::remote::local::LocalRemote;
 use tidemark::sync::sync_once_blocking;
 
 use super::server::{SPACE, user_name};
-use super::world::{World, logged_ops};
+use super::world::{World, describe, describe_request, logged_ops};
 
 /// Codes an op may be refused with in a run: a read-only member's edits and
 /// big puts. Anything else is a bug.
@@ -32,12 +32,22 @@ pub fn heal(world: &mut World) {
         for i in 0..world.nodes.len() {
             let user = world.nodes[i].user;
             let server = &world.server;
-            let summary = sync_once_blocking(
+            let mut exchanges = Vec::new();
+            let outcome = sync_once_blocking(
                 world.nodes[i].replica(),
-                |request| server.call(user, request),
+                |request| {
+                    exchanges.extend(describe_request(&request));
+                    let answer = server.call(user, request);
+                    exchanges.push(match &answer {
+                        Ok(r) => format!("  {}", describe(r)),
+                        Err(e) => format!("  {e}"),
+                    });
+                    answer
+                },
                 SessionConfig::default(),
-            )
-            .unwrap_or_else(|e| panic!("replica {i}: a sync without faults failed: {e}"));
+            );
+            world.trace.extend(exchanges);
+            let summary = outcome.unwrap_or_else(|e| panic!("replica {i}: a sync without faults failed: {e}"));
             world.log(format!("replica {i}: healing round {summary:?}"));
         }
     }
@@ -110,34 +120,10 @@ pub fn invariants(world: &World) {
         );
     }
 
-    let view = world.nodes[0].replica().view_rows().expect("view");
-    for (i, node) in world.nodes.iter().enumerate() {
-        let r = node.replica();
-        assert_eq!(
-            readable(&r.view_rows().expect("view")),
-            readable(&view),
-            "replica {i} differs from replica 0"
-        );
-        r.rebuild_view().expect("rebuild");
-        assert_eq!(
-            readable(&r.view_rows().expect("view")),
-            readable(&view),
-            "replica {i}: the view rebuilt from its log differs"
-        );
-    }
+    // A fresh bootstrap holds exactly the server's documents: the reference
+    // every replica's view and conflicts are held to.
     let service = world.server.service();
     service.materialize(SPACE).expect("materialize");
-    for (collection, id, row) in &view {
-        let fields = service
-            .record(&user_name(0), SPACE, collection, id)
-            .expect("record")
-            .unwrap_or_else(|| panic!("{collection}/{id} is in the views but not on the server"));
-        assert_eq!(
-            String::from_utf8_lossy(&serde_json::to_vec(&fields).unwrap()),
-            String::from_utf8_lossy(row),
-            "{collection}/{id} differs on the server"
-        );
-    }
     let fresh = Replica::in_memory().expect("in-memory replica");
     let remote = LocalRemote::new(service.clone(), world.server.tokens[0].clone(), SPACE);
     sync_once_blocking(
@@ -146,18 +132,39 @@ pub fn invariants(world: &World) {
         SessionConfig::default(),
     )
     .expect("a fresh replica bootstraps");
-    assert_eq!(
-        readable(&fresh.view_rows().expect("view")),
-        readable(&view),
-        "a fresh replica's bootstrap differs"
-    );
+    let view = fresh.view_rows().expect("view");
+    for (collection, id, row) in &view {
+        let fields = service
+            .record(&user_name(0), SPACE, collection, id)
+            .expect("record")
+            .unwrap_or_else(|| panic!("{collection}/{id} is in a fresh bootstrap but not on the server"));
+        assert_eq!(
+            String::from_utf8_lossy(&serde_json::to_vec(&fields).unwrap()),
+            String::from_utf8_lossy(row),
+            "{collection}/{id} differs between the server and a fresh bootstrap"
+        );
+    }
+    for (i, node) in world.nodes.iter().enumerate() {
+        let r = node.replica();
+        assert_eq!(
+            readable(&r.view_rows().expect("view")),
+            readable(&view),
+            "replica {i} differs from a fresh bootstrap of the server"
+        );
+        r.rebuild_view().expect("rebuild");
+        assert_eq!(
+            readable(&r.view_rows().expect("view")),
+            readable(&view),
+            "replica {i}: the view rebuilt from its log differs"
+        );
+    }
 
-    let conflicts = world.nodes[0].replica().conflicts(None, None).expect("conflicts");
-    for (i, node) in world.nodes.iter().enumerate().skip(1) {
+    let conflicts = fresh.conflicts(None, None).expect("conflicts");
+    for (i, node) in world.nodes.iter().enumerate() {
         assert_eq!(
             node.replica().conflicts(None, None).expect("conflicts"),
             conflicts,
-            "replica {i}: conflicts differ"
+            "replica {i}: conflicts differ from a fresh bootstrap's"
         );
     }
 }

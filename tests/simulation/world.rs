@@ -99,9 +99,10 @@ fn binding(user: usize) -> Binding {
     }
 }
 
-/// Whether the server loses data in a run (restored from a backup, or wiped).
+/// Whether the server may lose data in a run (restored from a backup, or
+/// wiped): yes unless `TIDEMARK_SIM_SERVER_LOSS=0`.
 pub fn server_loss() -> bool {
-    std::env::var("TIDEMARK_SIM_SERVER_LOSS").is_ok_and(|v| v == "1")
+    std::env::var("TIDEMARK_SIM_SERVER_LOSS").map_or(true, |v| v != "0")
 }
 
 /// Errors a round may end with under faults; anything else fails the run.
@@ -314,9 +315,8 @@ impl World {
         };
         let lost = || RemoteError::unreachable("simulated network fault");
         let fault = if self.faults { c.weighted(&[80, 5, 5, 5, 5]) } else { 0 };
-        if let Request::Push(p) = &request {
-            let ids: Vec<String> = p.ops.iter().map(|o| o.id.to_string()[24..].to_string()).collect();
-            self.trace.push(format!("  push {ids:?}"));
+        if let Some(line) = describe_request(&request) {
+            self.trace.push(line);
         }
         let answer = match fault {
             0 => self.call(user, request),
@@ -522,7 +522,14 @@ impl World {
     }
 }
 
-fn describe(response: &Response) -> String {
+/// A push's op ids (their last 12 digits) for the trace; other requests show in their answers.
+pub fn describe_request(request: &Request) -> Option<String> {
+    let Request::Push(p) = request else { return None };
+    let ids: Vec<String> = p.ops.iter().map(|o| o.id.to_string()[24..].to_string()).collect();
+    Some(format!("  push {ids:?}"))
+}
+
+pub fn describe(response: &Response) -> String {
     match response {
         Response::Package(p) => format!("package v{} head {}", p.version, p.head),
         Response::Push(p) => format!(
