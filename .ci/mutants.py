@@ -26,7 +26,7 @@ MUTANTS = {
         "file": "src/protocol/session.rs",
         "find": "let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();",
         "replace": "let ops = pending.iter().map(|p| WireOp::from_op(&p.op)).collect();"
-        " store.acknowledge(pending.last().expect(\"a push has ops\").pos, None)?;",
+         " store.acknowledge(pending.last().expect(\"a push has ops\").pos, &[])?;",
     },
     "no-op-id-dedupe": {
         "what": "the server stores an op pushed again under a new seq instead of answering its first seq",
