@@ -27,7 +27,7 @@ pub struct RemoteOp {
 pub struct RemotePage {
     pub ops: Vec<RemoteOp>,
     pub end: Seq,
-    /// The server's mark of the op at `end` (see [`HeldAt`](crate::protocol::HeldAt)).
+    /// The server's mark of the op at `end` (see [`HeldAt`](crate::model::HeldAt)).
     pub mark: Option<u64>,
 }
 

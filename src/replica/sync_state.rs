@@ -283,7 +283,7 @@ impl Replica {
 
     /// The server holds the local ops at `positions` as they are (it gave them
     /// a seq), though the queue still counts them unconfirmed: rewriting their
-    /// records keeps them (see [`tables::CONFIRMED`]).
+    /// records keeps them (see the `CONFIRMED` table).
     pub fn confirm(&self, positions: &[u64]) -> Result<()> {
         if positions.is_empty() {
             return Ok(());
