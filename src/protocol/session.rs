@@ -94,9 +94,9 @@ pub struct SessionConfig {
     /// Approximate bytes of one push body; a batch stops growing beyond it.
     pub max_push_bytes: usize,
     pub pull_page: usize,
-    /// Documents per snapshot page. Each page is one transaction on the replica;
-    /// 2000 (the server's default maximum) halves the per-page round trips and
-    /// commits of 1000: 36k instead of 32k records/s for a 100k-record bootstrap.
+    /// Documents per snapshot page. Each page is one transaction on the replica,
+    /// so the default is the server's default maximum: the fewest round trips
+    /// and commits per bootstrap.
     pub snapshot_page: usize,
     /// Push/pull passes per round before it stops chasing concurrent edits.
     pub max_passes: usize,

@@ -477,12 +477,11 @@ fn apply_record_edits(
         }
     }
     // How the document is stored (automerge loads a saved document followed by change
-    // chunks, or change chunks alone), from measurements of 5-field records:
+    // chunks, or change chunks alone):
     // - a document just loaded from its bytes is saved whole: the load already paid for
-    //   the whole history, and saving costs a small share of it (`cargo bench --bench
-    //   doc_storage`: 10–17 µs against a 150 µs load of 16 appended changes; 0.14–0.20
-    //   ms against 2.3–3.4 ms after 1,000 edits). Saved whole, the next load takes a
-    //   third to a half as long and the bytes are about a fifth;
+    //   the whole history, saving costs a small share of it, and the next load of a
+    //   saved document is much faster and its bytes much smaller (`cargo bench --bench
+    //   doc_storage` measures both);
     // - a document kept in memory since the last edit (someone typing into a record)
     //   appends its change, saving nothing, and is saved whole every
     //   MAX_APPENDED_CHANGES edits, which bounds the work of the next cold load.

@@ -38,8 +38,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]
     AdminOnly,
-    /// A client that named its revision in the header; clients from before
-    /// revisions send none and are not recognised.
+    /// A client that named an older revision in the header (a request without
+    /// the header is served as it comes).
     #[error(
         "this client speaks tidemark protocol revision {client}; this server speaks {server} and needs at least {min} \
          (its push answers and ops would be misread): upgrade tidemark on the client"
