@@ -13,12 +13,13 @@ use super::message::{
     ErrorBody, PackageResponse, PullResponse, PushRequest, PushResponse, RefusedOp, SnapshotResponse, WireOp,
     decode_doc,
 };
-use super::store::{SyncStore, Watermarks};
+use super::store::SyncStore;
 pub use super::summary::RoundSummary;
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, OpId, RecordId, Seq};
 use crate::replica::{Fence, RemoteOp, RemotePage, SnapshotRecord};
 
+mod loss;
 mod refusals;
 
 /// What the session asks the transport to send.
@@ -363,30 +364,6 @@ impl Session {
         }
     }
 
-    /// The first push of a round (a re-push too) checks that the highest op
-    /// this replica pushed that the server acknowledged and no pull has seen
-    /// in its log yet (a round ended between its push and its pull) is still
-    /// at its seq, before
-    /// a newer acknowledgement takes its place: a server restored since
-    /// answers `history_changed`, which starts the re-push again from the
-    /// beginning. A restore keeps a prefix of the log, so checking the highest
-    /// acknowledged op checks them all.
-    fn verify_acked(&mut self, store: &dyn SyncStore) -> Result<Option<Request>> {
-        if std::mem::replace(&mut self.acked_checked, true) {
-            return Ok(None);
-        }
-        let pulled = store.watermarks()?.pulled;
-        let Some((seq, id)) = store.acked()?.filter(|&(seq, _)| seq > pulled) else {
-            return Ok(None);
-        };
-        self.verifying = true;
-        Ok(Some(Request::Pull {
-            at: Some(id).into(),
-            since: seq,
-            limit: 1,
-        }))
-    }
-
     /// Applies the server's answer to the store.
     pub fn handle_response(&mut self, store: &dyn SyncStore, response: Response) -> Result<()> {
         self.check_fence(store)?;
@@ -403,23 +380,6 @@ impl Session {
             Some(fence) => store.check_fence(fence),
             None => Err(Error::Sync("an answer arrived before any request".into())),
         }
-    }
-
-    fn check_epoch(&mut self, store: &dyn SyncStore, epoch: &str, head: Seq) -> Result<()> {
-        let Watermarks {
-            pulled, epoch: known, ..
-        } = store.watermarks()?;
-        match known {
-            None => store.set_epoch(epoch, false)?,
-            // A new epoch, or the same epoch behind what we pulled or what it gave
-            // our ops: the server lost data.
-            Some(known) if known != epoch || head < pulled || store.acked()?.is_some_and(|(seq, _)| head < seq) => {
-                store.set_epoch(epoch, true)?;
-                self.summary.epoch_changed = true;
-            }
-            Some(_) => {}
-        }
-        Ok(())
     }
 
     fn on_package(&mut self, store: &dyn SyncStore, r: PackageResponse) -> Result<()> {
@@ -484,10 +444,7 @@ impl Session {
                     self.deps_checked = true;
                     self.phase = Phase::Pull;
                 } else if missing.is_some() {
-                    let epoch = store.watermarks()?.epoch;
-                    store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
-                    self.summary.epoch_changed = true;
-                    self.phase = Phase::Repush;
+                    self.start_over(store)?;
                 }
             }
             InFlight::Repush {
@@ -612,11 +569,7 @@ impl Session {
                 // The server holds another op where it put one this replica
                 // pushed: it was restored from a backup and others pushed
                 // since. Re-push, pull again.
-                let epoch = store.watermarks()?.epoch;
-                store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
-                self.summary.epoch_changed = true;
-                self.phase = Phase::Repush;
-                return Ok(());
+                return self.start_over(store);
             }
         }
         let report = store.apply_page(&RemotePage {
@@ -636,35 +589,5 @@ impl Session {
             };
         }
         Ok(())
-    }
-
-    /// An answer whose head is behind what this replica pulled, or behind a
-    /// seq the server gave one of its pushes, comes from a server that lost
-    /// data since (restored from a backup while this round ran): the answer
-    /// is dropped and the round re-pushes the log and pulls again, as after a
-    /// new epoch. The ops the dropped answer acknowledged go out again with
-    /// the re-push; the server answers their first seqs.
-    fn server_behind(&mut self, store: &dyn SyncStore, head: Seq) -> Result<bool> {
-        let Watermarks { pulled, epoch, .. } = store.watermarks()?;
-        let acked = store.acked()?.map_or(0, |(seq, _)| seq);
-        if head >= pulled.max(acked) {
-            return Ok(false);
-        }
-        store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
-        self.summary.epoch_changed = true;
-        self.in_flight = InFlight::None;
-        self.verifying = false;
-        self.repush_within = None;
-        self.phase = Phase::Repush;
-        Ok(true)
-    }
-
-    fn same_epoch(&self, store: &dyn SyncStore, epoch: &str) -> Result<()> {
-        match store.watermarks()?.epoch {
-            Some(known) if known != epoch => Err(Error::Sync(
-                "the server's epoch changed during the round (store reset or restored); the next round recovers".into(),
-            )),
-            _ => Ok(()),
-        }
     }
 }

@@ -92,13 +92,7 @@ impl Session {
             }
             InFlight::None if error.status == Some(409) && code == ErrorCode::HistoryChanged => {
                 // A restored backup under the same epoch: treat it as a reset.
-                let epoch = store.watermarks()?.epoch;
-                store.set_epoch(epoch.as_deref().unwrap_or_default(), true)?;
-                self.summary.epoch_changed = true;
-                self.verifying = false;
-                self.repush_within = None;
-                self.phase = Phase::Repush;
-                Ok(())
+                self.start_over(store)
             }
             _ => Err(Error::Remote(error)),
         }
