@@ -5,11 +5,14 @@
 
 mod common;
 
-use tidemark::server::store::ServerStore;
+use std::time::Duration;
+
+use tidemark::record::ChangeHeader;
 use tidemark::server::store::postgres::PgStore;
+use tidemark::server::store::{NewOp, OpRefusal, ServerStore};
 
 use common::postgres::postgres;
-use common::store_suite::{self, append_ok, new_ops};
+use common::store_suite::{self, append_ok, everything, new_op, new_ops};
 
 #[test]
 fn a_postgres_store_passes_the_suite() {
@@ -102,4 +105,94 @@ fn the_same_ops_pushed_through_two_processes_at_once_are_stored_once() {
         );
     }
     assert_eq!(stores[1].head("crm").unwrap(), 100);
+}
+
+/// An op on `contacts/shared` as change `seq` of actor `[1; 16]`, its hash
+/// made of `tag` and its one op counted `tag`, depending on the changes hashed
+/// `deps` (tags grow with each change, so op counters do too).
+fn change_of_shared(seq: u64, tag: u8, deps: &[u8]) -> NewOp {
+    let mut stored = new_ops(1).remove(0);
+    stored.op.record = tidemark::RecordId::new("shared").unwrap();
+    NewOp {
+        stored,
+        header: ChangeHeader {
+            hash: [tag; 32],
+            actor: vec![1; 16],
+            seq,
+            start_op: u64::from(tag),
+            max_op: u64::from(tag),
+            deps: deps.iter().map(|tag| [*tag; 32]).collect(),
+        },
+    }
+}
+
+/// Appends `slow` through a process that reads, then waits before it takes
+/// the space lock while `fast` appends through another; both answers.
+type Answer = Vec<Result<u64, OpRefusal>>;
+fn race(url: &str, slow: &[NewOp], fast: &[NewOp]) -> (Answer, Answer) {
+    let stores = [PgStore::connect(url).unwrap(), PgStore::connect(url).unwrap()];
+    stores[0].delay_after_reads(Duration::from_millis(400));
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| stores[0].append("crm", slow).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        let fast = stores[1].append("crm", fast).unwrap();
+        (slow.join().unwrap(), fast)
+    })
+}
+
+#[test]
+fn an_append_that_read_before_another_committed_is_checked_again() {
+    let Some(pg) = postgres("an_append_that_read_before_another_committed_is_checked_again") else {
+        return;
+    };
+    let url = pg.database();
+    PgStore::connect(&url).unwrap().create_space("crm", None).unwrap();
+
+    // Two stores sharing an actor write change 1 of one record: one is taken.
+    let (slow, fast) = race(
+        &url,
+        &[change_of_shared(1, 0xa1, &[])],
+        &[change_of_shared(1, 0xb1, &[])],
+    );
+    assert!(matches!(fast[..], [Ok(1)]), "{fast:?}");
+    assert!(
+        matches!(&slow[..], [Err(OpRefusal::ActorReused { seq: 1, .. })]),
+        "the other copy of change 1 is refused, not stored beside it: {slow:?}"
+    );
+
+    // The same op through both: stored once, both answered with its seq.
+    let same = change_of_shared(2, 0xb2, &[0xb1]);
+    let (slow, fast) = race(&url, std::slice::from_ref(&same), std::slice::from_ref(&same));
+    assert!(matches!(fast[..], [Ok(2)]), "{fast:?}");
+    assert!(matches!(slow[..], [Ok(2)]), "{slow:?}");
+
+    // A change whose dependency another process commits meanwhile is taken,
+    // alone and beside a fresh op.
+    let other_actor = |seq, tag, deps: &[u8]| {
+        let mut op = change_of_shared(seq, tag, deps);
+        op.header.actor = vec![2; 16];
+        op
+    };
+    let (slow, fast) = race(
+        &url,
+        &[other_actor(1, 0xc1, &[0xb3])],
+        &[change_of_shared(3, 0xb3, &[0xb2])],
+    );
+    assert!(matches!(fast[..], [Ok(3)]), "{fast:?}");
+    assert!(
+        matches!(slow[..], [Ok(4)]),
+        "the dependency committed before the lock: {slow:?}"
+    );
+    let fresh = new_op(&new_ops(1)[0]);
+    let (slow, fast) = race(
+        &url,
+        &[fresh, other_actor(2, 0xc2, &[0xb4])],
+        &[change_of_shared(4, 0xb4, &[0xb3])],
+    );
+    assert!(matches!(fast[..], [Ok(5)]), "{fast:?}");
+    assert!(matches!(slow[..], [Ok(6), Ok(7)]), "{slow:?}");
+
+    let store = PgStore::connect(&url).unwrap();
+    assert_eq!(store.head("crm").unwrap(), 7, "gap-free, nothing stored twice");
+    assert_eq!(everything(&store, "crm").len(), 7);
 }

@@ -20,6 +20,7 @@ mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::{Client, Config, Transaction};
@@ -29,7 +30,7 @@ use super::{
     TokenRecord, missing_space,
 };
 use crate::model::{Op, Package, Seq};
-use append::to_i64;
+use append::{Locking, to_i64};
 use db::Db;
 use error::corrupt;
 pub(crate) use error::pg;
@@ -47,7 +48,9 @@ pub struct PgStore {
     pool: Pool,
     epoch: String,
     /// Microseconds an append may sleep between numbering its ops and committing.
-    commit_delay_us: std::sync::atomic::AtomicU64,
+    commit_delay_us: AtomicU64,
+    /// Microseconds an optimistic append sleeps after its reads.
+    read_delay_us: AtomicU64,
 }
 
 impl fmt::Debug for PgStore {
@@ -96,11 +99,16 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("tidemark");
-        // Every statement of the store is a lookup or a range read on an index.
-        // Prepared statements keep the plan made while the tables were small, when
-        // a sequential scan looked cheaper: without this they would keep scanning
-        // tables that have grown since.
-        let options = format!("{} -c enable_seqscan=off", config.get_options().unwrap_or(""));
+        // Every statement of the store is a lookup or a range read on an index,
+        // so its plan never depends on the values it is given: one generic plan
+        // per prepared statement. A custom plan sees a batch of 500 keys and the
+        // statistics of a table that has grown since they were taken, and
+        // picks a hash join that reads the whole space. No sequential scans
+        // either: a plan made while the tables were small would keep scanning them.
+        let options = format!(
+            "{} -c enable_seqscan=off -c plan_cache_mode=force_generic_plan",
+            config.get_options().unwrap_or("")
+        );
         config.options(options.trim());
         let pool = Pool::new(config, connections)?;
         let epoch = {
@@ -111,6 +119,7 @@ impl PgStore {
             pool,
             epoch,
             commit_delay_us: Default::default(),
+            read_delay_us: Default::default(),
         })
     }
 
@@ -118,8 +127,14 @@ impl PgStore {
     /// up to `max` after it has numbered its ops and before it commits, widening
     /// the window in which a reader could see a later seq before an earlier one.
     pub fn delay_commits(&self, max: Duration) {
-        let us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
-        self.commit_delay_us.store(us, std::sync::atomic::Ordering::Relaxed);
+        self.commit_delay_us.store(micros(max), Ordering::Relaxed);
+    }
+
+    /// Fault injection for tests: from now on each optimistic append sleeps
+    /// `pause` after its reads, before it acts on them, so that another append
+    /// can change what it read.
+    pub fn delay_after_reads(&self, pause: Duration) {
+        self.read_delay_us.store(micros(pause), Ordering::Relaxed);
     }
 
     /// Runs `f` on one connection.
@@ -127,6 +142,25 @@ impl PgStore {
         let mut conn = self.pool.get()?;
         let PgConn { client, statements } = &mut *conn;
         block_on(f(&Db::new(client, statements)))
+    }
+
+    /// Runs `f` in one transaction: commits if it gives a value, rolls back
+    /// if it gives `None` or fails.
+    fn attempt<T>(
+        &self,
+        f: impl AsyncFnOnce(&Db<'_, Transaction<'_>>) -> StoreResult<Option<T>>,
+    ) -> StoreResult<Option<T>> {
+        let mut conn = self.pool.get()?;
+        let PgConn { client, statements } = &mut *conn;
+        block_on(async {
+            let txn = client.transaction().await.map_err(pg)?;
+            let Some(value) = f(&Db::new(&txn, statements)).await? else {
+                txn.rollback().await.map_err(pg)?;
+                return Ok(None);
+            };
+            txn.commit().await.map_err(pg)?;
+            Ok(Some(value))
+        })
     }
 
     /// Runs `f` in one transaction: commits if it succeeds, rolls back if it fails.
@@ -139,6 +173,18 @@ impl PgStore {
             txn.commit().await.map_err(pg)?;
             Ok(value)
         })
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A random sleep up to `max`, on the thread that polls the transaction, so
+/// that the transaction waits with it.
+fn sleep_up_to(max: Duration) {
+    if !max.is_zero() {
+        std::thread::sleep(max.mul_f64(rand::random::<f64>()));
     }
 }
 
@@ -371,15 +417,27 @@ impl ServerStore for PgStore {
     }
 
     fn append(&self, space: &str, ops: &[NewOp]) -> StoreResult<Vec<Result<Seq, OpRefusal>>> {
-        let delay_us = self.commit_delay_us.load(std::sync::atomic::Ordering::Relaxed);
-        self.write(async |txn| {
-            let results = append::append(txn, space, ops).await?;
-            if delay_us > 0 {
-                // This thread polls the transaction itself: sleeping here holds the commit back.
-                std::thread::sleep(Duration::from_micros(rand::random_range(0..delay_us)));
+        let commit_delay = Duration::from_micros(self.commit_delay_us.load(Ordering::Relaxed));
+        let read_delay = Duration::from_micros(self.read_delay_us.load(Ordering::Relaxed));
+        // Optimistic first; a conflict with another append rolls it back and
+        // the append runs again holding the lock from the start, where no
+        // other append can change what it reads.
+        for locking in [Locking::Optimistic, Locking::Locked] {
+            let results = self.attempt(async |txn| {
+                let after_reads = async || std::thread::sleep(read_delay);
+                let results = append::append(txn, space, ops, locking, after_reads).await?;
+                if results.is_some() {
+                    sleep_up_to(commit_delay);
+                }
+                Ok(results)
+            })?;
+            if let Some(results) = results {
+                return Ok(results);
             }
-            Ok(results)
-        })
+        }
+        Err(StoreError::Backend(format!(
+            "space {space}: an append under the space lock reported a conflict"
+        )))
     }
 
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
@@ -504,7 +562,7 @@ impl ServerStore for PgStore {
                 .query(
                     "SELECT d.doc FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (collection, record, n)
                      LEFT JOIN LATERAL (SELECT doc FROM tidemark_docs
-                                        WHERE space_id = $1 AND collection = k.collection AND record = k.record) d
+                                        WHERE space_id = $1 AND collection = k.collection AND record = k.record LIMIT 1) d
                        ON true
                      ORDER BY k.n",
                     &[&id, &collections, &ids],
