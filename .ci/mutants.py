@@ -53,7 +53,7 @@ MUTANTS = {
 SUITES = [
     ("simulation", ["--test", "simulation"], {"TIDEMARK_SIM_SEEDS": "200"}),
     ("convergence_server", ["--test", "convergence_server"], {}),
-    ("sync_faults", ["--test", "sync_faults"], {}),
+    ("sync_recovery", ["--test", "sync_recovery"], {}),
     ("crash_loop", ["--test", "crash_loop"], {"TIDEMARK_CRASH_LOOP_KILLS": "60"}),
 ]
 

@@ -6,7 +6,9 @@
 //!
 //! - `ingest/<backend>`: 4 HTTP clients (spread over the processes) push
 //!   500-op batches of fresh ops. Goal on PostgreSQL with two processes:
-//!   ≥ 20,000 ops/s.
+//!   ≥ 20,000 ops/s. Printed before it, the limit of the parts: PostgreSQL
+//!   alone writing the rows of the same appends under the space lock
+//!   (`benches/postgres/append.sql` through `pgbench`, 4 clients).
 //! - `initial_sync/<backend>`: a fresh file replica bootstraps a 100k-record space.
 //! - `incremental_100/<backend>`: 100 changed records synced into a 100k replica.
 //! - propagation (printed, not criterion): two replicas with background sync at
@@ -32,8 +34,8 @@ use tidemark::protocol::message::{CreateSpace, Grant, PushRequest, WireOp};
 use tidemark::protocol::{Request, SessionConfig};
 use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
-use tidemark::remote::local::LocalRemote;
 use tidemark::replica::Edit;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::postgres::PgStore;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::store::{NewOp, ServerStore, StoredOp};
@@ -390,6 +392,44 @@ fn propagation(d: &Deployment) -> (Duration, Duration) {
     (times[EDITS / 2], times[EDITS * 95 / 100])
 }
 
+/// PostgreSQL alone writing what 4 clients' 500-op appends write, under the
+/// space's row lock, for 15 s through `pgbench`: ops per second.
+fn pgbench_limit(pg: &postgres::TestPostgres) -> Result<f64, String> {
+    let url = pg.database();
+    let setup = include_str!("postgres/append_setup.sql");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(connection);
+            let done = client.batch_execute(setup).await;
+            drop(client);
+            let _ = driver.await;
+            done
+        })
+        .map_err(|e| format!("setting up: {e}"))?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/postgres/append.sql");
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-c", "4", "-j", "2", "-T", "15", "-f", script, &url])
+        .output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tps: f64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "no tps in pgbench's output: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    Ok(tps * 500.0)
+}
+
 fn benches(c: &mut Criterion) {
     let Some(pg) = postgres::postgres("benches/backends") else {
         return;
@@ -403,6 +443,10 @@ fn benches(c: &mut Criterion) {
     for d in &deployments {
         let (median, p95) = propagation(d);
         println!("propagation/{}: median {median:.1?}, p95 {p95:.1?}", d.name);
+    }
+    match pgbench_limit(&pg) {
+        Ok(ops) => println!("ingest_limit/pgbench_4_clients: {ops:.0} ops/s"),
+        Err(e) => println!("ingest_limit/pgbench_4_clients: not measured ({e})"),
     }
     bench_ingest(c, &deployments);
     bench_store_alone(c, &deployments);

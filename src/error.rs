@@ -143,6 +143,10 @@ pub enum Error {
     /// tells the errors no retry can fix.
     #[error("sync: {0}")]
     Remote(crate::protocol::session::RemoteError),
+    /// A switch to another account would lose local changes its
+    /// [`SwitchPolicy`](crate::replica::SwitchPolicy) keeps; nothing was changed.
+    #[error("{0}; nothing was changed")]
+    SwitchRefused(Box<crate::replica::SwitchLoss>),
     /// A sync round could not complete for a reason of the protocol (an answer
     /// that does not fit the request, a store switched during the round, ...).
     #[error("sync: {0}")]

@@ -36,7 +36,7 @@
 //! use serde_json::json;
 //! use tidemark::protocol::SessionConfig;
 //! use tidemark::protocol::message::{CreateSpace, Grant};
-//! use tidemark::remote::local::LocalRemote;
+//! use tidemark::server::local::LocalRemote;
 //! use tidemark::server::{store::redb::RedbStore, Limits, Service};
 //! use tidemark::sync::sync_once_blocking;
 //! use tidemark::Replica;

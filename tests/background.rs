@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tidemark::Replica;
 use tidemark::protocol::message::{CreateSpace, Grant};
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
 use tidemark::sync::BackgroundSync;

@@ -14,7 +14,7 @@ const EPOCH: &str = "epoch-1";
 struct State {
     status: tidemark::Status,
     view: Vec<(String, String, Vec<u8>)>,
-    watermarks: (u64, u64, Option<String>),
+    watermarks: tidemark::protocol::Watermarks,
 }
 
 fn state(r: &Replica) -> State {
@@ -125,5 +125,5 @@ fn a_package_that_does_not_check_moves_no_epoch() {
     );
     assert!(matches!(outcome, Err(tidemark::Error::Invalid(_))), "{outcome:?}");
     assert_eq!(state(&replica), before, "a refused package answer changed the replica");
-    assert_eq!(replica.watermarks().unwrap().2, None, "the epoch moved");
+    assert_eq!(replica.watermarks().unwrap().epoch, None, "the epoch moved");
 }

@@ -183,6 +183,31 @@ fn a_new_token_for_the_same_account_keeps_the_data() {
 }
 
 #[test]
+fn the_server_url_spelled_otherwise_is_the_same_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("srv"), "127.0.0.1:0");
+    let token = server.space_with_user("crm", PACKAGE, "alice", dir.path());
+    let store = dir.path().join("a.db");
+    let plain = server.url.clone();
+    server.url = format!("{plain}/");
+    assert!(login(&store, &server, "alice", &token, "crm", &[]).status.success());
+    assert_eq!(status(&store)["server"], plain.as_str(), "stored in one spelling");
+    ok(&store, &["put", "contacts", "c1", "name=Ada"]);
+    let actor = status(&store)["actor"].clone();
+    server.url = plain.replacen("http://", "HTTP://", 1) + "//";
+    let out = login(&store, &server, "alice", &token, "crm", &[]);
+    assert!(
+        out.status.success(),
+        "no switch, no question: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = status(&store);
+    assert_eq!(s["actor"], actor, "same replica");
+    assert_eq!(s["server"], plain.as_str());
+    assert!(ok(&store, &["get", "contacts", "c1"]).contains("Ada"));
+}
+
+#[test]
 fn switching_user_with_yes_clears_every_byte_and_initializes_the_new_account() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("srv"), "127.0.0.1:0");

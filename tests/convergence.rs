@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::Value as Json;
-use tidemark::replica::{Edit, LogEntry, RemoteOp, RemotePage};
+use tidemark::replica::{Edit, LogEntry, PulledOp, PulledPage};
 use tidemark::{Op, Replica};
 
 #[path = "convergence/reference.rs"]
@@ -93,7 +93,7 @@ fn ops_of(replica: &Replica) -> Vec<Op> {
         .unwrap()
         .into_iter()
         .filter_map(|(_, e)| match e {
-            LogEntry::Local(op) | LogEntry::Remote(op, _) => Some(op),
+            LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(op),
             LogEntry::Snapshot { .. } => None,
         })
         .collect()
@@ -117,13 +117,13 @@ fn deliver(to: &Replica, mut ops: Vec<Op>, rng: &mut Mix) {
     while !rest.is_empty() {
         let size = 1 + rng.below(rest.len());
         let (page, tail) = rest.split_at(size);
-        let page = RemotePage {
-            ops: page.iter().map(|op| RemoteOp { seq: 0, op: op.clone() }).collect(),
+        let page = PulledPage {
+            ops: page.iter().map(|op| PulledOp { seq: 0, op: op.clone() }).collect(),
             end: 0,
             mark: None,
         };
-        to.apply_remote(&page)
-            .unwrap_or_else(|e| panic!("apply_remote refused a page of valid ops: {e}"));
+        to.apply_pulled(&page)
+            .unwrap_or_else(|e| panic!("apply_pulled refused a page of valid ops: {e}"));
         rest = tail;
     }
 }

@@ -24,9 +24,9 @@ use proptest::test_runner::Config as ProptestConfig;
 use serde_json::Value as Json;
 use tidemark::protocol::SessionConfig;
 use tidemark::protocol::message::Grant;
-use tidemark::remote::local::LocalRemote;
 use tidemark::replica::{Edit, LogEntry};
 use tidemark::server::Limits;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::sync::sync_once_blocking;
 use tidemark::{Replica, Status};
@@ -243,7 +243,7 @@ impl Sim {
             }
         }
         // The round pulled everything: a refused op that another copy of the
-        // store delivered meanwhile is settled (see `apply_remote`).
+        // store delivered meanwhile is settled (see `apply_pulled`).
         queue.rejected.retain(|(inc, _, _)| !self.delivered.contains_key(inc));
         let status = self.status(i);
         assert_eq!(status.pending, 0, "replica {i} has ops left after a sync: {summary:?}");
@@ -345,7 +345,7 @@ fn logged_ops(replica: &Replica) -> (Vec<u128>, Vec<u128>, u64) {
     for (_, entry) in replica.log_entries(0, usize::MAX).unwrap() {
         match entry {
             LogEntry::Local(op) => local.push(op.id.as_u128()),
-            LogEntry::Remote(op, _) => pulled.push(op.id.as_u128()),
+            LogEntry::Pulled(op, _) => pulled.push(op.id.as_u128()),
             LogEntry::Snapshot { as_of, .. } => snapshot = snapshot.max(as_of),
         }
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use tidemark::Replica;
-use tidemark::replica::RemotePage;
+use tidemark::replica::PulledPage;
 
 /// Two replicas delete a record
 /// concurrently, so its `_deleted` tombstone holds two concurrent `true`s; deleting
@@ -19,7 +19,7 @@ fn deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept() {
     b.delete("contacts", "r1").unwrap();
     common::send(&b, &a);
     a.delete("contacts", "r1").unwrap();
-    b.apply_remote(&RemotePage {
+    b.apply_pulled(&PulledPage {
         ops: common::all_ops(&a),
         end: 0,
         mark: None,
@@ -51,7 +51,7 @@ fn a_schemaless_edit_is_accepted_locally_only_if_peers_accept_it() {
             assert_eq!(a.status().unwrap().pending, 0, "the refused {name} wrote no op");
             continue;
         }
-        let report = b.apply_remote(&RemotePage {
+        let report = b.apply_pulled(&PulledPage {
             ops: common::all_ops(&a),
             end: 0,
             mark: None,

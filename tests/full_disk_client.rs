@@ -17,7 +17,7 @@ use std::sync::Arc;
 use common::background::{config, wait_for};
 use serde_json::json;
 use tidemark::Replica;
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::sync::{BackgroundSync, sync_once};
 use tmpfs::{Tmpfs, fill, is_root, noise};
 

@@ -45,7 +45,7 @@ use common::{BASE_ACTOR, BASE_TIME_MS, COLLECTION, SEPARATOR, base_change, field
 type Check = fn(&[u8]);
 /// Every fuzz target of fuzz/Cargo.toml, each with its check.
 const TARGETS: &[(&str, Check)] = &[
-    ("apply_remote", common::check_apply_remote),
+    ("apply_pulled", common::check_apply_pulled),
     ("record_doc", common::check_record_doc),
     ("wire_client", wire_client_check::check_wire_client),
     #[cfg(feature = "server")]
@@ -56,7 +56,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("simulation", simulation_check::check_simulation),
 ];
 /// The targets whose corpus keeps the known panicking input.
-const HAZARD_TARGETS: [&str; 2] = ["apply_remote", "record_doc"];
+const HAZARD_TARGETS: [&str; 2] = ["apply_pulled", "record_doc"];
 const HAZARD_FILE: &str = "design-hazard-37-bytes";
 /// Names the input (and its target) a child process replays.
 const INPUT_ENV: &str = "TIDEMARK_FUZZ_REPLAY_INPUT";
@@ -184,8 +184,8 @@ fn hazard_bytes() -> Vec<u8> {
 }
 
 #[test]
-fn every_apply_remote_input_is_refused_cleanly_or_applied_as_a_rebuild_would() {
-    replay("apply_remote");
+fn every_apply_pulled_input_is_refused_cleanly_or_applied_as_a_rebuild_would() {
+    replay("apply_pulled");
 }
 
 #[test]
@@ -361,7 +361,7 @@ fn edit(doc: &mut RecordDoc, value: serde_json::Value) -> Vec<u8> {
     doc.commit(BASE_TIME_MS + 1000).unwrap()
 }
 
-fn apply_remote_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn apply_pulled_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (_, new_c9) = new_record(PEER, json!({"name": "Edsger", "email": "ew@example.com"}), false);
     let (_, new_account) = new_record(OTHER, json!({"name": "Initech"}), false);
 
@@ -510,7 +510,7 @@ fn simulation_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn the_seed_corpora_are_written_on_request() {
     let hazard = hazard_bytes();
     let mut corpora = vec![
-        ("apply_remote", apply_remote_seeds()),
+        ("apply_pulled", apply_pulled_seeds()),
         ("record_doc", record_doc_seeds()),
         ("wire_client", server_seeds::wire_client_seeds()),
     ];

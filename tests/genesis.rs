@@ -8,16 +8,10 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{AutoCommit, ROOT, ScalarValue};
 use serde_json::json;
 use tidemark::record::{GENESIS_ACTOR, validate_change};
-use tidemark::replica::{Edit, RemoteOp, RemotePage};
-use tidemark::{Error, OpId, Replica};
+use tidemark::replica::{Edit, PulledOp, PulledPage};
+use tidemark::{Error, OpId};
 
-use common::{all_ops, crm_package, send};
-
-fn replica_with_package() -> Replica {
-    let r = Replica::in_memory().unwrap();
-    r.set_package(Some(&crm_package())).unwrap();
-    r
-}
+use common::{all_ops, crm_package, replica_with_package, send};
 
 #[test]
 fn first_increments_and_texts_of_fields_a_record_lacks_merge_instead_of_conflicting() {
@@ -202,8 +196,8 @@ fn a_genesis_op_must_hold_exactly_the_genesis_change() {
         op.id = OpId::new();
         op.change = change;
         let err = b
-            .apply_remote(&RemotePage {
-                ops: vec![RemoteOp { seq: 1, op }],
+            .apply_pulled(&PulledPage {
+                ops: vec![PulledOp { seq: 1, op }],
                 end: 1,
                 mark: None,
             })

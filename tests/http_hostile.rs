@@ -460,7 +460,7 @@ async fn forged_changes_are_refused_one_by_one_and_the_space_stays_readable() {
     let service = s.service.clone();
     let token = s.alice.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        let remote = tidemark::remote::local::LocalRemote::new(service, token, SPACE);
+        let remote = tidemark::server::local::LocalRemote::new(service, token, SPACE);
         tidemark::sync::sync_once_blocking(&reader, |r| remote.call_blocking(r), Default::default()).unwrap();
         reader
     })
@@ -521,7 +521,7 @@ async fn a_record_that_does_not_load_is_quarantined_and_the_rest_of_the_space_wo
     let (service, token) = (s.service.clone(), s.alice.clone());
     let reader = tokio::task::spawn_blocking(move || {
         let reader = Replica::in_memory().unwrap();
-        let remote = tidemark::remote::local::LocalRemote::new(service, token, SPACE);
+        let remote = tidemark::server::local::LocalRemote::new(service, token, SPACE);
         tidemark::sync::sync_once_blocking(&reader, |r| remote.call_blocking(r), Default::default()).unwrap();
         reader.list("contacts", None, 10).unwrap().len()
     })

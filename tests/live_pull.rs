@@ -13,7 +13,7 @@ use serde_json::json;
 use tidemark::Replica;
 use tidemark::protocol::message::PullResponse;
 use tidemark::remote::http::HttpRemote;
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, ServeConfig};
 use tidemark::sync::{BackgroundConfig, BackgroundSync, sync_once};

@@ -11,7 +11,7 @@ use serde_json::json;
 use tidemark::protocol::{Request, Response, Session, SessionConfig};
 use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 
 use tidemark::sync::{sync_once, sync_once_blocking};
@@ -200,7 +200,7 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     sync_once_blocking(&writer, |r| writer_remote.call(r), config).unwrap();
     let reader = Replica::in_memory().unwrap();
     sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
-    assert_eq!(reader.watermarks().unwrap().1, 1);
+    assert_eq!(reader.watermarks().unwrap().pulled, 1);
     for i in 1..=10 {
         writer.put("contacts", &format!("c{i:03}"), json!({"n": i})).unwrap();
     }
@@ -225,7 +225,7 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
         session.handle_response(&reader, response).unwrap();
     }
     assert_eq!(
-        reader.watermarks().unwrap().1,
+        reader.watermarks().unwrap().pulled,
         4,
         "three pages of one op each were committed"
     );

@@ -12,7 +12,7 @@ use serde_json::json;
 use tidemark::protocol::message::{CreateSpace, Grant};
 use tidemark::protocol::{Request, Session, SessionConfig};
 use tidemark::remote::http::HttpRemote;
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
 use tidemark::sync::sync_once_blocking;

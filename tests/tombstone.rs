@@ -9,8 +9,8 @@ mod common;
 use serde_json::json;
 use tidemark::Replica;
 use tidemark::protocol::SessionConfig;
-use tidemark::remote::local::LocalRemote;
-use tidemark::replica::RemotePage;
+use tidemark::replica::PulledPage;
+use tidemark::server::local::LocalRemote;
 use tidemark::sync::sync_once_blocking;
 
 use common::send;
@@ -131,7 +131,7 @@ fn a_delete_concurrent_with_the_settling_put_wins_and_is_listed() {
             .into_iter()
             .filter(|o| o.op.actor == actor)
             .collect();
-        c.apply_remote(&RemotePage {
+        c.apply_pulled(&PulledPage {
             ops: own,
             end: 0,
             mark: None,

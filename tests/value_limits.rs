@@ -10,7 +10,7 @@ use automerge::{AutoCommit, ROOT, ScalarValue};
 use serde_json::{Value, json};
 use tidemark::model::{ActorId, Collection, Op, OpId, RecordId};
 use tidemark::record::{MAX_COUNTER, MAX_JSON_DEPTH, validate_change};
-use tidemark::replica::{RemoteOp, RemotePage};
+use tidemark::replica::{PulledOp, PulledPage};
 use tidemark::{Error, InvalidInput, Replica};
 
 use common::crm_package;
@@ -168,14 +168,14 @@ fn an_overflowing_counter_from_a_peer_is_refused_by_the_server_and_cannot_crash_
         time_ms: 0,
         change,
     };
-    let page = RemotePage {
-        ops: vec![RemoteOp { seq: 1, op }],
+    let page = PulledPage {
+        ops: vec![PulledOp { seq: 1, op }],
         end: 1,
         mark: None,
     };
     let (a, b) = (crm(), crm());
-    a.apply_remote(&page).unwrap();
-    b.apply_remote(&page).unwrap();
+    a.apply_pulled(&page).unwrap();
+    b.apply_pulled(&page).unwrap();
     assert_eq!(a.view_rows().unwrap(), b.view_rows().unwrap());
     let before = a.view_rows().unwrap();
     a.rebuild_view().unwrap();

@@ -1,4 +1,4 @@
-//! Foreign op payloads through `Replica::apply_remote`: never a panic; a refused
+//! Foreign op payloads through `Replica::apply_pulled`: never a panic; a refused
 //! page writes nothing; an accepted page leaves the view a rebuild reproduces.
 #![no_main]
 
@@ -8,5 +8,5 @@ mod common;
 
 fuzz_target!(
     init: common::install_panic_recorder(),
-    |data: &[u8]| common::fuzz(|| common::check_apply_remote(data))
+    |data: &[u8]| common::fuzz(|| common::check_apply_pulled(data))
 );

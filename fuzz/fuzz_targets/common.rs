@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{Value as Json, json};
 use tidemark::record::{self, RecordDoc};
-use tidemark::replica::{Edit, RemoteOp, RemotePage};
+use tidemark::replica::{Edit, PulledOp, PulledPage};
 use tidemark::{ActorId, Collection, Error, Fields, Op, OpId, Package, RecordId, Replica};
 
-/// Separates op payloads inside one `apply_remote` input.
+/// Separates op payloads inside one `apply_pulled` input.
 pub const SEPARATOR: &[u8] = b"-tide-";
 /// At most this many payloads are taken from one input (the rest stays in the last one).
 pub const MAX_CHUNKS: usize = 8;
@@ -81,16 +81,16 @@ pub fn fuzz_replica(with_package: bool) -> Replica {
         },
     ])
     .expect("local edits apply");
-    let page = RemotePage {
-        ops: vec![RemoteOp { seq: 1, op: base_op() }],
+    let page = PulledPage {
+        ops: vec![PulledOp { seq: 1, op: base_op() }],
         end: 1,
         mark: None,
     };
-    r.apply_remote(&page).expect("the base op applies");
+    r.apply_pulled(&page).expect("the base op applies");
     r
 }
 
-/// Splits an `apply_remote` input into at most MAX_CHUNKS payloads.
+/// Splits an `apply_pulled` input into at most MAX_CHUNKS payloads.
 pub fn chunks(data: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = data;
@@ -151,22 +151,22 @@ fn observe(r: &Replica) -> Observed {
 /// Applies one page: a refusal writes nothing; an accepted page leaves a view
 /// (and conflict list) that a rebuild from the log reproduces exactly.
 fn apply_checked(r: &Replica, ops: Vec<Op>, seq: &mut u64) {
-    let ops: Vec<RemoteOp> = ops
+    let ops: Vec<PulledOp> = ops
         .into_iter()
         .map(|op| {
             *seq += 1;
-            RemoteOp { seq: *seq, op }
+            PulledOp { seq: *seq, op }
         })
         .collect();
-    let page = RemotePage {
+    let page = PulledPage {
         ops,
         end: *seq,
         mark: None,
     };
     let before = observe(r);
-    match r.apply_remote(&page) {
+    match r.apply_pulled(&page) {
         Err(e) => {
-            assert_not_internal("apply_remote", &e);
+            assert_not_internal("apply_pulled", &e);
             let after = observe(r);
             assert!(
                 before == after,
@@ -189,10 +189,10 @@ fn apply_checked(r: &Replica, ops: Vec<Op>, seq: &mut u64) {
     }
 }
 
-/// The `apply_remote` target: every payload as an encoded op and as raw change
+/// The `apply_pulled` target: every payload as an encoded op and as raw change
 /// bytes, together in one page and one page per payload, on a schemaless replica
 /// and on one with a package.
-pub fn check_apply_remote(data: &[u8]) {
+pub fn check_apply_pulled(data: &[u8]) {
     let chunks = chunks(data);
     for with_package in [false, true] {
         let r = fuzz_replica(with_package);

@@ -15,18 +15,14 @@ use crate::model::{ActorId, Collection, Op, OpId, Package, RecordId, Seq};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The revision of protocol v1 this build speaks: what a peer must understand
-/// beyond the routes and message shapes of `/v1`. Both sides send it in
-/// [`REVISION_HEADER`] on every HTTP request and answer, and each refuses a peer
-/// below [`MIN_PEER_REVISION`] before acting on anything it says.
-///
-/// - 1: the first; sends no header.
-/// - 2: genesis ops (`WireOp::actor` = `GENESIS_ACTOR`, see `record/genesis.rs`)
-///   in pushes, pulls and snapshot documents. A revision-1 peer refuses them:
-///   a server would reject them as invalid ops, a client would fail its pull.
-/// - 3: a push answer refuses single ops (`PushResponse::refused`, a `null`
-///   seq) and stores the rest of the batch; the history check's codes
-///   `missing_deps` and `actor_reused`. A revision-2 client would take a
-///   `null` seq for an acknowledgement.
+/// beyond the routes and message shapes of `/v1`. At revision 3 that is genesis
+/// ops (`WireOp::actor` = `GENESIS_ACTOR`, see `record/genesis.rs`) in pushes,
+/// pulls and snapshot documents, and push answers that refuse single ops
+/// (`PushResponse::refused`, a `null` seq) with the history check's codes
+/// `missing_deps` and `actor_reused`. Both sides send it in
+/// [`REVISION_HEADER`] on every HTTP request and answer, and each refuses a
+/// peer below [`MIN_PEER_REVISION`] before acting on anything it says: a peer
+/// that took a `null` seq for an acknowledgement would lose edits.
 pub const PROTOCOL_REVISION: u32 = 3;
 
 /// The oldest peer revision this build works with.

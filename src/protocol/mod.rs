@@ -10,6 +10,7 @@ pub mod session;
 pub mod store;
 pub mod summary;
 
+pub use crate::replica::Watermarks;
 pub use code::ErrorCode;
 pub use session::{Request, Response, RoundSummary, Session, SessionConfig};
-pub use store::{SyncStore, Watermarks};
+pub use store::SyncStore;

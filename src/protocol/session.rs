@@ -17,7 +17,7 @@ use super::store::SyncStore;
 pub use super::summary::RoundSummary;
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, OpId, RecordId, Seq};
-use crate::replica::{Fence, RemoteOp, RemotePage, SnapshotRecord};
+use crate::replica::{Fence, PulledOp, PulledPage, SnapshotRecord};
 
 mod loss;
 mod refusals;
@@ -556,7 +556,7 @@ impl Session {
                 .op
                 .to_op()
                 .map_err(|e| CorruptData::new(format!("pulled op seq {}", pulled.seq), e))?;
-            ops.push(RemoteOp { seq: pulled.seq, op });
+            ops.push(PulledOp { seq: pulled.seq, op });
         }
         let since = store.watermarks()?.pulled;
         let acks = store.acks(since, r.end)?;
@@ -572,7 +572,7 @@ impl Session {
                 return self.start_over(store);
             }
         }
-        let report = store.apply_page(&RemotePage {
+        let report = store.apply_page(&PulledPage {
             ops,
             end: r.end,
             mark: r.mark,

@@ -8,18 +8,9 @@
 
 use crate::error::Result;
 use crate::model::{HeldAt, OpId, Package, Seq};
-use crate::replica::{ApplyReport, Fence, PendingOp, Refusal, RemotePage, Replica, RepushBatch, SnapshotRecord};
-
-/// Where a store stands with its server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watermarks {
-    /// Log position through which local ops are acknowledged by the server.
-    pub pushed: u64,
-    /// The server seq through which ops are pulled and applied (0: never pulled).
-    pub pulled: Seq,
-    /// The server epoch the watermarks belong to (None before the first answer).
-    pub epoch: Option<String>,
-}
+use crate::replica::{
+    ApplyReport, Fence, PendingOp, PulledPage, Refusal, Replica, RepushBatch, SnapshotRecord, Watermarks,
+};
 
 /// The store side of a sync session.
 pub trait SyncStore {
@@ -74,7 +65,7 @@ pub trait SyncStore {
         next: Option<&str>,
     ) -> Result<bool>;
     /// Applies one page of pulled ops and moves `pulled` to its end, atomically.
-    fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport>;
+    fn apply_page(&self, page: &PulledPage) -> Result<ApplyReport>;
 
     fn package(&self) -> Result<Option<Package>>;
     /// Installs a new package; returns how many pending ops it refused.
@@ -90,8 +81,7 @@ impl SyncStore for Replica {
         Replica::check_fence(self, fence)
     }
     fn watermarks(&self) -> Result<Watermarks> {
-        let (pushed, pulled, epoch) = Replica::watermarks(self)?;
-        Ok(Watermarks { pushed, pulled, epoch })
+        Replica::watermarks(self)
     }
     fn pulled_at(&self) -> Result<HeldAt> {
         Replica::pulled_at(self)
@@ -149,8 +139,8 @@ impl SyncStore for Replica {
     ) -> Result<bool> {
         Replica::apply_snapshot(self, records, as_of, as_of_op, as_of_mark, asked_after, next)
     }
-    fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport> {
-        Replica::apply_remote(self, page)
+    fn apply_page(&self, page: &PulledPage) -> Result<ApplyReport> {
+        Replica::apply_pulled(self, page)
     }
     fn package(&self) -> Result<Option<Package>> {
         Replica::package(self)

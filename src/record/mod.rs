@@ -8,7 +8,7 @@
 //! delete wins over concurrent edits and a later put undeletes.
 //!
 //! Every decode of bytes from outside runs behind a panic boundary, because
-//! automerge 0.12 panics on some malformed input (`tests/replica.rs` keeps 37 such bytes).
+//! automerge 0.12 panics on some malformed input (`tests/replica_merge.rs` keeps 37 such bytes).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -37,8 +37,8 @@ pub use change::{
 pub use genesis::GENESIS_ACTOR;
 use genesis::{GenesisKind, genesis_change};
 pub use rebase::{EditSummary, change_hash};
-pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_value};
-use values::{counter_in_range, json_to_scalar, scalar_to_json};
+pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_fields, check_value};
+use values::{counter_in_range, counter_value, scalar_to_json, stored_scalar, value_kind};
 
 /// The fields of a record as JSON, sorted by name.
 pub type Fields = Map<String, Json>;
@@ -136,7 +136,7 @@ impl RecordDoc {
         schema: Option<&CollectionSchema>,
     ) -> Result<Option<(Self, Fields)>, InvalidInput> {
         use automerge::hydrate;
-        Self::check_put(collection, fields, schema)?;
+        check_fields(collection, fields, schema)?;
         let mut doc = Self::new(actor);
         let encoding = doc.doc.text_encoding();
         let mut root = std::collections::HashMap::with_capacity(fields.len());
@@ -150,18 +150,8 @@ impl RecordDoc {
                     let text = value.as_str().unwrap_or_default();
                     (hydrate::Value::text(encoding, text), Json::String(text.to_string()))
                 }
-                Some(FieldType::Counter) => {
-                    let scalar = ScalarValue::counter(value.as_i64().unwrap_or_default());
-                    let shown = scalar_to_json(&scalar);
-                    (hydrate::Value::Scalar(scalar), shown)
-                }
-                Some(FieldType::Json) => {
-                    let scalar = ScalarValue::Bytes(serde_json::to_vec(value).unwrap_or_default());
-                    let shown = scalar_to_json(&scalar);
-                    (hydrate::Value::Scalar(scalar), shown)
-                }
-                _ => {
-                    let scalar = json_to_scalar(value);
+                ty => {
+                    let scalar = stored_scalar(ty, value);
                     let shown = scalar_to_json(&scalar);
                     (hydrate::Value::Scalar(scalar), shown)
                 }
@@ -317,31 +307,17 @@ impl RecordDoc {
         self.doc.stats().num_changes == 0
     }
 
-    /// Checks `fields` against the schema without touching the document.
-    pub fn check_put(collection: &str, fields: &Fields, schema: Option<&CollectionSchema>) -> Result<(), InvalidInput> {
-        for (name, value) in fields {
-            check_field_name(name)?;
-            let ty = match schema {
-                Some(s) => s.field(collection, name)?,
-                None => FieldType::Json,
-            };
-            // Schemaless, every field is `json`: only the nesting limit applies.
-            check_value(name, ty, value)?;
-        }
-        Ok(())
-    }
-
     /// Upserts `fields` (undeleting the record if it was deleted). `null` removes a
     /// field; a counter or text field is cleared in place instead (to 0, to empty),
     /// so edits made concurrently elsewhere stay visible.
-    /// Call [`RecordDoc::check_put`] first: this assumes valid input.
+    /// Checks `fields` first ([`check_fields`]): a refused put changes nothing.
     pub fn put(
         &mut self,
         collection: &str,
         fields: &Fields,
         schema: Option<&CollectionSchema>,
     ) -> Result<(), InvalidInput> {
-        Self::check_put(collection, fields, schema)?;
+        check_fields(collection, fields, schema)?;
         // A text field this record lacks starts from its genesis, so two replicas
         // writing the first text of a note merge it instead of competing.
         for (name, value) in fields {
@@ -413,14 +389,10 @@ impl RecordDoc {
                         let current = counter_value(v).unwrap_or(0);
                         self.step_counter(name, current, target)?;
                     }
-                    _ => self.doc.put(ROOT, name, ScalarValue::counter(target))?,
+                    _ => self.doc.put(ROOT, name, stored_scalar(ty, value))?,
                 }
             }
-            Some(FieldType::Json) => {
-                let text = serde_json::to_vec(value).unwrap_or_default();
-                self.doc.put(ROOT, name, ScalarValue::Bytes(text))?;
-            }
-            _ => self.doc.put(ROOT, name, json_to_scalar(value))?,
+            _ => self.doc.put(ROOT, name, stored_scalar(ty, value))?,
         }
         Ok(())
     }
@@ -518,12 +490,8 @@ impl RecordDoc {
         Ok(())
     }
 
-    /// Read access for validation of foreign documents in tests and tools.
-    pub fn heads_count(&mut self) -> usize {
-        self.doc.get_heads().len()
-    }
-
-    /// Whether the document is waiting for changes it depends on.
+    /// Whether the document is waiting for changes it depends on (a change
+    /// applied before one of its dependencies).
     pub fn has_missing_deps(&mut self) -> bool {
         !self.doc.get_missing_deps(&[]).is_empty()
     }
@@ -531,25 +499,4 @@ impl RecordDoc {
 
 fn internal(e: automerge::AutomergeError) -> InvalidInput {
     InvalidInput::Other(format!("the record document refused the edit: {e}"))
-}
-
-fn value_kind(v: &Value<'_>) -> &'static str {
-    match v {
-        Value::Object(ObjType::Text) => "text",
-        Value::Object(_) => "object",
-        Value::Scalar(s) => match s.as_ref() {
-            ScalarValue::Counter(_) => "counter",
-            ScalarValue::Str(_) => "string",
-            ScalarValue::Boolean(_) => "bool",
-            ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::F64(_) => "number",
-            _ => "scalar",
-        },
-    }
-}
-
-fn counter_value(v: &ScalarValue) -> Option<i64> {
-    match v {
-        ScalarValue::Counter(c) => Some(i64::from(c)),
-        _ => None,
-    }
 }

@@ -1,10 +1,11 @@
 //! JSON values ↔ automerge scalars, and the checks of values against field types.
 
-use automerge::{ScalarValue, ScalarValueRef};
+use automerge::{ObjType, ScalarValue, ScalarValueRef, Value};
 use serde_json::Value as Json;
 
+use super::Fields;
 use crate::error::InvalidInput;
-use crate::model::FieldType;
+use crate::model::{CollectionSchema, FieldType, check_field_name};
 
 pub(super) fn json_to_scalar(value: &Json) -> ScalarValue {
     match value {
@@ -22,6 +23,17 @@ pub(super) fn json_to_scalar(value: &Json) -> ScalarValue {
         Json::String(s) => ScalarValue::Str(s.as_str().into()),
         // Nested JSON is one register: stored as its JSON text in a bytes scalar.
         Json::Array(_) | Json::Object(_) => ScalarValue::Bytes(serde_json::to_vec(value).unwrap_or_default()),
+    }
+}
+
+/// How a non-null value of a field of type `ty` (None: schemaless) is stored,
+/// for every type but text (an object, not a scalar): the one mapping that
+/// creating a record and putting a field share.
+pub(super) fn stored_scalar(ty: Option<FieldType>, value: &Json) -> ScalarValue {
+    match ty {
+        Some(FieldType::Counter) => ScalarValue::counter(value.as_i64().unwrap_or_default()),
+        Some(FieldType::Json) => ScalarValue::Bytes(serde_json::to_vec(value).unwrap_or_default()),
+        _ => json_to_scalar(value),
     }
 }
 
@@ -165,6 +177,42 @@ pub(super) fn is_rfc3339(s: &str) -> bool {
         [b'Z' | b'z'] => true,
         [b'+' | b'-', ..] => b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6),
         _ => false,
+    }
+}
+
+/// Checks `fields` against the schema (None: schemaless) without touching a document.
+pub fn check_fields(collection: &str, fields: &Fields, schema: Option<&CollectionSchema>) -> Result<(), InvalidInput> {
+    for (name, value) in fields {
+        check_field_name(name)?;
+        let ty = match schema {
+            Some(s) => s.field(collection, name)?,
+            None => FieldType::Json,
+        };
+        // Schemaless, every field is `json`: only the nesting limit applies.
+        check_value(name, ty, value)?;
+    }
+    Ok(())
+}
+
+/// The kind of a stored value, for a person.
+pub(super) fn value_kind(v: &Value<'_>) -> &'static str {
+    match v {
+        Value::Object(ObjType::Text) => "text",
+        Value::Object(_) => "object",
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Counter(_) => "counter",
+            ScalarValue::Str(_) => "string",
+            ScalarValue::Boolean(_) => "bool",
+            ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::F64(_) => "number",
+            _ => "scalar",
+        },
+    }
+}
+
+pub(super) fn counter_value(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Counter(c) => Some(i64::from(c)),
+        _ => None,
     }
 }
 

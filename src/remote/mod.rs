@@ -1,11 +1,10 @@
 //! The server adapter: a trait that carries a session's requests to a server,
-//! an HTTP implementation (reqwest) and an in-process one (a server core in
-//! the same process: tests, the demo, embedding).
+//! and its HTTP implementation (reqwest). The server implements it too, in
+//! process (`server::local`: tests, the demo, embedding), so this layer never
+//! names the server.
 
 #[cfg(feature = "http-client")]
 pub mod http;
-#[cfg(feature = "server")]
-pub mod local;
 
 use std::future::Future;
 

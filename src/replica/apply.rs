@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use redb::ReadableTable;
 
-use super::edit::run_parallel;
-use super::log::LogEntry;
+use super::log::{LogAppend, LogEntry};
+use super::parallel::run_parallel;
 use super::tables::{self, meta};
 use super::view::{ViewTables, materialize};
 use super::{Meta, Replica, put_meta};
@@ -17,15 +17,15 @@ use crate::record::{RecordDoc, check_author, decode_change};
 
 /// An op as the server delivers it: with its seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteOp {
+pub struct PulledOp {
     pub seq: Seq,
     pub op: Op,
 }
 
 /// One page of pulled ops; `end` is the seq the page covers up to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RemotePage {
-    pub ops: Vec<RemoteOp>,
+pub struct PulledPage {
+    pub ops: Vec<PulledOp>,
     pub end: Seq,
     /// The server's mark of the op at `end` (see [`HeldAt`](crate::model::HeldAt)).
     pub mark: Option<u64>,
@@ -106,13 +106,13 @@ impl Replica {
     /// Merges a page of foreign ops in one transaction: ops whose id is known are
     /// skipped, the rest are validated (all of them before anything is written),
     /// merged per record, materialized, logged, and `pulled` advances to `page.end`.
-    pub fn apply_remote(&self, page: &RemotePage) -> Result<ApplyReport> {
+    pub fn apply_pulled(&self, page: &PulledPage) -> Result<ApplyReport> {
         let txn = self.write()?;
         let mut m = Meta::read_write(&txn)?;
         let mut actor = m.actor()?;
         let mut report = ApplyReport::default();
 
-        let mut fresh: Vec<&RemoteOp> = Vec::new();
+        let mut fresh: Vec<&PulledOp> = Vec::new();
         let mut superseded = Vec::new();
         let mut replaced = Vec::new();
         {
@@ -121,15 +121,15 @@ impl Replica {
             let mut discarded = txn.open_table(tables::DISCARDED)?;
             let log = txn.open_table(tables::LOG)?;
             let mut confirmed = txn.open_table(tables::CONFIRMED)?;
-            let unconfirmed = super::sync_state::unconfirmed_from(&m)?;
+            let unconfirmed = super::queue::unconfirmed_from(&m)?;
             let mut seen = HashSet::new();
-            for remote in &page.ops {
-                if !seen.insert(remote.op.id) {
+            for pulled in &page.ops {
+                if !seen.insert(pulled.op.id) {
                     report.known += 1;
                     continue;
                 }
-                let Some(pos) = index.get(remote.op.id.as_u128())?.map(|p| p.value()) else {
-                    fresh.push(remote);
+                let Some(pos) = index.get(pulled.op.id.as_u128())?.map(|p| p.value()) else {
+                    fresh.push(pulled);
                     continue;
                 };
                 // An op id names one edit and the server's version of it wins
@@ -139,17 +139,17 @@ impl Replica {
                 // a pending local version that differs leaves for the server's.
                 if rejected.remove(pos)?.is_some() {
                     discarded.insert(pos, ())?;
-                    fresh.push(remote);
+                    fresh.push(pulled);
                 } else if discarded.get(pos)?.is_some() {
-                    fresh.push(remote);
-                } else if differs_locally(&log, pos, &remote.op)? {
+                    fresh.push(pulled);
+                } else if differs_locally(&log, pos, &pulled.op)? {
                     superseded.push(pos);
-                    fresh.push(remote);
-                } else if let Some(old) = replaced_remote(&log, pos, &remote.op)? {
+                    fresh.push(pulled);
+                } else if let Some(old) = replaced_pulled(&log, pos, &pulled.op)? {
                     // Pulled before in another version: its author wrote it again
                     // after a server lost the first one.
-                    replaced.push((remote.op.collection.clone(), remote.op.record.clone(), old));
-                    fresh.push(remote);
+                    replaced.push((pulled.op.collection.clone(), pulled.op.record.clone(), old));
+                    fresh.push(pulled);
                 } else {
                     if pos >= unconfirmed {
                         // A local op the queue still counts unconfirmed came back as it is.
@@ -177,8 +177,8 @@ impl Replica {
         // Pending ops may still be written by an actor the store has left (their
         // record had no collision then): those count as this store's too.
         let mut ours = std::collections::HashSet::from([actor]);
-        if !fresh.is_empty() && (m.u64(meta::PENDING)? > 0 || m.bytes(meta::REPUSH_FROM).is_some()) {
-            ours.extend(super::sync_state::pending_actors(&txn, &m)?);
+        if !fresh.is_empty() && (super::pending::count(&m)? > 0 || m.bytes(meta::REPUSH_FROM).is_some()) {
+            ours.extend(super::queue::pending_actors(&txn, &m)?);
         }
         let shared: std::collections::BTreeSet<(Collection, RecordId)> = fresh
             .iter()
@@ -192,15 +192,15 @@ impl Replica {
         }
 
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Change>> = BTreeMap::new();
-        for (n, remote) in fresh.iter().enumerate() {
-            let change = check_remote(&remote.op).map_err(|e| {
+        for (n, pulled) in fresh.iter().enumerate() {
+            let change = check_pulled(&pulled.op).map_err(|e| {
                 with_context(
                     e,
-                    format!("op {} ({} of the page, seq {})", remote.op.id, n + 1, remote.seq),
+                    format!("op {} ({} of the page, seq {})", pulled.op.id, n + 1, pulled.seq),
                 )
             })?;
             groups
-                .entry((remote.op.collection.clone(), remote.op.record.clone()))
+                .entry((pulled.op.collection.clone(), pulled.op.record.clone()))
                 .or_default()
                 .push(change);
         }
@@ -218,20 +218,13 @@ impl Replica {
         // A collision may have written local edits again (see `collision`).
         m = Meta::read_write(&txn)?;
 
-        let first = m.u64(meta::NEXT_POS)?.max(1);
-        let mut pos = first;
-        {
-            let mut log = txn.open_table(tables::LOG)?;
-            let mut index = txn.open_table(tables::OP_INDEX)?;
-            for remote in &fresh {
-                log.insert(pos, LogEntry::Remote(remote.op.clone(), remote.seq).encode().as_slice())?;
-                index.insert(remote.op.id.as_u128(), pos)?;
-                pos += 1;
-                report.applied += 1;
-            }
+        let mut log = LogAppend::open(&txn)?;
+        for pulled in &fresh {
+            log.push(&LogEntry::Pulled(pulled.op.clone(), pulled.seq))?;
+            report.applied += 1;
         }
-        put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
-        super::sync_state::pushed_past_remote(&txn, &m, first, pos)?;
+        let written = log.finish()?;
+        super::queue::pushed_past_pulled(&txn, &m, written)?;
         if page.end > m.u64(meta::PULLED)? {
             put_meta(&txn, meta::PULLED, &page.end.to_le_bytes())?;
             let mut acks = txn.open_table(tables::ACKS)?;
@@ -312,23 +305,17 @@ impl Replica {
         self.merge_into(&txn, actor, merges)?;
         // A collision may have written local edits again (see `collision`).
         m = Meta::read_write(&txn)?;
-        let first = m.u64(meta::NEXT_POS)?.max(1);
-        let mut pos = first;
-        {
-            let mut log = txn.open_table(tables::LOG)?;
-            for r in records {
-                let entry = LogEntry::Snapshot {
-                    collection: r.collection.clone(),
-                    record: r.record.clone(),
-                    as_of,
-                    doc: r.doc.clone(),
-                };
-                log.insert(pos, entry.encode().as_slice())?;
-                pos += 1;
-            }
+        let mut log = LogAppend::open(&txn)?;
+        for r in records {
+            log.push(&LogEntry::Snapshot {
+                collection: r.collection.clone(),
+                record: r.record.clone(),
+                as_of,
+                doc: r.doc.clone(),
+            })?;
         }
-        put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
-        super::sync_state::pushed_past_remote(&txn, &m, first, pos)?;
+        let written = log.finish()?;
+        super::queue::pushed_past_pulled(&txn, &m, written)?;
         // The first page's as_of is the bound: later pages can only be newer.
         let first_as_of = checkpoint.as_ref().map(|(a, _)| *a).unwrap_or(as_of);
         if checkpoint.is_none() {
@@ -408,90 +395,13 @@ impl Replica {
         }
         Ok(())
     }
-
-    /// Rebuilds every document and the whole view by replaying the log from
-    /// position 1. The log is the source of truth: the result must equal the
-    /// incrementally maintained view byte for byte.
-    pub fn rebuild_view(&self) -> Result<()> {
-        let txn = self.write()?;
-        let m = Meta::read_write(&txn)?;
-        let actor = m.actor()?;
-        // Positions per record keep memory small; entries are read again per record.
-        let mut positions: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-        {
-            let log = txn.open_table(tables::LOG)?;
-            // Refused ops left their records' documents, and superseded ones were
-            // written again elsewhere in the log: neither is part of the history.
-            let rejected = txn.open_table(tables::REJECTED)?;
-            let discarded = txn.open_table(tables::DISCARDED)?;
-            for entry in log.iter()? {
-                let (k, v) = entry?;
-                let local = v.value().first() == Some(&LogEntry::LOCAL_KIND);
-                if discarded.get(k.value())?.is_some() || (local && rejected.get(k.value())?.is_some()) {
-                    continue;
-                }
-                let e = LogEntry::decode(v.value())?;
-                let (c, r) = e.target();
-                positions
-                    .entry((c.to_string(), r.to_string()))
-                    .or_default()
-                    .push(k.value());
-            }
-        }
-        txn.delete_table(tables::DOCS)?;
-        txn.delete_table(tables::VIEW)?;
-        txn.delete_table(tables::CONFLICTED)?;
-        let log = txn.open_table(tables::LOG)?;
-        let mut views = ViewTables::open(&txn)?;
-        let keys: Vec<_> = positions.into_iter().collect();
-        for chunk in keys.chunks(2048) {
-            let mut merges = Vec::with_capacity(chunk.len());
-            for ((c, r), list) in chunk {
-                let mut changes = Vec::new();
-                let mut snapshots = Vec::new();
-                for pos in list {
-                    let bytes = log
-                        .get(*pos)?
-                        .ok_or_else(|| CorruptData::new("log", format!("entry {pos} vanished")))?;
-                    match LogEntry::decode(bytes.value())? {
-                        LogEntry::Local(op) | LogEntry::Remote(op, _) => changes.push(op.change),
-                        LogEntry::Snapshot { doc, .. } => snapshots.push(doc),
-                    }
-                }
-                merges.push((c.clone(), r.clone(), snapshots, changes));
-            }
-            let results = run_parallel(&merges, |(_, _, snapshots, changes)| -> Result<_> {
-                let mut doc = RecordDoc::new(actor);
-                for s in snapshots {
-                    doc.merge_saved(s)?;
-                }
-                let decoded = changes
-                    .iter()
-                    .map(|c| crate::record::decode_stored_change(c))
-                    .collect::<Result<Vec<_>, _>>()?;
-                doc.apply_changes(decoded)?;
-                let m = materialize(&doc);
-                Ok((doc.save(), m))
-            })?;
-            for ((c, r, _, _), result) in merges.iter().zip(results) {
-                let (bytes, m) = result?;
-                views.store(c, r, &bytes, &m)?;
-            }
-        }
-        drop(views);
-        drop(log);
-        txn.commit()?;
-        // Every document was rewritten: cached ones could only miss from now on.
-        self.doc_cache.clear();
-        Ok(())
-    }
 }
 
 /// Validates a foreign op: its change decodes (canonically, with a matching
 /// checksum) and is written by the op's actor. It is not checked against the
 /// current package: the server accepted it under the package of its day, and
 /// refusing it now would wedge every pull after it.
-fn check_remote(op: &Op) -> Result<Change> {
+fn check_pulled(op: &Op) -> Result<Change> {
     let change = decode_change(&op.change)?;
     check_author(&change, op.actor).map_err(|e| CorruptData::new("foreign op", e))?;
     Ok(change)
@@ -505,20 +415,20 @@ fn with_context(e: Error, context: String) -> Error {
     }
 }
 
-/// Whether the log holds a local op at `pos` whose change differs from `pulled`'s
-/// (the same edit in another version).
 /// The hash of the change a pulled op at `pos` held, when the server now
 /// serves another version of it.
-fn replaced_remote(log: &redb::Table<u64, &[u8]>, pos: u64, pulled: &Op) -> Result<Option<[u8; 32]>> {
+fn replaced_pulled(log: &redb::Table<u64, &[u8]>, pos: u64, pulled: &Op) -> Result<Option<[u8; 32]>> {
     let Some(bytes) = log.get(pos)? else {
         return Ok(None);
     };
     Ok(match LogEntry::decode(bytes.value())? {
-        LogEntry::Remote(old, _) if old.change != pulled.change => Some(crate::record::change_hash(&old.change)?),
+        LogEntry::Pulled(old, _) if old.change != pulled.change => Some(crate::record::change_hash(&old.change)?),
         _ => None,
     })
 }
 
+/// Whether the log holds a local op at `pos` whose change differs from `pulled`'s
+/// (the same edit in another version).
 fn differs_locally(log: &redb::Table<u64, &[u8]>, pos: u64, pulled: &Op) -> Result<bool> {
     let Some(bytes) = log.get(pos)? else {
         return Ok(false);

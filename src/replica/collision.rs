@@ -108,7 +108,7 @@ pub(super) fn pulled_changes(
         if v.value().first() == Some(&LogEntry::LOCAL_KIND) {
             continue;
         }
-        if let LogEntry::Remote(op, _) = LogEntry::decode(v.value())? {
+        if let LogEntry::Pulled(op, _) = LogEntry::decode(v.value())? {
             if (&op.collection, &op.record) == (collection, record) && discarded.get(k.value())?.is_none() {
                 out.insert(change_hash(&op.change)?);
             }
@@ -140,7 +140,7 @@ pub(super) fn drop_from_log(
             continue;
         }
         match e {
-            LogEntry::Remote(op, _) => {
+            LogEntry::Pulled(op, _) => {
                 if drop.contains(&change_hash(&op.change)?) {
                     discarded.insert(k.value(), ())?;
                 }

@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use serde_json::Value as Json;
 
 use super::doc_cache;
-use super::log::LogEntry;
-use super::tables::{self, meta};
+use super::log::{LogAppend, LogEntry};
+use super::parallel::run_parallel;
 use super::view::{Materialized, ViewTables, materialize};
-use super::{Meta, Replica, put_meta};
-use crate::error::{Error, InvalidInput, Result};
+use super::{Meta, Replica};
+use crate::error::{InvalidInput, Result};
 use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
 use crate::record::{Fields, GENESIS_ACTOR, RecordDoc};
 
@@ -146,7 +146,7 @@ impl Edit {
             Ok(())
         };
         match self {
-            Edit::Put { fields, .. } => RecordDoc::check_put(c, fields, schema)?,
+            Edit::Put { fields, .. } => crate::record::check_fields(c, fields, schema)?,
             Edit::Delete { .. } => {}
             Edit::Splice { field, .. } => needs(field, FieldType::Text, "a text splice")?,
             Edit::Increment { field, .. } => needs(field, FieldType::Counter, "an increment")?,
@@ -178,9 +178,6 @@ struct RecordResult {
 
 /// Local changes stored after a record's saved document before it is saved whole again.
 const MAX_APPENDED_CHANGES: usize = 16;
-
-/// Below this many records, threads cost more than they save.
-const PARALLEL_THRESHOLD: usize = 64;
 
 impl Replica {
     /// Upserts fields of a record; `fields` is a JSON object. Returns the op id
@@ -335,12 +332,9 @@ impl Replica {
         }
         drop(views);
 
-        let mut pos = m.u64(meta::NEXT_POS)?.max(1);
         let mut ids = Vec::with_capacity(edits.len());
-        let mut added = 0u64;
         {
-            let mut log = txn.open_table(tables::LOG)?;
-            let mut index = txn.open_table(tables::OP_INDEX)?;
+            let mut log = LogAppend::open(&txn)?;
             for (edit, changes) in edits.iter().zip(changes) {
                 let (c, i) = edit.target();
                 let mut last = None;
@@ -353,18 +347,14 @@ impl Replica {
                         time_ms,
                         change,
                     };
-                    log.insert(pos, LogEntry::Local(op.clone()).encode().as_slice())?;
-                    index.insert(op.id.as_u128(), pos)?;
                     last = Some(op.id);
-                    pos += 1;
-                    added += 1;
+                    log.push(&LogEntry::Local(op))?;
                 }
                 // The edit's own change is its last op.
                 ids.push(last);
             }
+            log.finish()?;
         }
-        put_meta(&txn, meta::NEXT_POS, &pos.to_le_bytes())?;
-        super::sync_state::add_pending(&txn, &m, added)?;
         finish(&txn)?;
         txn.commit()?;
         for (work, saved, doc) in keep {
@@ -372,49 +362,6 @@ impl Replica {
         }
         Ok(ids)
     }
-}
-
-/// Runs `f` over `items` on all cores when there are enough of them. A panic in
-/// `f` is [`Error::Internal`] whether it ran on a worker thread or inline, so a
-/// batch behaves the same whatever its size and the machine's cores.
-pub(crate) fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
-    let panicked = || Error::Internal("an edit worker panicked".into());
-    let inline = || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| items.iter().map(&f).collect()))
-            .map_err(|_| panicked())
-    };
-    // available_parallelism() reads cgroup files on Linux (3 opens and reads per
-    // call): ask only when the batch is big enough to split, and once per process.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    if items.len() < PARALLEL_THRESHOLD {
-        return inline();
-    }
-    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    if threads < 2 {
-        return inline();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        // Join every worker before answering: a scope whose unjoined thread panicked
-        // would panic itself on the way out.
-        let mut out = Vec::with_capacity(items.len());
-        let mut failed = false;
-        for h in handles {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                Err(_) => failed = true,
-            }
-        }
-        if failed {
-            return Err(panicked());
-        }
-        Ok(out)
-    })
 }
 
 fn apply_record_edits(
@@ -519,6 +466,7 @@ fn apply_record_edits(
 mod tests {
     use serde_json::json;
 
+    use super::super::tables;
     use super::*;
 
     /// Change chunks stored after the record's saved document (or alone).
@@ -527,19 +475,6 @@ mod tests {
         let docs = txn.open_table(tables::DOCS).unwrap();
         let bytes = docs.get(("contacts", id)).unwrap().unwrap().value().to_vec();
         RecordDoc::appended_changes(&bytes).unwrap()
-    }
-
-    #[test]
-    fn a_panicking_worker_is_an_internal_error_after_every_worker_is_joined() {
-        // 200 items run on threads (on a machine with two cores or more), 10 inline.
-        for len in [200, 10] {
-            let items: Vec<usize> = (0..len).collect();
-            let result = run_parallel(&items, |&i| {
-                assert!(i != len - 3, "worker fails on purpose");
-                i
-            });
-            assert!(matches!(result, Err(Error::Internal(_))), "{len} items: {result:?}");
-        }
     }
 
     #[test]

@@ -1,7 +1,88 @@
-//! Entries of the change log and their binary layout.
+//! Entries of the change log, their binary layout, and the one way to append them.
 
-use crate::error::CorruptData;
-use crate::model::{Collection, Op, RecordId, Seq};
+use std::ops::Range;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::tables::{self, meta};
+use super::{pending, put_meta, read_u64};
+use crate::error::{CorruptData, Result};
+use crate::model::{Collection, Op, OpId, RecordId, Seq};
+
+/// Appends entries at the end of the change log within one write
+/// transaction: the one place that hands out log positions, indexes each op
+/// by its id, and keeps the next position and the pending count in step
+/// with what it wrote. Nothing else writes new log entries.
+pub(crate) struct LogAppend<'t> {
+    txn: &'t WriteTransaction,
+    log: Table<'t, u64, &'static [u8]>,
+    index: Table<'t, u128, u64>,
+    first: u64,
+    next: u64,
+    local: u64,
+}
+
+impl<'t> LogAppend<'t> {
+    /// Opens the log and its op index (no one else may hold them open until [`LogAppend::finish`]).
+    pub fn open(txn: &'t WriteTransaction) -> Result<LogAppend<'t>> {
+        let next = txn
+            .open_table(tables::META)?
+            .get(meta::NEXT_POS)?
+            .map_or(1, |v| read_u64(v.value()))
+            .max(1);
+        Ok(LogAppend {
+            txn,
+            log: txn.open_table(tables::LOG)?,
+            index: txn.open_table(tables::OP_INDEX)?,
+            first: next,
+            next,
+            local: 0,
+        })
+    }
+
+    /// Writes `entry` at the next position; returns that position.
+    pub fn push(&mut self, entry: &LogEntry) -> Result<u64> {
+        let op = match entry {
+            LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(op.id),
+            LogEntry::Snapshot { .. } => None,
+        };
+        self.push_encoded(&entry.encode(), op, matches!(entry, LogEntry::Local(_)))
+    }
+
+    /// Writes an entry encoded already (a copy of one in the log).
+    pub fn push_encoded(&mut self, bytes: &[u8], op: Option<OpId>, local: bool) -> Result<u64> {
+        let pos = self.next;
+        self.log.insert(pos, bytes)?;
+        if let Some(op) = op {
+            self.index.insert(op.as_u128(), pos)?;
+        }
+        self.next += 1;
+        self.local += u64::from(local);
+        Ok(pos)
+    }
+
+    /// The encoded entry at `pos`, if any.
+    pub fn get(&self, pos: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.log.get(pos)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Closes the append: the next position moves past what was written, and
+    /// the local ops written join the pending count. The positions written.
+    pub fn finish(self) -> Result<Range<u64>> {
+        let LogAppend {
+            txn,
+            log,
+            index,
+            first,
+            next,
+            local,
+        } = self;
+        drop((log, index));
+        put_meta(txn, meta::NEXT_POS, &next.to_le_bytes())?;
+        pending::add(txn, local)?;
+        Ok(first..next)
+    }
+}
 
 /// One entry of the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +90,7 @@ pub enum LogEntry {
     /// An edit made on this replica.
     Local(Op),
     /// An op pulled from the server, with its seq.
-    Remote(Op, Seq),
+    Pulled(Op, Seq),
     /// A compacted document downloaded by a snapshot bootstrap, as of server seq `as_of`.
     Snapshot {
         collection: Collection,
@@ -32,13 +113,13 @@ impl LogEntry {
     pub fn encode(&self) -> Vec<u8> {
         let (kind, seq) = match self {
             LogEntry::Local(_) => (LOCAL, 0),
-            LogEntry::Remote(_, seq) => (REMOTE, *seq),
+            LogEntry::Pulled(_, seq) => (REMOTE, *seq),
             LogEntry::Snapshot { as_of, .. } => (SNAPSHOT, *as_of),
         };
         let mut out = vec![kind];
         out.extend_from_slice(&seq.to_le_bytes());
         match self {
-            LogEntry::Local(op) | LogEntry::Remote(op, _) => out.extend_from_slice(&op.encode()),
+            LogEntry::Local(op) | LogEntry::Pulled(op, _) => out.extend_from_slice(&op.encode()),
             LogEntry::Snapshot {
                 collection,
                 record,
@@ -63,7 +144,7 @@ impl LogEntry {
         let rest = &bytes[9..];
         match bytes[0] {
             LOCAL => Ok(LogEntry::Local(Op::decode(rest)?)),
-            REMOTE => Ok(LogEntry::Remote(Op::decode(rest)?, seq)),
+            REMOTE => Ok(LogEntry::Pulled(Op::decode(rest)?, seq)),
             SNAPSHOT => {
                 let mut at = 0;
                 let mut names = Vec::new();
@@ -96,7 +177,7 @@ impl LogEntry {
 
     pub fn target(&self) -> (&Collection, &RecordId) {
         match self {
-            LogEntry::Local(op) | LogEntry::Remote(op, _) => (&op.collection, &op.record),
+            LogEntry::Local(op) | LogEntry::Pulled(op, _) => (&op.collection, &op.record),
             LogEntry::Snapshot { collection, record, .. } => (collection, record),
         }
     }

@@ -14,10 +14,15 @@ mod collision;
 mod doc_cache;
 mod edit;
 mod log;
+mod package;
 mod package_cache;
+mod parallel;
+mod pending;
+mod queue;
 mod recount;
+mod rejections;
 mod rewrite;
-mod sync_state;
+mod server_state;
 mod tables;
 mod view;
 
@@ -27,15 +32,17 @@ use std::sync::{PoisonError, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::Serialize;
 
-use crate::error::{CorruptData, Error, InvalidInput, Result};
+use crate::error::{CorruptData, Error, Result};
 use crate::model::{ActorId, Binding, Collection, Package, RecordId};
-use crate::record::{FieldConflict, Fields, RecordDoc};
-pub use account::Fence;
-pub use apply::{ApplyReport, RemoteOp, RemotePage, SnapshotRecord};
+use crate::record::{FieldConflict, Fields};
+pub use account::{Fence, SwitchLoss, SwitchPolicy};
+pub use apply::{ApplyReport, PulledOp, PulledPage, SnapshotRecord};
 pub use edit::Edit;
 pub use log::LogEntry;
+pub use queue::{PendingOp, RepushBatch};
+pub use rejections::Rejection;
 pub use rewrite::Refusal;
-pub use sync_state::{LastSync, PendingOp, Rejection, RepushBatch};
+pub use server_state::{LastSync, Watermarks};
 use tables::meta;
 
 /// The storage failures redb latches (an I/O error: a full disk, a failing
@@ -324,88 +331,6 @@ impl Replica {
         Ok(txn.open_table(tables::VIEW)?.get(key)?.is_none() && txn.open_table(tables::DOCS)?.get(key)?.is_some())
     }
 
-    /// Live records of a collection in id order, after `after`, at most `limit`
-    /// (at least 1). Reads the view only: no automerge on this path.
-    pub fn list_raw(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
-        let collection = Collection::new(collection)?;
-        if limit == 0 {
-            // An empty page with no `next` would read as the end of the collection.
-            return Err(InvalidInput::Other("a list page needs a limit of at least 1".into()).into());
-        }
-        let txn = self.read()?;
-        let view = txn.open_table(tables::VIEW)?;
-        let c = collection.as_str();
-        let range = match after {
-            Some(after) => view.range((c, after)..)?,
-            None => view.range((c, "")..)?,
-        };
-        let mut rows = Vec::with_capacity(limit.min(4096));
-        let mut next = None;
-        for entry in range {
-            let (key, value) = entry?;
-            let (kc, kid) = key.value();
-            if kc != c {
-                break;
-            }
-            if after == Some(kid) {
-                continue;
-            }
-            if rows.len() == limit {
-                next = rows.last().map(|(id, _): &(String, Vec<u8>)| id.clone());
-                break;
-            }
-            rows.push((kid.to_string(), value.value().to_vec()));
-        }
-        Ok(ListPage { rows, next })
-    }
-
-    /// Like [`Replica::list_raw`], with the fields parsed.
-    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Fields)>> {
-        let page = self.list_raw(collection, after, limit)?;
-        page.rows
-            .into_iter()
-            .map(|(id, row)| {
-                let fields = serde_json::from_slice(&row).map_err(|e| CorruptData::new("view row", e))?;
-                Ok((id, fields))
-            })
-            .collect()
-    }
-
-    /// Conflicts of one record, of one collection, or of the whole store.
-    pub fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<RecordConflicts>> {
-        let collection = collection.map(|c| crate::model::nfc(c.to_string()));
-        let id = id.map(|i| crate::model::nfc(i.to_string()));
-        let (collection, id) = (collection.as_deref(), id.as_deref());
-        let txn = self.read()?;
-        let actor = Meta::read(&txn)?.actor()?;
-        let conflicted = txn.open_table(tables::CONFLICTED)?;
-        let docs = txn.open_table(tables::DOCS)?;
-        let mut keys = Vec::new();
-        for entry in conflicted.iter()? {
-            let (key, _) = entry?;
-            let (c, i) = key.value();
-            if collection.is_some_and(|want| want != c) || id.is_some_and(|want| want != i) {
-                continue;
-            }
-            keys.push((c.to_string(), i.to_string()));
-        }
-        let mut out = Vec::new();
-        for (c, i) in keys {
-            let bytes = docs.get((c.as_str(), i.as_str()))?;
-            let Some(bytes) = bytes else { continue };
-            let doc = RecordDoc::load_stored(bytes.value(), actor)?;
-            let fields = doc.conflicts();
-            if !fields.is_empty() {
-                out.push(RecordConflicts {
-                    collection: c,
-                    id: i,
-                    fields,
-                });
-            }
-        }
-        Ok(out)
-    }
-
     /// Counts and watermarks.
     pub fn status(&self) -> Result<Status> {
         let txn = self.read()?;
@@ -413,7 +338,7 @@ impl Replica {
         let binding: Option<Binding> = m.json(meta::BINDING)?;
         let rejected = txn.open_table(tables::REJECTED)?.len()?;
         Ok(Status {
-            pending: sync_state::pending_count(&txn, &m)?,
+            pending: pending::count(&m)?,
             rejected,
             conflicted: txn.open_table(tables::CONFLICTED)?.len()?,
             pulled: m.u64(meta::PULLED)?,

@@ -65,7 +65,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::tables::{self, meta};
-    use super::super::{LogEntry, RemoteOp, RemotePage, Replica};
+    use super::super::{LogEntry, PulledOp, PulledPage, Replica};
 
     fn send(from: &Replica, to: &Replica) {
         let ops = from
@@ -73,11 +73,11 @@ mod tests {
             .unwrap()
             .into_iter()
             .filter_map(|(_, e)| match e {
-                LogEntry::Local(op) | LogEntry::Remote(op, _) => Some(RemoteOp { seq: 0, op }),
+                LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(PulledOp { seq: 0, op }),
                 LogEntry::Snapshot { .. } => None,
             })
             .collect();
-        to.apply_remote(&RemotePage {
+        to.apply_pulled(&PulledPage {
             ops,
             end: 0,
             mark: None,

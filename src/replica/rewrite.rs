@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::log::LogEntry;
+use super::log::{LogAppend, LogEntry};
 use super::tables::{self, meta};
 use super::view::{ViewTables, materialize};
 use super::{Meta, Rejection, Replica, put_meta};
@@ -226,7 +226,7 @@ pub(super) fn heal_shared_actor(
 ) -> Result<ActorId> {
     let actor = take_fresh_actor(txn)?;
     // An op that a server which lost data acknowledged can collide too.
-    let from = super::sync_state::unconfirmed_from(m)?;
+    let from = super::queue::unconfirmed_from(m)?;
     let mut outcome = Outcome::default();
     for (collection, record) in records {
         rewrite_record(txn, actor, collection, record, from, &BTreeMap::new(), &mut outcome)?;
@@ -237,7 +237,7 @@ pub(super) fn heal_shared_actor(
 
 /// Inside a snapshot page's transaction: the records of the page whose
 /// document holds a change by the actor of one of this store's local ops the
-/// server may lack (see `sync_state::unconfirmed_from`),
+/// server may lack (see `queue::unconfirmed_from`),
 /// with the same sequence number but other contents. Another store writes as
 /// that actor (a restored backup, a copied file): those records need
 /// [`heal_shared_actor`] before the page is merged.
@@ -246,7 +246,7 @@ pub(super) fn collisions_in_snapshot(
     m: &Meta,
     records: &[super::SnapshotRecord],
 ) -> Result<Vec<(Collection, RecordId)>> {
-    if m.u64(meta::PENDING)? == 0 && m.bytes(meta::REPUSH_FROM).is_none() {
+    if super::pending::count(m)? == 0 && m.bytes(meta::REPUSH_FROM).is_none() {
         return Ok(Vec::new());
     }
     // Per record: (actor, seq) → hash of each such local change.
@@ -254,7 +254,7 @@ pub(super) fn collisions_in_snapshot(
     let mut pending: HashMap<(Collection, RecordId), Changes> = HashMap::new();
     {
         let log = txn.open_table(tables::LOG)?;
-        for entry in log.range(super::sync_state::unconfirmed_from(m)?..)? {
+        for entry in log.range(super::queue::unconfirmed_from(m)?..)? {
             let (k, v) = entry?;
             if !in_play(txn, k.value())? {
                 continue;
@@ -408,43 +408,25 @@ pub(super) fn local_ops_of(
 /// the end of the log, and the pending count.
 pub(super) fn write_outcome(txn: &WriteTransaction, m: &Meta, outcome: Outcome) -> Result<()> {
     let pushed = m.u64(meta::PUSHED)?;
-    let mut pending = txn
-        .open_table(tables::META)?
-        .get(meta::PENDING)?
-        .map(|v| super::read_u64(v.value()))
-        .unwrap_or(0);
-    let mut pos = txn
-        .open_table(tables::META)?
-        .get(meta::NEXT_POS)?
-        .map(|v| super::read_u64(v.value()))
-        .unwrap_or(1)
-        .max(1);
+    let mut left_queue = 0u64;
     {
         let mut rejected = txn.open_table(tables::REJECTED)?;
         for r in &outcome.rejected {
             rejected.insert(r.pos, serde_json::to_vec(r).expect("rejection serializes").as_slice())?;
-            if r.pos > pushed {
-                pending = pending.saturating_sub(1);
-            }
+            left_queue += u64::from(r.pos > pushed);
         }
         let mut discarded = txn.open_table(tables::DISCARDED)?;
         for &p in &outcome.discarded {
             discarded.insert(p, ())?;
-            if p > pushed {
-                pending = pending.saturating_sub(1);
-            }
-        }
-        let mut log = txn.open_table(tables::LOG)?;
-        let mut index = txn.open_table(tables::OP_INDEX)?;
-        for op in &outcome.new_ops {
-            index.insert(op.id.as_u128(), pos)?;
-            log.insert(pos, LogEntry::Local(op.clone()).encode().as_slice())?;
-            pos += 1;
-            pending += 1;
+            left_queue += u64::from(p > pushed);
         }
     }
-    put_meta(txn, meta::NEXT_POS, &pos.to_le_bytes())?;
-    put_meta(txn, meta::PENDING, &pending.to_le_bytes())?;
+    super::pending::remove(txn, left_queue)?;
+    let mut log = LogAppend::open(txn)?;
+    for op in outcome.new_ops {
+        log.push(&LogEntry::Local(op))?;
+    }
+    log.finish()?;
     Ok(())
 }
 

@@ -1,10 +1,17 @@
-//! Materialization: a record document → its view row and conflict marker.
+//! The view: what a record document materializes to (its row and conflict
+//! marker), the reads of the view, and its rebuild from the log.
+
+use std::collections::BTreeMap;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::tables::{CONFLICTED, DOCS, VIEW};
-use crate::error::{Error, Result};
-use crate::record::RecordDoc;
+use super::log::LogEntry;
+use super::parallel::run_parallel;
+use super::tables::{self, CONFLICTED, DOCS, VIEW};
+use super::{ListPage, Meta, RecordConflicts, Replica};
+use crate::error::{CorruptData, Error, InvalidInput, Result};
+use crate::model::Collection;
+use crate::record::{Fields, RecordDoc};
 
 /// What a record document materializes to.
 pub(crate) struct Materialized {
@@ -71,6 +78,167 @@ impl<'txn> ViewTables<'txn> {
         } else {
             self.conflicted.remove((collection, id)).map_err(Error::storage)?;
         }
+        Ok(())
+    }
+}
+
+impl Replica {
+    /// Live records of a collection in id order, after `after`, at most `limit`
+    /// (at least 1). Reads the view only: no automerge on this path.
+    pub fn list_raw(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let collection = Collection::new(collection)?;
+        if limit == 0 {
+            // An empty page with no `next` would read as the end of the collection.
+            return Err(InvalidInput::Other("a list page needs a limit of at least 1".into()).into());
+        }
+        let txn = self.read()?;
+        let view = txn.open_table(tables::VIEW)?;
+        let c = collection.as_str();
+        let range = match after {
+            Some(after) => view.range((c, after)..)?,
+            None => view.range((c, "")..)?,
+        };
+        let mut rows = Vec::with_capacity(limit.min(4096));
+        let mut next = None;
+        for entry in range {
+            let (key, value) = entry?;
+            let (kc, kid) = key.value();
+            if kc != c {
+                break;
+            }
+            if after == Some(kid) {
+                continue;
+            }
+            if rows.len() == limit {
+                next = rows.last().map(|(id, _): &(String, Vec<u8>)| id.clone());
+                break;
+            }
+            rows.push((kid.to_string(), value.value().to_vec()));
+        }
+        Ok(ListPage { rows, next })
+    }
+
+    /// Like [`Replica::list_raw`], with the fields parsed.
+    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Fields)>> {
+        let page = self.list_raw(collection, after, limit)?;
+        page.rows
+            .into_iter()
+            .map(|(id, row)| {
+                let fields = serde_json::from_slice(&row).map_err(|e| CorruptData::new("view row", e))?;
+                Ok((id, fields))
+            })
+            .collect()
+    }
+
+    /// Conflicts of one record, of one collection, or of the whole store.
+    pub fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<RecordConflicts>> {
+        let collection = collection.map(|c| crate::model::nfc(c.to_string()));
+        let id = id.map(|i| crate::model::nfc(i.to_string()));
+        let (collection, id) = (collection.as_deref(), id.as_deref());
+        let txn = self.read()?;
+        let actor = Meta::read(&txn)?.actor()?;
+        let conflicted = txn.open_table(tables::CONFLICTED)?;
+        let docs = txn.open_table(tables::DOCS)?;
+        let mut keys = Vec::new();
+        for entry in conflicted.iter()? {
+            let (key, _) = entry?;
+            let (c, i) = key.value();
+            if collection.is_some_and(|want| want != c) || id.is_some_and(|want| want != i) {
+                continue;
+            }
+            keys.push((c.to_string(), i.to_string()));
+        }
+        let mut out = Vec::new();
+        for (c, i) in keys {
+            let bytes = docs.get((c.as_str(), i.as_str()))?;
+            let Some(bytes) = bytes else { continue };
+            let doc = RecordDoc::load_stored(bytes.value(), actor)?;
+            let fields = doc.conflicts();
+            if !fields.is_empty() {
+                out.push(RecordConflicts {
+                    collection: c,
+                    id: i,
+                    fields,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds every document and the whole view by replaying the log from
+    /// position 1. The log is the source of truth: the result must equal the
+    /// incrementally maintained view byte for byte.
+    pub fn rebuild_view(&self) -> Result<()> {
+        let txn = self.write()?;
+        let m = Meta::read_write(&txn)?;
+        let actor = m.actor()?;
+        // Positions per record keep memory small; entries are read again per record.
+        let mut positions: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+        {
+            let log = txn.open_table(tables::LOG)?;
+            // Refused ops left their records' documents, and superseded ones were
+            // written again elsewhere in the log: neither is part of the history.
+            let rejected = txn.open_table(tables::REJECTED)?;
+            let discarded = txn.open_table(tables::DISCARDED)?;
+            for entry in log.iter()? {
+                let (k, v) = entry?;
+                let local = v.value().first() == Some(&LogEntry::LOCAL_KIND);
+                if discarded.get(k.value())?.is_some() || (local && rejected.get(k.value())?.is_some()) {
+                    continue;
+                }
+                let e = LogEntry::decode(v.value())?;
+                let (c, r) = e.target();
+                positions
+                    .entry((c.to_string(), r.to_string()))
+                    .or_default()
+                    .push(k.value());
+            }
+        }
+        txn.delete_table(tables::DOCS)?;
+        txn.delete_table(tables::VIEW)?;
+        txn.delete_table(tables::CONFLICTED)?;
+        let log = txn.open_table(tables::LOG)?;
+        let mut views = ViewTables::open(&txn)?;
+        let keys: Vec<_> = positions.into_iter().collect();
+        for chunk in keys.chunks(2048) {
+            let mut merges = Vec::with_capacity(chunk.len());
+            for ((c, r), list) in chunk {
+                let mut changes = Vec::new();
+                let mut snapshots = Vec::new();
+                for pos in list {
+                    let bytes = log
+                        .get(*pos)?
+                        .ok_or_else(|| CorruptData::new("log", format!("entry {pos} vanished")))?;
+                    match LogEntry::decode(bytes.value())? {
+                        LogEntry::Local(op) | LogEntry::Pulled(op, _) => changes.push(op.change),
+                        LogEntry::Snapshot { doc, .. } => snapshots.push(doc),
+                    }
+                }
+                merges.push((c.clone(), r.clone(), snapshots, changes));
+            }
+            let results = run_parallel(&merges, |(_, _, snapshots, changes)| -> Result<_> {
+                let mut doc = RecordDoc::new(actor);
+                for s in snapshots {
+                    doc.merge_saved(s)?;
+                }
+                let decoded = changes
+                    .iter()
+                    .map(|c| crate::record::decode_stored_change(c))
+                    .collect::<Result<Vec<_>, _>>()?;
+                doc.apply_changes(decoded)?;
+                let m = materialize(&doc);
+                Ok((doc.save(), m))
+            })?;
+            for ((c, r, _, _), result) in merges.iter().zip(results) {
+                let (bytes, m) = result?;
+                views.store(c, r, &bytes, &m)?;
+            }
+        }
+        drop(views);
+        drop(log);
+        txn.commit()?;
+        // Every document was rewritten: cached ones could only miss from now on.
+        self.doc_cache.clear();
         Ok(())
     }
 }

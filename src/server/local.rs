@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{Remote, RemoteError};
+use super::store::ServerStore;
+use super::{Service, ServiceError};
 use crate::protocol::{Request, Response};
-use crate::server::store::ServerStore;
-use crate::server::{Service, ServiceError};
+use crate::remote::{Remote, RemoteError};
 
 /// A remote that is a server core in this process.
 pub struct LocalRemote<S: ServerStore> {

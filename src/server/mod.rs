@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod listen;
+pub mod local;
 mod materialize;
 pub mod metrics;
 pub mod names;

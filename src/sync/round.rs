@@ -21,21 +21,34 @@ pub async fn sync_once_observed<R: Remote>(
 ) -> Result<RoundSummary> {
     let mut session = Session::new(config);
     let outcome = async {
-        while let Some(request) = session.next_request(replica)? {
+        while let Some(request) = blocking(|| session.next_request(replica))? {
             tracing::debug!(?request, "sync request");
-            match remote.call(request).await {
-                Ok(response) => session.handle_response(replica, response)?,
+            let answer = remote.call(request).await;
+            blocking(|| match answer {
+                Ok(response) => session.handle_response(replica, response),
                 Err(error) => {
                     tracing::info!(%error, "sync request refused");
-                    session.handle_error(replica, error)?
+                    session.handle_error(replica, error)
                 }
-            }
+            })?;
             observe(session.summary());
         }
         Ok::<_, Error>(())
     }
     .await;
-    finish(replica, outcome, session.summary())
+    blocking(|| finish(replica, outcome, session.summary()))
+}
+
+/// Runs store work (redb transactions, automerge merges) that blocks the
+/// thread. On a multi-threaded runtime the worker hands its other tasks to
+/// another thread first, so a long merge does not stall them; on a
+/// current-thread runtime there is no other thread to hand them to.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// The same round with a synchronous transport (a plain loop: no runtime).

@@ -136,7 +136,7 @@ pub fn replica_problems(name: &str, replica: &Replica, server: &[ServerOp], head
                 local.push(op.id.as_u128());
                 op
             }
-            LogEntry::Remote(op, _) => op,
+            LogEntry::Pulled(op, _) => op,
             LogEntry::Snapshot { as_of, .. } => {
                 snapshot_as_of = snapshot_as_of.max(as_of);
                 continue;

@@ -12,16 +12,16 @@ pub mod server;
 #[cfg(feature = "server")]
 pub mod store_suite;
 
-use tidemark::replica::{LogEntry, RemoteOp, RemotePage};
+use tidemark::replica::{LogEntry, PulledOp, PulledPage};
 use tidemark::{Package, Replica};
 
 /// Every op in `from`'s log (local and pulled), as a page another replica can apply.
-pub fn all_ops(from: &Replica) -> Vec<RemoteOp> {
+pub fn all_ops(from: &Replica) -> Vec<PulledOp> {
     from.log_entries(0, usize::MAX)
         .unwrap()
         .into_iter()
         .filter_map(|(_, e)| match e {
-            LogEntry::Local(op) | LogEntry::Remote(op, _) => Some(RemoteOp { seq: 0, op }),
+            LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(PulledOp { seq: 0, op }),
             LogEntry::Snapshot { .. } => None,
         })
         .collect()
@@ -29,12 +29,19 @@ pub fn all_ops(from: &Replica) -> Vec<RemoteOp> {
 
 /// Sends everything `from` knows to `to` in one page.
 pub fn send(from: &Replica, to: &Replica) {
-    to.apply_remote(&RemotePage {
+    to.apply_pulled(&PulledPage {
         ops: all_ops(from),
         end: 0,
         mark: None,
     })
     .unwrap();
+}
+
+/// An in-memory replica with [`crm_package`] installed.
+pub fn replica_with_package() -> tidemark::Replica {
+    let r = tidemark::Replica::in_memory().unwrap();
+    r.set_package(Some(&crm_package())).unwrap();
+    r
 }
 
 pub fn crm_package() -> Package {

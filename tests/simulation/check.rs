@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use tidemark::Replica;
 use tidemark::protocol::SessionConfig;
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::sync::sync_once_blocking;
 
 use super::server::{SPACE, user_name};

@@ -7,7 +7,7 @@ use std::cell::Cell;
 
 use tidemark::model::{OpId, Package, Seq};
 use tidemark::protocol::{SyncStore, Watermarks};
-use tidemark::replica::{ApplyReport, Fence, PendingOp, Refusal, RemotePage, RepushBatch, SnapshotRecord};
+use tidemark::replica::{ApplyReport, Fence, PendingOp, PulledPage, Refusal, RepushBatch, SnapshotRecord};
 use tidemark::{Error, Replica, Result};
 
 pub const CRASH: &str = "simulated crash";
@@ -113,7 +113,7 @@ impl SyncStore for Crashing<'_> {
         self.step()?
             .apply_snapshot(records, as_of, as_of_op, as_of_mark, asked_after, next)
     }
-    fn apply_page(&self, page: &RemotePage) -> Result<ApplyReport> {
+    fn apply_page(&self, page: &PulledPage) -> Result<ApplyReport> {
         SyncStore::apply_page(self.step()?, page)
     }
     fn package(&self) -> Result<Option<Package>> {

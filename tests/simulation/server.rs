@@ -11,7 +11,7 @@ use tidemark::Package;
 use tidemark::protocol::message::{CreateSpace, Grant};
 use tidemark::protocol::{Request, Response};
 use tidemark::remote::RemoteError;
-use tidemark::remote::local::LocalRemote;
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
 

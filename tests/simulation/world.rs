@@ -556,8 +556,8 @@ pub fn logged_ops(replica: &Replica) -> (Vec<(u64, u128)>, Vec<u128>, u64) {
         match entry {
             LogEntry::Local(op) => local.push((pos, op.id.as_u128())),
             // A pulled op that left the history for another version of it.
-            LogEntry::Remote(_, _) if discarded.contains(&pos) => {}
-            LogEntry::Remote(op, _) => pulled.push(op.id.as_u128()),
+            LogEntry::Pulled(_, _) if discarded.contains(&pos) => {}
+            LogEntry::Pulled(op, _) => pulled.push(op.id.as_u128()),
             LogEntry::Snapshot { as_of, .. } => snapshot = snapshot.max(as_of),
         }
     }

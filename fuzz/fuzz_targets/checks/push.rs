@@ -346,7 +346,7 @@ impl Script {
 }
 
 fn put(doc: &mut RecordDoc, fields: &tidemark::Fields, schema: Option<&CollectionSchema>) -> bool {
-    RecordDoc::check_put(COLLECTION, fields, schema).is_ok() && doc.put(COLLECTION, fields, schema).is_ok()
+    tidemark::record::check_fields(COLLECTION, fields, schema).is_ok() && doc.put(COLLECTION, fields, schema).is_ok()
 }
 
 fn change_bytes(wire: &WireOp) -> Vec<u8> {

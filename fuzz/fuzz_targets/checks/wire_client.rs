@@ -141,7 +141,7 @@ struct ClientState {
     view: Vec<(String, String, Vec<u8>)>,
     status: tidemark::Status,
     rejected: Vec<tidemark::replica::Rejection>,
-    watermarks: (u64, u64, Option<String>),
+    watermarks: tidemark::protocol::Watermarks,
     package: Option<tidemark::Package>,
     repush_from: Option<u64>,
     snapshot_checkpoint: Option<(u64, Option<String>)>,

@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tidemark::protocol::SessionConfig;
 use tidemark::protocol::message::{CreateSpace, Grant};
-use tidemark::remote::local::LocalRemote;
+use tidemark::replica::{Sharing, SwitchPolicy};
+use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
 use tidemark::sync::sync_once;
@@ -139,18 +140,15 @@ pub fn run() -> Result<ExitCode> {
     out!("5. Both views are byte-for-byte identical: converged.")?;
 
     alice.put("contacts", "c3", json!({"phone": "+1 555 0100"}))?;
-    let current = alice.binding()?.context("alice is bound")?;
-    let wanted = Binding {
-        server: current.server.clone(),
-        user: "carol".into(),
-        space: "sales".into(),
-    };
+    let wanted = Binding::new("embedded://demo", "carol", "sales");
     out!("6. alice edits offline again, then someone tries to log this store in as carol:")?;
-    out!(
-        "   tidemark refuses: {}.",
-        crate::syncing::switch_warning(&current, &wanted, &alice.status()?)
-    )?;
-    drop((alice, bob, remote_a, remote_b, service));
+    drop(alice);
+    let alice_path = dir.path().join("alice.db");
+    match Replica::switch_account(&alice_path, Sharing::Exclusive, &wanted, "", SwitchPolicy::KeepChanges) {
+        Err(tidemark::Error::SwitchRefused(loss)) => out!("   tidemark refuses: {loss}.")?,
+        other => bail!("logging alice's store in as carol should be refused: {other:?}"),
+    }
+    drop((bob, remote_a, remote_b, service));
     dir.close().context("removing the demo's temporary files")?;
     out!("Done; nothing left behind.")?;
     Ok(ExitCode::SUCCESS)

@@ -110,9 +110,8 @@ fn run(cli: args::Cli) -> anyhow::Result<std::process::ExitCode> {
             export_unsynced,
             at: _,
         } => {
-            let server = server.trim_end_matches('/').to_string();
-            let token = token::resolve(token, token_stdin, &user, &server)?;
-            let wanted = tidemark::Binding { server, user, space };
+            let wanted = tidemark::Binding::new(&server, &user, &space);
+            let token = token::resolve(token, token_stdin, &user, &wanted.server)?;
             let options = syncing::SwitchOptions {
                 yes,
                 sync_first,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use tidemark::protocol::{Request, RoundSummary, SessionConfig};
 use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
-use tidemark::replica::Sharing;
+use tidemark::replica::{Sharing, SwitchLoss, SwitchPolicy};
 use tidemark::sync::{sync_once, sync_once_observed};
 use tidemark::{Binding, Replica};
 
@@ -31,21 +31,20 @@ pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions
     if let Err(e) = runtime()?.block_on(remote.call(Request::Package)) {
         bail!("{}; nothing was changed", words::login_refused(&e, &wanted));
     }
-    let mut replica = open_or_create(store)?;
-    if let Some(current) = replica.binding()? {
-        if current != wanted {
-            switch_account(&replica, &current, &wanted, options)?;
-            drop(replica);
-            Replica::reset_file(store, Sharing::Processes, &wanted, token).context("switching accounts")?;
-            replica = open(store)?;
-            eprintln!(
-                "cleared the data of {:?} on {}; initializing for {:?}",
-                current.user, current.server, wanted.user
-            );
-        }
+    if let Some(loss) = open_or_create(store)?.switch_loss(&wanted)? {
+        agree_to_switch(store, &loss, options)?;
     }
-    // A fresh store, or the same account (perhaps with a new token): keep the data.
-    replica.bind(&wanted, token)?;
+    // Agreed to (or nothing of another account there): the library clears
+    // the store of another account, and keeps that of this one.
+    let cleared = Replica::switch_account(store, Sharing::Processes, &wanted, token, SwitchPolicy::DiscardChanges)
+        .context("switching accounts")?;
+    if let Some(loss) = cleared {
+        eprintln!(
+            "cleared the data of {:?} on {}; initializing for {:?}",
+            loss.current.user, loss.current.server, loss.wanted.user
+        );
+    }
+    let replica = open(store)?;
     let (bar, mut observe) = crate::progress::sync_spinner();
     let summary = runtime()?.block_on(sync_once_observed(
         &replica,
@@ -64,11 +63,13 @@ pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions
 }
 
 /// Everything before clearing a used store: sync first, export, and the yes.
-fn switch_account(replica: &Replica, current: &Binding, wanted: &Binding, options: &SwitchOptions) -> Result<()> {
+fn agree_to_switch(store: &Path, loss: &SwitchLoss, options: &SwitchOptions) -> Result<()> {
+    let replica = open(store)?;
+    let current = &loss.current;
     if options.sync_first {
         let token = replica.token()?.unwrap_or_default();
         let remote = HttpRemote::new(&current.server, &token, &current.space)?;
-        let outcome = runtime()?.block_on(sync_once(replica, &remote, SessionConfig::default()));
+        let outcome = runtime()?.block_on(sync_once(&replica, &remote, SessionConfig::default()));
         let status = replica.status()?;
         if let Err(e) = outcome {
             bail!(
@@ -84,23 +85,23 @@ fn switch_account(replica: &Replica, current: &Binding, wanted: &Binding, option
             );
         }
     }
-    let status = replica.status()?;
+    // What the switch loses now, after the sync.
+    let loss = replica.switch_loss(&loss.wanted)?.unwrap_or_else(|| loss.clone());
     if let Some(file) = &options.export {
-        export_unsynced(replica, file)?;
+        export_unsynced(&replica, file)?;
         eprintln!(
             "wrote {} unsynced and {} rejected change(s) to {} (raw ops in {}.ops)",
-            status.pending,
-            status.rejected,
+            loss.pending,
+            loss.rejected,
             file.display(),
             file.display()
         );
     }
-    let warning = switch_warning(current, wanted, &status);
     if options.yes {
         return Ok(());
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!("{warning}.\nType yes to clear this store and switch: ");
+        eprint!("{loss}.\nType yes to clear this store and switch: ");
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if answer.trim().eq_ignore_ascii_case("yes") {
@@ -108,12 +109,12 @@ fn switch_account(replica: &Replica, current: &Binding, wanted: &Binding, option
         }
         bail!("not switching: nothing was changed");
     }
-    Err(switch_refused(&warning))
+    Err(switch_refused(&loss))
 }
 
-fn switch_refused(warning: &str) -> anyhow::Error {
+fn switch_refused(loss: &SwitchLoss) -> anyhow::Error {
     anyhow::anyhow!(
-        "{warning}. Nothing was changed. To keep the changes first: --sync-first (push them to the old server) or --export-unsynced FILE; to switch anyway: --yes"
+        "{loss}. Nothing was changed. To keep the changes first: --sync-first (push them to the old server) or --export-unsynced FILE; to switch anyway: --yes"
     )
 }
 
@@ -127,12 +128,9 @@ fn refuse_unagreed_switch(store: &Path, wanted: &Binding, options: &SwitchOption
     if could_agree || !store.try_exists().unwrap_or(false) {
         return Ok(());
     }
-    let replica = open(store)?;
-    match replica.binding()? {
-        Some(current) if current != *wanted => {
-            Err(switch_refused(&switch_warning(&current, wanted, &replica.status()?)))
-        }
-        _ => Ok(()),
+    match open(store)?.switch_loss(wanted)? {
+        Some(loss) => Err(switch_refused(&loss)),
+        None => Ok(()),
     }
 }
 
@@ -247,19 +245,4 @@ pub fn rejected(store: &Path, retry: bool, discard: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What switching a used store to another account would lose, in words.
-pub fn switch_warning(current: &Binding, wanted: &Binding, status: &tidemark::Status) -> String {
-    format!(
-        "this store belongs to user {:?} on {} (space {:?}); switching to {:?} on {} (space {:?}) clears its downloaded data and loses {} unsynced change(s) and {} rejected one(s)",
-        current.user,
-        current.server,
-        current.space,
-        wanted.user,
-        wanted.server,
-        wanted.space,
-        status.pending,
-        status.rejected
-    )
 }

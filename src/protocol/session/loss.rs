@@ -5,7 +5,7 @@
 use super::{InFlight, Phase, Request, Session};
 use crate::error::{Error, Result};
 use crate::model::Seq;
-use crate::protocol::store::{SyncStore, Watermarks};
+use crate::protocol::{SyncStore, Watermarks};
 
 impl Session {
     /// The server lost data: the replica forgets what it pulled from it and
