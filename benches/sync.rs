@@ -9,7 +9,10 @@
 //! - `server_ingest/4_clients`: 4 concurrent HTTP clients push 500-op batches of
 //!   fresh ops into the redb store. Target ≥ 20,000 ops/s.
 //!
-//! `cargo bench --bench sync`
+//! - `noop_sync/library` and `/cli`: a round with nothing to do, through the
+//!   library and through the `tidemark sync` process. Target (library) ≤ 2 ms.
+//!
+//! `cargo bench --bench sync`; `cargo bench --bench sync -- noop_sync` for one group.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -238,5 +241,45 @@ fn bench_ingest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_initial, bench_incremental, bench_ingest);
+/// A round with nothing to do: nothing pending, nothing new on the server.
+/// `library`: `sync_once` over loopback HTTP on a replica of 1k records;
+/// `cli`: the `tidemark sync` process on a store of the same space, from
+/// start to exit.
+fn bench_noop(c: &mut Criterion) {
+    let f = fixture(&[("small", 1_000)]);
+    let mut group = c.benchmark_group("noop_sync");
+    group.sample_size(50).measurement_time(Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("r.db")).unwrap();
+    let remote = HttpRemote::new(&f.url, &f.tokens[1], "small").unwrap();
+    f.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
+        .unwrap();
+    group.bench_function("library", |b| {
+        b.iter(|| {
+            let s =
+                f.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
+                    .unwrap();
+            assert_eq!((s.pushed, s.pulled), (0, 0));
+        })
+    });
+    drop(replica);
+
+    let store = dir.path().join("cli.db");
+    let tidemark = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    tidemark(&[
+        "login", "--server", &f.url, "--user", "reader", "--token", &f.tokens[1], "--space", "small",
+    ]);
+    group.bench_function("cli", |b| b.iter(|| tidemark(&["sync"])));
+    group.finish();
+}
+
+criterion_group!(benches, bench_initial, bench_incremental, bench_ingest, bench_noop);
 criterion_main!(benches);
