@@ -37,8 +37,8 @@ MUTANTS = {
     "watermark-before-apply": {
         "what": "the pulled watermark moves to the end of a page whose last op was not applied",
         "file": "src/protocol/session.rs",
-        "find": "let report = store.apply_page(&RemotePage {",
-        "replace": "let mut ops = ops; ops.pop(); let report = store.apply_page(&RemotePage {",
+        "find": "let report = store.apply_page(&PulledPage {",
+        "replace": "let mut ops = ops; ops.pop(); let report = store.apply_page(&PulledPage {",
     },
     "no-history-check": {
         "what": "the server takes every pushed change without checking it against the record's history",

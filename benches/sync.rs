@@ -275,7 +275,15 @@ fn bench_noop(c: &mut Criterion) {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     tidemark(&[
-        "login", "--server", &f.url, "--user", "reader", "--token", &f.tokens[1], "--space", "small",
+        "login",
+        "--server",
+        &f.url,
+        "--user",
+        "reader",
+        "--token",
+        &f.tokens[1],
+        "--space",
+        "small",
     ]);
     group.bench_function("cli", |b| b.iter(|| tidemark(&["sync"])));
     group.finish();

@@ -44,8 +44,15 @@ fn an_interrupted_repush_is_resumed_by_the_next_round() {
 
     let (fresh, tokens) = server(None, &["alice"], Limits::default());
     let r = remote(&fresh, &tokens[0]);
-    // First round: the package answer arrives (epoch change noticed), then the connection drops.
+    // First round: a quiet round's pull meets another history, the package
+    // answer arrives (epoch change noticed), then the connection drops.
     let mut session = Session::new(SessionConfig::default());
+    let request = session.next_request(&replica).unwrap().unwrap();
+    assert!(matches!(request, Request::Pull { .. }), "{request:?}");
+    match r.call_blocking(request) {
+        Ok(answer) => session.handle_response(&replica, answer).unwrap(),
+        Err(error) => session.handle_error(&replica, error).unwrap(),
+    }
     let request = session.next_request(&replica).unwrap().unwrap();
     assert_eq!(request, Request::Package);
     session

@@ -188,6 +188,11 @@ pub struct PullResponse {
     pub mark: Option<u64>,
     #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub head: Seq,
+    /// The version of the space's package (0: schemaless), so that a round
+    /// with nothing to push can begin with its pull and ask for the package
+    /// only when it changed. Absent from a server that does not say.
+    #[serde(default)]
+    pub package_version: Option<u64>,
 }
 
 /// `GET /v1/spaces/{space}/package`

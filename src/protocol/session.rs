@@ -19,8 +19,12 @@ use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, OpId, RecordId, Seq};
 use crate::replica::{Fence, PulledOp, PulledPage, SnapshotRecord};
 
+mod batch;
 mod loss;
+mod quiet;
 mod refusals;
+
+use batch::{acks_of, stored_positions, wire_weight};
 
 /// What the session asks the transport to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,32 +150,6 @@ enum InFlight {
     },
 }
 
-/// The seqs a push answer gave, and their ops. A re-push counts others' ops
-/// too: the server said it holds them there, and a replica with no op of its
-/// own must still notice when the server loses what it re-pushed.
-fn acks_of(seqs: &[Option<Seq>], ids: &[OpId]) -> Vec<(Seq, OpId)> {
-    seqs.iter()
-        .zip(ids)
-        .filter_map(|(seq, id)| seq.map(|s| (s, *id)))
-        .collect()
-}
-
-/// The positions of a batch's own ops (`local`: which are; None: all) that the server gave a seq.
-fn stored_positions(positions: &[u64], seqs: &[Option<Seq>], local: Option<&[bool]>) -> Vec<u64> {
-    positions
-        .iter()
-        .zip(seqs)
-        .enumerate()
-        .filter(|(i, (_, seq))| seq.is_some() && local.is_none_or(|l| l.get(*i).copied().unwrap_or(false)))
-        .map(|(_, (pos, _))| *pos)
-        .collect()
-}
-
-/// Roughly what an op weighs in a JSON push body (base64 plus the envelope).
-fn wire_weight(op: &crate::model::Op) -> usize {
-    op.change.len().div_ceil(3) * 4 + op.collection.as_str().len() + op.record.as_str().len() + 160
-}
-
 /// One sync round's state.
 pub struct Session {
     config: SessionConfig,
@@ -201,6 +179,10 @@ pub struct Session {
     verifying: bool,
     /// Where this round's re-push began (an owed one resumes where the last stopped).
     repush_first: Option<u64>,
+    /// Whether this round began with its pull (see `quiet.rs`): None until decided.
+    quiet: Option<bool>,
+    /// The first answer of a quiet round is still to come.
+    quiet_unchecked: bool,
 }
 
 impl Session {
@@ -225,6 +207,8 @@ impl Session {
             acked_checked: false,
             verifying: false,
             repush_first: None,
+            quiet: None,
+            quiet_unchecked: false,
         }
     }
 
@@ -245,7 +229,12 @@ impl Session {
         loop {
             match &self.phase {
                 Phase::Done => return Ok(None),
-                Phase::Package => return Ok(Some(Request::Package)),
+                Phase::Package => {
+                    if let Some(pull) = self.quiet_start(store)? {
+                        return Ok(Some(pull));
+                    }
+                    return Ok(Some(Request::Package));
+                }
                 Phase::Repush => {
                     if let Some(check) = self.verify_acked(store)? {
                         return Ok(Some(check));
@@ -541,6 +530,10 @@ impl Session {
     }
 
     fn on_pull(&mut self, store: &dyn SyncStore, r: PullResponse) -> Result<()> {
+        let quiet_first = std::mem::take(&mut self.quiet_unchecked);
+        if quiet_first && !self.quiet_answer_holds(store, &r)? {
+            return Ok(());
+        }
         self.same_epoch(store, &r.epoch)?;
         if self.server_behind(store, r.head)? {
             return Ok(());
@@ -572,12 +565,15 @@ impl Session {
                 return self.start_over(store);
             }
         }
-        let report = store.apply_page(&PulledPage {
-            ops,
-            end: r.end,
-            mark: r.mark,
-        })?;
-        self.summary.pulled += report.applied as u64;
+        // An answer with nothing after `since` changes nothing: no write transaction.
+        if !ops.is_empty() || r.end > since {
+            let report = store.apply_page(&PulledPage {
+                ops,
+                end: r.end,
+                mark: r.mark,
+            })?;
+            self.summary.pulled += report.applied as u64;
+        }
         self.summary.head = self.summary.head.max(r.head);
         if !r.more {
             self.passes += 1;
@@ -587,6 +583,9 @@ impl Session {
             } else {
                 Phase::Done
             };
+        }
+        if quiet_first {
+            self.quiet_package(store, &r)?;
         }
         Ok(())
     }

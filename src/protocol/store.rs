@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::model::{HeldAt, OpId, Package, Seq};
 use crate::replica::{
-    ApplyReport, Fence, PendingOp, PulledPage, Refusal, Replica, RepushBatch, SnapshotRecord, Watermarks,
+    ApplyReport, Fence, PendingOp, PulledPage, Refusal, Replica, RepushBatch, RoundStart, SnapshotRecord, Watermarks,
 };
 
 /// The store side of a sync session.
@@ -19,6 +19,20 @@ pub trait SyncStore {
     /// Fails if the store was reset or replaced since `fence` (an account switch).
     fn check_fence(&self, fence: &Fence) -> Result<()>;
     fn watermarks(&self) -> Result<Watermarks>;
+    /// What decides whether a round may begin with its pull. A store that can
+    /// reads it in one transaction; this default asks piece by piece.
+    fn round_start(&self) -> Result<RoundStart> {
+        let watermarks = self.watermarks()?;
+        Ok(RoundStart {
+            pending: self.pending_count()?,
+            repush_owed: self.repush_from()?.is_some(),
+            snapshot_in_progress: self.snapshot_checkpoint()?.is_some(),
+            acked: self.acked()?,
+            pulled_at: self.pulled_at()?,
+            package_version: self.package()?.map_or(0, |p| p.version),
+            watermarks,
+        })
+    }
     /// The id and mark of the op at seq `pulled`, which the server checks its history against.
     fn pulled_at(&self) -> Result<HeldAt>;
     /// The highest seq the server gave an op this store pushed, and that op.
@@ -82,6 +96,9 @@ impl SyncStore for Replica {
     }
     fn watermarks(&self) -> Result<Watermarks> {
         Replica::watermarks(self)
+    }
+    fn round_start(&self) -> Result<RoundStart> {
+        Replica::round_start(self)
     }
     fn pulled_at(&self) -> Result<HeldAt> {
         Replica::pulled_at(self)

@@ -42,7 +42,7 @@ pub use log::LogEntry;
 pub use queue::{PendingOp, RepushBatch};
 pub use rejections::Rejection;
 pub use rewrite::Refusal;
-pub use server_state::{LastSync, Watermarks};
+pub use server_state::{LastSync, RoundStart, Watermarks};
 use tables::meta;
 
 /// The storage failures redb latches (an I/O error: a full disk, a failing

@@ -34,7 +34,59 @@ pub struct Watermarks {
     pub epoch: Option<String>,
 }
 
+/// What a sync round reads before its first request, in one read
+/// transaction: whether it may begin with its pull (see `protocol::Session`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundStart {
+    pub watermarks: Watermarks,
+    /// Local ops waiting for the server.
+    pub pending: u64,
+    /// A re-push is owed (the server lost data).
+    pub repush_owed: bool,
+    /// A snapshot bootstrap is under way.
+    pub snapshot_in_progress: bool,
+    /// The highest seq the server gave one of this replica's ops, and that op.
+    pub acked: Option<(Seq, crate::model::OpId)>,
+    /// The op (and its mark) at seq `pulled`.
+    pub pulled_at: crate::model::HeldAt,
+    /// The version of the package this replica holds (0: none).
+    pub package_version: u64,
+}
+
+fn watermarks_in(m: &Meta) -> Result<Watermarks> {
+    Ok(Watermarks {
+        pushed: m.u64(meta::PUSHED)?,
+        pulled: m.u64(meta::PULLED)?,
+        epoch: m.bytes(meta::EPOCH).map(|b| String::from_utf8_lossy(b).into_owned()),
+    })
+}
+
+fn pulled_at_in(m: &Meta) -> crate::model::HeldAt {
+    crate::model::HeldAt {
+        op: m
+            .bytes(meta::PULLED_OP)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(|b| crate::model::OpId::from_u128(u128::from_le_bytes(b))),
+        mark: m.bytes(meta::PULLED_MARK).map(super::read_u64),
+    }
+}
+
 impl Replica {
+    /// Everything [`RoundStart`] holds, from one read transaction.
+    pub fn round_start(&self) -> Result<RoundStart> {
+        let txn = self.read()?;
+        let m = Meta::read(&txn)?;
+        Ok(RoundStart {
+            watermarks: watermarks_in(&m)?,
+            pending: super::pending::count(&m)?,
+            repush_owed: m.bytes(meta::REPUSH_FROM).is_some(),
+            snapshot_in_progress: m.bytes(meta::SNAPSHOT).is_some(),
+            acked: m.bytes(meta::ACKED).and_then(decode_acked),
+            pulled_at: pulled_at_in(&m),
+            package_version: self.package_cache.get(&m)?.map_or(0, |p| p.version),
+        })
+    }
+
     /// Records the server epoch. With `reset`, the server lost data: pull
     /// everything again (known ops are skipped) and forget a snapshot in progress.
     pub fn set_epoch(&self, epoch: &str, reset: bool) -> Result<()> {
@@ -79,14 +131,7 @@ impl Replica {
     /// What this replica knows of the op at seq `pulled`: its id and mark.
     pub fn pulled_at(&self) -> Result<crate::model::HeldAt> {
         let txn = self.read()?;
-        let m = Meta::read(&txn)?;
-        Ok(crate::model::HeldAt {
-            op: m
-                .bytes(meta::PULLED_OP)
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(|b| crate::model::OpId::from_u128(u128::from_le_bytes(b))),
-            mark: m.bytes(meta::PULLED_MARK).map(super::read_u64),
-        })
+        Ok(pulled_at_in(&Meta::read(&txn)?))
     }
 
     /// A snapshot bootstrap in progress: `(as_of, next cursor)`.
@@ -98,12 +143,7 @@ impl Replica {
     /// How far pushes and pulls reached, and the server epoch they refer to.
     pub fn watermarks(&self) -> Result<Watermarks> {
         let txn = self.read()?;
-        let m = Meta::read(&txn)?;
-        Ok(Watermarks {
-            pushed: m.u64(meta::PUSHED)?,
-            pulled: m.u64(meta::PULLED)?,
-            epoch: m.bytes(meta::EPOCH).map(|b| String::from_utf8_lossy(b).into_owned()),
-        })
+        watermarks_in(&Meta::read(&txn)?)
     }
 
     /// Records the outcome of a sync round.

@@ -325,6 +325,7 @@ impl<S: ServerStore> Service<S> {
             mark,
             more: end < head.max(self.store.head(space)?),
             head,
+            package_version: Some(self.store.package(space)?.flatten().map_or(0, |p| p.version)),
         })
     }
 

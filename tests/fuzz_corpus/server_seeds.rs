@@ -87,6 +87,7 @@ fn pull_answer(epoch: &str, ops: Vec<PulledOp>, end: u64, more: bool, head: u64)
             more,
             head,
             mark: Some(end),
+            package_version: None,
         },
     )
 }

@@ -91,6 +91,12 @@ impl Session {
                 Ok(())
             }
             InFlight::None if error.status == Some(409) && code == ErrorCode::HistoryChanged => {
+                if std::mem::take(&mut self.quiet_unchecked) {
+                    // The pull that began a quiet round: the server may have
+                    // another epoch too, which only its package answer tells.
+                    self.phase = Phase::Package;
+                    return Ok(());
+                }
                 // A restored backup under the same epoch: treat it as a reset.
                 self.start_over(store)
             }
