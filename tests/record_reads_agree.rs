@@ -4,10 +4,10 @@
 mod common;
 use serde_json::json;
 use tidemark::ActorId;
-use tidemark::record::{RecordDoc, decode_change};
+use tidemark::record::{Change, RecordDoc, decode_change};
 
 /// The edit's changes: any genesis changes it applied, then its own.
-fn change(doc: &mut RecordDoc, t: u64) -> Vec<automerge::Change> {
+fn change(doc: &mut RecordDoc, t: u64) -> Vec<Change> {
     let own = doc.commit(t).expect("the edit changed something");
     let mut all = doc.take_genesis();
     all.push(own);

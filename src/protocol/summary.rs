@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Seq;
 
 /// What one round did. Its `Display` is the one-line account a person reads
-/// (the CLI's `sync` and `login`, and `last_sync` in the replica's status).
+/// (also kept as `last_sync` in the replica's status).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoundSummary {

@@ -1,7 +1,7 @@
 //! Changes from outside: decoded only after their chunk headers are checked,
 //! refused unless canonical, and validated against a record's schema.
 
-use automerge::{Change, ObjType, ScalarValue};
+use automerge::{Change as RawChange, ObjType, ScalarValue};
 
 use super::genesis::{GENESIS_ACTOR, is_genesis};
 use super::values::{MAX_COUNTER, MAX_JSON_DEPTH, counter_in_range, is_rfc3339, json_depth};
@@ -9,19 +9,37 @@ use super::{DELETED, guarded};
 use crate::error::{CorruptData, InvalidInput};
 use crate::model::{ActorId, CollectionSchema, FieldType, check_field_name};
 
+/// A change decoded and checked by this module, ready to merge into a record
+/// document ([`RecordDoc::apply_changes`](super::RecordDoc::apply_changes)).
+/// Opaque, so that no module but `record` names automerge.
+#[derive(Debug, Clone)]
+pub struct Change(pub(super) RawChange);
+
+impl Change {
+    /// The change's hash, which names it in every history that holds it.
+    pub fn hash(&self) -> [u8; 32] {
+        self.0.hash().0
+    }
+}
+
 /// Decodes one automerge change from bytes that came from outside, and checks
 /// what automerge's decoder does not: the header checksum belongs to the
 /// change, the encoding is canonical (it re-encodes to the same hash), and
 /// there are no mark ops. A change that fails any of these would be stored,
 /// then make its record document unloadable (or abort automerge) later.
 pub fn decode_change(bytes: &[u8]) -> Result<Change, CorruptData> {
+    decode_raw(bytes).map(Change)
+}
+
+/// [`decode_change`], for this module's own use.
+pub(super) fn decode_raw(bytes: &[u8]) -> Result<RawChange, CorruptData> {
     decode_checked(bytes).map(|(change, _)| change)
 }
 
-fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), CorruptData> {
+fn decode_checked(bytes: &[u8]) -> Result<(RawChange, automerge::ExpandedChange), CorruptData> {
     let bad = |reason: &str| CorruptData::new("automerge change", reason);
     check_single_change_chunk(bytes)?;
-    let change = guarded("automerge change", || Change::try_from(bytes))?
+    let change = guarded("automerge change", || RawChange::try_from(bytes))?
         .map_err(|e| CorruptData::new("automerge change", e))?;
     if bytes.get(4..8) != Some(&change.hash().0[..4]) {
         return Err(bad("its checksum does not match its contents"));
@@ -35,7 +53,7 @@ fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), C
     }) {
         return Err(bad("it contains text marks, which tidemark records never use"));
     }
-    let reencoded = guarded("automerge change", || Change::from(expanded.clone()))?;
+    let reencoded = guarded("automerge change", || RawChange::from(expanded.clone()))?;
     if reencoded.hash() != change.hash() {
         return Err(bad("it is not canonically encoded"));
     }
@@ -44,8 +62,13 @@ fn decode_checked(bytes: &[u8]) -> Result<(Change, automerge::ExpandedChange), C
 
 /// Decodes a change that was checked when it entered the store (the log, the server's ops).
 pub fn decode_stored_change(bytes: &[u8]) -> Result<Change, CorruptData> {
+    decode_stored_raw(bytes).map(Change)
+}
+
+/// [`decode_stored_change`], for this module's own use.
+pub(super) fn decode_stored_raw(bytes: &[u8]) -> Result<RawChange, CorruptData> {
     check_single_change_chunk(bytes)?;
-    guarded("stored change", || Change::try_from(bytes))?.map_err(|e| CorruptData::new("stored change", e))
+    guarded("stored change", || RawChange::try_from(bytes))?.map_err(|e| CorruptData::new("stored change", e))
 }
 
 /// Automerge parses any chunk type it is given, and some (bundles) allocate
@@ -108,6 +131,10 @@ pub(super) fn split_chunks(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, CorruptData
 /// The op actor a decoded change travels under: its automerge actor when that is
 /// one of our 16-byte replica actors, [`GENESIS_ACTOR`] for a genesis change.
 pub fn change_actor(change: &Change) -> Option<ActorId> {
+    raw_change_actor(&change.0)
+}
+
+fn raw_change_actor(change: &RawChange) -> Option<ActorId> {
     if is_genesis(change) {
         return Some(GENESIS_ACTOR);
     }
@@ -138,7 +165,7 @@ pub fn saved_changes(doc: &[u8]) -> Result<Vec<SavedChange>, CorruptData> {
         .iter()
         .filter_map(|change| {
             Some(SavedChange {
-                actor: change_actor(change)?,
+                actor: raw_change_actor(change)?,
                 seq: change.seq(),
                 time_ms: u64::try_from(change.timestamp())
                     .unwrap_or(0)
@@ -167,6 +194,10 @@ pub struct ChangeHeader {
 
 impl ChangeHeader {
     pub fn of(change: &Change) -> ChangeHeader {
+        ChangeHeader::of_raw(&change.0)
+    }
+
+    pub(super) fn of_raw(change: &RawChange) -> ChangeHeader {
         ChangeHeader {
             hash: change.hash().0,
             actor: change.actor_id().to_bytes().to_vec(),
@@ -180,7 +211,7 @@ impl ChangeHeader {
 
 /// The header of a change that was checked when it entered the store.
 pub fn stored_change_header(bytes: &[u8]) -> Result<ChangeHeader, CorruptData> {
-    Ok(ChangeHeader::of(&decode_stored_change(bytes)?))
+    Ok(ChangeHeader::of_raw(&decode_stored_raw(bytes)?))
 }
 
 /// Why a foreign change is refused for a record.
@@ -201,6 +232,10 @@ pub enum ChangeError {
 /// Checks that `change` may travel as an op by `actor`: a replica's op holds a
 /// change written by that replica, a genesis op exactly a genesis change.
 pub fn check_author(change: &Change, actor: ActorId) -> Result<(), ChangeError> {
+    check_raw_author(&change.0, actor)
+}
+
+fn check_raw_author(change: &RawChange, actor: ActorId) -> Result<(), ChangeError> {
     if actor == GENESIS_ACTOR {
         return if is_genesis(change) {
             Ok(())
@@ -229,7 +264,7 @@ pub fn validate_change(
 ) -> Result<Change, ChangeError> {
     use automerge::legacy::{Key, ObjectId, OpType};
     let (change, expanded) = decode_checked(bytes)?;
-    check_author(&change, actor)?;
+    check_raw_author(&change, actor)?;
     if expanded.operations.is_empty() {
         // tidemark never writes one, and it would bring a record into existence as {}.
         return Err(ChangeError::Invalid(InvalidInput::Other(
@@ -285,7 +320,7 @@ pub fn validate_change(
             }
         }
     }
-    Ok(change)
+    Ok(Change(change))
 }
 
 fn op_kind(op: &automerge::legacy::OpType) -> &'static str {

@@ -28,10 +28,9 @@ mod tombstone;
 mod values;
 
 /// A decoded automerge change, as the replica groups them per record.
-pub use automerge::Change;
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
 pub use change::{
-    ChangeError, ChangeHeader, SavedChange, change_actor, check_author, decode_change, decode_stored_change,
+    Change, ChangeError, ChangeHeader, SavedChange, change_actor, check_author, decode_change, decode_stored_change,
     saved_changes, stored_change_header, validate_change,
 };
 pub use genesis::GENESIS_ACTOR;
@@ -103,7 +102,7 @@ pub struct RecordState {
 /// A record's automerge document.
 pub struct RecordDoc {
     /// Boxed: an `AutoCommit` is over 4 KiB inline, and documents move through
-    /// vectors of a whole batch (2000 records in a CLI import), where inline
+    /// vectors of a whole batch (thousands of records in a bulk import), where inline
     /// documents cost ~25 MiB of peak memory.
     doc: Box<AutoCommit>,
     /// Genesis changes applied since the last [`RecordDoc::take_genesis`].
@@ -171,14 +170,14 @@ impl RecordDoc {
     /// document and change chunks are accepted, and changes go through
     /// [`decode_change`] before automerge applies them.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<Self, CorruptData> {
-        Self::load_with(bytes, actor, decode_change)
+        Self::load_with(bytes, actor, change::decode_raw)
     }
 
     /// Loads bytes this program stored itself (a replica's document table): the
     /// same chunk checks, but changes skip the canonical re-encoding check that
     /// bytes from outside get, as [`decode_stored_change`] does for the log.
     pub fn load_stored(bytes: &[u8], actor: ActorId) -> Result<Self, CorruptData> {
-        Self::load_with(bytes, actor, decode_stored_change)
+        Self::load_with(bytes, actor, change::decode_stored_raw)
     }
 
     /// How many change chunks follow the document chunk in stored bytes (local
@@ -193,7 +192,7 @@ impl RecordDoc {
     fn load_with(
         bytes: &[u8],
         actor: ActorId,
-        decode: fn(&[u8]) -> Result<Change, CorruptData>,
+        decode: fn(&[u8]) -> Result<automerge::Change, CorruptData>,
     ) -> Result<Self, CorruptData> {
         let mut doc: Option<AutoCommit> = None;
         let mut changes = Vec::new();
@@ -219,7 +218,7 @@ impl RecordDoc {
         }
         let mut doc = Self::wrap(doc.unwrap_or_default(), actor);
         if !changes.is_empty() {
-            doc.apply_changes(changes)?;
+            doc.apply_raw(changes)?;
         }
         Ok(doc)
     }
@@ -242,6 +241,10 @@ impl RecordDoc {
     /// Applies foreign changes in one call: applying them one at a time slows
     /// down as a document's history grows.
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), CorruptData> {
+        self.apply_raw(changes.into_iter().map(|c| c.0).collect())
+    }
+
+    pub(super) fn apply_raw(&mut self, changes: Vec<automerge::Change>) -> Result<(), CorruptData> {
         guarded("applying changes", || self.doc.apply_changes(changes))?.map_err(|e| merge_error("applying changes", e))
     }
 
@@ -294,7 +297,7 @@ impl RecordDoc {
             return Ok(false);
         }
         let bytes = change.raw_bytes().to_vec();
-        self.apply_changes(vec![change])
+        self.apply_raw(vec![change])
             .map_err(|e| InvalidInput::Other(format!("the genesis of field {field:?}: {e}")))?;
         self.genesis.push(bytes);
         Ok(true)

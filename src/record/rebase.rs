@@ -17,8 +17,9 @@ use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::change::decode_stored_raw;
 use super::values::scalar_to_json;
-use super::{ChangeHeader, DELETED, Fields, RecordDoc, decode_stored_change, guarded};
+use super::{ChangeHeader, DELETED, Fields, RecordDoc, guarded};
 use crate::error::CorruptData;
 use crate::model::ActorId;
 
@@ -43,7 +44,7 @@ impl EditSummary {
 
 /// The hash of a stored change (its header only; the change is not applied).
 pub fn change_hash(bytes: &[u8]) -> Result<[u8; 32], CorruptData> {
-    Ok(decode_stored_change(bytes)?.hash().0)
+    Ok(decode_stored_raw(bytes)?.hash().0)
 }
 
 /// What happened at one root key between two states of a record.
@@ -77,7 +78,7 @@ impl RecordDoc {
     /// The change headers of this document, dependencies first.
     pub fn change_headers(&mut self) -> Result<Vec<ChangeHeader>, CorruptData> {
         let changes = guarded("reading changes", || self.doc.get_changes(&[]))?;
-        Ok(changes.iter().map(ChangeHeader::of).collect())
+        Ok(changes.iter().map(ChangeHeader::of_raw).collect())
     }
 
     /// A document of this one's changes except those in `drop`, written as
@@ -87,7 +88,7 @@ impl RecordDoc {
         let kept: Vec<_> = changes.into_iter().filter(|c| !drop.contains(&c.hash().0)).collect();
         let mut doc = RecordDoc::new(actor);
         if !kept.is_empty() {
-            doc.apply_changes(kept)?;
+            doc.apply_raw(kept)?;
         }
         Ok(doc)
     }
@@ -102,8 +103,8 @@ impl RecordDoc {
 
     /// Applies change bytes this program stored itself.
     pub fn apply_stored(&mut self, bytes: &[u8]) -> Result<(), CorruptData> {
-        let change = decode_stored_change(bytes)?;
-        self.apply_changes(vec![change])
+        let change = decode_stored_raw(bytes)?;
+        self.apply_raw(vec![change])
     }
 
     /// A document with every change of this one except those in `drop`, written
@@ -143,7 +144,7 @@ impl RecordDoc {
             .collect();
         let mut doc = RecordDoc::new(actor);
         if !kept.is_empty() {
-            doc.apply_changes(kept)?;
+            doc.apply_raw(kept)?;
         }
         Ok((doc, left_out))
     }

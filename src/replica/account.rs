@@ -240,6 +240,6 @@ impl Replica {
     pub fn token(&self) -> Result<Option<String>> {
         let txn = self.read()?;
         let m = Meta::read(&txn)?;
-        Ok(m.bytes(meta::TOKEN).map(|b| String::from_utf8_lossy(b).into_owned()))
+        Ok(m.bytes(meta::TOKEN)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 }

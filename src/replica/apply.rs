@@ -177,7 +177,7 @@ impl Replica {
         // Pending ops may still be written by an actor the store has left (their
         // record had no collision then): those count as this store's too.
         let mut ours = std::collections::HashSet::from([actor]);
-        if !fresh.is_empty() && (super::pending::count(&m)? > 0 || m.bytes(meta::REPUSH_FROM).is_some()) {
+        if !fresh.is_empty() && (super::pending::count(&m)? > 0 || m.has(meta::REPUSH_FROM)?) {
             ours.extend(super::queue::pending_actors(&txn, &m)?);
         }
         let shared: std::collections::BTreeSet<(Collection, RecordId)> = fresh

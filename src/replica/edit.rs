@@ -191,8 +191,9 @@ impl Replica {
 
     /// Deletes a record (a tombstone that merges with concurrent edits). An id this
     /// replica has never seen gets a tombstone too, so a record known from elsewhere
-    /// can be deleted before it is pulled; the CLI refuses that case, where a typo
-    /// is the likelier cause. A record that already reads as deleted gets no op
+    /// can be deleted before it is pulled (an application that takes ids from a
+    /// person may check [`Replica::get`] first, where a typo is the likelier
+    /// cause). A record that already reads as deleted gets no op
     /// (`None`), unless its delete won over a concurrent undelete (listed by
     /// `conflicts` as field `_deleted`): then this confirms the delete.
     pub fn delete(&self, collection: &str, id: &str) -> Result<Option<OpId>> {

@@ -3,7 +3,7 @@
 //!
 //! Every public call is one transaction. Several processes can share one store
 //! file when they all open it with [`Sharing::Processes`] (redb's multi-writer
-//! mode): a `tidemark sync --watch` and CLI edits. The only state kept between
+//! mode): a background sync in one process and edits in others. The only state kept between
 //! calls, the documents of recently edited records and the parsed package, is
 //! checked against the stored bytes before each use (`doc_cache.rs`,
 //! `package_cache.rs`).
@@ -113,7 +113,7 @@ pub enum Sharing {
     #[default]
     Exclusive,
     /// Any number of processes read and write the file at once, e.g. a
-    /// `tidemark sync --watch` beside CLI edits. Every one of them must open it
+    /// background sync beside short-lived processes that edit. Every one of them must open it
     /// this way (Linux, macOS and Windows).
     Processes,
 }
@@ -165,7 +165,7 @@ impl Replica {
     }
 
     /// Opens (or creates) the store at `path` so that several processes can use
-    /// it at once ([`Sharing::Processes`]), as the `tidemark` CLI does.
+    /// it at once ([`Sharing::Processes`]).
     pub fn open_shared(path: impl AsRef<Path>) -> Result<Replica> {
         Self::open_with(path, Sharing::Processes)
     }
@@ -438,42 +438,57 @@ fn open_database(path: &Path, sharing: Sharing) -> Result<Database> {
 
 /// Read access to the metadata table inside any transaction.
 pub(crate) struct Meta {
-    entries: std::collections::BTreeMap<String, Vec<u8>>,
+    entries: MetaEntries,
+}
+
+enum MetaEntries {
+    /// A read transaction's META, read key by key: the transaction is a
+    /// snapshot already, and most reads want one key of it.
+    Table(redb::ReadOnlyTable<&'static str, &'static [u8]>),
+    /// A write transaction's META as it was when read: what the transaction
+    /// writes after that does not show (callers read again when it must).
+    Copied(std::collections::BTreeMap<String, Vec<u8>>),
 }
 
 impl Meta {
     pub fn read(txn: &ReadTransaction) -> Result<Meta> {
-        let table = txn.open_table(tables::META)?;
-        Self::collect(table.iter()?)
+        Ok(Meta {
+            entries: MetaEntries::Table(txn.open_table(tables::META)?),
+        })
     }
 
     pub fn read_write(txn: &WriteTransaction) -> Result<Meta> {
         let table = txn.open_table(tables::META)?;
-        let it = table.iter()?;
-        Self::collect(it)
-    }
-
-    fn collect(iter: redb::Range<'_, &'static str, &'static [u8]>) -> Result<Meta> {
         let mut entries = std::collections::BTreeMap::new();
-        for entry in iter {
+        for entry in table.iter()? {
             let (k, v) = entry?;
             entries.insert(k.value().to_string(), v.value().to_vec());
         }
-        Ok(Meta { entries })
+        Ok(Meta {
+            entries: MetaEntries::Copied(entries),
+        })
     }
 
-    pub fn bytes(&self, key: &str) -> Option<&[u8]> {
-        self.entries.get(key).map(Vec::as_slice)
+    pub fn bytes(&self, key: &str) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
+        Ok(match &self.entries {
+            MetaEntries::Table(table) => table.get(key)?.map(|v| std::borrow::Cow::Owned(v.value().to_vec())),
+            MetaEntries::Copied(entries) => entries.get(key).map(|v| std::borrow::Cow::Borrowed(v.as_slice())),
+        })
     }
 
     pub fn u64(&self, key: &str) -> Result<u64> {
-        Ok(self.bytes(key).map(read_u64).unwrap_or(0))
+        Ok(self.bytes(key)?.map_or(0, |b| read_u64(&b)))
+    }
+
+    /// Whether `key` holds a value.
+    pub fn has(&self, key: &str) -> Result<bool> {
+        Ok(self.bytes(key)?.is_some())
     }
 
     pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.bytes(key) {
+        match self.bytes(key)? {
             Some(b) => Ok(Some(
-                serde_json::from_slice(b).map_err(|e| CorruptData::new(format!("store metadata {key}"), e))?,
+                serde_json::from_slice(&b).map_err(|e| CorruptData::new(format!("store metadata {key}"), e))?,
             )),
             None => Ok(None),
         }
@@ -481,9 +496,9 @@ impl Meta {
 
     pub fn actor(&self) -> Result<ActorId> {
         let bytes = self
-            .bytes(meta::ACTOR)
+            .bytes(meta::ACTOR)?
             .ok_or_else(|| CorruptData::new("store metadata", "no actor id"))?;
-        Ok(ActorId::from_slice(bytes)?)
+        Ok(ActorId::from_slice(&bytes)?)
     }
 
     pub fn package(&self) -> Result<Option<Package>> {

@@ -22,12 +22,12 @@ pub(crate) struct PackageCache {
 impl PackageCache {
     /// The package `m` holds (None = schemaless), parsed at most once per stored version.
     pub fn get(&self, m: &Meta) -> Result<Option<Arc<Package>>> {
-        let Some(stored) = m.bytes(meta::PACKAGE) else {
+        let Some(stored) = m.bytes(meta::PACKAGE)? else {
             return Ok(None);
         };
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((bytes, package)) = parsed.as_ref()
-            && bytes.as_slice() == stored
+            && bytes.as_slice() == &*stored
         {
             return Ok(Some(package.clone()));
         }

@@ -26,7 +26,7 @@ pub struct PendingOp {
 /// `pushed`, or from where an owed re-push stands (the server lost data).
 pub(crate) fn unconfirmed_from(m: &Meta) -> Result<u64> {
     let from = m.u64(meta::PUSHED)? + 1;
-    Ok(match m.bytes(meta::REPUSH_FROM).map(super::read_u64) {
+    Ok(match m.bytes(meta::REPUSH_FROM)?.map(|b| super::read_u64(&b)) {
         Some(repush) => from.min(repush),
         None => from,
     })
@@ -116,7 +116,7 @@ impl Replica {
             }
         }
         if let Some(&(seq, op)) = acked.iter().max_by_key(|(seq, _)| *seq) {
-            let known = m.bytes(meta::ACKED).and_then(decode_acked).map(|(s, _)| s);
+            let known = m.bytes(meta::ACKED)?.and_then(|b| decode_acked(&b)).map(|(s, _)| s);
             if known.is_none_or(|known| seq > known) {
                 let mut value = seq.to_le_bytes().to_vec();
                 value.extend_from_slice(&op.as_u128().to_le_bytes());
@@ -155,7 +155,7 @@ impl Replica {
             }
             put_meta(&txn, meta::PUSHED, &new_pushed.to_le_bytes())?;
             super::pending::remove(&txn, acked)?;
-            let repush = m.bytes(meta::REPUSH_FROM).map(super::read_u64);
+            let repush = m.bytes(meta::REPUSH_FROM)?.map(|b| super::read_u64(&b));
             forget_confirmed_below(&txn, repush.unwrap_or(u64::MAX).min(new_pushed + 1))?;
         }
         txn.commit()?;
@@ -165,7 +165,7 @@ impl Replica {
     /// Where an owed re-push (after a server reset) stands; None when none is owed.
     pub fn repush_from(&self) -> Result<Option<u64>> {
         let txn = self.read()?;
-        Ok(Meta::read(&txn)?.bytes(meta::REPUSH_FROM).map(super::read_u64))
+        Ok(Meta::read(&txn)?.bytes(meta::REPUSH_FROM)?.map(|b| super::read_u64(&b)))
     }
 
     /// Records re-push progress; None when the re-push is complete.

@@ -19,8 +19,8 @@ pub struct Rejection {
     pub code: String,
     /// The server's reason, for a person.
     pub reason: String,
-    /// What the op did (absent for ops refused by builds before rollback):
-    /// `tidemark rejected --retry` writes these values again.
+    /// What the op did (absent in a rejection stored without it):
+    /// [`Replica::resolve_rejected`] with `retry` writes these values again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<crate::record::EditSummary>,
 }

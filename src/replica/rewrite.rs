@@ -246,7 +246,7 @@ pub(super) fn collisions_in_snapshot(
     m: &Meta,
     records: &[super::SnapshotRecord],
 ) -> Result<Vec<(Collection, RecordId)>> {
-    if super::pending::count(m)? == 0 && m.bytes(meta::REPUSH_FROM).is_none() {
+    if super::pending::count(m)? == 0 && !m.has(meta::REPUSH_FROM)? {
         return Ok(Vec::new());
     }
     // Per record: (actor, seq) → hash of each such local change.

@@ -57,18 +57,18 @@ fn watermarks_in(m: &Meta) -> Result<Watermarks> {
     Ok(Watermarks {
         pushed: m.u64(meta::PUSHED)?,
         pulled: m.u64(meta::PULLED)?,
-        epoch: m.bytes(meta::EPOCH).map(|b| String::from_utf8_lossy(b).into_owned()),
+        epoch: m.bytes(meta::EPOCH)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
     })
 }
 
-fn pulled_at_in(m: &Meta) -> crate::model::HeldAt {
-    crate::model::HeldAt {
+fn pulled_at_in(m: &Meta) -> Result<crate::model::HeldAt> {
+    Ok(crate::model::HeldAt {
         op: m
-            .bytes(meta::PULLED_OP)
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .bytes(meta::PULLED_OP)?
+            .and_then(|b| <[u8; 16]>::try_from(&*b).ok())
             .map(|b| crate::model::OpId::from_u128(u128::from_le_bytes(b))),
-        mark: m.bytes(meta::PULLED_MARK).map(super::read_u64),
-    }
+        mark: m.bytes(meta::PULLED_MARK)?.map(|b| super::read_u64(&b)),
+    })
 }
 
 impl Replica {
@@ -79,10 +79,10 @@ impl Replica {
         Ok(RoundStart {
             watermarks: watermarks_in(&m)?,
             pending: super::pending::count(&m)?,
-            repush_owed: m.bytes(meta::REPUSH_FROM).is_some(),
-            snapshot_in_progress: m.bytes(meta::SNAPSHOT).is_some(),
-            acked: m.bytes(meta::ACKED).and_then(decode_acked),
-            pulled_at: pulled_at_in(&m),
+            repush_owed: m.has(meta::REPUSH_FROM)?,
+            snapshot_in_progress: m.has(meta::SNAPSHOT)?,
+            acked: m.bytes(meta::ACKED)?.and_then(|b| decode_acked(&b)),
+            pulled_at: pulled_at_in(&m)?,
             package_version: self.package_cache.get(&m)?.map_or(0, |p| p.version),
         })
     }
@@ -110,7 +110,7 @@ impl Replica {
     /// The highest seq the server gave an op this replica pushed, and that op.
     pub fn acked(&self) -> Result<Option<(Seq, crate::model::OpId)>> {
         let txn = self.read()?;
-        Ok(Meta::read(&txn)?.bytes(meta::ACKED).and_then(decode_acked))
+        Ok(Meta::read(&txn)?.bytes(meta::ACKED)?.and_then(|b| decode_acked(&b)))
     }
 
     /// The seqs in `after..=through` the server gave this replica's pushes, and
@@ -131,7 +131,7 @@ impl Replica {
     /// What this replica knows of the op at seq `pulled`: its id and mark.
     pub fn pulled_at(&self) -> Result<crate::model::HeldAt> {
         let txn = self.read()?;
-        Ok(pulled_at_in(&Meta::read(&txn)?))
+        pulled_at_in(&Meta::read(&txn)?)
     }
 
     /// A snapshot bootstrap in progress: `(as_of, next cursor)`.
