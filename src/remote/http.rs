@@ -29,7 +29,7 @@ pub struct HttpRemote {
 impl HttpRemote {
     /// `server` is the base URL (`http://127.0.0.1:7878`).
     pub fn new(server: &str, token: &str, space: &str) -> Result<HttpRemote, RemoteError> {
-        let client = build_client(Duration::from_secs(60))?;
+        let client = build_client(Duration::from_secs(60), server)?;
         Ok(HttpRemote {
             client,
             base: server.trim_end_matches('/').to_string(),
@@ -152,11 +152,18 @@ fn incompatible_server(message: String) -> RemoteError {
     }
 }
 
-fn build_client(timeout: Duration) -> Result<reqwest::Client, RemoteError> {
+fn build_client(timeout: Duration, server: &str) -> Result<reqwest::Client, RemoteError> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
+        .timeout(timeout);
+    // The system's trusted roots are a file each (about 150 on Debian): read
+    // them only when the server is reached over TLS.
+    let plain = server
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    let builder = if plain { builder.tls_certs_only([]) } else { builder };
+    builder
         .build()
         .map_err(|e| RemoteError::unreachable(format!("cannot build the HTTP client: {e}")))
 }
@@ -252,7 +259,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(server: &str, admin_token: &str) -> Result<AdminClient, RemoteError> {
-        let client = build_client(Duration::from_secs(30))?;
+        let client = build_client(Duration::from_secs(30), server)?;
         Ok(AdminClient {
             client,
             base: server.trim_end_matches('/').to_string(),

@@ -246,6 +246,11 @@ impl Replica {
     }
 
     fn init(&self) -> Result<()> {
+        // Most opens find the store ready: a read says so without a write
+        // transaction, whose commit would cost two syncs of the file.
+        if self.is_ready() {
+            return Ok(());
+        }
         let txn = self.write()?;
         {
             let mut m = txn.open_table(tables::META)?;
@@ -279,6 +284,32 @@ impl Replica {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Whether the store is of this format, its conflict marks counted by
+    /// today's rules, and every table there. Any doubt (a read that fails
+    /// included) leaves the answer to `init`'s write transaction.
+    fn is_ready(&self) -> bool {
+        let ready = || -> Result<bool> {
+            let txn = self.read()?;
+            let m = Meta::read(&txn)?;
+            if m.bytes(meta::FORMAT)?.map(|b| read_u64(&b)) != Some(tables::FORMAT_VERSION)
+                || m.u64(meta::CONFLICT_RULES)? < recount::CONFLICT_RULES
+            {
+                return Ok(false);
+            }
+            txn.open_table(tables::LOG)?;
+            txn.open_table(tables::OP_INDEX)?;
+            txn.open_table(tables::DOCS)?;
+            txn.open_table(tables::VIEW)?;
+            txn.open_table(tables::CONFLICTED)?;
+            txn.open_table(tables::REJECTED)?;
+            txn.open_table(tables::DISCARDED)?;
+            txn.open_table(tables::CONFIRMED)?;
+            txn.open_table(tables::ACKS)?;
+            Ok(true)
+        };
+        ready().unwrap_or(false)
     }
 
     pub(crate) fn read(&self) -> Result<ReadTransaction> {
