@@ -24,6 +24,8 @@
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,12 @@ fn records() -> usize {
     std::env::var("BACKENDS_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
+        .unwrap_or_else(|| common::scaled(100_000))
+}
+
+/// Ops each of the 4 ingest clients pushes per iteration.
+fn per_client() -> usize {
+    common::scaled(5_000)
 }
 
 type Seed = Box<dyn Fn(&str, usize)>;
@@ -174,7 +181,7 @@ fn bench_ingest(c: &mut Criterion, deployments: &[Deployment]) {
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements(20_000));
+    group.throughput(Throughput::Elements(4 * per_client() as u64));
     for d in deployments {
         let mut round = 0;
         group.bench_function(d.name, |b| {
@@ -224,7 +231,7 @@ fn ingest_batches(round: usize) -> Vec<Vec<Vec<tidemark::Op>>> {
     (0..4)
         .map(|c| {
             let r = Replica::in_memory().unwrap();
-            let edits = (0..5_000)
+            let edits = (0..per_client())
                 .map(|i| Edit::put("contacts", &format!("c{c}-{round}-{i}"), five_fields(i)).unwrap())
                 .collect();
             r.apply_edits(edits).unwrap();
@@ -243,7 +250,7 @@ fn bench_store_alone(c: &mut Criterion, deployments: &[Deployment]) {
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements(20_000));
+    group.throughput(Throughput::Elements(4 * per_client() as u64));
     for d in deployments {
         let mut round = first_round;
         group.bench_function(d.name, |b| {
@@ -360,7 +367,7 @@ fn bench_incremental(c: &mut Criterion, deployments: &[Deployment]) {
 
 /// Median and p95 of the time from an edit on one replica to the record on another.
 fn propagation(d: &Deployment) -> (Duration, Duration) {
-    const EDITS: usize = 40;
+    let edits = if common::quick() { 5 } else { 40 };
     let (alice, bob) = (
         Arc::new(Replica::in_memory().unwrap()),
         Arc::new(Replica::in_memory().unwrap()),
@@ -370,8 +377,8 @@ fn propagation(d: &Deployment) -> (Duration, Duration) {
         let a = BackgroundSync::start(alice.clone(), remote(0), BackgroundConfig::default());
         let b = BackgroundSync::start(bob.clone(), remote(1), BackgroundConfig::default());
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let mut times = Vec::with_capacity(EDITS);
-        for i in 0..EDITS {
+        let mut times = Vec::with_capacity(edits);
+        for i in 0..edits {
             let id = format!("p{i}");
             let started = Instant::now();
             alice.put("contacts", &id, json!({"n": i})).unwrap();
@@ -389,7 +396,7 @@ fn propagation(d: &Deployment) -> (Duration, Duration) {
         times
     });
     times.sort();
-    (times[EDITS / 2], times[EDITS * 95 / 100])
+    (times[edits / 2], times[edits * 95 / 100])
 }
 
 /// PostgreSQL alone writing what 4 clients' 500-op appends write, under the
@@ -412,7 +419,18 @@ fn pgbench_limit(pg: &postgres::TestPostgres) -> Result<f64, String> {
         .map_err(|e| format!("setting up: {e}"))?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/postgres/append.sql");
     let out = std::process::Command::new("pgbench")
-        .args(["-n", "-c", "4", "-j", "2", "-T", "15", "-f", script, &url])
+        .args([
+            "-n",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            if common::quick() { "2" } else { "15" },
+            "-f",
+            script,
+            &url,
+        ])
         .output()
         .map_err(|e| format!("pgbench: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);

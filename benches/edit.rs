@@ -215,7 +215,7 @@ fn bench_edit(c: &mut Criterion) {
     // followed by fdatasync, in the same directory), which is where a durable commit
     // costs the 2–4 ms measured earlier on this kind of machine.
     let mut interleaved = |disk: &str| {
-        let rounds = 300;
+        let rounds = if common::quick() { 30 } else { 300 };
         let mut times: [Vec<Duration>; 8] = Default::default();
         let mut on_cpu = [Duration::ZERO; 8];
         let mut timed = |slot: usize, f: &mut dyn FnMut()| {

@@ -31,7 +31,10 @@ use tidemark::record::RecordDoc;
 use tidemark::replica::LogEntry;
 use tidemark::{ActorId, Collection, Op, OpId, RecordId, Replica};
 
-const RECORDS: usize = 100_000;
+/// Records per run (a hundredth in quick mode, see `common::quick`).
+fn records() -> usize {
+    common::scaled(100_000)
+}
 const BATCH: usize = 2000;
 const RAW_ROWS: usize = 1000;
 
@@ -49,7 +52,7 @@ fn file_size(path: &Path) -> u64 {
 }
 
 fn bench_import(c: &mut Criterion) {
-    let batches = common::batches(RECORDS, BATCH);
+    let batches = common::batches(records(), BATCH);
     let mut group = c.benchmark_group("import");
     group
         .sample_size(10)
@@ -58,7 +61,7 @@ fn bench_import(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
 
     // The target: 100k records per iteration, a fresh durable file store each time.
-    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.throughput(Throughput::Elements(records() as u64));
     let mut size_reported = false;
     group.bench_function("replica_apply_edits_100k_batch2000", |b| {
         b.iter_custom(|iters| {
@@ -79,10 +82,11 @@ fn bench_import(c: &mut Criterion) {
                     replica.compact().unwrap();
                     let compacted = file_size(&path);
                     eprintln!(
-                        "\nstore size after {RECORDS} records: {raw} bytes = {:.0} B/record \
+                        "\nstore size after {} records: {raw} bytes = {:.0} B/record \
                          (after compact(): {compacted} bytes = {:.0} B/record)",
-                        raw as f64 / RECORDS as f64,
-                        compacted as f64 / RECORDS as f64
+                        records(),
+                        raw as f64 / records() as f64,
+                        compacted as f64 / records() as f64
                     );
                 }
             }
@@ -94,7 +98,7 @@ fn bench_import(c: &mut Criterion) {
     // concurrency mode as the replica, 50 durable transactions of 2000 records).
     let actor = ActorId([7; 16]);
     let collection = Collection::new(common::COLLECTION).unwrap();
-    let rows: Vec<Row> = (0..RECORDS)
+    let rows: Vec<Row> = (0..records())
         .map(|i| {
             let mut doc = RecordDoc::new(actor);
             doc.put(common::COLLECTION, &common::fields(i), None).unwrap();
@@ -116,9 +120,9 @@ fn bench_import(c: &mut Criterion) {
         .fold((0, 0, 0), |(l, d, v), r| (l + r.1.len(), d + r.2.len(), v + r.3.len()));
     eprintln!(
         "\nper-record payload: log entry {} B, doc {} B, view row {} B",
-        log_bytes / RECORDS,
-        doc_bytes / RECORDS,
-        view_bytes / RECORDS
+        log_bytes / records(),
+        doc_bytes / records(),
+        view_bytes / records()
     );
     group.bench_function("redb_only_100k_tidemark_rows", |b| {
         b.iter_custom(|iters| {

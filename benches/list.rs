@@ -14,8 +14,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use redb::{Database, ReadableDatabase as _, TableDefinition};
 use tidemark::Replica;
 
-const RECORDS: usize = 100_000;
-const PAGE: usize = 10_000;
+/// Records per run (a hundredth in quick mode, see `common::quick`).
+fn records() -> usize {
+    common::scaled(100_000)
+}
+/// Records per page (a hundredth in quick mode).
+fn page() -> usize {
+    common::scaled(10_000)
+}
 
 const VIEW: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("view_v1");
 
@@ -49,7 +55,7 @@ fn raw_page(
 fn bench_list(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("list.db")).unwrap();
-    common::import(&replica, RECORDS, 2000);
+    common::import(&replica, records(), 2000);
     // Another collection after it, so the range has to stop at the collection's end.
     replica
         .put("contacts_z", "z", serde_json::json!({"name": "z"}))
@@ -72,14 +78,14 @@ fn bench_list(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
-        .throughput(Throughput::Elements(RECORDS as u64));
+        .throughput(Throughput::Elements(records() as u64));
 
     group.bench_function("replica_list_raw_100k_pages_10k", |b| {
         b.iter(|| {
             let mut after: Option<String> = None;
             let mut seen = 0;
             loop {
-                let page = replica.list_raw(common::COLLECTION, after.as_deref(), PAGE).unwrap();
+                let page = replica.list_raw(common::COLLECTION, after.as_deref(), page()).unwrap();
                 seen += page.rows.len();
                 black_box(&page.rows);
                 match page.next {
@@ -87,7 +93,7 @@ fn bench_list(c: &mut Criterion) {
                     None => break,
                 }
             }
-            assert_eq!(seen, RECORDS);
+            assert_eq!(seen, records());
         })
     });
 
@@ -96,7 +102,7 @@ fn bench_list(c: &mut Criterion) {
             let mut after: Option<String> = None;
             let mut seen = 0;
             loop {
-                let (rows, next) = raw_page(&raw, common::COLLECTION, after.as_deref(), PAGE);
+                let (rows, next) = raw_page(&raw, common::COLLECTION, after.as_deref(), page());
                 seen += rows.len();
                 black_box(&rows);
                 match next {
@@ -104,7 +110,7 @@ fn bench_list(c: &mut Criterion) {
                     None => break,
                 }
             }
-            assert_eq!(seen, RECORDS);
+            assert_eq!(seen, records());
         })
     });
     group.finish();

@@ -14,6 +14,8 @@
 //!
 //! `cargo bench --bench sync`; `cargo bench --bench sync -- noop_sync` for one group.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -111,14 +113,14 @@ fn seed(service: &Svc, token: &str, space: &str, records: usize) {
 }
 
 fn bench_initial(c: &mut Criterion) {
-    const N: usize = 100_000;
-    let f = fixture(&[("big", N)]);
+    let n = common::scaled(100_000);
+    let f = fixture(&[("big", n)]);
     let mut group = c.benchmark_group("initial_sync_http");
     group
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(30));
-    group.throughput(Throughput::Elements(N as u64));
+    group.throughput(Throughput::Elements(n as u64));
     group.bench_function("100k", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -130,7 +132,7 @@ fn bench_initial(c: &mut Criterion) {
                 f.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
                     .unwrap();
                 total += started.elapsed();
-                assert_eq!(replica.status().unwrap().pulled, N as u64);
+                assert_eq!(replica.status().unwrap().pulled, n as u64);
             }
             total
         })
@@ -139,7 +141,7 @@ fn bench_initial(c: &mut Criterion) {
 }
 
 fn bench_incremental(c: &mut Criterion) {
-    let f = fixture(&[("big", 100_000), ("small", 1_000)]);
+    let f = fixture(&[("big", common::scaled(100_000)), ("small", 1_000)]);
     let mut group = c.benchmark_group("incremental_100");
     group
         .sample_size(20)
@@ -186,7 +188,7 @@ fn bench_incremental(c: &mut Criterion) {
 
 fn bench_ingest(c: &mut Criterion) {
     const CLIENTS: usize = 4;
-    const PER_CLIENT: usize = 5_000;
+    let per_client = common::scaled(5_000);
     const BATCH: usize = 500;
     let f = fixture(&[("ingest", 0)]);
     let mut group = c.benchmark_group("server_ingest");
@@ -194,7 +196,7 @@ fn bench_ingest(c: &mut Criterion) {
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(30));
-    group.throughput(Throughput::Elements((CLIENTS * PER_CLIENT) as u64));
+    group.throughput(Throughput::Elements((CLIENTS * per_client) as u64));
     let mut round = 0;
     group.bench_function("4_clients", |b| {
         b.iter_custom(|iters| {
@@ -205,7 +207,7 @@ fn bench_ingest(c: &mut Criterion) {
                 let batches: Vec<Vec<PushRequest>> = (0..CLIENTS)
                     .map(|c| {
                         let r = Replica::in_memory().unwrap();
-                        let edits = (0..PER_CLIENT)
+                        let edits = (0..per_client)
                             .map(|i| Edit::put("contacts", &format!("c{c}-{round}-{i}"), five_fields(i)).unwrap())
                             .collect();
                         r.apply_edits(edits).unwrap();

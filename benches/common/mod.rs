@@ -53,3 +53,15 @@ pub fn import(replica: &Replica, n: usize, batch: usize) {
         replica.apply_edits(edits).expect("import batch");
     }
 }
+
+/// Whether the benches run in quick mode (`TIDEMARK_BENCH_QUICK=1`, set by
+/// `.ci/run` with `cargo test --benches`): every bench runs once at small
+/// sizes, so that one that no longer runs fails CI. Its figures mean nothing.
+pub fn quick() -> bool {
+    std::env::var("TIDEMARK_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// `full`, or a hundredth of it (at least 10) in quick mode.
+pub fn scaled(full: usize) -> usize {
+    if quick() { (full / 100).max(10) } else { full }
+}
