@@ -2,10 +2,10 @@
 //!
 //! - `initial_sync_http/100k`: a fresh file replica bootstraps a 100k-record space
 //!   (snapshot pages, then the ops after them). Target ≥ 30,000 records/s.
-//! - `incremental_100/into_100k` and `/into_1k`: 100 records changed elsewhere are
-//!   synced into a replica holding 100k (or 1k) records; both edit the same
-//!   1,000 records in turn, so their histories match. Target ≤ 10 ms, and the
-//!   100k case ≤ 1.3× the 1k case.
+//! - `incremental_100/into_100k` and `/into_1k` (printed, not criterion): 100
+//!   records changed elsewhere are synced into a replica holding 100k (or 1k)
+//!   records, round for round in one loop, so the edited records' histories
+//!   match. Target ≤ 10 ms, and the 100k case ≤ 1.3× the 1k case.
 //! - `server_ingest/4_clients`: 4 concurrent HTTP clients push 500-op batches of
 //!   fresh ops into the redb store. Target ≥ 20,000 ops/s.
 //!
@@ -140,50 +140,80 @@ fn bench_initial(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_incremental(c: &mut Criterion) {
+/// 100 changed records synced into a replica of 100k records and into one of
+/// 1k, round for round in one loop: both edit the same 1,000 records in the
+/// same order, so at every round the edited records carry the same history in
+/// each (a criterion group would run each case a different number of times,
+/// and histories grow with every round). Prints the median and p95 of each and
+/// the ratio of the medians. Run by `cargo bench --bench sync` whatever the filter.
+fn bench_incremental(_: &mut Criterion) {
+    let rounds = if common::quick() { 3 } else { 60 };
     let f = fixture(&[("big", common::scaled(100_000)), ("small", 1_000)]);
-    let mut group = c.benchmark_group("incremental_100");
-    group
-        .sample_size(20)
-        .sampling_mode(SamplingMode::Flat)
-        .measurement_time(Duration::from_secs(20));
-    for (space, name) in [("small", "into_1k"), ("big", "into_100k")] {
-        let dir = tempfile::tempdir().unwrap();
-        let reader = Replica::open(dir.path().join("r.db")).unwrap();
-        let remote = HttpRemote::new(&f.url, &f.tokens[1], space).unwrap();
-        f.rt.block_on(sync_once(&reader, &remote, SessionConfig::default()))
-            .unwrap();
-        let writer = Replica::in_memory().unwrap();
-        let writer_remote = LocalRemote::new(f.service.clone(), f.tokens[0].clone(), space);
-        let mut round = 0usize;
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    round += 1;
-                    let edits = (0..100)
-                        .map(|k| {
-                            // Both spaces edit the same 1,000 records in the same order, so
-                            // the edited records carry the same history in each: what differs
-                            // is only how many records the replica holds.
-                            let i = (round * 100 + k) % 1_000;
-                            Edit::put("contacts", &format!("r{i:07}"), json!({"round": round})).unwrap()
-                        })
-                        .collect();
-                    writer.apply_edits(edits).unwrap();
-                    sync_once_blocking(&writer, |r| writer_remote.call_blocking(r), SessionConfig::default()).unwrap();
-                    let started = Instant::now();
-                    let s =
-                        f.rt.block_on(sync_once(&reader, &remote, SessionConfig::default()))
-                            .unwrap();
-                    total += started.elapsed();
-                    assert!(s.pulled >= 100, "{s:?}");
-                }
-                total
-            })
-        });
+    struct Case {
+        name: &'static str,
+        _dir: tempfile::TempDir,
+        reader: Replica,
+        remote: HttpRemote,
+        writer: Replica,
+        writer_remote: LocalRemote<RedbStore>,
+        times: Vec<Duration>,
     }
-    group.finish();
+    let mut cases: Vec<Case> = [("small", "into_1k"), ("big", "into_100k")]
+        .into_iter()
+        .map(|(space, name)| {
+            let dir = tempfile::tempdir().unwrap();
+            let reader = Replica::open(dir.path().join("r.db")).unwrap();
+            let remote = HttpRemote::new(&f.url, &f.tokens[1], space).unwrap();
+            f.rt.block_on(sync_once(&reader, &remote, SessionConfig::default()))
+                .unwrap();
+            Case {
+                name,
+                _dir: dir,
+                reader,
+                remote,
+                writer: Replica::in_memory().unwrap(),
+                writer_remote: LocalRemote::new(f.service.clone(), f.tokens[0].clone(), space),
+                times: Vec::with_capacity(rounds),
+            }
+        })
+        .collect();
+    for round in 1..=rounds {
+        for case in &mut cases {
+            let edits = (0..100)
+                .map(|k| {
+                    let i = (round * 100 + k) % 1_000;
+                    Edit::put("contacts", &format!("r{i:07}"), json!({"round": round})).unwrap()
+                })
+                .collect();
+            case.writer.apply_edits(edits).unwrap();
+            sync_once_blocking(
+                &case.writer,
+                |r| case.writer_remote.call_blocking(r),
+                SessionConfig::default(),
+            )
+            .unwrap();
+            let started = Instant::now();
+            let s =
+                f.rt.block_on(sync_once(&case.reader, &case.remote, SessionConfig::default()))
+                    .unwrap();
+            case.times.push(started.elapsed());
+            assert!(s.pulled >= 100, "{s:?}");
+        }
+    }
+    let mut medians = Vec::new();
+    for case in &mut cases {
+        case.times.sort();
+        let (median, p95) = (case.times[rounds / 2], case.times[rounds * 95 / 100]);
+        println!(
+            "incremental_100/{}: median {median:.1?}, p95 {p95:.1?} over {rounds} rounds",
+            case.name
+        );
+        medians.push(median.as_secs_f64());
+    }
+    println!(
+        "incremental_100/ratio: into_100k {:.2}x into_1k (medians, same rounds)",
+        medians[1] / medians[0]
+    );
 }
 
 fn bench_ingest(c: &mut Criterion) {
