@@ -15,6 +15,7 @@ mod db;
 mod error;
 mod listen;
 mod lookup;
+mod open;
 mod pool;
 mod schema;
 
@@ -23,19 +24,17 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::{Client, Config, Transaction};
-
 use super::{
     CommitHook, DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoreError, StoreResult, StoredDoc, StoredOp,
     TokenRecord, missing_space,
 };
 use crate::model::{Op, Package, Seq};
 use append::{Locking, to_i64};
-use db::Db;
 use error::corrupt;
 pub(crate) use error::pg;
 use lookup::{existing_space, existing_user, seq_of, user_exists};
-use pool::{PgConn, Pool, block_on};
+use open::sleep_up_to;
+use pool::Pool;
 
 /// The channel on which every append announces `"{head} {space}"` at commit.
 pub const NOTIFY_CHANNEL: &str = "tidemark_commits";
@@ -81,111 +80,6 @@ fn role_of(number: i16, user: &str) -> StoreResult<Role> {
 
 fn encode_package(package: Option<&Package>) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(&package).map_err(|e| StoreError::Backend(format!("cannot encode the package: {e}")))
-}
-
-impl PgStore {
-    /// Connects to the database at `url` (`postgres://user@host:port/db`, or
-    /// key=value pairs) and brings its schema up to date.
-    pub fn connect(url: &str) -> StoreResult<PgStore> {
-        Self::connect_with(url, DEFAULT_CONNECTIONS)
-    }
-
-    /// [`PgStore::connect`] with at most `connections` open connections.
-    pub fn connect_with(url: &str, connections: usize) -> StoreResult<PgStore> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL does not parse: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        config.application_name("tidemark");
-        // Every statement of the store is a lookup or a range read on an index,
-        // so its plan never depends on the values it is given: one generic plan
-        // per prepared statement. A custom plan sees a batch of 500 keys and the
-        // statistics of a table that has grown since they were taken, and
-        // picks a hash join that reads the whole space. No sequential scans
-        // either: a plan made while the tables were small would keep scanning them.
-        let options = format!(
-            "{} -c enable_seqscan=off -c plan_cache_mode=force_generic_plan",
-            config.get_options().unwrap_or("")
-        );
-        config.options(options.trim());
-        let pool = Pool::new(config, connections)?;
-        let epoch = {
-            let mut conn = pool.get()?;
-            block_on(schema::migrate(&mut conn.client))?
-        };
-        Ok(PgStore {
-            pool,
-            epoch,
-            commit_delay_us: Default::default(),
-            read_delay_us: Default::default(),
-        })
-    }
-
-    /// Fault injection for tests: from now on each append sleeps a random time
-    /// up to `max` after it has numbered its ops and before it commits, widening
-    /// the window in which a reader could see a later seq before an earlier one.
-    pub fn delay_commits(&self, max: Duration) {
-        self.commit_delay_us.store(micros(max), Ordering::Relaxed);
-    }
-
-    /// Fault injection for tests: from now on each optimistic append sleeps
-    /// `pause` after its reads, before it acts on them, so that another append
-    /// can change what it read.
-    pub fn delay_after_reads(&self, pause: Duration) {
-        self.read_delay_us.store(micros(pause), Ordering::Relaxed);
-    }
-
-    /// Runs `f` on one connection.
-    fn with<T>(&self, f: impl AsyncFnOnce(&Db<'_, Client>) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self.pool.get()?;
-        let PgConn { client, statements } = &mut *conn;
-        block_on(f(&Db::new(client, statements)))
-    }
-
-    /// Runs `f` in one transaction: commits if it gives a value, rolls back
-    /// if it gives `None` or fails.
-    fn attempt<T>(
-        &self,
-        f: impl AsyncFnOnce(&Db<'_, Transaction<'_>>) -> StoreResult<Option<T>>,
-    ) -> StoreResult<Option<T>> {
-        let mut conn = self.pool.get()?;
-        let PgConn { client, statements } = &mut *conn;
-        block_on(async {
-            let txn = client.transaction().await.map_err(pg)?;
-            let Some(value) = f(&Db::new(&txn, statements)).await? else {
-                txn.rollback().await.map_err(pg)?;
-                return Ok(None);
-            };
-            txn.commit().await.map_err(pg)?;
-            Ok(Some(value))
-        })
-    }
-
-    /// Runs `f` in one transaction: commits if it succeeds, rolls back if it fails.
-    fn write<T>(&self, f: impl AsyncFnOnce(&Db<'_, Transaction<'_>>) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self.pool.get()?;
-        let PgConn { client, statements } = &mut *conn;
-        block_on(async {
-            let txn = client.transaction().await.map_err(pg)?;
-            let value = f(&Db::new(&txn, statements)).await?;
-            txn.commit().await.map_err(pg)?;
-            Ok(value)
-        })
-    }
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// A random sleep up to `max`, on the thread that polls the transaction, so
-/// that the transaction waits with it.
-fn sleep_up_to(max: Duration) {
-    if !max.is_zero() {
-        std::thread::sleep(max.mul_f64(rand::random::<f64>()));
-    }
 }
 
 impl ServerStore for PgStore {
