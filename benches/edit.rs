@@ -281,7 +281,11 @@ fn bench_edit(c: &mut Criterion) {
         // The restated target, in the form `benches/report` collects.
         println!(
             "edit_durable/{}: cached {same:.0} µs = {:.2}× and uncached {put:.0} µs = {:.2}× the edit's rows by redb alone ({rows:.0} µs), interleaved medians of {rounds} rounds",
-            if disk.contains("busy") { "disk_busy" } else { "disk_as_is" },
+            if disk.contains("busy") {
+                "disk_busy"
+            } else {
+                "disk_as_is"
+            },
             same / rows,
             put / rows,
         );
