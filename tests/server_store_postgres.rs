@@ -131,6 +131,10 @@ fn change_of_shared(seq: u64, tag: u8, deps: &[u8]) -> NewOp {
 type Answer = Vec<Result<u64, OpRefusal>>;
 fn race(url: &str, slow: &[NewOp], fast: &[NewOp]) -> (Answer, Answer) {
     let stores = [PgStore::connect(url).unwrap(), PgStore::connect(url).unwrap()];
+    for store in &stores {
+        // Connected and warm, so that the slow one reads well within the head start.
+        store.head("crm").unwrap();
+    }
     stores[0].delay_after_reads(Duration::from_millis(400));
     std::thread::scope(|s| {
         let slow = s.spawn(|| stores[0].append("crm", slow).unwrap());
@@ -160,11 +164,24 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
         "the other copy of change 1 is refused, not stored beside it: {slow:?}"
     );
 
-    // The same op through both: stored once, both answered with its seq.
-    let same = change_of_shared(2, 0xb2, &[0xb1]);
-    let (slow, fast) = race(&url, std::slice::from_ref(&same), std::slice::from_ref(&same));
+    // Two stores sharing an actor write change 2 of it: the actor's row moves
+    // once; the other copy is refused.
+    let (slow, fast) = race(
+        &url,
+        &[change_of_shared(2, 0xba, &[0xb1])],
+        &[change_of_shared(2, 0xb2, &[0xb1])],
+    );
     assert!(matches!(fast[..], [Ok(2)]), "{fast:?}");
-    assert!(matches!(slow[..], [Ok(2)]), "{slow:?}");
+    assert!(
+        matches!(&slow[..], [Err(OpRefusal::ActorReused { seq: 2, .. })]),
+        "the other copy of change 2 is refused: {slow:?}"
+    );
+
+    // The same op through both: stored once, both answered with its seq.
+    let same = change_of_shared(3, 0xb3, &[0xb2]);
+    let (slow, fast) = race(&url, std::slice::from_ref(&same), std::slice::from_ref(&same));
+    assert!(matches!(fast[..], [Ok(3)]), "{fast:?}");
+    assert!(matches!(slow[..], [Ok(3)]), "{slow:?}");
 
     // A change whose dependency another process commits meanwhile is taken,
     // alone and beside a fresh op.
@@ -175,24 +192,24 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
     };
     let (slow, fast) = race(
         &url,
-        &[other_actor(1, 0xc1, &[0xb3])],
-        &[change_of_shared(3, 0xb3, &[0xb2])],
+        &[other_actor(1, 0xc1, &[0xb4])],
+        &[change_of_shared(4, 0xb4, &[0xb3])],
     );
-    assert!(matches!(fast[..], [Ok(3)]), "{fast:?}");
+    assert!(matches!(fast[..], [Ok(4)]), "{fast:?}");
     assert!(
-        matches!(slow[..], [Ok(4)]),
+        matches!(slow[..], [Ok(5)]),
         "the dependency committed before the lock: {slow:?}"
     );
     let fresh = new_op(&new_ops(1)[0]);
     let (slow, fast) = race(
         &url,
-        &[fresh, other_actor(2, 0xc2, &[0xb4])],
-        &[change_of_shared(4, 0xb4, &[0xb3])],
+        &[fresh, other_actor(2, 0xc2, &[0xb5])],
+        &[change_of_shared(5, 0xb5, &[0xb4])],
     );
-    assert!(matches!(fast[..], [Ok(5)]), "{fast:?}");
-    assert!(matches!(slow[..], [Ok(6), Ok(7)]), "{slow:?}");
+    assert!(matches!(fast[..], [Ok(6)]), "{fast:?}");
+    assert!(matches!(slow[..], [Ok(7), Ok(8)]), "{slow:?}");
 
     let store = PgStore::connect(&url).unwrap();
-    assert_eq!(store.head("crm").unwrap(), 7, "gap-free, nothing stored twice");
-    assert_eq!(everything(&store, "crm").len(), 7);
+    assert_eq!(store.head("crm").unwrap(), 8, "gap-free, nothing stored twice");
+    assert_eq!(everything(&store, "crm").len(), 8);
 }

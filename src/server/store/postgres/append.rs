@@ -89,6 +89,8 @@ enum Slot {
 
 /// What a batch would do, decided from what the reads saw.
 struct Plan {
+    /// The records of the batch that were quarantined when read.
+    quarantined: usize,
     slots: Vec<Result<Slot, OpRefusal>>,
     rows: Rows,
     new_changes: Vec<NewChange>,
@@ -175,6 +177,10 @@ pub(super) async fn append(
             if head != read_head && plan.refuses_any() {
                 return Ok(None);
             }
+            // A quarantine does not move the head: look again under the lock.
+            if quarantined_among(txn, id, ops).await?.len() != plan.quarantined {
+                return Ok(None);
+            }
             head
         }
     };
@@ -248,6 +254,7 @@ async fn plan(txn: &Db<'_, Transaction<'_>>, id: i64, ops: &[NewOp]) -> StoreRes
     let mut histories = read_histories(txn, id, ops).await?;
 
     let mut plan = Plan {
+        quarantined: quarantine.len(),
         slots: Vec::with_capacity(ops.len()),
         rows: Rows::default(),
         new_changes: Vec::new(),
