@@ -24,6 +24,7 @@ mod rejections;
 mod rewrite;
 mod server_state;
 mod tables;
+use tables::open_every_table;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -271,15 +272,7 @@ impl Replica {
                 }
             }
             // Create every table so readers never meet a missing one.
-            txn.open_table(tables::LOG)?;
-            txn.open_table(tables::OP_INDEX)?;
-            txn.open_table(tables::DOCS)?;
-            txn.open_table(tables::VIEW)?;
-            txn.open_table(tables::CONFLICTED)?;
-            txn.open_table(tables::REJECTED)?;
-            txn.open_table(tables::DISCARDED)?;
-            txn.open_table(tables::CONFIRMED)?;
-            txn.open_table(tables::ACKS)?;
+            open_every_table!(txn);
             recount::upgrade(&txn, &mut m)?;
         }
         txn.commit()?;
@@ -298,15 +291,7 @@ impl Replica {
             {
                 return Ok(false);
             }
-            txn.open_table(tables::LOG)?;
-            txn.open_table(tables::OP_INDEX)?;
-            txn.open_table(tables::DOCS)?;
-            txn.open_table(tables::VIEW)?;
-            txn.open_table(tables::CONFLICTED)?;
-            txn.open_table(tables::REJECTED)?;
-            txn.open_table(tables::DISCARDED)?;
-            txn.open_table(tables::CONFIRMED)?;
-            txn.open_table(tables::ACKS)?;
+            open_every_table!(txn);
             Ok(true)
         };
         ready().unwrap_or(false)

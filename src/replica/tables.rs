@@ -101,3 +101,23 @@ pub mod meta {
 
 /// The store format version this build writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
+
+/// Opens every table of the store in `txn` (all but META), which creates the
+/// missing ones in a write transaction and fails on a missing one in a read
+/// transaction: the one list that creating a store and checking that it is
+/// ready share.
+macro_rules! open_every_table {
+    ($txn:expr) => {{
+        use $crate::replica::tables as t;
+        $txn.open_table(t::LOG)?;
+        $txn.open_table(t::OP_INDEX)?;
+        $txn.open_table(t::DOCS)?;
+        $txn.open_table(t::VIEW)?;
+        $txn.open_table(t::CONFLICTED)?;
+        $txn.open_table(t::REJECTED)?;
+        $txn.open_table(t::DISCARDED)?;
+        $txn.open_table(t::CONFIRMED)?;
+        $txn.open_table(t::ACKS)?;
+    }};
+}
+pub(crate) use open_every_table;
