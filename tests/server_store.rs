@@ -40,6 +40,7 @@ fn a_reopened_file_store_keeps_everything_and_its_epoch() {
         collection: "contacts".to_string(),
         record: "c1".to_string(),
         doc: b"document".to_vec(),
+        row: Some(b"row".to_vec()),
     };
     let epoch = {
         let store = RedbStore::open(dir.path()).unwrap();

@@ -216,6 +216,59 @@ pub struct SnapshotDoc {
     pub record: String,
     /// A saved automerge document, base64.
     pub doc: String,
+    /// The record's row as the server materialized it from `doc`, so that a
+    /// client need not load the document to show the record. Absent when the
+    /// server has none; the client then materializes `doc` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<SnapshotRow>,
+}
+
+/// A record's row in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct SnapshotRow {
+    /// The record's fields as one JSON object; `null` for a deleted record.
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
+    pub fields: Option<Box<serde_json::value::RawValue>>,
+    /// How many fields hold concurrent values that differ.
+    pub conflicts: u32,
+}
+
+/// Rows compare by their JSON text (a raw JSON value has no equality of its own).
+impl PartialEq for SnapshotRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.conflicts == other.conflicts
+            && self.fields.as_ref().map(|f| f.get()) == other.fields.as_ref().map(|f| f.get())
+    }
+}
+
+impl Eq for SnapshotRow {}
+
+impl SnapshotRow {
+    /// The wire form of a row this program materialized: its fields are JSON
+    /// that serde_json wrote, so they are valid as they are.
+    pub fn of(row: &crate::record::Row) -> Result<Self, CorruptData> {
+        let fields = match &row.fields {
+            Some(json) => {
+                let text = String::from_utf8(json.clone())
+                    .map_err(|_| CorruptData::new("stored row", "its fields are not UTF-8"))?;
+                Some(
+                    serde_json::value::RawValue::from_string(text)
+                        .map_err(|e| CorruptData::new("stored row", format!("its fields are not JSON: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(SnapshotRow {
+            fields,
+            conflicts: row.conflicts,
+        })
+    }
+
+    /// The row a client keeps, checked as outside input.
+    pub fn to_row(&self) -> Result<crate::record::Row, CorruptData> {
+        crate::record::Row::from_outside(self.fields.as_ref().map(|f| f.get()), self.conflicts)
+    }
 }
 
 /// `GET /v1/spaces/{space}/snapshot?after=CURSOR&limit=L`

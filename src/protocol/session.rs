@@ -505,6 +505,12 @@ impl Session {
                 collection: Collection::exact(d.collection.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
                 record: RecordId::exact(d.record.as_str()).map_err(|e| CorruptData::new("snapshot", e))?,
                 doc: decode_doc(&d.doc)?,
+                // A row that does not read costs only speed: the document is materialized here instead.
+                row: d.row.as_ref().and_then(|row| {
+                    row.to_row()
+                        .map_err(|e| tracing::warn!(record = d.record, "ignoring the snapshot's row: {e}"))
+                        .ok()
+                }),
             });
         }
         let InFlight::Snapshot { after } = std::mem::replace(&mut self.in_flight, InFlight::None) else {

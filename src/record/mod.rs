@@ -24,6 +24,7 @@ mod change;
 mod genesis;
 mod read;
 mod rebase;
+mod row;
 mod tombstone;
 mod values;
 
@@ -36,6 +37,7 @@ pub use change::{
 pub use genesis::GENESIS_ACTOR;
 use genesis::{GenesisKind, genesis_change};
 pub use rebase::{EditSummary, change_hash};
+pub use row::Row;
 pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_fields, check_value};
 use values::{counter_in_range, counter_value, scalar_to_json, stored_scalar, value_kind};
 
@@ -178,6 +180,21 @@ impl RecordDoc {
     /// bytes from outside get, as [`decode_stored_change`] does for the log.
     pub fn load_stored(bytes: &[u8], actor: ActorId) -> Result<Self, CorruptData> {
         Self::load_with(bytes, actor, change::decode_stored_raw)
+    }
+
+    /// Checks, without loading them, that bytes from outside are one document
+    /// chunk and nothing else, so that storing them as they are keeps every
+    /// check for when they are loaded: [`RecordDoc::load_stored`] then checks
+    /// them exactly as [`RecordDoc::load`] would (the two differ only in
+    /// change chunks).
+    pub fn check_document_only(bytes: &[u8]) -> Result<(), CorruptData> {
+        match split_chunks(bytes)?.as_slice() {
+            [(DOCUMENT_CHUNK, _)] => Ok(()),
+            chunks => Err(CorruptData::new(
+                "record document",
+                format!("{} chunk(s) where one document chunk was expected", chunks.len()),
+            )),
+        }
     }
 
     /// How many change chunks follow the document chunk in stored bytes (local

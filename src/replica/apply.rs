@@ -8,12 +8,12 @@ use redb::ReadableTable;
 use super::log::{LogAppend, LogEntry};
 use super::parallel::run_parallel;
 use super::tables::{self, meta};
-use super::view::{ViewTables, materialize};
+use super::view::ViewTables;
 use super::{Meta, Replica, put_meta};
 use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::{ActorId, Collection, Op, RecordId, Seq};
 use crate::record::Change;
-use crate::record::{RecordDoc, check_author, decode_change};
+use crate::record::{RecordDoc, Row, check_author, decode_change};
 
 /// An op as the server delivers it: with its seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,10 @@ pub struct SnapshotRecord {
     pub collection: Collection,
     pub record: RecordId,
     pub doc: Vec<u8>,
+    /// The row the server materialized from `doc`. With it, a record new to
+    /// this replica is stored without loading `doc` (its checks run when it is
+    /// next loaded, to be edited or merged).
+    pub row: Option<Row>,
 }
 
 /// What applying a page did.
@@ -52,6 +56,8 @@ pub struct ApplyReport {
 enum Incoming {
     Changes(Vec<Change>),
     Snapshot(Vec<Vec<u8>>),
+    /// One snapshot document and the row the server materialized from it.
+    SnapshotWithRow(Vec<u8>, Row),
 }
 
 impl Incoming {
@@ -66,18 +72,29 @@ impl Incoming {
                 }
                 out
             }
+            Incoming::SnapshotWithRow(doc, _) => RecordDoc::load_stored(doc, ActorId([0; 16]))?.change_headers()?,
         })
     }
 }
 
 /// Merges one record's incoming changes or snapshot documents into its document.
-fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, super::view::Materialized)> {
-    // A new record from one snapshot document: load it once and keep its bytes as they are.
-    if let (None, Incoming::Snapshot(docs)) = (&merge.existing, &merge.incoming) {
-        if let [only] = docs.as_slice() {
-            let doc = RecordDoc::load(only, actor)?;
-            return Ok((only.clone(), materialize(&doc)));
+fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, Row)> {
+    match (&merge.existing, &merge.incoming) {
+        // A new record with the server's row, in bytes that `load_stored` will
+        // check as fully as `load` does: stored as they are, unloaded.
+        (None, Incoming::SnapshotWithRow(doc, row)) if RecordDoc::check_document_only(doc).is_ok() => {
+            return Ok((doc.clone(), row.clone()));
         }
+        // A new record from one snapshot document: load it once and keep its bytes as they are.
+        (None, Incoming::Snapshot(docs)) if docs.len() == 1 => {
+            let doc = RecordDoc::load(&docs[0], actor)?;
+            return Ok((docs[0].clone(), doc.row()));
+        }
+        (None, Incoming::SnapshotWithRow(doc, _)) => {
+            let doc_loaded = RecordDoc::load(doc, actor)?;
+            return Ok((doc.clone(), doc_loaded.row()));
+        }
+        _ => {}
     }
     let mut doc = match &merge.existing {
         Some(bytes) => RecordDoc::load_stored(bytes, actor)?,
@@ -90,8 +107,9 @@ fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, super::view::Mat
                 doc.merge_saved(d)?;
             }
         }
+        Incoming::SnapshotWithRow(d, _) => doc.merge_saved(d)?,
     }
-    let m = materialize(&doc);
+    let m = doc.row();
     Ok((doc.save(), m))
 }
 
@@ -286,12 +304,12 @@ impl Replica {
             self.doc_cache.clear();
         }
         // A document that does not load fails merge_into, and the transaction with it: nothing is written.
-        let mut groups: BTreeMap<(Collection, RecordId), Vec<Vec<u8>>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Collection, RecordId), Vec<&SnapshotRecord>> = BTreeMap::new();
         for r in records {
             groups
                 .entry((r.collection.clone(), r.record.clone()))
                 .or_default()
-                .push(r.doc.clone());
+                .push(r);
         }
         let merges = groups
             .into_iter()
@@ -299,7 +317,14 @@ impl Replica {
                 collection,
                 record,
                 existing: None,
-                incoming: Incoming::Snapshot(docs),
+                incoming: match docs.as_slice() {
+                    [
+                        SnapshotRecord {
+                            doc, row: Some(row), ..
+                        },
+                    ] => Incoming::SnapshotWithRow(doc.clone(), row.clone()),
+                    _ => Incoming::Snapshot(docs.iter().map(|r| r.doc.clone()).collect()),
+                },
             })
             .collect();
         self.merge_into(&txn, actor, merges)?;

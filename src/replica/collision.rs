@@ -22,7 +22,7 @@ use super::Meta;
 use super::log::LogEntry;
 use super::rewrite::{Outcome, local_ops_of, take_fresh_actor, write_outcome};
 use super::tables;
-use super::view::{ViewTables, materialize};
+use super::view::ViewTables;
 use crate::error::Result;
 use crate::model::{Collection, RecordId};
 use crate::record::{ChangeHeader, GENESIS_ACTOR, RecordDoc, change_hash, stored_change_header};
@@ -88,7 +88,7 @@ pub(super) fn yield_to_server(
         new.replay(&before, &after, &mut ids)?;
         outcome.written_again(*pos, op, actor, &mut new);
     }
-    views.store(collection.as_str(), record.as_str(), &new.save(), &materialize(&new))?;
+    views.store(collection.as_str(), record.as_str(), &new.save(), &new.row())?;
     drop_from_log(txn, collection, record, &drop)?;
     write_outcome(txn, &m, outcome)?;
     Ok(true)

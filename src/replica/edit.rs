@@ -9,11 +9,11 @@ use serde_json::Value as Json;
 use super::doc_cache;
 use super::log::{LogAppend, LogEntry};
 use super::parallel::run_parallel;
-use super::view::{Materialized, ViewTables, materialize};
+use super::view::ViewTables;
 use super::{Meta, Replica};
 use crate::error::{InvalidInput, Result};
 use crate::model::{ActorId, Collection, FieldType, Op, OpId, Package, RecordId, check_field_name, now_ms};
-use crate::record::{Fields, GENESIS_ACTOR, RecordDoc};
+use crate::record::{Fields, GENESIS_ACTOR, RecordDoc, Row};
 
 /// One local edit of one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,7 +171,7 @@ struct RecordResult {
     /// order: a genesis change (by [`GENESIS_ACTOR`]) comes before the edit's own.
     changes: Vec<(usize, ActorId, Vec<u8>)>,
     doc: Vec<u8>,
-    materialized: Materialized,
+    materialized: Row,
     /// The edited document, to cache once the transaction has committed.
     keep: Option<RecordDoc>,
 }
@@ -449,11 +449,11 @@ fn apply_record_edits(
         _ => doc.save(),
     };
     let materialized = match created_view {
-        Some(view) => Materialized {
-            row: Some(serde_json::to_vec(&view).expect("JSON values always serialize")),
+        Some(view) => Row {
+            fields: Some(serde_json::to_vec(&view).expect("JSON values always serialize")),
             conflicts: 0,
         },
-        None => materialize(&doc),
+        None => doc.row(),
     };
     Ok(RecordResult {
         changes,

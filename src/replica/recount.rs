@@ -12,7 +12,6 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::read_u64;
 use super::tables::{self, meta};
-use super::view::materialize;
 use crate::error::Result;
 use crate::model::ActorId;
 use crate::record::RecordDoc;
@@ -39,7 +38,7 @@ pub(crate) fn upgrade(txn: &WriteTransaction, m: &mut Table<&str, &[u8]>) -> Res
         let Ok(doc) = RecordDoc::load_stored(bytes.value(), ActorId([0; 16])) else {
             continue;
         };
-        match materialize(&doc).conflicts {
+        match doc.row().conflicts {
             0 => conflicted.remove(key)?,
             n => conflicted.insert(key, n)?,
         };

@@ -22,7 +22,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::log::{LogAppend, LogEntry};
 use super::tables::{self, meta};
-use super::view::{ViewTables, materialize};
+use super::view::ViewTables;
 use super::{Meta, Rejection, Replica, put_meta};
 use crate::error::{CorruptData, Result};
 use crate::model::{ActorId, Collection, Op, RecordId};
@@ -364,7 +364,7 @@ fn rewrite_record(
         }
     }
     let bytes = new.save();
-    views.store(collection.as_str(), record.as_str(), &bytes, &materialize(&new))?;
+    views.store(collection.as_str(), record.as_str(), &bytes, &new.row())?;
     std::mem::drop(views);
     // A change that left the document may also sit in a snapshot's document
     // in the log (this replica bootstrapped after a server that lost it

@@ -11,30 +11,7 @@ use super::tables::{self, CONFLICTED, DOCS, VIEW};
 use super::{ListPage, Meta, RecordConflicts, Replica};
 use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::Collection;
-use crate::record::{Fields, RecordDoc};
-
-/// What a record document materializes to.
-pub(crate) struct Materialized {
-    /// Canonical JSON of the fields; None when the record is deleted.
-    pub row: Option<Vec<u8>>,
-    /// Number of fields with concurrent values that differ.
-    pub conflicts: u32,
-}
-
-/// Renders a document the same way on every replica: serde_json's map keeps keys sorted.
-/// Conflicts are counted in the same pass, at no extra cost.
-pub(crate) fn materialize(doc: &RecordDoc) -> Materialized {
-    let state = doc.state();
-    let row = if state.deleted || state.empty {
-        None
-    } else {
-        Some(serde_json::to_vec(&state.fields).expect("JSON values always serialize"))
-    };
-    Materialized {
-        row,
-        conflicts: state.conflicted_fields,
-    }
-}
+use crate::record::{Fields, RecordDoc, Row};
 
 /// The three tables a materialized record touches, opened once per transaction.
 pub(crate) struct ViewTables<'txn> {
@@ -62,9 +39,9 @@ impl<'txn> ViewTables<'txn> {
     }
 
     /// Stores a document and its materialized row.
-    pub fn store(&mut self, collection: &str, id: &str, doc: &[u8], m: &Materialized) -> Result<()> {
+    pub fn store(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<()> {
         self.docs.insert((collection, id), doc).map_err(Error::storage)?;
-        match &m.row {
+        match &m.fields {
             Some(row) => self
                 .view
                 .insert((collection, id), row.as_slice())
@@ -226,7 +203,7 @@ impl Replica {
                     .map(|c| crate::record::decode_stored_change(c))
                     .collect::<Result<Vec<_>, _>>()?;
                 doc.apply_changes(decoded)?;
-                let m = materialize(&doc);
+                let m = doc.row();
                 Ok((doc.save(), m))
             })?;
             for ((c, r, _, _), result) in merges.iter().zip(results) {

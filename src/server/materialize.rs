@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::error::ServiceError;
 use super::store::{PageLimit, ServerStore, StoredDoc};
 use crate::model::ActorId;
-use crate::record::{RecordDoc, decode_stored_change};
+use crate::record::{RecordDoc, Row, decode_stored_change};
 
 /// Ops materialized per transaction.
 const CHUNK: usize = 2000;
@@ -87,10 +87,11 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
         let mut docs = Vec::with_capacity(by_record.len());
         for (((collection, record), changes), stored) in by_record.into_iter().zip(stored_docs) {
             match merged(stored.as_deref(), &changes) {
-                Ok(doc) => docs.push(StoredDoc {
+                Ok((doc, row)) => docs.push(StoredDoc {
                     collection,
                     record,
                     doc,
+                    row: Some(row.encode()),
                 }),
                 // One record that does not load costs that record, never the space:
                 // it is set aside, named in the log, and the rest goes on.
@@ -105,8 +106,9 @@ fn catch_up<S: ServerStore>(store: &S, lock: &Mutex<()>, space: &str) -> Result<
     }
 }
 
-/// A record's stored document (if any) with `changes` applied, saved; or why it failed.
-fn merged(stored: Option<&[u8]>, changes: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+/// A record's stored document (if any) with `changes` applied, saved, and its
+/// row; or why it failed.
+fn merged(stored: Option<&[u8]>, changes: &[Vec<u8>]) -> Result<(Vec<u8>, Row), String> {
     let mut doc = match stored {
         Some(bytes) => {
             RecordDoc::load(bytes, ActorId([0; 16])).map_err(|e| format!("its stored document does not load ({e})"))?
@@ -123,5 +125,5 @@ fn merged(stored: Option<&[u8]>, changes: &[Vec<u8>]) -> Result<Vec<u8>, String>
     if doc.has_missing_deps() {
         return Err("its changes depend on changes it does not hold".into());
     }
-    Ok(doc.save())
+    Ok((doc.save(), doc.row()))
 }

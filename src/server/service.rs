@@ -20,9 +20,9 @@ use crate::model::{Package, Seq, nfc};
 use crate::protocol::ErrorCode;
 use crate::protocol::message::{
     CreateSpace, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp,
-    SnapshotDoc, SnapshotResponse, SpaceListing, UserListing, UserToken, WireOp, encode_bytes,
+    SnapshotDoc, SnapshotResponse, SnapshotRow, SpaceListing, UserListing, UserToken, WireOp, encode_bytes,
 };
-use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, validate_change};
+use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, Row, validate_change};
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
@@ -389,9 +389,10 @@ impl<S: ServerStore> Service<S> {
             docs: docs
                 .into_iter()
                 .map(|d| SnapshotDoc {
+                    row: d.row.and_then(|bytes| snapshot_row(&bytes, &d.collection, &d.record)),
+                    doc: encode_bytes(&d.doc),
                     collection: d.collection,
                     record: d.record,
-                    doc: encode_bytes(&d.doc),
                 })
                 .collect(),
             next,
@@ -588,5 +589,21 @@ fn refusal_code(refusal: &OpRefusal) -> ErrorCode {
         OpRefusal::MissingDeps { .. } => ErrorCode::MissingDeps,
         OpRefusal::ActorReused { .. } => ErrorCode::ActorReused,
         OpRefusal::BadHeader(_) => ErrorCode::InvalidOp,
+    }
+}
+
+/// A stored row in its wire form. A row that does not read is left out (the
+/// client then materializes the document itself), never served wrong.
+fn snapshot_row(bytes: &[u8], collection: &str, record: &str) -> Option<SnapshotRow> {
+    match Row::decode(bytes).and_then(|row| SnapshotRow::of(&row)) {
+        Ok(row) => Some(row),
+        Err(e) => {
+            tracing::warn!(
+                collection,
+                record,
+                "a stored row does not read; the snapshot sends the document alone: {e}"
+            );
+            None
+        }
     }
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use tidemark::protocol::ErrorCode;
 use tidemark::protocol::message::{
     ErrorBody, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp, SnapshotDoc,
-    SnapshotResponse, WireOp, encode_bytes,
+    SnapshotResponse, SnapshotRow, WireOp, encode_bytes,
 };
 use tidemark::record::RecordDoc;
 use tidemark::{ActorId, Op};
@@ -119,6 +119,7 @@ pub fn wire_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
             docs: vec![SnapshotDoc {
                 collection: COLLECTION.into(),
                 record: "c3".into(),
+                row: Some(SnapshotRow::of(&base_doc.row()).unwrap()),
                 doc: encode_bytes(&base_doc.save()),
             }],
             next: None,

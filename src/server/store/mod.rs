@@ -62,6 +62,10 @@ pub struct StoredDoc {
     pub collection: String,
     pub record: String,
     pub doc: Vec<u8>,
+    /// The document's row in [`crate::record::Row::encode`]'s form, stored with
+    /// it and replaced with it. None for a document stored without one (by an
+    /// older build): its readers materialize the document themselves.
+    pub row: Option<Vec<u8>>,
 }
 
 /// What the store refuses.

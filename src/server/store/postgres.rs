@@ -418,17 +418,16 @@ impl ServerStore for PgStore {
             if moved == 0 {
                 return Ok(false);
             }
-            let mut columns: (Vec<&str>, Vec<&str>, Vec<&[u8]>) = Default::default();
-            for doc in docs {
-                columns.0.push(&doc.collection);
-                columns.1.push(&doc.record);
-                columns.2.push(&doc.doc);
-            }
+            let collections: Vec<&str> = docs.iter().map(|d| d.collection.as_str()).collect();
+            let records: Vec<&str> = docs.iter().map(|d| d.record.as_str()).collect();
+            let bytes: Vec<&[u8]> = docs.iter().map(|d| d.doc.as_slice()).collect();
+            let rows: Vec<Option<&[u8]>> = docs.iter().map(|d| d.row.as_deref()).collect();
             txn.execute(
-                "INSERT INTO tidemark_docs (space_id, collection, record, doc)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[])
-                 ON CONFLICT (space_id, collection, record) DO UPDATE SET doc = excluded.doc",
-                &[&id, &columns.0, &columns.1, &columns.2],
+                "INSERT INTO tidemark_docs (space_id, collection, record, doc, row_bytes)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[], $5::bytea[])
+                 ON CONFLICT (space_id, collection, record)
+                 DO UPDATE SET doc = excluded.doc, row_bytes = excluded.row_bytes",
+                &[&id, &collections, &records, &bytes, &rows],
             )
             .await?;
             Ok(true)
@@ -503,7 +502,7 @@ impl ServerStore for PgStore {
             let rows = match after {
                 Some((collection, record)) => {
                     c.query(
-                        "SELECT collection, record, doc FROM tidemark_docs
+                        "SELECT collection, record, doc, row_bytes FROM tidemark_docs
                          WHERE space_id = $1 AND (collection, record) > ($2, $3)
                          ORDER BY collection, record LIMIT $4",
                         &[&id, &collection, &record, &count],
@@ -512,7 +511,7 @@ impl ServerStore for PgStore {
                 }
                 None => {
                     c.query(
-                        "SELECT collection, record, doc FROM tidemark_docs
+                        "SELECT collection, record, doc, row_bytes FROM tidemark_docs
                          WHERE space_id = $1 ORDER BY collection, record LIMIT $2",
                         &[&id, &count],
                     )
@@ -523,15 +522,19 @@ impl ServerStore for PgStore {
             let mut used = 0usize;
             for row in rows {
                 let doc: Vec<u8> = row.get(2);
-                if !limit.admits(page.docs.len(), used, doc.len()) {
+                let stored_row: Option<Vec<u8>> = row.get(3);
+                // The row travels with the document: the page's byte bound counts both.
+                let size = doc.len() + stored_row.as_ref().map_or(0, Vec::len);
+                if !limit.admits(page.docs.len(), used, size) {
                     page.more = true;
                     break;
                 }
-                used += doc.len();
+                used += size;
                 page.docs.push(StoredDoc {
                     collection: row.get(0),
                     record: row.get(1),
                     doc,
+                    row: stored_row,
                 });
             }
             Ok(page)

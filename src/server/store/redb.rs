@@ -188,6 +188,7 @@ impl RedbStore {
         txn.open_table(tables::OP_INDEX)?;
         txn.open_table(tables::MARKS)?;
         txn.open_table(tables::DOCS)?;
+        txn.open_table(tables::DOC_ROWS)?;
         txn.open_table(tables::HISTORY)?;
         txn.open_table(tables::QUARANTINE)?;
         txn.commit()?;
@@ -460,8 +461,14 @@ impl ServerStore for RedbStore {
             }
             materialized.insert(id, through)?;
             let mut table = txn.open_table(tables::DOCS)?;
+            let mut rows = txn.open_table(tables::DOC_ROWS)?;
             for doc in docs {
-                table.insert((id, doc.collection.as_str(), doc.record.as_str()), doc.doc.as_slice())?;
+                let key = (id, doc.collection.as_str(), doc.record.as_str());
+                table.insert(key, doc.doc.as_slice())?;
+                match &doc.row {
+                    Some(row) => rows.insert(key, row.as_slice())?,
+                    None => rows.remove(key)?,
+                };
             }
             Ok(true)
         })
@@ -521,19 +528,41 @@ impl ServerStore for RedbStore {
                 more: false,
             };
             let mut used = 0usize;
+            // Rows share the documents' keys: walk both ranges side by side.
+            let mut rows = txn
+                .open_table(tables::DOC_ROWS)?
+                .range::<(u64, &str, &str)>((start, end))?;
+            let mut next_row = rows.next().transpose()?;
             for entry in docs.range::<(u64, &str, &str)>((start, end))? {
                 let (key, value) = entry?;
-                let size = value.value().len();
+                let key = key.value();
+                let mut row = None;
+                while let Some((row_key, row_value)) = &next_row {
+                    let order = row_key.value().cmp(&key);
+                    if order.is_gt() {
+                        break;
+                    }
+                    if order.is_eq() {
+                        row = Some(row_value.value().to_vec());
+                    }
+                    next_row = rows.next().transpose()?;
+                    if row.is_some() {
+                        break;
+                    }
+                }
+                // The row travels with the document: the page's byte bound counts both.
+                let size = value.value().len() + row.as_ref().map_or(0, Vec::len);
                 if !limit.admits(page.docs.len(), used, size) {
                     page.more = true;
                     break;
                 }
                 used += size;
-                let (_, collection, record) = key.value();
+                let (_, collection, record) = key;
                 page.docs.push(StoredDoc {
                     collection: collection.to_string(),
                     record: record.to_string(),
                     doc: value.value().to_vec(),
+                    row,
                 });
             }
             Ok(page)

@@ -193,6 +193,7 @@ pub fn pages_keep_to_their_byte_budget<S: ServerStore>(store: &S) {
             collection: "contacts".into(),
             record: format!("c{i}"),
             doc: vec![7u8; size],
+            row: None,
         })
         .collect();
     assert!(store.store_docs("crm", &docs, 0, 0).unwrap());
@@ -226,4 +227,74 @@ pub fn pages_keep_to_their_byte_budget<S: ServerStore>(store: &S) {
     assert_eq!(seqs(0, sizes[0] + sizes[1] - 1), [1]);
     assert_eq!(seqs(1, 0), [2], "one op over the budget still comes");
     assert_eq!(seqs(0, usize::MAX), [1, 2, 3, 4]);
+}
+
+/// A document's row comes back with it, is replaced or removed with it, and
+/// counts toward a page's bytes. A document stored without one (by an older
+/// build) comes back without one, wherever it stands among those that have one.
+pub fn rows_travel_with_their_documents<S: ServerStore>(store: &S) {
+    schemaless_space(store, "crm");
+    schemaless_space(store, "after");
+    let with_row = |record: &str, row: &[u8]| StoredDoc {
+        row: Some(row.to_vec()),
+        ..doc("contacts", record, b"doc")
+    };
+    assert!(
+        store
+            .store_docs("after", &[with_row("c0", b"other space")], 0, 1)
+            .unwrap()
+    );
+    let first = [
+        with_row("c1", b"r1"),
+        doc("contacts", "c2", b"doc"),
+        with_row("c3", b"r3"),
+        doc("contacts", "c4", b"doc"),
+    ];
+    assert!(store.store_docs("crm", &first, 0, 4).unwrap());
+    let rows = |after: Option<&str>, limit: PageLimit| -> Vec<(String, Option<Vec<u8>>)> {
+        store
+            .docs_page("crm", after.map(|r| ("contacts", r)), limit)
+            .unwrap()
+            .docs
+            .into_iter()
+            .map(|d| (d.record, d.row))
+            .collect()
+    };
+    let row = |record: &str, row: Option<&[u8]>| (record.to_string(), row.map(<[u8]>::to_vec));
+    assert_eq!(
+        rows(None, PageLimit::count(10)),
+        [
+            row("c1", Some(b"r1")),
+            row("c2", None),
+            row("c3", Some(b"r3")),
+            row("c4", None)
+        ]
+    );
+    // A page that starts mid-way still pairs each row with its own document.
+    assert_eq!(rows(Some("c1"), PageLimit::count(1)), [row("c2", None)]);
+    assert_eq!(
+        rows(Some("c2"), PageLimit::count(10)),
+        [row("c3", Some(b"r3")), row("c4", None)]
+    );
+
+    // Stored again: a new row replaces the old, and a document without one loses it.
+    assert!(
+        store
+            .store_docs("crm", &[with_row("c2", b"r2"), doc("contacts", "c3", b"new")], 4, 5)
+            .unwrap()
+    );
+    assert_eq!(
+        rows(None, PageLimit::count(10)),
+        [
+            row("c1", Some(b"r1")),
+            row("c2", Some(b"r2")),
+            row("c3", None),
+            row("c4", None)
+        ]
+    );
+
+    // Budget: c1 and c2 are 3 + 2 bytes each.
+    let limit = |bytes| PageLimit { count: 10, bytes };
+    assert_eq!(rows(None, limit(10)).len(), 2);
+    assert_eq!(rows(None, limit(9)).len(), 1, "the row's bytes count toward the budget");
 }

@@ -98,6 +98,10 @@ pub fn checks<S: ServerStore>() -> Vec<Check<S>> {
         ),
         check("pages keep to their byte budget", pages_keep_to_their_byte_budget::<S>),
         check(
+            "rows travel with their documents",
+            rows_travel_with_their_documents::<S>,
+        ),
+        check(
             "concurrent appends get exactly one to n",
             concurrent_appends_get_exactly_one_to_n::<S>,
         ),
@@ -219,6 +223,7 @@ fn doc(collection: &str, record: &str, bytes: &[u8]) -> StoredDoc {
         collection: collection.to_string(),
         record: record.to_string(),
         doc: bytes.to_vec(),
+        row: None,
     }
 }
 

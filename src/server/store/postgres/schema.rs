@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tidemark_ops ADD COLUMN mark bigint NOT NULL DEFAULT 0;
     "#,
+    // 3: each document's row (`Row::encode`), stored with it; null for a
+    // document stored before, whose readers materialize it themselves.
+    r#"
+    ALTER TABLE tidemark_docs ADD COLUMN row_bytes bytea;
+    "#,
 ];
 
 /// Brings the schema to this build's version and returns the store's epoch.

@@ -43,6 +43,10 @@ pub const OP_INDEX: TableDefinition<(u64, u128), u64> = TableDefinition::new("op
 /// Materialized documents: (space id, collection, record id) → a saved automerge document.
 pub const DOCS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("docs_v1");
 
+/// The rows of [`DOCS`]: same key → `Row::encode()` of that document, written and
+/// removed with it. A document stored before rows existed has none.
+pub const DOC_ROWS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("doc_rows_v1");
+
 /// Change history per record, in one table so that a record's entries sit
 /// together: `record key ++ [kind u8][len u16 BE][bytes]` where the record key is
 /// `[space id u64 BE][collection len u8][collection][record id len u16 BE][record id]`

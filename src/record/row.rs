@@ -1,0 +1,107 @@
+//! A record's row in the view: what its document materializes to. The replica
+//! and the server compute it with the same function, so a row the server keeps
+//! beside its document is the row the replica would compute from those bytes,
+//! and a snapshot can carry it instead of making every client load the document.
+
+use super::RecordDoc;
+use crate::error::CorruptData;
+
+/// What a record document materializes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Canonical JSON of the fields (compact, keys sorted); None when the record
+    /// is deleted or was never written.
+    pub fields: Option<Vec<u8>>,
+    /// Number of fields with concurrent values that differ.
+    pub conflicts: u32,
+}
+
+impl RecordDoc {
+    /// The record's row. Renders the same bytes on every replica: serde_json's
+    /// map keeps keys sorted. Conflicts are counted in the same pass.
+    pub fn row(&self) -> Row {
+        let state = self.state();
+        let fields = if state.deleted || state.empty {
+            None
+        } else {
+            Some(serde_json::to_vec(&state.fields).expect("JSON values always serialize"))
+        };
+        Row {
+            fields,
+            conflicts: state.conflicted_fields,
+        }
+    }
+}
+
+impl Row {
+    /// The stored form: `[conflicts u32 LE][fields JSON]`, no JSON for a
+    /// record without fields (a JSON object is never empty bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let fields = self.fields.as_deref().unwrap_or_default();
+        let mut out = Vec::with_capacity(4 + fields.len());
+        out.extend_from_slice(&self.conflicts.to_le_bytes());
+        out.extend_from_slice(fields);
+        out
+    }
+
+    /// Reads [`Row::encode`]'s form back.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CorruptData> {
+        let Some((conflicts, fields)) = bytes.split_first_chunk::<4>() else {
+            return Err(CorruptData::new(
+                "stored row",
+                format!("{} bytes, at least 4 expected", bytes.len()),
+            ));
+        };
+        Ok(Row {
+            fields: (!fields.is_empty()).then(|| fields.to_vec()),
+            conflicts: u32::from_le_bytes(*conflicts),
+        })
+    }
+
+    /// A row that came from outside (a snapshot): its fields must be one JSON
+    /// object, as the view's readers expect.
+    pub fn from_outside(fields: Option<&str>, conflicts: u32) -> Result<Self, CorruptData> {
+        if let Some(json) = fields {
+            serde_json::from_str::<serde::de::IgnoredAny>(json)
+                .map_err(|e| CorruptData::new("snapshot row", format!("not JSON: {e}")))?;
+            if !json.trim_start().starts_with('{') {
+                return Err(CorruptData::new("snapshot row", "the fields are not a JSON object"));
+            }
+        }
+        Ok(Row {
+            fields: fields.map(|json| json.as_bytes().to_vec()),
+            conflicts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_form_reads_back() {
+        for row in [
+            Row {
+                fields: Some(br#"{"a":1}"#.to_vec()),
+                conflicts: 3,
+            },
+            Row {
+                fields: None,
+                conflicts: 0,
+            },
+        ] {
+            assert_eq!(Row::decode(&row.encode()).unwrap(), row);
+        }
+        assert!(Row::decode(&[1, 2]).is_err());
+    }
+
+    #[test]
+    fn a_row_from_outside_must_be_an_object() {
+        assert!(Row::from_outside(Some(r#"{"a":[1,2]}"#), 0).is_ok());
+        assert!(Row::from_outside(None, 2).is_ok());
+        for bad in ["[1]", "\"x\"", "{", "{\"a\":1} x", "7"] {
+            assert!(Row::from_outside(Some(bad), 0).is_err(), "{bad}");
+        }
+    }
+}
