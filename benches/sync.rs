@@ -1,7 +1,9 @@
 //! Sync over loopback HTTP, against a real `tidemark` server core on redb:
 //!
 //! - `initial_sync_http/100k`: a fresh file replica bootstraps a 100k-record space
-//!   (snapshot pages, then the ops after them). Target ≥ 30,000 records/s.
+//!   (snapshot pages, then the ops after them). Target ≥ 100,000 records/s.
+//! - `initial_sync_http/100k_cli_login`: the same through `tidemark login` of a
+//!   fresh store, process start included. Target ≥ 60,000 records/s.
 //! - `incremental_100/into_100k` and `/into_1k` (printed, not criterion): 100
 //!   records changed elsewhere are synced into a replica holding 100k (or 1k)
 //!   records, round for round in one loop, so the edited records' histories
@@ -133,6 +135,28 @@ fn bench_initial(c: &mut Criterion) {
                     .unwrap();
                 total += started.elapsed();
                 assert_eq!(replica.status().unwrap().pulled, n as u64);
+            }
+            total
+        })
+    });
+    // The same through the CLI: `tidemark login` of a fresh store, process start included.
+    group.bench_function("100k_cli_login", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let started = Instant::now();
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+                    .arg("--store")
+                    .arg(dir.path().join("cli.db"))
+                    .args(["login", "--server", &f.url, "--user", "reader", "--token", &f.tokens[1]])
+                    .args(["--space", "big"])
+                    .output()
+                    .unwrap();
+                total += started.elapsed();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let said = String::from_utf8_lossy(&out.stdout);
+                assert!(said.contains(&format!("downloaded {n} record(s)")), "{said}");
             }
             total
         })
