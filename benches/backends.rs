@@ -42,7 +42,7 @@ use tidemark::server::store::postgres::PgStore;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::store::{NewOp, ServerStore, StoredOp};
 use tidemark::server::{Limits, Service, http};
-use tidemark::sync::{BackgroundConfig, BackgroundSync, sync_once, sync_once_blocking};
+use tidemark::sync::{BackgroundConfig, BackgroundSync, Round};
 
 const USERS: [&str; 6] = ["writer", "reader", "c1", "c2", "c3", "c4"];
 
@@ -140,7 +140,9 @@ fn deploy<S: ServerStore>(name: &'static str, stores: Vec<S>, keep: Box<dyn std:
                 .map(|i| Edit::put("contacts", &format!("r{i:07}"), five_fields(i)).unwrap())
                 .collect();
             writer.apply_edits(edits).unwrap();
-            sync_once_blocking(&writer, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+            Round::new(&writer, SessionConfig::default())
+                .run_blocking(|r| remote.call_blocking(r))
+                .unwrap();
         }
         first.materialize(space).unwrap();
     });
@@ -309,7 +311,7 @@ fn bench_initial(c: &mut Criterion, deployments: &[Deployment]) {
                     let replica = Replica::open(dir.path().join("r.db")).unwrap();
                     let remote = HttpRemote::new(url, &d.tokens[1], "big").unwrap();
                     let started = Instant::now();
-                    d.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
+                    d.rt.block_on(Round::new(&replica, SessionConfig::default()).run(&remote))
                         .unwrap();
                     total += started.elapsed();
                     assert_eq!(replica.status().unwrap().pulled, n as u64);
@@ -332,7 +334,7 @@ fn bench_incremental(c: &mut Criterion, deployments: &[Deployment]) {
         let dir = tempfile::tempdir().unwrap();
         let reader = Replica::open(dir.path().join("r.db")).unwrap();
         let remote = HttpRemote::new(d.urls.last().unwrap(), &d.tokens[1], "big").unwrap();
-        d.rt.block_on(sync_once(&reader, &remote, SessionConfig::default()))
+        d.rt.block_on(Round::new(&reader, SessionConfig::default()).run(&remote))
             .unwrap();
         let writer = Replica::in_memory().unwrap();
         let writer_remote = HttpRemote::new(&d.urls[0], &d.tokens[0], "big").unwrap();
@@ -349,11 +351,11 @@ fn bench_incremental(c: &mut Criterion, deployments: &[Deployment]) {
                         })
                         .collect();
                     writer.apply_edits(edits).unwrap();
-                    d.rt.block_on(sync_once(&writer, &writer_remote, SessionConfig::default()))
+                    d.rt.block_on(Round::new(&writer, SessionConfig::default()).run(&writer_remote))
                         .unwrap();
                     let started = Instant::now();
                     let s =
-                        d.rt.block_on(sync_once(&reader, &remote, SessionConfig::default()))
+                        d.rt.block_on(Round::new(&reader, SessionConfig::default()).run(&remote))
                             .unwrap();
                     total += started.elapsed();
                     assert!(s.pulled >= 100, "{s:?}");

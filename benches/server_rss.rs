@@ -36,7 +36,7 @@ mod linux {
     use tidemark::remote::Remote;
     use tidemark::remote::http::HttpRemote;
     use tidemark::replica::Edit;
-    use tidemark::sync::sync_once;
+    use tidemark::sync::Round;
 
     /// Ops of 200 KiB (10 in quick mode: `TIDEMARK_BENCH_QUICK=1`).
     fn ops() -> usize {
@@ -334,7 +334,7 @@ mod linux {
         writer
             .put("notes", "seed", json!({"text": "before the large ops"}))
             .unwrap();
-        rt.block_on(sync_once(&writer, &remote, SessionConfig::default()))
+        rt.block_on(Round::new(&writer, SessionConfig::default()).run(&remote))
             .unwrap();
 
         // The pull client's store: synced once before the large ops arrive.
@@ -373,7 +373,7 @@ mod linux {
         let pending = writer.pending_ops(usize::MAX).unwrap();
         let op_bytes: usize = pending.iter().map(|p| p.op.change.len()).sum();
         let pushed = rt
-            .block_on(sync_once(&writer, &remote, SessionConfig::default()))
+            .block_on(Round::new(&writer, SessionConfig::default()).run(&remote))
             .unwrap();
         assert_eq!(pushed.pushed, ops() as u64, "{pushed:?}");
         drop((pending, writer));

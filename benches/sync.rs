@@ -32,7 +32,7 @@ use tidemark::replica::Edit;
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service, http};
-use tidemark::sync::{sync_once, sync_once_blocking};
+use tidemark::sync::Round;
 
 type Svc = Arc<Service<RedbStore>>;
 
@@ -109,7 +109,9 @@ fn seed(service: &Svc, token: &str, space: &str, records: usize) {
             .map(|i| Edit::put("contacts", &format!("r{i:07}"), five_fields(i)).unwrap())
             .collect();
         writer.apply_edits(edits).unwrap();
-        sync_once_blocking(&writer, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+        Round::new(&writer, SessionConfig::default())
+            .run_blocking(|r| remote.call_blocking(r))
+            .unwrap();
     }
     service.materialize(space).unwrap();
 }
@@ -131,7 +133,7 @@ fn bench_initial(c: &mut Criterion) {
                 let replica = Replica::open(dir.path().join("r.db")).unwrap();
                 let remote = HttpRemote::new(&f.url, &f.tokens[1], "big").unwrap();
                 let started = Instant::now();
-                f.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
+                f.rt.block_on(Round::new(&replica, SessionConfig::default()).run(&remote))
                     .unwrap();
                 total += started.elapsed();
                 assert_eq!(replica.status().unwrap().pulled, n as u64);
@@ -188,7 +190,7 @@ fn bench_incremental(_: &mut Criterion) {
             let dir = tempfile::tempdir().unwrap();
             let reader = Replica::open(dir.path().join("r.db")).unwrap();
             let remote = HttpRemote::new(&f.url, &f.tokens[1], space).unwrap();
-            f.rt.block_on(sync_once(&reader, &remote, SessionConfig::default()))
+            f.rt.block_on(Round::new(&reader, SessionConfig::default()).run(&remote))
                 .unwrap();
             Case {
                 name,
@@ -210,15 +212,12 @@ fn bench_incremental(_: &mut Criterion) {
                 })
                 .collect();
             case.writer.apply_edits(edits).unwrap();
-            sync_once_blocking(
-                &case.writer,
-                |r| case.writer_remote.call_blocking(r),
-                SessionConfig::default(),
-            )
-            .unwrap();
+            Round::new(&case.writer, SessionConfig::default())
+                .run_blocking(|r| case.writer_remote.call_blocking(r))
+                .unwrap();
             let started = Instant::now();
             let s =
-                f.rt.block_on(sync_once(&case.reader, &case.remote, SessionConfig::default()))
+                f.rt.block_on(Round::new(&case.reader, SessionConfig::default()).run(&case.remote))
                     .unwrap();
             case.times.push(started.elapsed());
             assert!(s.pulled >= 100, "{s:?}");
@@ -298,7 +297,7 @@ fn bench_ingest(c: &mut Criterion) {
 }
 
 /// A round with nothing to do: nothing pending, nothing new on the server.
-/// `library`: `sync_once` over loopback HTTP on a replica of 1k records;
+/// `library`: one `Round` over loopback HTTP on a replica of 1k records;
 /// `cli`: the `tidemark sync` process on a store of the same space, from
 /// start to exit.
 fn bench_noop(c: &mut Criterion) {
@@ -308,12 +307,12 @@ fn bench_noop(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("r.db")).unwrap();
     let remote = HttpRemote::new(&f.url, &f.tokens[1], "small").unwrap();
-    f.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
+    f.rt.block_on(Round::new(&replica, SessionConfig::default()).run(&remote))
         .unwrap();
     group.bench_function("library", |b| {
         b.iter(|| {
             let s =
-                f.rt.block_on(sync_once(&replica, &remote, SessionConfig::default()))
+                f.rt.block_on(Round::new(&replica, SessionConfig::default()).run(&remote))
                     .unwrap();
             assert_eq!((s.pushed, s.pulled), (0, 0));
         })

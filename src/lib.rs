@@ -38,7 +38,7 @@
 //! use tidemark::protocol::message::{CreateSpace, Grant};
 //! use tidemark::server::local::LocalRemote;
 //! use tidemark::server::{store::redb::RedbStore, Limits, Service};
-//! use tidemark::sync::sync_once_blocking;
+//! use tidemark::sync::Round;
 //! use tidemark::Replica;
 //!
 //! let service = Arc::new(Service::new(RedbStore::in_memory().unwrap(), Limits::default(), None).unwrap());
@@ -51,7 +51,7 @@
 //! laptop.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
 //! phone.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
 //! for replica in [&laptop, &phone, &laptop] {
-//!     sync_once_blocking(replica, |request| remote.call_blocking(request), SessionConfig::default()).unwrap();
+//!     Round::new(replica, SessionConfig::default()).run_blocking(|request| remote.call_blocking(request)).unwrap();
 //! }
 //! assert_eq!(laptop.view_rows().unwrap(), phone.view_rows().unwrap());
 //! # }

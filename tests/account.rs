@@ -75,7 +75,9 @@ fn a_sync_in_flight_for_the_old_account_cannot_write_into_the_new_one() {
         .put("contacts", "c1", json!({"name": "from the old account"}))
         .unwrap();
     let remote = LocalRemote::new(service.clone(), token, "crm");
-    tidemark::sync::sync_once_blocking(&writer, |r| remote.call_blocking(r), SessionConfig::default()).unwrap();
+    tidemark::sync::Round::new(&writer, SessionConfig::default())
+        .run_blocking(|r| remote.call_blocking(r))
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");

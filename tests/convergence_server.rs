@@ -28,7 +28,7 @@ use tidemark::replica::{Edit, LogEntry};
 use tidemark::server::Limits;
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 use tidemark::{Replica, Status};
 
 use common::server::{SPACE, Svc, server_on};
@@ -228,12 +228,9 @@ impl Sim {
     fn sync(&mut self, i: usize) {
         let user = self.user_of[i];
         let remote = LocalRemote::new(self.service.clone(), self.tokens[user].clone(), SPACE);
-        let summary = sync_once_blocking(
-            self.replica(i),
-            |req| remote.call_blocking(req),
-            SessionConfig::default(),
-        )
-        .unwrap_or_else(|e| panic!("replica {i}: sync failed: {e}"));
+        let summary = Round::new(self.replica(i), SessionConfig::default())
+            .run_blocking(|req| remote.call_blocking(req))
+            .unwrap_or_else(|e| panic!("replica {i}: sync failed: {e}"));
         let queue = &mut self.queues[i];
         if self.read_only[user] {
             queue.rejected.append(&mut queue.pending);
@@ -430,7 +427,9 @@ fn run(s: &Scenario) {
     }
     let fresh = Replica::in_memory().unwrap();
     let remote = LocalRemote::new(sim.service.clone(), sim.tokens[0].clone(), SPACE);
-    sync_once_blocking(&fresh, |req| remote.call_blocking(req), SessionConfig::default()).unwrap();
+    Round::new(&fresh, SessionConfig::default())
+        .run_blocking(|req| remote.call_blocking(req))
+        .unwrap();
     assert_eq!(
         readable(&fresh.view_rows().unwrap()),
         readable(&view),

@@ -18,7 +18,7 @@ use common::background::{config, wait_for};
 use serde_json::json;
 use tidemark::Replica;
 use tidemark::server::local::LocalRemote;
-use tidemark::sync::{BackgroundSync, sync_once};
+use tidemark::sync::{BackgroundSync, Round};
 use tmpfs::{Tmpfs, fill, is_root, noise};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +34,7 @@ async fn a_background_sync_on_a_full_disk_reopens_the_store_and_catches_up_once_
     let alice = Arc::new(Replica::open(disk.join("alice.db")).unwrap());
     let remote = || LocalRemote::new(service.clone(), tokens[0].clone(), "crm");
     alice.put("contacts", "mine", json!({"name": "Ada"})).unwrap();
-    sync_once(&alice, &remote(), Default::default()).await.unwrap();
+    Round::new(&alice, Default::default()).run(&remote()).await.unwrap();
 
     // Bob writes more than the disk has room for; alice has one edit pending.
     let bob = Replica::in_memory().unwrap();
@@ -43,7 +43,7 @@ async fn a_background_sync_on_a_full_disk_reopens_the_store_and_catches_up_once_
             .unwrap();
     }
     let bob_remote = LocalRemote::new(service.clone(), tokens[1].clone(), "crm");
-    sync_once(&bob, &bob_remote, Default::default()).await.unwrap();
+    Round::new(&bob, Default::default()).run(&bob_remote).await.unwrap();
     alice.put("contacts", "mine", json!({"name": "Ada L."})).unwrap();
     fill(&disk.join("filler"));
 

@@ -14,7 +14,7 @@ use tidemark::protocol::message::{PROTOCOL_REVISION, PullResponse, REVISION_HEAD
 use tidemark::protocol::{RoundSummary, SessionConfig};
 use tidemark::remote::http::HttpRemote;
 use tidemark::server::Limits;
-use tidemark::sync::sync_once;
+use tidemark::sync::Round;
 
 use common::live::{Live, SPACE, live, live_with};
 use std::time::{Duration, Instant};
@@ -37,7 +37,10 @@ async fn get_json<T: serde::de::DeserializeOwned>(live: &Live, path: &str) -> T 
 
 async fn sync(live: &Live, replica: &Replica) -> RoundSummary {
     let remote = HttpRemote::new(&live.url, &live.alice, SPACE).unwrap();
-    sync_once(replica, &remote, SessionConfig::default()).await.unwrap()
+    Round::new(replica, SessionConfig::default())
+        .run(&remote)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -461,7 +461,9 @@ async fn forged_changes_are_refused_one_by_one_and_the_space_stays_readable() {
     let token = s.alice.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let remote = tidemark::server::local::LocalRemote::new(service, token, SPACE);
-        tidemark::sync::sync_once_blocking(&reader, |r| remote.call_blocking(r), Default::default()).unwrap();
+        tidemark::sync::Round::new(&reader, Default::default())
+            .run_blocking(|r| remote.call_blocking(r))
+            .unwrap();
         reader
     })
     .await
@@ -522,7 +524,9 @@ async fn a_record_that_does_not_load_is_quarantined_and_the_rest_of_the_space_wo
     let reader = tokio::task::spawn_blocking(move || {
         let reader = Replica::in_memory().unwrap();
         let remote = tidemark::server::local::LocalRemote::new(service, token, SPACE);
-        tidemark::sync::sync_once_blocking(&reader, |r| remote.call_blocking(r), Default::default()).unwrap();
+        tidemark::sync::Round::new(&reader, Default::default())
+            .run_blocking(|r| remote.call_blocking(r))
+            .unwrap();
         reader.list("contacts", None, 10).unwrap().len()
     })
     .await

@@ -16,7 +16,7 @@ use tidemark::remote::http::HttpRemote;
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, ServeConfig};
-use tidemark::sync::{BackgroundConfig, BackgroundSync, sync_once};
+use tidemark::sync::{BackgroundConfig, BackgroundSync, Round};
 
 /// An HTTP server with alice and bob, and a replica of alice's holding one synced edit.
 async fn setup(limits: Limits) -> (String, Vec<String>, tokio::sync::oneshot::Sender<()>) {
@@ -44,7 +44,7 @@ async fn pull(url: &str, token: &str, query: &str) -> (PullResponse, Duration) {
 async fn edit_and_sync(url: &str, token: &str, replica: &Replica, id: &str) {
     replica.put("contacts", id, json!({"name": id})).unwrap();
     let remote = HttpRemote::new(url, token, "crm").unwrap();
-    sync_once(replica, &remote, Default::default()).await.unwrap();
+    Round::new(replica, Default::default()).run(&remote).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use tidemark::protocol::message::{MIN_PEER_REVISION, PROTOCOL_REVISION, REVISION
 use tidemark::remote::http::HttpRemote;
 use tidemark::server::Limits;
 use tidemark::server::http::router;
-use tidemark::sync::sync_once;
+use tidemark::sync::Round;
 
 use common::live::*;
 use common::server::{SPACE, Svc, server};
@@ -132,7 +132,8 @@ async fn sync_against(service: &Svc, token: &str, url: &str) -> String {
     replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
     replica.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
     let remote = HttpRemote::new(url, token, SPACE).unwrap();
-    let error = sync_once(&replica, &remote, SessionConfig::default())
+    let error = Round::new(&replica, SessionConfig::default())
+        .run(&remote)
         .await
         .expect_err("the round must not complete")
         .to_string();
@@ -278,7 +279,10 @@ async fn a_client_and_server_of_this_build_sync() {
     let replica = Replica::in_memory().unwrap();
     replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
     let remote = HttpRemote::new(&url, &tokens[0], SPACE).unwrap();
-    sync_once(&replica, &remote, SessionConfig::default()).await.unwrap();
+    Round::new(&replica, SessionConfig::default())
+        .run(&remote)
+        .await
+        .unwrap();
     assert_eq!(replica.status().unwrap().pending, 0);
     assert_eq!(service.pull("alice", SPACE, 0, 100, None).unwrap().head, 1);
 }

@@ -8,7 +8,7 @@ mod common;
 use serde_json::json;
 use tidemark::protocol::{Request, SessionConfig};
 use tidemark::server::local::LocalRemote;
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 use tidemark::{Package, Replica};
 
 use common::crm_package;
@@ -28,15 +28,12 @@ fn kind(request: &Request) -> &'static str {
 /// One round of `replica` against `remote`: the requests it sent.
 fn round(replica: &Replica, remote: &LocalRemote<tidemark::server::store::redb::RedbStore>) -> Vec<&'static str> {
     let mut sent = Vec::new();
-    sync_once_blocking(
-        replica,
-        |request| {
+    Round::new(replica, SessionConfig::default())
+        .run_blocking(|request| {
             sent.push(kind(&request));
             remote.call_blocking(request)
-        },
-        SessionConfig::default(),
-    )
-    .unwrap();
+        })
+        .unwrap();
     sent
 }
 

@@ -13,7 +13,7 @@ use tidemark::protocol::{Request, SessionConfig};
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 
 const SPACE: &str = "crm";
 
@@ -22,7 +22,7 @@ fn remote(service: &Arc<Service<RedbStore>>, token: &str) -> LocalRemote<RedbSto
 }
 
 fn sync(replica: &Replica, r: &LocalRemote<RedbStore>) -> tidemark::Result<tidemark::protocol::RoundSummary> {
-    sync_once_blocking(replica, |req| r.call_blocking(req), SessionConfig::default())
+    Round::new(replica, SessionConfig::default()).run_blocking(|req| r.call_blocking(req))
 }
 
 /// A push the server answered, whose round then failed before pulling it back;
@@ -46,14 +46,10 @@ fn an_acknowledged_op_lost_by_a_restore_is_pushed_again_after_others_refill_its_
     let service = open();
     alice.put("contacts", "a2", json!({"v": 2})).unwrap();
     let r = remote(&service, &tokens[0]);
-    let failed = sync_once_blocking(
-        &alice,
-        |request| match request {
-            Request::Pull { .. } => Err(tidemark::remote::RemoteError::unreachable("the network failed")),
-            other => r.call_blocking(other),
-        },
-        SessionConfig::default(),
-    );
+    let failed = Round::new(&alice, SessionConfig::default()).run_blocking(|request| match request {
+        Request::Pull { .. } => Err(tidemark::remote::RemoteError::unreachable("the network failed")),
+        other => r.call_blocking(other),
+    });
     drop(r);
     assert!(failed.is_err(), "the round fails at its pull");
     assert_eq!(alice.status().unwrap().pending, 0, "a2 is acknowledged (seq 2)");

@@ -15,7 +15,7 @@ use tidemark::protocol::{Response, SessionConfig};
 use tidemark::record::{Fields, RecordDoc};
 use tidemark::remote::RemoteError;
 use tidemark::server::local::LocalRemote;
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 use tidemark::{Error, Replica};
 
 use common::server::{SPACE, Svc};
@@ -29,7 +29,9 @@ fn pages() -> SessionConfig {
 
 fn sync(replica: &Replica, service: &Svc, token: &str) {
     let remote = LocalRemote::new(service.clone(), token.to_string(), SPACE);
-    sync_once_blocking(replica, |r| remote.call_blocking(r), pages()).unwrap();
+    Round::new(replica, pages())
+        .run_blocking(|r| remote.call_blocking(r))
+        .unwrap();
 }
 
 /// A space of 20 records written by two members: one record in conflict, one
@@ -71,7 +73,7 @@ fn bootstrap(service: &Svc, token: &str, mut tamper: impl FnMut(&mut SnapshotRes
         }
         Ok(answer)
     };
-    sync_once_blocking(&replica, call, pages())?;
+    Round::new(&replica, pages()).run_blocking(call)?;
     Ok(replica)
 }
 
@@ -174,9 +176,7 @@ fn a_row_that_does_not_check_or_a_document_of_several_chunks_is_materialized_her
     .unwrap();
     let expected = seen(&ada);
     let (list, _) = seen(&replica);
-    let find = |list: &[(String, Fields)], id: &str| {
-        list.iter().find(|(r, _)| r == id).unwrap().1.clone()
-    };
+    let find = |list: &[(String, Fields)], id: &str| list.iter().find(|(r, _)| r == id).unwrap().1.clone();
     assert_eq!(find(&list, "c07"), find(&expected.0, "c07"));
     assert_eq!(
         find(&list, "c08")["late"],

@@ -14,7 +14,7 @@ use tidemark::remote::http::HttpRemote;
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 
-use tidemark::sync::{sync_once, sync_once_blocking};
+use tidemark::sync::Round;
 use tidemark::{Package, Replica};
 
 use common::server::{SPACE, Svc, start_http};
@@ -39,7 +39,7 @@ fn small_pages() -> SessionConfig {
 async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
     let replicas: Vec<Replica> = (0..3).map(|_| Replica::in_memory().unwrap()).collect();
     for (r, remote) in replicas.iter().zip(&remotes) {
-        sync_once(r, remote, small_pages()).await.unwrap(); // downloads the package
+        Round::new(r, small_pages()).run(remote).await.unwrap(); // downloads the package
     }
     replicas[0]
         .put("contacts", "c1", json!({"name": "Ada", "note": "hello", "visits": 0}))
@@ -50,9 +50,9 @@ async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
             .unwrap();
     }
     replicas[0].put("contacts", "c2", json!({"name": "Grace"})).unwrap();
-    sync_once(&replicas[0], &remotes[0], small_pages()).await.unwrap();
+    Round::new(&replicas[0], small_pages()).run(&remotes[0]).await.unwrap();
     for (r, remote) in replicas.iter().zip(&remotes).skip(1) {
-        sync_once(r, remote, small_pages()).await.unwrap();
+        Round::new(r, small_pages()).run(remote).await.unwrap();
     }
     // Offline edits on all three; each also writes the first counter value and
     // the first text of c2, which has neither field yet.
@@ -81,7 +81,7 @@ async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
     replicas[2].increment("contacts", "c1", "visits", 5).unwrap();
     for order in [[2, 0, 1], [1, 2, 0], [0, 1, 2]] {
         for i in order {
-            sync_once(&replicas[i], &remotes[i], small_pages()).await.unwrap();
+            Round::new(&replicas[i], small_pages()).run(&remotes[i]).await.unwrap();
         }
     }
     let view = replicas[0].view_rows().unwrap();
@@ -164,7 +164,9 @@ fn a_lost_push_answer_is_repushed_without_duplicates(via: Via) {
     }
     assert_eq!(lost, Some((1..=5).map(Some).collect()));
     assert_eq!(replica.status().unwrap().pending, 5, "the answer never arrived");
-    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
+    let summary = Round::new(&replica, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
     assert_eq!(summary.pushed, 5);
     assert_eq!(summary.head, 5, "the re-push got the same seqs: no duplicates");
     assert_eq!(replica.status().unwrap().pending, 0);
@@ -177,7 +179,9 @@ fn seed_space(net: &Net, service: &Svc, token: &str, records: usize) {
         writer.put("contacts", &format!("c{i:03}"), json!({"n": i})).unwrap();
     }
     let remote = net.remote(service, token);
-    sync_once_blocking(&writer, |r| remote.call(r), SessionConfig::default()).unwrap();
+    Round::new(&writer, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
 }
 
 /// A client that stops mid-pull resumes from the last committed page: the
@@ -197,14 +201,18 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     let writer = Replica::in_memory().unwrap();
     let writer_remote = net.remote(&service, &tokens[0]);
     writer.put("contacts", "c000", json!({"n": 0})).unwrap();
-    sync_once_blocking(&writer, |r| writer_remote.call(r), config).unwrap();
+    Round::new(&writer, config)
+        .run_blocking(|r| writer_remote.call(r))
+        .unwrap();
     let reader = Replica::in_memory().unwrap();
-    sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
+    Round::new(&reader, config).run_blocking(|r| remote.call(r)).unwrap();
     assert_eq!(reader.watermarks().unwrap().pulled, 1);
     for i in 1..=10 {
         writer.put("contacts", &format!("c{i:03}"), json!({"n": i})).unwrap();
     }
-    sync_once_blocking(&writer, |r| writer_remote.call(r), config).unwrap();
+    Round::new(&writer, config)
+        .run_blocking(|r| writer_remote.call(r))
+        .unwrap();
 
     // Three pull pages answered and committed, then the process "crashes"
     // with the fourth in flight.
@@ -231,15 +239,12 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     );
 
     let mut asked = Vec::new();
-    let summary = sync_once_blocking(
-        &reader,
-        |r| {
+    let summary = Round::new(&reader, config)
+        .run_blocking(|r| {
             asked.push(r.clone());
             remote.call(r)
-        },
-        config,
-    )
-    .unwrap();
+        })
+        .unwrap();
     let first_pull = asked.iter().find_map(|r| match r {
         Request::Pull { since, .. } => Some(*since),
         _ => None,
@@ -274,22 +279,21 @@ fn page_boundaries_lose_nothing(via: Via) {
         let writer_remote = net.remote(&service, &tokens[0]);
         let mut extra = 0;
         // Every request of the reader lets the writer commit one more op first.
-        sync_once_blocking(
-            &reader,
-            |r| {
+        Round::new(&reader, config)
+            .run_blocking(|r| {
                 if extra < 3 {
                     writer
                         .put("contacts", &format!("late{extra}"), json!({"n": extra}))
                         .unwrap();
-                    sync_once_blocking(&writer, |w| writer_remote.call(w), SessionConfig::default()).unwrap();
+                    Round::new(&writer, SessionConfig::default())
+                        .run_blocking(|w| writer_remote.call(w))
+                        .unwrap();
                     extra += 1;
                 }
                 remote.call(r)
-            },
-            config,
-        )
-        .unwrap();
-        sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
+            })
+            .unwrap();
+        Round::new(&reader, config).run_blocking(|r| remote.call(r)).unwrap();
         let got = reader.list("contacts", None, 1000).unwrap().len();
         assert_eq!(got, records + 3, "records {records}, page {page}");
         assert_eq!(reader.status().unwrap().pulled, service.store().head_of(SPACE));
@@ -327,7 +331,15 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one(via: Via)
         "two pages of five committed"
     );
     assert!(reader.snapshot_checkpoint().unwrap().is_some());
-    let summary = sync_once_blocking(&reader, |r| remote.call(r), config).unwrap();
+    // Progress is reported after every answer: the round's first answer, the
+    // three pages left, then the pull after them.
+    let mut seen = Vec::new();
+    let mut observe = |s: &tidemark::protocol::RoundSummary| seen.push(s.snapshot_docs);
+    let summary = Round::new(&reader, config)
+        .observed(&mut observe)
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
+    assert_eq!(seen, [0, 5, 10, 13, 13]);
     assert_eq!(summary.snapshot_docs, 13, "resumed after the committed pages");
     assert_eq!(summary.pulled, 0, "the snapshot covered every op");
     assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 23);
@@ -347,20 +359,26 @@ fn after_a_server_reset_the_replicas_ops_reappear(via: Via) {
     replica.put("contacts", "c1", json!({"name": "Ada"})).unwrap();
     replica.put("contacts", "c2", json!({"name": "Grace"})).unwrap();
     let remote = net.remote(&old, &old_tokens[0]);
-    sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
+    Round::new(&replica, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
     drop(remote);
 
     let (fresh, tokens) = server_with(None, &["alice"]);
     assert_ne!(fresh.epoch(), old.epoch());
     let remote = net.remote(&fresh, &tokens[0]);
-    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
+    let summary = Round::new(&replica, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
     assert!(summary.epoch_changed);
     assert_eq!(summary.repushed, 2);
     assert_eq!(
         fresh.record("alice", SPACE, "contacts", "c2").unwrap().unwrap()["name"],
         "Grace"
     );
-    let again = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
+    let again = Round::new(&replica, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
     assert!(!again.epoch_changed);
     assert_eq!(replica.status().unwrap().pulled, 2);
 }
@@ -381,7 +399,9 @@ fn a_read_only_members_ops_are_rejected_and_the_round_goes_on(via: Via) {
     let replica = Replica::in_memory().unwrap();
     replica.put("contacts", "mine", json!({"n": 1})).unwrap();
     let remote = net.remote(&service, &viewer);
-    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
+    let summary = Round::new(&replica, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
     assert_eq!(summary.rejected, 1);
     let status = replica.status().unwrap();
     assert_eq!((status.pending, status.rejected), (0, 1));
@@ -413,7 +433,9 @@ fn an_invalid_op_is_rejected_and_the_rest_of_the_batch_is_pushed(via: Via) {
         .unwrap();
     replica.put("contacts", "c3", json!({"name": "Grace"})).unwrap();
     let remote = net.remote(&service, &tokens[0]);
-    let summary = sync_once_blocking(&replica, |r| remote.call(r), SessionConfig::default()).unwrap();
+    let summary = Round::new(&replica, SessionConfig::default())
+        .run_blocking(|r| remote.call(r))
+        .unwrap();
     assert_eq!(summary.rejected_by_package + summary.rejected, 1);
     assert_eq!(summary.pushed, 2);
     let rejected = replica.rejected().unwrap();

@@ -15,7 +15,7 @@ use tidemark::remote::http::HttpRemote;
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 use tidemark::{Package, Replica};
 
 use common::server::{SPACE, Svc, server_on, start_http};
@@ -29,7 +29,7 @@ fn remote(service: &Svc, token: &str) -> LocalRemote<RedbStore> {
 }
 
 fn sync(replica: &Replica, r: &LocalRemote<RedbStore>) -> tidemark::Result<tidemark::protocol::RoundSummary> {
-    sync_once_blocking(replica, |req| r.call_blocking(req), SessionConfig::default())
+    Round::new(replica, SessionConfig::default()).run_blocking(|req| r.call_blocking(req))
 }
 
 /// The re-push owed after an epoch change is stored, not only remembered by the
@@ -203,7 +203,7 @@ fn a_push_batch_over_the_body_limit_is_split() {
     let r = HttpRemote::new(&url, &tokens[0], SPACE).unwrap();
     let mut last = None;
     for _ in 0..3 {
-        last = Some(rt.block_on(tidemark::sync::sync_once(&replica, &r, SessionConfig::default())));
+        last = Some(rt.block_on(tidemark::sync::Round::new(&replica, SessionConfig::default()).run(&r)));
     }
     let last = last.unwrap();
     assert!(

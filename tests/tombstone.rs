@@ -11,7 +11,7 @@ use tidemark::Replica;
 use tidemark::protocol::SessionConfig;
 use tidemark::replica::PulledPage;
 use tidemark::server::local::LocalRemote;
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 
 use common::send;
 use common::server::{SPACE, server};
@@ -165,7 +165,9 @@ fn the_settling_changes_pass_through_a_server() {
             .map(|t| LocalRemote::new(service.clone(), t.clone(), SPACE))
             .collect();
         let sync = |r: &Replica, i: usize| {
-            let summary = sync_once_blocking(r, |q| remotes[i].call_blocking(q), SessionConfig::default()).unwrap();
+            let summary = Round::new(r, SessionConfig::default())
+                .run_blocking(|q| remotes[i].call_blocking(q))
+                .unwrap();
             assert_eq!(summary.rejected, 0, "round {round}: {summary:?}");
         };
         let (a, b) = delete_and_concurrent_undelete(round);

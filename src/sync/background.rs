@@ -12,7 +12,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::round::sync_once;
+use super::round::Round;
 use crate::error::Error;
 use crate::model::now_ms;
 use crate::protocol::{RoundSummary, SessionConfig};
@@ -139,7 +139,7 @@ async fn run<R: Remote>(
     let mut backoff = None;
     let mut current = SyncStatus::default();
     loop {
-        let result = sync_once(&replica, &remote, config.session).await;
+        let result = Round::new(&replica, config.session).run(&remote).await;
         current.rounds += 1;
         let wait = match result {
             Ok(summary) => {

@@ -6,4 +6,4 @@ mod round;
 
 #[cfg(feature = "background")]
 pub use background::{BackgroundConfig, BackgroundSync, SyncStatus};
-pub use round::{sync_once, sync_once_blocking, sync_once_observed};
+pub use round::Round;

@@ -6,37 +6,94 @@ use crate::protocol::{Request, Response, RoundSummary, Session, SessionConfig};
 use crate::remote::{Remote, RemoteError};
 use crate::replica::{LastSync, Replica};
 
-/// Runs one round: push what is pending, pull what is new, until caught up.
-/// The outcome is recorded in the replica's `last_sync`.
-pub async fn sync_once<R: Remote>(replica: &Replica, remote: &R, config: SessionConfig) -> Result<RoundSummary> {
-    sync_once_observed(replica, remote, config, &mut |_| {}).await
+/// One sync round: push what is pending, pull what is new, until caught up.
+/// The outcome is recorded in the replica's `last_sync`. Driven over a
+/// [`Remote`] with [`Round::run`], or over a synchronous transport with
+/// [`Round::run_blocking`]:
+///
+/// ```no_run
+/// # async fn example(replica: &tidemark::Replica, remote: &impl tidemark::remote::Remote) -> tidemark::Result<()> {
+/// use tidemark::protocol::SessionConfig;
+/// use tidemark::sync::Round;
+/// let summary = Round::new(replica, SessionConfig::default()).run(remote).await?;
+/// println!("{summary}");
+/// # Ok(()) }
+/// ```
+pub struct Round<'a> {
+    replica: &'a Replica,
+    config: SessionConfig,
+    observe: Option<&'a mut (dyn FnMut(&RoundSummary) + Send)>,
 }
 
-/// [`sync_once`], calling `observe` with the running totals after every answer (progress bars).
-pub async fn sync_once_observed<R: Remote>(
-    replica: &Replica,
-    remote: &R,
-    config: SessionConfig,
-    observe: &mut (dyn FnMut(&RoundSummary) + Send),
-) -> Result<RoundSummary> {
-    let mut session = Session::new(config);
-    let outcome = async {
-        while let Some(request) = blocking(|| session.next_request(replica))? {
-            tracing::debug!(?request, "sync request");
-            let answer = remote.call(request).await;
-            blocking(|| match answer {
-                Ok(response) => session.handle_response(replica, response),
-                Err(error) => {
-                    tracing::info!(%error, "sync request refused");
-                    session.handle_error(replica, error)
-                }
-            })?;
-            observe(session.summary());
+impl<'a> Round<'a> {
+    pub fn new(replica: &'a Replica, config: SessionConfig) -> Self {
+        Round {
+            replica,
+            config,
+            observe: None,
         }
-        Ok::<_, Error>(())
     }
-    .await;
-    blocking(|| finish(replica, outcome, session.summary()))
+
+    /// Calls `observe` with the running totals after every answer (progress bars).
+    pub fn observed(mut self, observe: &'a mut (dyn FnMut(&RoundSummary) + Send)) -> Self {
+        self.observe = Some(observe);
+        self
+    }
+
+    /// Runs the round over `remote`.
+    pub async fn run<R: Remote>(self, remote: &R) -> Result<RoundSummary> {
+        let Round {
+            replica,
+            config,
+            mut observe,
+        } = self;
+        let mut session = Session::new(config);
+        let outcome = async {
+            while let Some(request) = blocking(|| session.next_request(replica))? {
+                tracing::debug!(?request, "sync request");
+                let answer = remote.call(request).await;
+                blocking(|| match answer {
+                    Ok(response) => session.handle_response(replica, response),
+                    Err(error) => {
+                        tracing::info!(%error, "sync request refused");
+                        session.handle_error(replica, error)
+                    }
+                })?;
+                if let Some(observe) = observe.as_mut() {
+                    observe(session.summary());
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        blocking(|| finish(replica, outcome, session.summary()))
+    }
+
+    /// Runs the round with a synchronous transport (a plain loop: no runtime).
+    pub fn run_blocking(
+        self,
+        mut call: impl FnMut(Request) -> std::result::Result<Response, RemoteError>,
+    ) -> Result<RoundSummary> {
+        let Round {
+            replica,
+            config,
+            mut observe,
+        } = self;
+        let mut session = Session::new(config);
+        let outcome = (|| {
+            while let Some(request) = session.next_request(replica)? {
+                match call(request) {
+                    Ok(response) => session.handle_response(replica, response)?,
+                    Err(error) => session.handle_error(replica, error)?,
+                }
+                if let Some(observe) = observe.as_mut() {
+                    observe(session.summary());
+                }
+            }
+            Ok::<_, Error>(())
+        })();
+        finish(replica, outcome, session.summary())
+    }
 }
 
 /// Runs store work (redb transactions, automerge merges) that blocks the
@@ -49,25 +106,6 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
         Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
         _ => work(),
     }
-}
-
-/// The same round with a synchronous transport (a plain loop: no runtime).
-pub fn sync_once_blocking(
-    replica: &Replica,
-    mut call: impl FnMut(Request) -> std::result::Result<Response, RemoteError>,
-    config: SessionConfig,
-) -> Result<RoundSummary> {
-    let mut session = Session::new(config);
-    let outcome = (|| {
-        while let Some(request) = session.next_request(replica)? {
-            match call(request) {
-                Ok(response) => session.handle_response(replica, response)?,
-                Err(error) => session.handle_error(replica, error)?,
-            }
-        }
-        Ok::<_, Error>(())
-    })();
-    finish(replica, outcome, session.summary())
 }
 
 /// Records the round's outcome. A round that failed keeps its own error: the

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tidemark::protocol::SessionConfig;
 use tidemark::remote::http::HttpRemote;
-use tidemark::sync::sync_once;
+use tidemark::sync::Round;
 use tidemark::{Binding, Replica};
 
 use super::crash_ledger::{Ledger, fields};
@@ -59,7 +59,7 @@ pub fn sync(replica: &Replica, url: &str, token: &str) -> tidemark::Result<()> {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(sync_once(replica, &remote, SessionConfig::default()))?;
+    runtime.block_on(Round::new(replica, SessionConfig::default()).run(&remote))?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use tidemark::Replica;
 use tidemark::protocol::SessionConfig;
 use tidemark::server::local::LocalRemote;
-use tidemark::sync::sync_once_blocking;
+use tidemark::sync::Round;
 
 use super::server::{SPACE, user_name};
 use super::world::{World, describe, describe_request, logged_ops};
@@ -33,19 +33,15 @@ pub fn heal(world: &mut World) {
             let user = world.nodes[i].user;
             let server = &world.server;
             let mut exchanges = Vec::new();
-            let outcome = sync_once_blocking(
-                world.nodes[i].replica(),
-                |request| {
-                    exchanges.extend(describe_request(&request));
-                    let answer = server.call(user, request);
-                    exchanges.push(match &answer {
-                        Ok(r) => format!("  {}", describe(r)),
-                        Err(e) => format!("  {e}"),
-                    });
-                    answer
-                },
-                SessionConfig::default(),
-            );
+            let outcome = Round::new(world.nodes[i].replica(), SessionConfig::default()).run_blocking(|request| {
+                exchanges.extend(describe_request(&request));
+                let answer = server.call(user, request);
+                exchanges.push(match &answer {
+                    Ok(r) => format!("  {}", describe(r)),
+                    Err(e) => format!("  {e}"),
+                });
+                answer
+            });
             world.trace.extend(exchanges);
             let summary = outcome.unwrap_or_else(|e| panic!("replica {i}: a sync without faults failed: {e}"));
             world.log(format!("replica {i}: healing round {summary:?}"));
@@ -126,12 +122,9 @@ pub fn invariants(world: &World) {
     service.materialize(SPACE).expect("materialize");
     let fresh = Replica::in_memory().expect("in-memory replica");
     let remote = LocalRemote::new(service.clone(), world.server.tokens[0].clone(), SPACE);
-    sync_once_blocking(
-        &fresh,
-        |request| remote.call_blocking(request),
-        SessionConfig::default(),
-    )
-    .expect("a fresh replica bootstraps");
+    Round::new(&fresh, SessionConfig::default())
+        .run_blocking(|request| remote.call_blocking(request))
+        .expect("a fresh replica bootstraps");
     let view = fresh.view_rows().expect("view");
     for (collection, id, row) in &view {
         let fields = service

@@ -462,11 +462,8 @@ impl World {
     fn initial_sync(&mut self, i: usize) {
         let user = self.nodes[i].user;
         let server = &self.server;
-        let outcome = tidemark::sync::sync_once_blocking(
-            self.nodes[i].replica(),
-            |request| server.call(user, request),
-            SessionConfig::default(),
-        );
+        let outcome = tidemark::sync::Round::new(self.nodes[i].replica(), SessionConfig::default())
+            .run_blocking(|request| server.call(user, request));
         self.log(format!("replica {i}: initial sync {outcome:?}"));
         outcome.expect("the initial sync");
     }

@@ -13,7 +13,7 @@ use tidemark::replica::{Sharing, SwitchPolicy};
 use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 use tidemark::server::{Limits, Service};
-use tidemark::sync::sync_once;
+use tidemark::sync::Round;
 use tidemark::{Binding, Package, Replica};
 
 const PACKAGE: &str = r#"{"version": 1, "collections": {
@@ -69,7 +69,7 @@ pub fn run() -> Result<ExitCode> {
     let cfg = SessionConfig::default;
 
     // Both log in and download the package; alice seeds some records.
-    rt.block_on(sync_once(&alice, &remote_a, cfg()))?;
+    rt.block_on(Round::new(&alice, cfg()).run(&remote_a))?;
     alice.put(
         "accounts",
         "acme",
@@ -85,8 +85,8 @@ pub fn run() -> Result<ExitCode> {
         "c2",
         json!({"name": "Charles Babbage", "email": "cb@acme.test"}),
     )?;
-    rt.block_on(sync_once(&alice, &remote_a, cfg()))?;
-    rt.block_on(sync_once(&bob, &remote_b, cfg()))?;
+    rt.block_on(Round::new(&alice, cfg()).run(&remote_a))?;
+    rt.block_on(Round::new(&bob, cfg()).run(&remote_b))?;
     out!("2. alice created an account and two contacts; both replicas synced.")?;
 
     // Offline on both sides.
@@ -112,7 +112,7 @@ pub fn run() -> Result<ExitCode> {
     )?;
 
     for (replica, remote) in [(&alice, &remote_a), (&bob, &remote_b), (&alice, &remote_a)] {
-        let s = rt.block_on(sync_once(replica, remote, cfg()))?;
+        let s = rt.block_on(Round::new(replica, cfg()).run(remote))?;
         out!("   sync: {s}")?;
     }
     out!("4. After syncing:")?;

@@ -9,7 +9,7 @@ use tidemark::protocol::{Request, RoundSummary, SessionConfig};
 use tidemark::remote::Remote;
 use tidemark::remote::http::HttpRemote;
 use tidemark::replica::{Sharing, SwitchLoss, SwitchPolicy};
-use tidemark::sync::{sync_once, sync_once_observed};
+use tidemark::sync::Round;
 use tidemark::{Binding, Replica};
 
 use crate::local::{open, open_or_create};
@@ -46,12 +46,11 @@ pub fn login(store: &Path, wanted: Binding, token: &str, options: &SwitchOptions
     }
     let replica = open(store)?;
     let (bar, mut observe) = crate::progress::sync_spinner();
-    let summary = runtime()?.block_on(sync_once_observed(
-        &replica,
-        &remote,
-        SessionConfig::default(),
-        &mut observe,
-    ));
+    let summary = runtime()?.block_on(
+        Round::new(&replica, SessionConfig::default())
+            .observed(&mut observe)
+            .run(&remote),
+    );
     bar.finish_and_clear();
     match summary {
         Ok(summary) => report(&replica, &summary),
@@ -69,7 +68,7 @@ fn agree_to_switch(store: &Path, loss: &SwitchLoss, options: &SwitchOptions) -> 
     if options.sync_first {
         let token = replica.token()?.unwrap_or_default();
         let remote = HttpRemote::new(&current.server, &token, &current.space)?;
-        let outcome = runtime()?.block_on(sync_once(&replica, &remote, SessionConfig::default()));
+        let outcome = runtime()?.block_on(Round::new(&replica, SessionConfig::default()).run(&remote));
         let status = replica.status()?;
         if let Err(e) = outcome {
             bail!(
@@ -175,12 +174,11 @@ pub fn sync(store: &Path) -> Result<ExitCode> {
     let token = replica.token()?.unwrap_or_default();
     let remote = HttpRemote::new(&binding.server, &token, &binding.space)?;
     let (bar, mut observe) = crate::progress::sync_spinner();
-    let summary = runtime()?.block_on(sync_once_observed(
-        &replica,
-        &remote,
-        SessionConfig::default(),
-        &mut observe,
-    ));
+    let summary = runtime()?.block_on(
+        Round::new(&replica, SessionConfig::default())
+            .observed(&mut observe)
+            .run(&remote),
+    );
     bar.finish_and_clear();
     match summary {
         Ok(summary) => report(&replica, &summary),
