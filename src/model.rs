@@ -16,8 +16,76 @@ pub const MAX_ACCOUNT_NAME: usize = 64;
 /// The longest collection name, record id or field name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
-/// A server position of an accepted op in a space's log (1, 2, 3, … gap-free).
-pub type Seq = u64;
+/// A server position of an accepted op in a space's log (1, 2, 3, … gap-free;
+/// 0 before the first). Its own type, so that it cannot be mixed up with a
+/// position in a replica's local log ([`crate::replica::LogPos`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// Before the first op.
+    pub const ZERO: Seq = Seq(0);
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The stored form (redb values, the replica's log entries).
+    pub fn to_le_bytes(self) -> [u8; 8] {
+        self.0.to_le_bytes()
+    }
+
+    pub fn from_le_bytes(bytes: [u8; 8]) -> Seq {
+        Seq(u64::from_le_bytes(bytes))
+    }
+
+    /// Ops from `earlier` (exclusive) to here.
+    pub fn since(self, earlier: Seq) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// `seq + n`: the seq `n` ops later.
+impl std::ops::Add<u64> for Seq {
+    type Output = Seq;
+    fn add(self, n: u64) -> Seq {
+        Seq(self.0 + n)
+    }
+}
+
+/// `seq - n`: the seq `n` ops earlier.
+impl std::ops::Sub<u64> for Seq {
+    type Output = Seq;
+    fn sub(self, n: u64) -> Seq {
+        Seq(self.0 - n)
+    }
+}
+
+/// A seq compares with a count (`pulled > 0`, `head == 3`), never with a log position.
+impl PartialEq<u64> for Seq {
+    fn eq(&self, n: &u64) -> bool {
+        self.0 == *n
+    }
+}
+
+impl PartialOrd<u64> for Seq {
+    fn partial_cmp(&self, n: &u64) -> Option<std::cmp::Ordering> {
+        Some(self.0.cmp(n))
+    }
+}
+
+impl PartialEq<Seq> for u64 {
+    fn eq(&self, seq: &Seq) -> bool {
+        *self == seq.0
+    }
+}
+
+impl std::fmt::Display for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// What a client holds at the seq it pulls from, for the server to check its
 /// history against: the op's id, and the mark the server's append gave that

@@ -39,7 +39,10 @@ fn a_switch_replaces_the_file_with_a_fresh_store_for_the_new_account() {
     assert_eq!(r.generation().unwrap(), 1);
     assert_ne!(r.actor().unwrap(), old_actor);
     let s = r.status().unwrap();
-    assert_eq!((s.pending, s.pulled, s.rejected, s.package_version), (0, 0, 0, None));
+    assert_eq!(
+        (s.pending, s.pulled, s.rejected, s.package_version),
+        (0, tidemark::Seq::ZERO, 0, None)
+    );
     assert!(r.view_rows().unwrap().is_empty());
     let bytes = std::fs::read(&path).unwrap();
     assert!(!bytes.windows(17).any(|w| w == b"OLD-ACCOUNT-VALUE"));

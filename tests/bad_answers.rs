@@ -4,6 +4,7 @@
 
 use serde_json::json;
 use tidemark::Replica;
+use tidemark::Seq;
 use tidemark::protocol::message::{PackageResponse, PushResponse, RefusedOp};
 use tidemark::protocol::{ErrorCode, Request, Response, Session, SessionConfig};
 
@@ -40,7 +41,7 @@ fn at_push() -> (Replica, Session) {
                 epoch: EPOCH.into(),
                 version: 0,
                 package: None,
-                head: 0,
+                head: Seq(0),
             }),
         )
         .unwrap();
@@ -59,12 +60,12 @@ fn refused(index: usize) -> RefusedOp {
     }
 }
 
-fn push_answer(seqs: Vec<Option<u64>>, refused: Vec<RefusedOp>) -> Response {
+fn push_answer(seqs: Vec<Option<Seq>>, refused: Vec<RefusedOp>) -> Response {
     Response::Push(PushResponse {
         epoch: EPOCH.into(),
         seqs,
         refused,
-        head: 1,
+        head: Seq(1),
     })
 }
 
@@ -72,13 +73,13 @@ fn push_answer(seqs: Vec<Option<u64>>, refused: Vec<RefusedOp>) -> Response {
 fn a_push_answer_that_does_not_fit_the_batch_refuses_no_op_and_acknowledges_none() {
     let answers = [
         // Op 0 refused, then an index outside the batch of two.
-        push_answer(vec![None, Some(1)], vec![refused(0), refused(5)]),
+        push_answer(vec![None, Some(tidemark::Seq(1))], vec![refused(0), refused(5)]),
         // Op 0 refused twice.
-        push_answer(vec![None, Some(1)], vec![refused(0), refused(0)]),
+        push_answer(vec![None, Some(tidemark::Seq(1))], vec![refused(0), refused(0)]),
         // Op 0 stored and refused.
-        push_answer(vec![Some(1), Some(2)], vec![refused(0)]),
+        push_answer(vec![Some(tidemark::Seq(1)), Some(tidemark::Seq(2))], vec![refused(0)]),
         // Op 1 neither stored nor refused: taking it for pushed would lose it.
-        push_answer(vec![Some(1), None], vec![]),
+        push_answer(vec![Some(tidemark::Seq(1)), None], vec![]),
     ];
     for answer in answers {
         let (replica, mut session) = at_push();
@@ -98,7 +99,10 @@ fn a_push_answer_that_does_not_fit_the_batch_refuses_no_op_and_acknowledges_none
 fn a_push_answer_that_fits_refuses_its_op_and_acknowledges_the_batch() {
     let (replica, mut session) = at_push();
     session
-        .handle_response(&replica, push_answer(vec![None, Some(1)], vec![refused(0)]))
+        .handle_response(
+            &replica,
+            push_answer(vec![None, Some(tidemark::Seq(1))], vec![refused(0)]),
+        )
         .unwrap();
     let status = replica.status().unwrap();
     assert_eq!((status.pending, status.rejected), (0, 1));
@@ -120,7 +124,7 @@ fn a_package_that_does_not_check_moves_no_epoch() {
             epoch: EPOCH.into(),
             version: 2,
             package: Some(package),
-            head: 0,
+            head: Seq(0),
         }),
     );
     assert!(matches!(outcome, Err(tidemark::Error::Invalid(_))), "{outcome:?}");

@@ -21,6 +21,7 @@ use reference::{differing_register_fields, multi_valued_fields, reference_view};
 #[path = "convergence/edits.rs"]
 mod edits;
 use edits::*;
+use tidemark::Seq;
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -118,8 +119,14 @@ fn deliver(to: &Replica, mut ops: Vec<Op>, rng: &mut Mix) {
         let size = 1 + rng.below(rest.len());
         let (page, tail) = rest.split_at(size);
         let page = PulledPage {
-            ops: page.iter().map(|op| PulledOp { seq: 0, op: op.clone() }).collect(),
-            end: 0,
+            ops: page
+                .iter()
+                .map(|op| PulledOp {
+                    seq: Seq(0),
+                    op: op.clone(),
+                })
+                .collect(),
+            end: Seq(0),
             mark: None,
         };
         to.apply_pulled(&page)

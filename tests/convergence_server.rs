@@ -318,8 +318,8 @@ impl Sim {
     }
 
     /// Every op the server holds, as (seq, op id), in seq order.
-    fn server_ops(&self) -> Vec<(u64, u128)> {
-        let mut since = 0;
+    fn server_ops(&self) -> Vec<(tidemark::Seq, u128)> {
+        let mut since = tidemark::Seq::ZERO;
         let mut ids = Vec::new();
         loop {
             let page = self.service.pull(&user(0), SPACE, since, 1000, None).unwrap();
@@ -336,9 +336,9 @@ impl Sim {
 /// server seq its snapshot bootstrap covered (0 without one). A local edit
 /// written again keeps its op id (so it is in `local` more than once), and one
 /// that reached the server through another copy of the store is in both lists.
-fn logged_ops(replica: &Replica) -> (Vec<u128>, Vec<u128>, u64) {
+fn logged_ops(replica: &Replica) -> (Vec<u128>, Vec<u128>, tidemark::Seq) {
     let (mut local, mut pulled) = (Vec::new(), Vec::new());
-    let mut snapshot = 0;
+    let mut snapshot = tidemark::Seq::ZERO;
     for (_, entry) in replica.log_entries(0, usize::MAX).unwrap() {
         match entry {
             LogEntry::Local(op) => local.push(op.id.as_u128()),

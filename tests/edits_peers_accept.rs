@@ -5,6 +5,7 @@
 mod common;
 
 use tidemark::Replica;
+use tidemark::Seq;
 use tidemark::replica::PulledPage;
 
 /// Two replicas delete a record
@@ -21,7 +22,7 @@ fn deleting_a_record_whose_tombstone_is_conflicted_makes_an_op_peers_accept() {
     a.delete("contacts", "r1").unwrap();
     b.apply_pulled(&PulledPage {
         ops: common::all_ops(&a),
-        end: 0,
+        end: Seq(0),
         mark: None,
     })
     .expect("b accepts every op a made");
@@ -53,7 +54,7 @@ fn a_schemaless_edit_is_accepted_locally_only_if_peers_accept_it() {
         }
         let report = b.apply_pulled(&PulledPage {
             ops: common::all_ops(&a),
-            end: 0,
+            end: Seq(0),
             mark: None,
         });
         assert!(

@@ -197,8 +197,11 @@ fn a_genesis_op_must_hold_exactly_the_genesis_change() {
         op.change = change;
         let err = b
             .apply_pulled(&PulledPage {
-                ops: vec![PulledOp { seq: 1, op }],
-                end: 1,
+                ops: vec![PulledOp {
+                    seq: tidemark::Seq(1),
+                    op,
+                }],
+                end: tidemark::Seq(1),
                 mark: None,
             })
             .unwrap_err();

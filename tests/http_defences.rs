@@ -67,7 +67,7 @@ async fn pages_of_large_ops_keep_to_the_byte_budget_and_clients_catch_up_through
     assert_eq!(sync(&live, &writer).await.pushed, BIG_OPS as u64);
 
     // Every pull page keeps to the budget (one op over it may come alone).
-    let (mut since, mut pages, mut total) = (0, 0, 0);
+    let (mut since, mut pages, mut total) = (tidemark::Seq::ZERO, 0, 0);
     loop {
         let page: PullResponse = get_json(&live, &format!("/v1/spaces/{SPACE}/pull?since={since}&limit=2000")).await;
         let bytes: usize = page.ops.iter().map(|p| decoded_len(&p.op.change)).sum();

@@ -223,7 +223,10 @@ async fn more_ops_than_max_ops_per_push_gets_413_and_nothing_is_stored() {
     let resp = s.push(&s.alice, &ops[..3]).await;
     assert_eq!(resp.status().as_u16(), 200);
     let ack: PushResponse = resp.json().await.unwrap();
-    assert_eq!(ack.seqs, vec![Some(1), Some(2), Some(3)]);
+    assert_eq!(
+        ack.seqs,
+        vec![Some(tidemark::Seq(1)), Some(tidemark::Seq(2)), Some(tidemark::Seq(3))]
+    );
     s.assert_healthy().await;
 }
 
@@ -251,7 +254,11 @@ async fn an_op_over_max_op_bytes_is_refused_alone_naming_the_op() {
     };
     let resp = s.push(&s.alice, &[small.clone(), big]).await;
     let answer = refused_one(resp, 1, "op_too_large").await;
-    assert_eq!(answer.seqs[0], Some(1), "the other op of the batch is stored");
+    assert_eq!(
+        answer.seqs[0],
+        Some(tidemark::Seq(1)),
+        "the other op of the batch is stored"
+    );
     assert_eq!(s.head().await, 1);
     s.assert_healthy().await;
 }
@@ -311,7 +318,11 @@ async fn a_garbage_change_inside_a_valid_envelope_is_refused_alone_as_invalid_op
     for (what, bad) in garbage {
         let resp = s.push(&s.alice, &[ops[0].clone(), bad]).await;
         let answer = refused_one(resp, 1, "invalid_op").await;
-        assert_eq!(answer.seqs[0], Some(1), "{what}: the valid op is stored once");
+        assert_eq!(
+            answer.seqs[0],
+            Some(tidemark::Seq(1)),
+            "{what}: the valid op is stored once"
+        );
         assert_eq!(s.head().await, 1, "{what}: nothing of the refused op was stored");
     }
     s.assert_healthy().await;
@@ -323,11 +334,11 @@ async fn the_same_op_id_pushed_again_with_other_content_is_refused_as_op_id_conf
     let ops = real_ops(&["c1", "c2"]);
     let resp = s.push(&s.alice, &ops[..1]).await;
     let first: PushResponse = resp.json().await.unwrap();
-    assert_eq!(first.seqs, vec![Some(1)]);
+    assert_eq!(first.seqs, vec![Some(tidemark::Seq(1))]);
 
     // The same op again is idempotent: its first seq back, no second one.
     let again: PushResponse = s.push(&s.alice, &ops[..1]).await.json().await.unwrap();
-    assert_eq!(again.seqs, vec![Some(1)]);
+    assert_eq!(again.seqs, vec![Some(tidemark::Seq(1))]);
     assert_eq!(again.head, 1);
 
     // The same id with another (valid) change.
@@ -417,7 +428,7 @@ async fn forged_changes_are_refused_one_by_one_and_the_space_stays_readable() {
         .map(|p| serde_json::to_value(WireOp::from_op(&p.op)).unwrap())
         .collect();
     let answer: PushResponse = s.push(&s.alice, &wire).await.json().await.unwrap();
-    assert_eq!(answer.seqs, [Some(1), Some(2)]);
+    assert_eq!(answer.seqs, [Some(tidemark::Seq(1)), Some(tidemark::Seq(2))]);
 
     // The author's actor and change number 2 again, with other content.
     let mut doc = RecordDoc::new(ops[0].op.actor);
@@ -446,7 +457,7 @@ async fn forged_changes_are_refused_one_by_one_and_the_space_stays_readable() {
     nil["id"] = json!(uuid::Uuid::nil().to_string());
     let fine = real_ops(&["c6"]).remove(0);
     let answer = refused_one(s.push(&s.alice, &[nil, fine]).await, 0, "invalid_op").await;
-    assert_eq!(answer.seqs[1], Some(3));
+    assert_eq!(answer.seqs[1], Some(tidemark::Seq(3)));
 
     // Everything stored still reads and syncs.
     assert_eq!(s.head().await, 3);
@@ -501,7 +512,7 @@ async fn a_record_that_does_not_load_is_quarantined_and_the_rest_of_the_space_wo
         user: "alice".into(),
     };
     let results = s.service.store().append(SPACE, &[NewOp { stored, header }]).unwrap();
-    assert_eq!(results, [Ok(2)]);
+    assert_eq!(results, [Ok(tidemark::Seq(2))]);
     s.push(&s.alice, &real_ops(&["c2"])).await;
 
     let resp = s.get(Some(&s.alice), "/v1/spaces/crm/records/contacts/bad").await;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::background::{config, wait_for};
 use serde_json::json;
 use tidemark::Replica;
+use tidemark::Seq;
 use tidemark::protocol::message::PullResponse;
 use tidemark::remote::http::HttpRemote;
 use tidemark::server::local::LocalRemote;
@@ -71,12 +72,12 @@ async fn a_pull_with_ops_after_since_answers_at_once_and_one_with_nothing_at_the
     let (url, tokens, _stop) = setup(Limits::default()).await;
     edit_and_sync(&url, &tokens[0], &Replica::in_memory().unwrap(), "c1").await;
     let (page, took) = pull(&url, &tokens[1], "since=0&wait=25").await;
-    assert_eq!((page.ops.len(), page.end), (1, 1));
+    assert_eq!((page.ops.len(), page.end), (1, Seq(1)));
     assert!(took < Duration::from_secs(20), "{took:?}");
 
     let (page, took) = pull(&url, &tokens[1], "since=1&wait=1").await;
     assert!(page.ops.is_empty());
-    assert_eq!((page.end, page.head, page.more), (1, 1, false));
+    assert_eq!((page.end, page.head, page.more), (Seq(1), Seq(1), false));
     assert!(took >= Duration::from_secs(1), "held for its wait: {took:?}");
 }
 

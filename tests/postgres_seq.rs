@@ -22,6 +22,7 @@ use tokio_postgres::NoTls;
 
 use common::postgres::postgres;
 use common::store_suite::{append_ok, new_ops};
+use tidemark::Seq;
 
 const WRITERS: usize = 8;
 const BATCHES_PER_WRITER: usize = 12;
@@ -135,11 +136,18 @@ struct Stores([PgStore; 2]);
 impl SeqLog for Stores {
     fn append(&self, via: usize, n: usize) -> Vec<u64> {
         append_ok(&self.0[via], "crm", &new_ops(n))
+            .into_iter()
+            .map(Seq::get)
+            .collect()
     }
 
     fn read(&self, via: usize, since: u64, limit: usize) -> Vec<(u64, u128)> {
-        let rows = self.0[via].read_ops("crm", since, PageLimit::count(limit)).unwrap();
-        rows.into_iter().map(|(seq, op)| (seq, op.op.id.as_u128())).collect()
+        let rows = self.0[via]
+            .read_ops("crm", tidemark::Seq(since), PageLimit::count(limit))
+            .unwrap();
+        rows.into_iter()
+            .map(|(seq, op)| (seq.get(), op.op.id.as_u128()))
+            .collect()
     }
 }
 

@@ -142,7 +142,11 @@ async fn sync_against(service: &Svc, token: &str, url: &str) -> String {
         replica.rejected().unwrap().is_empty(),
         "nothing is refused for good: {error}"
     );
-    assert_eq!(service.pull("alice", SPACE, 0, 100, None).unwrap().head, 0, "{error}");
+    assert_eq!(
+        service.pull("alice", SPACE, tidemark::Seq(0), 100, None).unwrap().head,
+        0,
+        "{error}"
+    );
     error
 }
 
@@ -284,5 +288,8 @@ async fn a_client_and_server_of_this_build_sync() {
         .await
         .unwrap();
     assert_eq!(replica.status().unwrap().pending, 0);
-    assert_eq!(service.pull("alice", SPACE, 0, 100, None).unwrap().head, 1);
+    assert_eq!(
+        service.pull("alice", SPACE, tidemark::Seq(0), 100, None).unwrap().head,
+        1
+    );
 }

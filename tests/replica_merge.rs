@@ -230,8 +230,14 @@ fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
     for mut op in cases {
         op.id = tidemark::OpId::new();
         let page = PulledPage {
-            ops: vec![good.clone(), PulledOp { seq: 2, op }],
-            end: 2,
+            ops: vec![
+                good.clone(),
+                PulledOp {
+                    seq: tidemark::Seq(2),
+                    op,
+                },
+            ],
+            end: tidemark::Seq(2),
             mark: None,
         };
         let err = b.apply_pulled(&page).unwrap_err();
@@ -241,7 +247,7 @@ fn malformed_or_foreign_change_bytes_are_refused_without_writing() {
     }
     b.apply_pulled(&PulledPage {
         ops: vec![good],
-        end: 1,
+        end: tidemark::Seq(1),
         mark: None,
     })
     .unwrap();
@@ -258,7 +264,7 @@ fn pulled_ops_are_not_judged_by_the_current_package() {
     let b = replica_with_package();
     b.apply_pulled(&PulledPage {
         ops: common::all_ops(&a),
-        end: 1,
+        end: tidemark::Seq(1),
         mark: None,
     })
     .unwrap();
@@ -279,7 +285,7 @@ fn known_op_ids_are_skipped() {
     let report = b
         .apply_pulled(&PulledPage {
             ops: twice,
-            end: 5,
+            end: tidemark::Seq(5),
             mark: None,
         })
         .unwrap();
@@ -287,7 +293,7 @@ fn known_op_ids_are_skipped() {
     let report = b
         .apply_pulled(&PulledPage {
             ops,
-            end: 6,
+            end: tidemark::Seq(6),
             mark: None,
         })
         .unwrap();
@@ -297,7 +303,7 @@ fn known_op_ids_are_skipped() {
     let own = a
         .apply_pulled(&PulledPage {
             ops: common::all_ops(&a),
-            end: 1,
+            end: tidemark::Seq(1),
             mark: None,
         })
         .unwrap();
@@ -314,7 +320,7 @@ fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
     }
     let page = |from: usize, to: usize| PulledPage {
         ops: common::all_ops(&other)[from..to].to_vec(),
-        end: 0,
+        end: tidemark::Seq(0),
         mark: None,
     };
     r.apply_pulled(&page(0, 2)).unwrap();

@@ -104,7 +104,7 @@ fn the_same_op_back_at_the_same_seq_over_another_history_is_noticed() {
     sync(&dave, &remote(&service, &tokens[1])).unwrap(); // x1 at seq 2
     let summary = sync(&alice, &remote(&service, &tokens[0])).unwrap();
     assert!(summary.epoch_changed, "alice noticed the restore: {summary:?}");
-    let pull = service.pull("bob", SPACE, 2, 1, None).unwrap();
+    let pull = service.pull("bob", SPACE, tidemark::Seq(2), 1, None).unwrap();
     assert_eq!(
         pull.ops[0].op.id,
         alice
@@ -292,7 +292,10 @@ fn changes_known_only_from_a_snapshot_are_pushed_again_after_a_restore() {
     let carol = Replica::in_memory().unwrap();
     sync(&carol, &remote(&service, &tokens[0])).unwrap();
     assert_eq!(carol.get("contacts", "c1").unwrap().unwrap(), c1);
-    let head = service.pull("bob", SPACE, 0, 1000, None).unwrap().end;
+    let head = service.pull("bob", SPACE, tidemark::Seq(0), 1000, None).unwrap().end;
     sync(&bob, &remote(&service, &tokens[1])).unwrap();
-    assert_eq!(service.pull("bob", SPACE, 0, 1000, None).unwrap().end, head);
+    assert_eq!(
+        service.pull("bob", SPACE, tidemark::Seq(0), 1000, None).unwrap().end,
+        head
+    );
 }

@@ -11,6 +11,7 @@ use tidemark::server::store::redb::RedbStore;
 use tidemark::server::store::{PageLimit, Role, ServerStore, StoreError, StoredDoc, TokenRecord};
 
 use common::store_suite::{self, append_ok, new_ops};
+use tidemark::Seq;
 
 #[test]
 fn an_in_memory_store_passes_the_suite() {
@@ -50,7 +51,11 @@ fn a_reopened_file_store_keeps_everything_and_its_epoch() {
         store.create_space("notes", None).unwrap();
         store.grant("ada", "crm", Role::ReadOnly).unwrap();
         assert_eq!(append_ok(&store, "crm", &ops[..3]), [1, 2, 3]);
-        assert!(store.store_docs("crm", std::slice::from_ref(&doc), 0, 3).unwrap());
+        assert!(
+            store
+                .store_docs("crm", std::slice::from_ref(&doc), Seq(0), Seq(3))
+                .unwrap()
+        );
         store.epoch().unwrap()
     };
 
@@ -69,7 +74,7 @@ fn a_reopened_file_store_keeps_everything_and_its_epoch() {
     assert_eq!(store.materialized("crm").unwrap(), 3);
     assert_eq!(store.doc("crm", "contacts", "c1").unwrap(), Some(doc.doc.clone()));
     assert_eq!(store.docs_page("crm", None, PageLimit::count(10)).unwrap().docs, [doc]);
-    let back: Vec<_> = store.read_ops("crm", 0, PageLimit::count(10)).unwrap();
+    let back: Vec<_> = store.read_ops("crm", Seq(0), PageLimit::count(10)).unwrap();
     assert_eq!(back.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(back.into_iter().map(|(_, op)| op).collect::<Vec<_>>(), ops[..3]);
 

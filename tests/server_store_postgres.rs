@@ -13,6 +13,7 @@ use tidemark::server::store::{NewOp, OpRefusal, ServerStore};
 
 use common::postgres::postgres;
 use common::store_suite::{self, append_ok, everything, new_op, new_ops};
+use tidemark::Seq;
 
 #[test]
 fn a_postgres_store_passes_the_suite() {
@@ -89,7 +90,7 @@ fn the_same_ops_pushed_through_two_processes_at_once_are_stored_once() {
     stores[0].create_space("crm", None).unwrap();
     for round in 0..20 {
         let ops = new_ops(5);
-        let answers: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let answers: Vec<Vec<Seq>> = std::thread::scope(|s| {
             let pushes: Vec<_> = stores
                 .iter()
                 .map(|store| s.spawn(|| append_ok(store, "crm", &ops)))
@@ -128,7 +129,7 @@ fn change_of_shared(seq: u64, tag: u8, deps: &[u8]) -> NewOp {
 
 /// Appends `slow` through a process that reads, then waits before it takes
 /// the space lock while `fast` appends through another; both answers.
-type Answer = Vec<Result<u64, OpRefusal>>;
+type Answer = Vec<Result<Seq, OpRefusal>>;
 fn race(url: &str, slow: &[NewOp], fast: &[NewOp]) -> (Answer, Answer) {
     let stores = [PgStore::connect(url).unwrap(), PgStore::connect(url).unwrap()];
     for store in &stores {
@@ -158,7 +159,7 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
         &[change_of_shared(1, 0xa1, &[])],
         &[change_of_shared(1, 0xb1, &[])],
     );
-    assert!(matches!(fast[..], [Ok(1)]), "{fast:?}");
+    assert!(matches!(fast[..], [Ok(Seq(1))]), "{fast:?}");
     assert!(
         matches!(&slow[..], [Err(OpRefusal::ActorReused { seq: 1, .. })]),
         "the other copy of change 1 is refused, not stored beside it: {slow:?}"
@@ -171,7 +172,7 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
         &[change_of_shared(2, 0xba, &[0xb1])],
         &[change_of_shared(2, 0xb2, &[0xb1])],
     );
-    assert!(matches!(fast[..], [Ok(2)]), "{fast:?}");
+    assert!(matches!(fast[..], [Ok(Seq(2))]), "{fast:?}");
     assert!(
         matches!(&slow[..], [Err(OpRefusal::ActorReused { seq: 2, .. })]),
         "the other copy of change 2 is refused: {slow:?}"
@@ -180,8 +181,8 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
     // The same op through both: stored once, both answered with its seq.
     let same = change_of_shared(3, 0xb3, &[0xb2]);
     let (slow, fast) = race(&url, std::slice::from_ref(&same), std::slice::from_ref(&same));
-    assert!(matches!(fast[..], [Ok(3)]), "{fast:?}");
-    assert!(matches!(slow[..], [Ok(3)]), "{slow:?}");
+    assert!(matches!(fast[..], [Ok(Seq(3))]), "{fast:?}");
+    assert!(matches!(slow[..], [Ok(Seq(3))]), "{slow:?}");
 
     // A change whose dependency another process commits meanwhile is taken,
     // alone and beside a fresh op.
@@ -195,9 +196,9 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
         &[other_actor(1, 0xc1, &[0xb4])],
         &[change_of_shared(4, 0xb4, &[0xb3])],
     );
-    assert!(matches!(fast[..], [Ok(4)]), "{fast:?}");
+    assert!(matches!(fast[..], [Ok(Seq(4))]), "{fast:?}");
     assert!(
-        matches!(slow[..], [Ok(5)]),
+        matches!(slow[..], [Ok(Seq(5))]),
         "the dependency committed before the lock: {slow:?}"
     );
     let fresh = new_op(&new_ops(1)[0]);
@@ -206,8 +207,8 @@ fn an_append_that_read_before_another_committed_is_checked_again() {
         &[fresh, other_actor(2, 0xc2, &[0xb5])],
         &[change_of_shared(5, 0xb5, &[0xb4])],
     );
-    assert!(matches!(fast[..], [Ok(6)]), "{fast:?}");
-    assert!(matches!(slow[..], [Ok(7), Ok(8)]), "{slow:?}");
+    assert!(matches!(fast[..], [Ok(Seq(6))]), "{fast:?}");
+    assert!(matches!(slow[..], [Ok(Seq(7)), Ok(Seq(8))]), "{slow:?}");
 
     let store = PgStore::connect(&url).unwrap();
     assert_eq!(store.head("crm").unwrap(), 8, "gap-free, nothing stored twice");

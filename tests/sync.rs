@@ -119,10 +119,10 @@ async fn three_replicas_converge<R: Remote>(service: &Svc, remotes: [R; 3]) {
 }
 
 trait Head {
-    fn head_of(&self, space: &str) -> u64;
+    fn head_of(&self, space: &str) -> tidemark::Seq;
 }
 impl Head for RedbStore {
-    fn head_of(&self, space: &str) -> u64 {
+    fn head_of(&self, space: &str) -> tidemark::Seq {
         tidemark::server::store::ServerStore::head(self, space).unwrap()
     }
 }
@@ -162,7 +162,7 @@ fn a_lost_push_answer_is_repushed_without_duplicates(via: Via) {
         }
         session.handle_response(&replica, response).unwrap();
     }
-    assert_eq!(lost, Some((1..=5).map(Some).collect()));
+    assert_eq!(lost, Some((1..=5).map(|n| Some(tidemark::Seq(n))).collect()));
     assert_eq!(replica.status().unwrap().pending, 5, "the answer never arrived");
     let summary = Round::new(&replica, SessionConfig::default())
         .run_blocking(|r| remote.call(r))
@@ -251,7 +251,7 @@ fn an_interrupted_pull_resumes_from_the_last_committed_page(via: Via) {
     });
     assert_eq!(
         first_pull,
-        Some(4),
+        Some(tidemark::Seq(4)),
         "the next round asks from the last committed page: {asked:?}"
     );
     assert_eq!(summary.pulled, 7, "and pulls only the rest: {summary:?}");

@@ -133,7 +133,7 @@ fn a_delete_concurrent_with_the_settling_put_wins_and_is_listed() {
             .collect();
         c.apply_pulled(&PulledPage {
             ops: own,
-            end: 0,
+            end: tidemark::Seq(0),
             mark: None,
         })
         .unwrap();

@@ -169,8 +169,11 @@ fn an_overflowing_counter_from_a_peer_is_refused_by_the_server_and_cannot_crash_
         change,
     };
     let page = PulledPage {
-        ops: vec![PulledOp { seq: 1, op }],
-        end: 1,
+        ops: vec![PulledOp {
+            seq: tidemark::Seq(1),
+            op,
+        }],
+        end: tidemark::Seq(1),
         mark: None,
     };
     let (a, b) = (crm(), crm());

@@ -82,8 +82,11 @@ pub fn fuzz_replica(with_package: bool) -> Replica {
     ])
     .expect("local edits apply");
     let page = PulledPage {
-        ops: vec![PulledOp { seq: 1, op: base_op() }],
-        end: 1,
+        ops: vec![PulledOp {
+            seq: tidemark::Seq(1),
+            op: base_op(),
+        }],
+        end: tidemark::Seq(1),
         mark: None,
     };
     r.apply_pulled(&page).expect("the base op applies");
@@ -137,7 +140,7 @@ pub fn assert_not_internal(context: &str, e: &Error) {
 struct Observed {
     rows: Vec<(String, String, Vec<u8>)>,
     log_len: usize,
-    pulled: u64,
+    pulled: tidemark::Seq,
 }
 
 fn observe(r: &Replica) -> Observed {
@@ -155,12 +158,15 @@ fn apply_checked(r: &Replica, ops: Vec<Op>, seq: &mut u64) {
         .into_iter()
         .map(|op| {
             *seq += 1;
-            PulledOp { seq: *seq, op }
+            PulledOp {
+                seq: tidemark::Seq(*seq),
+                op,
+            }
         })
         .collect();
     let page = PulledPage {
         ops,
-        end: *seq,
+        end: tidemark::Seq(*seq),
         mark: None,
     };
     let before = observe(r);

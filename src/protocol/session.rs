@@ -202,7 +202,7 @@ impl Session {
             skip: std::collections::HashSet::new(),
             repush_waits: false,
             deps_checked: false,
-            head_before_push: 0,
+            head_before_push: Seq::ZERO,
             repush_within: None,
             acked_checked: false,
             verifying: false,

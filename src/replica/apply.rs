@@ -247,7 +247,7 @@ impl Replica {
             put_meta(&txn, meta::PULLED, &page.end.to_le_bytes())?;
             let mut acks = txn.open_table(tables::ACKS)?;
             if acks.first()?.is_some() {
-                acks.retain_in(..=page.end, |_, _| false)?;
+                acks.retain_in(..=page.end.0, |_, _| false)?;
             }
             drop(acks);
             match page.ops.last() {

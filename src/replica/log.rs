@@ -112,7 +112,7 @@ impl LogEntry {
     /// [`Op::encode`], of a snapshot `[coll len u16][coll][id len u16][id][doc…]`.
     pub fn encode(&self) -> Vec<u8> {
         let (kind, seq) = match self {
-            LogEntry::Local(_) => (LOCAL, 0),
+            LogEntry::Local(_) => (LOCAL, Seq::ZERO),
             LogEntry::Pulled(_, seq) => (REMOTE, *seq),
             LogEntry::Snapshot { as_of, .. } => (SNAPSHOT, *as_of),
         };
@@ -140,7 +140,7 @@ impl LogEntry {
         if bytes.len() < 9 {
             return Err(CorruptData::new("log entry", "truncated"));
         }
-        let seq = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        let seq = Seq::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
         let rest = &bytes[9..];
         match bytes[0] {
             LOCAL => Ok(LogEntry::Local(Op::decode(rest)?)),

@@ -34,7 +34,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableT
 use serde::Serialize;
 
 use crate::error::{CorruptData, Error, Result};
-use crate::model::{ActorId, Binding, Collection, Package, RecordId};
+use crate::model::{ActorId, Binding, Collection, Package, RecordId, Seq};
 use crate::record::{FieldConflict, Fields};
 pub use account::{Fence, SwitchLoss, SwitchPolicy};
 pub use apply::{ApplyReport, PulledOp, PulledPage, SnapshotRecord};
@@ -129,7 +129,7 @@ pub struct Status {
     /// Records with concurrent values to look at (listed by `conflicts`).
     pub conflicted: u64,
     /// Every server op with seq ≤ pulled is applied.
-    pub pulled: u64,
+    pub pulled: Seq,
     /// Every local op at or below this log position is acknowledged or rejected.
     pub pushed: u64,
     pub server: Option<String>,
@@ -357,7 +357,7 @@ impl Replica {
             pending: pending::count(&m)?,
             rejected,
             conflicted: txn.open_table(tables::CONFLICTED)?.len()?,
-            pulled: m.u64(meta::PULLED)?,
+            pulled: Seq(m.u64(meta::PULLED)?),
             pushed: m.u64(meta::PUSHED)?,
             server: binding.as_ref().map(|b| b.server.clone()),
             user: binding.as_ref().map(|b| b.user.clone()),

@@ -112,7 +112,7 @@ impl Replica {
         {
             let mut acks = txn.open_table(tables::ACKS)?;
             for &(seq, op) in acked.iter().filter(|(seq, _)| *seq > pulled) {
-                acks.insert(seq, op.as_u128())?;
+                acks.insert(seq.0, op.as_u128())?;
             }
         }
         if let Some(&(seq, op)) = acked.iter().max_by_key(|(seq, _)| *seq) {
@@ -260,5 +260,5 @@ impl Replica {
 pub(crate) fn decode_acked(bytes: &[u8]) -> Option<(Seq, crate::model::OpId)> {
     let seq = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let id = u128::from_le_bytes(bytes.get(8..24)?.try_into().ok()?);
-    Some((seq, crate::model::OpId::from_u128(id)))
+    Some((Seq(seq), crate::model::OpId::from_u128(id)))
 }

@@ -65,6 +65,7 @@ mod tests {
 
     use super::super::tables::{self, meta};
     use super::super::{LogEntry, PulledOp, PulledPage, Replica};
+    use crate::model::Seq;
 
     fn send(from: &Replica, to: &Replica) {
         let ops = from
@@ -72,13 +73,13 @@ mod tests {
             .unwrap()
             .into_iter()
             .filter_map(|(_, e)| match e {
-                LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(PulledOp { seq: 0, op }),
+                LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(PulledOp { seq: Seq::ZERO, op }),
                 LogEntry::Snapshot { .. } => None,
             })
             .collect();
         to.apply_pulled(&PulledPage {
             ops,
-            end: 0,
+            end: Seq::ZERO,
             mark: None,
         })
         .unwrap();

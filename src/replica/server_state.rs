@@ -56,7 +56,7 @@ pub struct RoundStart {
 fn watermarks_in(m: &Meta) -> Result<Watermarks> {
     Ok(Watermarks {
         pushed: m.u64(meta::PUSHED)?,
-        pulled: m.u64(meta::PULLED)?,
+        pulled: Seq(m.u64(meta::PULLED)?),
         epoch: m.bytes(meta::EPOCH)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
     })
 }
@@ -120,9 +120,9 @@ impl Replica {
         let acks = txn.open_table(tables::ACKS)?;
         let mut out = Vec::new();
         if after < through {
-            for entry in acks.range(after + 1..=through)? {
+            for entry in acks.range(after.0 + 1..=through.0)? {
                 let (seq, op) = entry?;
-                out.push((seq.value(), crate::model::OpId::from_u128(op.value())));
+                out.push((Seq(seq.value()), crate::model::OpId::from_u128(op.value())));
             }
         }
         Ok(out)
@@ -135,7 +135,7 @@ impl Replica {
     }
 
     /// A snapshot bootstrap in progress: `(as_of, next cursor)`.
-    pub fn snapshot_checkpoint(&self) -> Result<Option<(u64, Option<String>)>> {
+    pub fn snapshot_checkpoint(&self) -> Result<Option<(Seq, Option<String>)>> {
         let txn = self.read()?;
         Meta::read(&txn)?.json(meta::SNAPSHOT)
     }

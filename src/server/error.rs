@@ -33,7 +33,7 @@ pub enum ServiceError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("the server's history changed at seq {seq} (its store was restored from a backup): re-push and pull again")]
-    HistoryChanged { seq: u64 },
+    HistoryChanged { seq: crate::model::Seq },
     #[error("{0}")]
     Conflict(String),
     #[error("admin token required: send `Authorization: Bearer $TIDEMARK_ADMIN_TOKEN`")]

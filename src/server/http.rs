@@ -19,7 +19,7 @@ use super::error::ServiceError;
 use super::listen::{ServeConfig, Stopped};
 use super::service::Service;
 use super::store::ServerStore;
-use crate::model::Package;
+use crate::model::{Package, Seq};
 use crate::protocol::message::{
     CreateSpace, CreateUser, Grant, Granted, Health, MIN_PEER_REVISION, PROTOCOL_REVISION, PackageSet, PushRequest,
     REVISION_HEADER, Ready, Revoked, SpaceCreated, parse_revision,
@@ -376,13 +376,13 @@ async fn pull<S: ServerStore>(
     let wait = number_param(&q, "wait", 0)?.min(s.limits().max_pull_wait_secs);
     let read = || {
         let (s, user, space) = (s.clone(), user.clone(), space.clone());
-        blocking(move || s.pull(&user, &space, since, limit, at))
+        blocking(move || s.pull(&user, &space, Seq(since), limit, at))
     };
     let answer = if wait == 0 {
         read().await?
     } else {
         s.commits()
-            .hold(&space, since, std::time::Duration::from_secs(wait), read)
+            .hold(&space, Seq(since), std::time::Duration::from_secs(wait), read)
             .await?
     };
     ok(&answer)

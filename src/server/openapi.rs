@@ -268,7 +268,7 @@ fn refusals(operation: &str, limits: &Limits) -> Option<Vec<Refusal>> {
                 "`since`, `limit` or `wait` not a decimal integer from 0 to 2^64 - 1, or `at` not a UUID",
             ));
             out.push(r(
-                E::HistoryChanged { seq: 0 },
+                E::HistoryChanged { seq: crate::model::Seq::ZERO },
                 "the server's op at `since` is not `at` (its store was restored from a backup): push again and pull from 0",
             ));
             out

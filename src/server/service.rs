@@ -296,7 +296,7 @@ impl<S: ServerStore> Service<S> {
         }
         let limit = limit.clamp(1, self.limits.max_pull_page);
         let head = self.store.head(space)?;
-        self.metrics.pull(since, head);
+        self.metrics.pull(since.get(), head.get());
         let rows = self.store.read_ops(space, since, self.page_limit(limit))?;
         let end = rows.last().map(|(seq, _)| *seq).unwrap_or(since);
         // A quarantined record's ops do not load: serving them would stop every replica's pull.
@@ -368,7 +368,7 @@ impl<S: ServerStore> Service<S> {
             docs.retain(|d| !quarantined.contains_key(&(d.collection.clone(), d.record.clone())));
         }
         let as_of_op = match as_of {
-            0 => None,
+            Seq::ZERO => None,
             n => self
                 .store
                 .read_ops(space, n - 1, PageLimit::count(1))?

@@ -126,7 +126,7 @@ fn record(replica: &Replica, outcome: &Result<()>, summary: &RoundSummary) -> Re
             snapshot_docs = summary.snapshot_docs,
             repushed = summary.repushed,
             refused = summary.refused(),
-            head = summary.head,
+            head = summary.head.get(),
             "sync round complete"
         ),
         Err(e) => tracing::warn!(

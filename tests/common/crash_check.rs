@@ -5,16 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
-use tidemark::Replica;
 use tidemark::protocol::message::PullResponse;
 use tidemark::replica::LogEntry;
+use tidemark::{Replica, Seq};
 
 use super::crash_ledger::Ledger;
 
 /// One op as the server's log holds it.
 #[derive(Debug, Clone)]
 pub struct ServerOp {
-    pub seq: u64,
+    pub seq: Seq,
     pub id: u128,
     pub collection: String,
     pub record: String,
@@ -62,8 +62,8 @@ impl ServerReader {
     }
 
     /// Every op of the space, in seq order (`GET pull` page by page from 0).
-    pub fn ops(&self) -> (Vec<ServerOp>, u64) {
-        let mut since = 0;
+    pub fn ops(&self) -> (Vec<ServerOp>, Seq) {
+        let mut since = Seq::ZERO;
         let mut ops = Vec::new();
         loop {
             let (status, body) = self.get(&format!("pull?since={since}&limit=1000"));
@@ -97,10 +97,10 @@ impl ServerReader {
 }
 
 /// What is wrong with the server's log: a seq missing or twice, an op stored twice.
-pub fn server_log_problems(ops: &[ServerOp], head: u64) -> Vec<String> {
+pub fn server_log_problems(ops: &[ServerOp], head: Seq) -> Vec<String> {
     let mut problems = Vec::new();
-    let seqs: Vec<u64> = ops.iter().map(|o| o.seq).collect();
-    if seqs != (1..=head).collect::<Vec<_>>() {
+    let seqs: Vec<Seq> = ops.iter().map(|o| o.seq).collect();
+    if seqs != (1..=head.get()).map(Seq).collect::<Vec<_>>() {
         problems.push(format!("the server's seqs are not 1..={head} in order"));
     }
     let mut seen = BTreeMap::new();
@@ -118,7 +118,7 @@ pub fn server_log_problems(ops: &[ServerOp], head: u64) -> Vec<String> {
 /// What is wrong with one healed replica: something pending or refused, not
 /// pulled to the head, an op logged twice, a server op it lacks, a local op
 /// the server lacks.
-pub fn replica_problems(name: &str, replica: &Replica, server: &[ServerOp], head: u64) -> Vec<String> {
+pub fn replica_problems(name: &str, replica: &Replica, server: &[ServerOp], head: Seq) -> Vec<String> {
     let mut problems = Vec::new();
     let status = replica.status().unwrap();
     if status.pending != 0 || status.rejected != 0 || status.pulled != head {
@@ -129,7 +129,7 @@ pub fn replica_problems(name: &str, replica: &Replica, server: &[ServerOp], head
     }
     let mut logged = BTreeSet::new();
     let mut local = Vec::new();
-    let mut snapshot_as_of = 0;
+    let mut snapshot_as_of = Seq::ZERO;
     for (pos, entry) in replica.log_entries(0, usize::MAX).unwrap() {
         let op = match entry {
             LogEntry::Local(op) => {
@@ -147,7 +147,7 @@ pub fn replica_problems(name: &str, replica: &Replica, server: &[ServerOp], head
         }
     }
     // A snapshot bootstrap stands for the ops up to its seq: they are in its documents.
-    let missing: Vec<u64> = server
+    let missing: Vec<Seq> = server
         .iter()
         .filter(|o| o.seq > snapshot_as_of && !logged.contains(&o.id))
         .map(|o| o.seq)
@@ -202,7 +202,7 @@ pub struct Healed {
     pub problems: Vec<String>,
     /// Records in the views, and the server's head.
     pub records: usize,
-    pub head: u64,
+    pub head: Seq,
 }
 
 /// Every invariant over the healed replicas (by name) and the server: the

@@ -129,7 +129,7 @@ impl Live {
 
     /// The space's head as alice sees it through `GET pull`.
     pub async fn head(&self) -> u64 {
-        self.pull(0, 1).await.head
+        self.pull(0, 1).await.head.get()
     }
 
     pub async fn assert_healthy(&self) {

@@ -13,7 +13,7 @@ pub mod server;
 pub mod store_suite;
 
 use tidemark::replica::{LogEntry, PulledOp, PulledPage};
-use tidemark::{Package, Replica};
+use tidemark::{Package, Replica, Seq};
 
 /// Every op in `from`'s log (local and pulled), as a page another replica can apply.
 pub fn all_ops(from: &Replica) -> Vec<PulledOp> {
@@ -21,7 +21,7 @@ pub fn all_ops(from: &Replica) -> Vec<PulledOp> {
         .unwrap()
         .into_iter()
         .filter_map(|(_, e)| match e {
-            LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(PulledOp { seq: 0, op }),
+            LogEntry::Local(op) | LogEntry::Pulled(op, _) => Some(PulledOp { seq: Seq(0), op }),
             LogEntry::Snapshot { .. } => None,
         })
         .collect()
@@ -31,7 +31,7 @@ pub fn all_ops(from: &Replica) -> Vec<PulledOp> {
 pub fn send(from: &Replica, to: &Replica) {
     to.apply_pulled(&PulledPage {
         ops: all_ops(from),
-        end: 0,
+        end: Seq(0),
         mark: None,
     })
     .unwrap();

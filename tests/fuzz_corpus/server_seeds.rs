@@ -47,7 +47,7 @@ fn base_edit_op(n: u64, actor: ActorId, value: serde_json::Value) -> Op {
 
 fn pulled(seq: u64, op: &Op) -> PulledOp {
     PulledOp {
-        seq,
+        seq: tidemark::Seq(seq),
         user: "ada".into(),
         op: WireOp::from_op(op),
     }
@@ -60,19 +60,19 @@ fn package_answer(head: u64, with_package: bool) -> Vec<u8> {
             epoch: EPOCH.into(),
             version: u64::from(with_package),
             package: with_package.then(package),
-            head,
+            head: tidemark::Seq(head),
         },
     )
 }
 
-fn push_answer(seqs: Vec<Option<u64>>, refused: Vec<RefusedOp>, head: u64) -> Vec<u8> {
+fn push_answer(seqs: Vec<Option<tidemark::Seq>>, refused: Vec<RefusedOp>, head: u64) -> Vec<u8> {
     answer_bytes(
         200,
         &PushResponse {
             epoch: EPOCH.into(),
             seqs,
             refused,
-            head,
+            head: tidemark::Seq(head),
         },
     )
 }
@@ -83,9 +83,9 @@ fn pull_answer(epoch: &str, ops: Vec<PulledOp>, end: u64, more: bool, head: u64)
         &PullResponse {
             epoch: epoch.into(),
             ops,
-            end,
+            end: tidemark::Seq(end),
             more,
-            head,
+            head: tidemark::Seq(head),
             mark: Some(end),
             package_version: None,
         },
@@ -113,7 +113,7 @@ pub fn wire_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
         200,
         &SnapshotResponse {
             epoch: EPOCH.into(),
-            as_of: 1,
+            as_of: tidemark::Seq(1),
             as_of_op: Some(base.id),
             as_of_mark: Some(1),
             docs: vec![SnapshotDoc {
@@ -127,8 +127,8 @@ pub fn wire_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
     );
     // The three local ops of every start go out as a push of two and a push of one.
     let pushes = [
-        push_answer(vec![Some(2), Some(3)], vec![], 3),
-        push_answer(vec![Some(4)], vec![], 4),
+        push_answer(vec![Some(tidemark::Seq(2)), Some(tidemark::Seq(3))], vec![], 3),
+        push_answer(vec![Some(tidemark::Seq(4))], vec![], 4),
     ];
     let refused = RefusedOp {
         index: 1,
@@ -168,7 +168,7 @@ pub fn wire_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 Start::Pulled,
                 &[
                     package_answer(1, false),
-                    push_answer(vec![Some(2), None], vec![refused], 2),
+                    push_answer(vec![Some(tidemark::Seq(2)), None], vec![refused], 2),
                     error_answer(409, ErrorCode::OpIdConflict, Some(0)),
                     error_answer(403, ErrorCode::ReadOnly, None),
                     error_answer(413, ErrorCode::TooLarge, None),

@@ -50,9 +50,9 @@ pub fn heal(world: &mut World) {
 }
 
 /// The server's ops, as (seq, op id), in seq order.
-fn server_ops(world: &World) -> Vec<(u64, u128)> {
+fn server_ops(world: &World) -> Vec<(tidemark::Seq, u128)> {
     let service = world.server.service();
-    let mut since = 0;
+    let mut since = tidemark::Seq::ZERO;
     let mut ids = Vec::new();
     loop {
         let page = service.pull(&user_name(0), SPACE, since, 1000, None).expect("pull");
@@ -105,7 +105,7 @@ pub fn invariants(world: &World) {
             "replica {i} holds local ops that are neither on the server, refused nor discarded: {unsent:?}"
         );
         let held: BTreeSet<u128> = local.iter().map(|(_, id)| *id).chain(pulled_set).collect();
-        let missing: Vec<u64> = ops
+        let missing: Vec<tidemark::Seq> = ops
             .iter()
             .filter(|(seq, id)| *seq > snapshot && !held.contains(id))
             .map(|(seq, _)| *seq)

@@ -75,7 +75,7 @@ pub struct World {
     pub resolved: BTreeSet<String>,
     pub trace: Vec<String>,
     /// The server's head after the last step, and the op at it (history only grows).
-    server_head: Option<(u64, Option<u128>)>,
+    server_head: Option<(tidemark::Seq, Option<u128>)>,
     /// Whether faults are on (off while the world heals).
     faults: bool,
 }
@@ -545,9 +545,9 @@ pub fn describe(response: &Response) -> String {
 /// The ops of a log: local ones with their positions (a rewritten edit keeps
 /// its id, so an id can be there twice), pulled ones, and the seq a snapshot
 /// bootstrap covered.
-pub fn logged_ops(replica: &Replica) -> (Vec<(u64, u128)>, Vec<u128>, u64) {
+pub fn logged_ops(replica: &Replica) -> (Vec<(u64, u128)>, Vec<u128>, tidemark::Seq) {
     let (mut local, mut pulled) = (Vec::new(), Vec::new());
-    let mut snapshot = 0;
+    let mut snapshot = tidemark::Seq::ZERO;
     let discarded: std::collections::BTreeSet<u64> = replica.discarded().expect("discarded").into_iter().collect();
     for (pos, entry) in replica.log_entries(0, usize::MAX).expect("log") {
         match entry {

@@ -426,7 +426,11 @@ impl Model {
             self.hashes.get_mut(&key).expect("just made").insert(header.hash);
             self.actor_seqs.insert((key.0, key.1, header.actor), header.seq);
         }
-        assert_eq!(seq, self.log.len() as Seq + 1, "a new op's seq is not the next one");
+        assert_eq!(
+            seq,
+            Seq(self.log.len() as u64) + 1,
+            "a new op's seq is not the next one"
+        );
         self.seq_of.insert(wire.id, seq);
         self.log.push(wire.clone());
     }
@@ -464,7 +468,7 @@ pub fn check_push(data: &[u8]) {
         let state = space_state(fixture.store(), SPACE);
         assert_eq!(
             state.head,
-            model.log.len() as Seq,
+            Seq(model.log.len() as u64),
             "the store's head is not the number of accepted ops"
         );
         let stored: Vec<(Seq, WireOp)> = state
@@ -477,12 +481,12 @@ pub fn check_push(data: &[u8]) {
             .iter()
             .cloned()
             .enumerate()
-            .map(|(i, w)| (i as Seq + 1, w))
+            .map(|(i, w)| (Seq(i as u64) + 1, w))
             .collect();
         assert!(stored == expected, "the stored ops are not the accepted ones, in order");
     }
     let pulled = service
-        .pull(WRITER, SPACE, 0, usize::MAX, None)
+        .pull(WRITER, SPACE, tidemark::Seq(0), usize::MAX, None)
         .unwrap_or_else(|e| panic!("a pull fails: {e}"));
     let pulled_ops: Vec<WireOp> = pulled.ops.iter().map(|p| p.op.clone()).collect();
     assert!(
@@ -490,7 +494,7 @@ pub fn check_push(data: &[u8]) {
         "a pull does not return exactly the accepted ops in order"
     );
     assert!(
-        !pulled.more && pulled.head == model.log.len() as Seq,
+        !pulled.more && pulled.head == Seq(model.log.len() as u64),
         "a pull of everything says more remain"
     );
     check_materialized(&fixture, &model);
@@ -512,7 +516,7 @@ fn check_answer(batch: &[Made], answer: &PushResponse, model: &mut Model, packag
             (None, None) => panic!("op {index} is neither accepted nor refused"),
             _ => {}
         }
-        let stored = model.seq_of.get(&wire.id).map(|&s| (s, &model.log[s as usize - 1]));
+        let stored = model.seq_of.get(&wire.id).map(|&s| (s, &model.log[s.0 as usize - 1]));
         match (stored, seq, refused.get(&index)) {
             (Some((first, content)), _, _) if content == wire => assert_eq!(
                 *seq,
@@ -550,7 +554,7 @@ fn check_answer(batch: &[Made], answer: &PushResponse, model: &mut Model, packag
     }
     assert_eq!(
         answer.head,
-        model.log.len() as Seq,
+        Seq(model.log.len() as u64),
         "the answer's head is not the number of accepted ops"
     );
 }

@@ -88,7 +88,7 @@ pub fn space_state(store: &impl ServerStore, space: &str) -> SpaceState {
     SpaceState {
         head: store.head(space).expect("head"),
         ops: store
-            .read_ops(space, 0, PageLimit::count(usize::MAX))
+            .read_ops(space, Seq(0), PageLimit::count(usize::MAX))
             .expect("read_ops"),
     }
 }

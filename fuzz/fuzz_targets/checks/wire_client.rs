@@ -144,7 +144,7 @@ struct ClientState {
     watermarks: tidemark::protocol::Watermarks,
     package: Option<tidemark::Package>,
     repush_from: Option<u64>,
-    snapshot_checkpoint: Option<(u64, Option<String>)>,
+    snapshot_checkpoint: Option<(tidemark::Seq, Option<String>)>,
 }
 
 fn observe(r: &Replica) -> ClientState {

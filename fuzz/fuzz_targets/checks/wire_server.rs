@@ -126,7 +126,7 @@ fn seed_server(fixture: &Fixture) {
             },
         )
         .expect("the base op is pushed");
-    assert_eq!(answer.seqs, vec![Some(1)], "the base op is accepted");
+    assert_eq!(answer.seqs, vec![Some(tidemark::Seq(1))], "the base op is accepted");
 }
 
 /// Everything a refused request must leave alone.
@@ -280,7 +280,7 @@ fn check_push_answer(what: &str, body: &[u8], before: &ServerState, after: &Serv
     let (old, new) = (space(before), space(after));
     assert!(new.ops.starts_with(&old.ops), "{what} changed ops stored before it");
     assert_eq!(answer.head, new.head, "{what} answers a head the store does not have");
-    let mut fresh: Vec<u64> = answer
+    let mut fresh: Vec<tidemark::Seq> = answer
         .seqs
         .iter()
         .flatten()
@@ -291,7 +291,7 @@ fn check_push_answer(what: &str, body: &[u8], before: &ServerState, after: &Serv
     fresh.dedup();
     assert_eq!(
         fresh.len() as u64,
-        new.head - old.head,
+        new.head.since(old.head),
         "{what} stored other ops than the ones it answered"
     );
     assert!(

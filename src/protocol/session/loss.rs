@@ -69,7 +69,7 @@ impl Session {
     /// the re-push; the server answers their first seqs.
     pub(super) fn server_behind(&mut self, store: &dyn SyncStore, head: Seq) -> Result<bool> {
         let pulled = store.watermarks()?.pulled;
-        let acked = store.acked()?.map_or(0, |(seq, _)| seq);
+        let acked = store.acked()?.map_or(Seq::ZERO, |(seq, _)| seq);
         if head >= pulled.max(acked) {
             return Ok(false);
         }

@@ -73,7 +73,9 @@ fn every_service_error_is_placed() {
             max: 0,
         },
         E::MethodNotAllowed(text()),
-        E::HistoryChanged { seq: 0 },
+        E::HistoryChanged {
+            seq: crate::model::Seq::ZERO,
+        },
         E::Conflict(text()),
         E::AdminOnly,
         E::ClientTooOld {

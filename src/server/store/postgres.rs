@@ -337,7 +337,7 @@ impl ServerStore for PgStore {
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
         self.with(async |c| {
             let id = existing_space(c, space).await?;
-            let Ok(since) = i64::try_from(since) else {
+            let Ok(since) = i64::try_from(since.0) else {
                 return Ok(Vec::new());
             };
             let count = i64::try_from(limit.count).unwrap_or(i64::MAX);
@@ -378,7 +378,7 @@ impl ServerStore for PgStore {
     fn mark(&self, space: &str, seq: Seq) -> StoreResult<Option<u64>> {
         self.with(async |c| {
             let id = existing_space(c, space).await?;
-            let Ok(seq) = i64::try_from(seq) else {
+            let Ok(seq) = i64::try_from(seq.0) else {
                 return Ok(None);
             };
             let row = c

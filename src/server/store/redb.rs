@@ -400,7 +400,7 @@ impl ServerStore for RedbStore {
     fn read_ops(&self, space: &str, since: Seq, limit: PageLimit) -> StoreResult<Vec<(Seq, StoredOp)>> {
         self.read(|txn| {
             let id = Self::read_space(txn, space)?;
-            let Some(start) = since.checked_add(1) else {
+            let Some(start) = since.0.checked_add(1) else {
                 return Ok(Vec::new());
             };
             let log = txn.open_table(tables::LOG)?;
@@ -409,13 +409,13 @@ impl ServerStore for RedbStore {
             for entry in log.range((id, start)..=(id, u64::MAX))? {
                 let (key, value) = entry?;
                 let seq = key.value().1;
-                let stored = decode_stored(value.value(), space, seq)?;
+                let stored = decode_stored(value.value(), space, Seq(seq))?;
                 let size = stored.op.change.len();
                 if !limit.admits(out.len(), used, size) {
                     break;
                 }
                 used += size;
-                out.push((seq, stored));
+                out.push((Seq(seq), stored));
             }
             Ok(out)
         })
@@ -424,7 +424,11 @@ impl ServerStore for RedbStore {
     fn head(&self, space: &str) -> StoreResult<Seq> {
         self.read(|txn| {
             let id = Self::read_space(txn, space)?;
-            Ok(txn.open_table(tables::HEADS)?.get(id)?.map(|v| v.value()).unwrap_or(0))
+            Ok(Seq(txn
+                .open_table(tables::HEADS)?
+                .get(id)?
+                .map(|v| v.value())
+                .unwrap_or(0)))
         })
     }
 
@@ -436,7 +440,7 @@ impl ServerStore for RedbStore {
                 return Ok(None);
             }
             let marks = txn.open_table(tables::MARKS)?;
-            let found = marks.range((id, 0)..=(id, seq))?.next_back().transpose()?;
+            let found = marks.range((id, 0)..=(id, seq.0))?.next_back().transpose()?;
             Ok(Some(found.map_or(0, |(_, mark)| mark.value())))
         })
     }
@@ -444,11 +448,11 @@ impl ServerStore for RedbStore {
     fn materialized(&self, space: &str) -> StoreResult<Seq> {
         self.read(|txn| {
             let id = Self::read_space(txn, space)?;
-            Ok(txn
+            Ok(Seq(txn
                 .open_table(tables::MATERIALIZED)?
                 .get(id)?
                 .map(|v| v.value())
-                .unwrap_or(0))
+                .unwrap_or(0)))
         })
     }
 
@@ -459,7 +463,7 @@ impl ServerStore for RedbStore {
             if materialized.get(id)?.map(|v| v.value()).unwrap_or(0) != from {
                 return Ok(false);
             }
-            materialized.insert(id, through)?;
+            materialized.insert(id, through.0)?;
             let mut table = txn.open_table(tables::DOCS)?;
             let mut rows = txn.open_table(tables::DOC_ROWS)?;
             for doc in docs {

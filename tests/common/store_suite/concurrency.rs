@@ -19,7 +19,7 @@ pub fn concurrent_appends_get_exactly_one_to_n<S: ServerStore>(store: &S) {
             let mut pulled: Vec<(Seq, OpId)> = Vec::new();
             loop {
                 let done = !writing.load(Ordering::SeqCst);
-                let since = pulled.last().map_or(0, |(seq, _)| *seq);
+                let since = pulled.last().map_or(Seq::ZERO, |(seq, _)| *seq);
                 let page = store.read_ops("crm", since, PageLimit::count(97)).unwrap();
                 for (i, (seq, op)) in page.iter().enumerate() {
                     assert_eq!(*seq, since + 1 + i as u64, "a reader saw a gap after seq {since}");
@@ -103,12 +103,12 @@ pub fn random_appends_match_a_model<S: ServerStore>(store: &S) {
             let mut results = Vec::new();
             for s in batch {
                 results.push(match self.seq_of.get(&s.op.id) {
-                    Some(&seq) if self.log[seq as usize - 1].op == s.op => Ok(seq),
+                    Some(&seq) if self.log[seq.0 as usize - 1].op == s.op => Ok(seq),
                     Some(_) => Err(s.op.id.to_string()),
                     None => {
                         self.log.push(s.clone());
-                        self.seq_of.insert(s.op.id, self.log.len() as Seq);
-                        Ok(self.log.len() as Seq)
+                        self.seq_of.insert(s.op.id, Seq(self.log.len() as u64));
+                        Ok(Seq(self.log.len() as u64))
                     }
                 });
             }
@@ -155,18 +155,20 @@ pub fn random_appends_match_a_model<S: ServerStore>(store: &S) {
             })
             .collect();
         assert_eq!(actual, expected, "step {step}");
-        assert_eq!(store.head(space).unwrap(), model.log.len() as Seq, "step {step}");
+        assert_eq!(store.head(space).unwrap(), Seq(model.log.len() as u64), "step {step}");
         if step % 10 == 0 {
             let since = rng.random_range(0..=model.log.len());
             let limit = rng.random_range(1..10);
-            let page = store.read_ops(space, since as Seq, PageLimit::count(limit)).unwrap();
+            let page = store
+                .read_ops(space, Seq(since as u64), PageLimit::count(limit))
+                .unwrap();
             let want: Vec<(Seq, StoredOp)> = model
                 .log
                 .iter()
                 .enumerate()
                 .skip(since)
                 .take(limit)
-                .map(|(i, s)| (i as Seq + 1, s.clone()))
+                .map(|(i, s)| (Seq(i as u64) + 1, s.clone()))
                 .collect();
             assert_eq!(page, want, "step {step}");
         }

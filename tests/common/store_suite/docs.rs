@@ -13,8 +13,8 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
             .store_docs(
                 "crm",
                 &[doc("contacts", "c1", b"one"), doc("contacts", "c2", b"two")],
-                0,
-                2,
+                Seq(0),
+                Seq(2),
             )
             .unwrap()
     );
@@ -26,7 +26,7 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
 
     assert!(
         store
-            .store_docs("crm", &[doc("contacts", "c1", b"one, later")], 2, 5)
+            .store_docs("crm", &[doc("contacts", "c1", b"one, later")], Seq(2), Seq(5))
             .unwrap()
     );
     assert_eq!(store.materialized("crm").unwrap(), 5);
@@ -37,17 +37,17 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
     assert_eq!(store.doc("crm", "contacts", "c2").unwrap(), Some(b"two".to_vec()));
 
     // Advancing without documents (ops that changed nothing new) moves the seq alone.
-    assert!(store.store_docs("crm", &[], 5, 7).unwrap());
+    assert!(store.store_docs("crm", &[], Seq(5), Seq(7)).unwrap());
 
     // A writer that read an older materialized seq stores nothing: another got there first.
     assert!(
         !store
-            .store_docs("crm", &[doc("contacts", "c1", b"stale")], 5, 6)
+            .store_docs("crm", &[doc("contacts", "c1", b"stale")], Seq(5), Seq(6))
             .unwrap()
     );
     assert!(
         !store
-            .store_docs("crm", &[doc("contacts", "c9", b"stale")], 0, 9)
+            .store_docs("crm", &[doc("contacts", "c9", b"stale")], Seq(0), Seq(9))
             .unwrap()
     );
     assert_eq!(store.doc("crm", "contacts", "c9").unwrap(), None);
@@ -57,7 +57,7 @@ pub fn documents_are_stored_with_the_materialized_seq<S: ServerStore>(store: &S)
     assert_eq!(store.doc("other", "contacts", "c1").unwrap(), None);
     assert!(
         store
-            .store_docs("other", &[doc("contacts", "c1", b"theirs")], 0, 1)
+            .store_docs("other", &[doc("contacts", "c1", b"theirs")], Seq(0), Seq(1))
             .unwrap()
     );
     assert_eq!(store.doc("other", "contacts", "c1").unwrap(), Some(b"theirs".to_vec()));
@@ -83,8 +83,16 @@ pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
     schemaless_space(store, "before");
     schemaless_space(store, "crm");
     schemaless_space(store, "after");
-    assert!(store.store_docs("before", &[doc("zzz", "z", b"x")], 0, 1).unwrap());
-    assert!(store.store_docs("after", &[doc("aaa", "a", b"x")], 0, 1).unwrap());
+    assert!(
+        store
+            .store_docs("before", &[doc("zzz", "z", b"x")], Seq(0), Seq(1))
+            .unwrap()
+    );
+    assert!(
+        store
+            .store_docs("after", &[doc("aaa", "a", b"x")], Seq(0), Seq(1))
+            .unwrap()
+    );
     assert!(
         store
             .docs_page("crm", None, PageLimit::count(10))
@@ -101,8 +109,8 @@ pub fn docs_page_orders_by_collection_then_record<S: ServerStore>(store: &S) {
         doc("accounts", "a", b"a"),
         doc("notes", "n1", b"n"),
     ];
-    assert!(store.store_docs("crm", &docs[..3], 0, 3).unwrap());
-    assert!(store.store_docs("crm", &docs[3..], 3, 6).unwrap());
+    assert!(store.store_docs("crm", &docs[..3], Seq(0), Seq(3)).unwrap());
+    assert!(store.store_docs("crm", &docs[3..], Seq(3), Seq(6)).unwrap());
     let expected = [
         ("accounts", "a"),
         ("accounts", "b"),
@@ -196,7 +204,7 @@ pub fn pages_keep_to_their_byte_budget<S: ServerStore>(store: &S) {
             row: None,
         })
         .collect();
-    assert!(store.store_docs("crm", &docs, 0, 0).unwrap());
+    assert!(store.store_docs("crm", &docs, Seq(0), Seq(0)).unwrap());
     let page = |after: Option<&str>, bytes| {
         let limit = PageLimit { count: 100, bytes };
         let page = store.docs_page("crm", after.map(|r| ("contacts", r)), limit).unwrap();
@@ -223,10 +231,10 @@ pub fn pages_keep_to_their_byte_budget<S: ServerStore>(store: &S) {
         let rows = store.read_ops("crm", since, limit).unwrap();
         rows.iter().map(|(seq, _)| *seq).collect::<Vec<Seq>>()
     };
-    assert_eq!(seqs(0, sizes[0] + sizes[1]), [1, 2]);
-    assert_eq!(seqs(0, sizes[0] + sizes[1] - 1), [1]);
-    assert_eq!(seqs(1, 0), [2], "one op over the budget still comes");
-    assert_eq!(seqs(0, usize::MAX), [1, 2, 3, 4]);
+    assert_eq!(seqs(Seq(0), sizes[0] + sizes[1]), [1, 2]);
+    assert_eq!(seqs(Seq(0), sizes[0] + sizes[1] - 1), [1]);
+    assert_eq!(seqs(Seq(1), 0), [2], "one op over the budget still comes");
+    assert_eq!(seqs(Seq(0), usize::MAX), [1, 2, 3, 4]);
 }
 
 /// A document's row comes back with it, is replaced or removed with it, and
@@ -241,7 +249,7 @@ pub fn rows_travel_with_their_documents<S: ServerStore>(store: &S) {
     };
     assert!(
         store
-            .store_docs("after", &[with_row("c0", b"other space")], 0, 1)
+            .store_docs("after", &[with_row("c0", b"other space")], Seq(0), Seq(1))
             .unwrap()
     );
     let first = [
@@ -250,7 +258,7 @@ pub fn rows_travel_with_their_documents<S: ServerStore>(store: &S) {
         with_row("c3", b"r3"),
         doc("contacts", "c4", b"doc"),
     ];
-    assert!(store.store_docs("crm", &first, 0, 4).unwrap());
+    assert!(store.store_docs("crm", &first, Seq(0), Seq(4)).unwrap());
     let rows = |after: Option<&str>, limit: PageLimit| -> Vec<(String, Option<Vec<u8>>)> {
         store
             .docs_page("crm", after.map(|r| ("contacts", r)), limit)
@@ -280,7 +288,12 @@ pub fn rows_travel_with_their_documents<S: ServerStore>(store: &S) {
     // Stored again: a new row replaces the old, and a document without one loses it.
     assert!(
         store
-            .store_docs("crm", &[with_row("c2", b"r2"), doc("contacts", "c3", b"new")], 4, 5)
+            .store_docs(
+                "crm",
+                &[with_row("c2", b"r2"), doc("contacts", "c3", b"new")],
+                Seq(4),
+                Seq(5)
+            )
             .unwrap()
     );
     assert_eq!(

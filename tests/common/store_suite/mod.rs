@@ -211,7 +211,7 @@ fn schemaless_space<S: ServerStore>(store: &S, space: &str) {
 }
 
 pub fn everything<S: ServerStore>(store: &S, space: &str) -> Vec<(Seq, StoredOp)> {
-    store.read_ops(space, 0, PageLimit::count(usize::MAX)).unwrap()
+    store.read_ops(space, Seq(0), PageLimit::count(usize::MAX)).unwrap()
 }
 
 fn seqs_of(page: &[(Seq, StoredOp)]) -> Vec<Seq> {

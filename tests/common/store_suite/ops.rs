@@ -47,14 +47,14 @@ pub fn a_repushed_op_keeps_its_first_seq<S: ServerStore>(store: &S) {
 
 pub fn each_append_marks_its_ops<S: ServerStore>(store: &S) {
     schemaless_space(store, "crm");
-    assert_eq!(store.mark("crm", 0).unwrap(), None, "no op at seq 0");
-    assert_eq!(store.mark("crm", 1).unwrap(), None, "no op yet");
+    assert_eq!(store.mark("crm", Seq(0)).unwrap(), None, "no op at seq 0");
+    assert_eq!(store.mark("crm", Seq(1)).unwrap(), None, "no op yet");
     let first = new_ops(2);
     append_ok(store, "crm", &first);
     let second = new_ops(1);
     append_ok(store, "crm", &second);
     let marks: Vec<u64> = (1..=3)
-        .map(|seq| store.mark("crm", seq).unwrap().expect("an op"))
+        .map(|seq| store.mark("crm", Seq(seq)).unwrap().expect("an op"))
         .collect();
     assert_eq!(marks[0], marks[1], "one append, one mark");
     assert_ne!(marks[1], marks[2], "another append, another mark");
@@ -62,15 +62,15 @@ pub fn each_append_marks_its_ops<S: ServerStore>(store: &S) {
         marks.iter().all(|&m| m < 1 << 53),
         "marks stay exact in JSON: {marks:?}"
     );
-    assert_eq!(store.mark("crm", 4).unwrap(), None, "past the head");
+    assert_eq!(store.mark("crm", Seq(4)).unwrap(), None, "past the head");
     // The same ops again: stored once, their marks unchanged.
     append_ok(store, "crm", &[first, second].concat());
     assert_eq!(store.head("crm").unwrap(), 3);
     let again: Vec<u64> = (1..=3)
-        .map(|seq| store.mark("crm", seq).unwrap().expect("an op"))
+        .map(|seq| store.mark("crm", Seq(seq)).unwrap().expect("an op"))
         .collect();
     assert_eq!(again, marks);
-    assert_missing(store.mark("nope", 1), "space", "nope");
+    assert_missing(store.mark("nope", Seq(1)), "space", "nope");
 }
 
 pub fn an_op_id_reused_with_other_content_is_refused_alone<S: ServerStore>(store: &S) {
@@ -81,7 +81,7 @@ pub fn an_op_id_reused_with_other_content_is_refused_alone<S: ServerStore>(store
     // Other change bytes under a known id: that op is refused, the rest of the batch is stored.
     let conflicting = altered(&ops[0]);
     let results = assert_conflict(append(store, "crm", &[ops[1].clone(), conflicting]), 1, &ops[0].op);
-    assert_eq!(results[0], Ok(2), "the other op of the batch is stored");
+    assert_eq!(results[0], Ok(Seq(2)), "the other op of the batch is stored");
     assert_eq!(store.head("crm").unwrap(), 2);
 
     // Another envelope (record, time, actor, collection) under a known id is other content too.
@@ -106,7 +106,7 @@ pub fn an_op_id_reused_with_other_content_is_refused_alone<S: ServerStore>(store
         2,
         &ops[2].op,
     );
-    assert_eq!(results[..2], [Ok(3), Ok(4)]);
+    assert_eq!(results[..2], [Ok(Seq(3)), Ok(Seq(4))]);
     assert_eq!(append_ok(store, "crm", &ops), [1, 2, 3, 4], "re-pushes keep their seqs");
     let all = everything(store, "crm");
     assert_eq!(seqs_of(&all), [1, 2, 3, 4]);
@@ -134,24 +134,24 @@ pub fn read_ops_pages_by_since_and_limit<S: ServerStore>(store: &S) {
     append_ok(store, "crm", &ops);
 
     let page = |since, limit| seqs_of(&store.read_ops("crm", since, PageLimit::count(limit)).unwrap());
-    assert_eq!(page(0, 3), [1, 2, 3]);
-    assert_eq!(page(3, 3), [4, 5, 6]);
-    assert_eq!(page(6, 3), [7, 8, 9]);
-    assert_eq!(page(9, 3), [10]);
-    assert_eq!(page(10, 3), Vec::<Seq>::new());
+    assert_eq!(page(Seq(0), 3), [1, 2, 3]);
+    assert_eq!(page(Seq(3), 3), [4, 5, 6]);
+    assert_eq!(page(Seq(6), 3), [7, 8, 9]);
+    assert_eq!(page(Seq(9), 3), [10]);
+    assert_eq!(page(Seq(10), 3), Vec::<Seq>::new());
     // Exact multiples end with an empty page, never a repeated one.
-    assert_eq!(page(0, 5), [1, 2, 3, 4, 5]);
-    assert_eq!(page(5, 5), [6, 7, 8, 9, 10]);
-    assert_eq!(page(10, 5), Vec::<Seq>::new());
-    assert_eq!(page(0, 10), (1..=10).collect::<Vec<_>>());
-    assert_eq!(page(0, 11), (1..=10).collect::<Vec<_>>());
-    assert_eq!(page(4, 0), Vec::<Seq>::new());
-    assert_eq!(page(11, 5), Vec::<Seq>::new());
-    assert_eq!(page(1_000, 5), Vec::<Seq>::new());
-    assert_eq!(page(u64::MAX, 5), Vec::<Seq>::new());
+    assert_eq!(page(Seq(0), 5), [1, 2, 3, 4, 5]);
+    assert_eq!(page(Seq(5), 5), [6, 7, 8, 9, 10]);
+    assert_eq!(page(Seq(10), 5), Vec::<Seq>::new());
+    assert_eq!(page(Seq(0), 10), (1..=10).collect::<Vec<_>>());
+    assert_eq!(page(Seq(0), 11), (1..=10).collect::<Vec<_>>());
+    assert_eq!(page(Seq(4), 0), Vec::<Seq>::new());
+    assert_eq!(page(Seq(11), 5), Vec::<Seq>::new());
+    assert_eq!(page(Seq(1_000), 5), Vec::<Seq>::new());
+    assert_eq!(page(Seq(u64::MAX), 5), Vec::<Seq>::new());
 
     // Walking with limit 1 meets every op once, in order, with its content.
-    let mut since = 0;
+    let mut since = Seq::ZERO;
     let mut walked = Vec::new();
     loop {
         let next = store.read_ops("crm", since, PageLimit::count(1)).unwrap();
@@ -236,11 +236,15 @@ pub fn a_missing_space_is_reported_as_missing<S: ServerStore>(store: &S) {
     let ops = new_ops(1);
     assert_missing(append(store, "nowhere", &ops), "space", "nowhere");
     assert_missing(append(store, "nowhere", &[]), "space", "nowhere");
-    assert_missing(store.read_ops("nowhere", 0, PageLimit::count(10)), "space", "nowhere");
+    assert_missing(
+        store.read_ops("nowhere", Seq(0), PageLimit::count(10)),
+        "space",
+        "nowhere",
+    );
     assert_missing(store.head("nowhere"), "space", "nowhere");
     assert_missing(store.materialized("nowhere"), "space", "nowhere");
     assert_missing(
-        store.store_docs("nowhere", &[doc("contacts", "c1", b"doc")], 0, 1),
+        store.store_docs("nowhere", &[doc("contacts", "c1", b"doc")], Seq(0), Seq(1)),
         "space",
         "nowhere",
     );

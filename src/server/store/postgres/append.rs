@@ -116,7 +116,7 @@ impl Plan {
             .map(|slot| {
                 slot.map(|slot| match slot {
                     Slot::Stored(seq) => seq,
-                    Slot::Row(n) => head + n as Seq + 1,
+                    Slot::Row(n) => head + n as u64 + 1,
                 })
             })
             .collect()
@@ -170,7 +170,7 @@ pub(super) async fn append(
             if plan.refuses_any() && head_of(txn, id).await? != read_head {
                 return Ok(None);
             }
-            return Ok(Some(plan.results(read_head as Seq)));
+            return Ok(Some(plan.results(Seq(read_head as u64))));
         }
         Locking::Optimistic => {
             let (_, head) = lock_space(txn, space).await?;
@@ -185,7 +185,7 @@ pub(super) async fn append(
         }
     };
     if plan.rows.op_ids.is_empty() {
-        return Ok(Some(plan.results(head as Seq)));
+        return Ok(Some(plan.results(Seq(head as u64))));
     }
     let wrote = write_rows(txn, id, head, &plan.rows).await?
         && write_changes(txn, id, &plan.new_changes).await?
@@ -198,7 +198,7 @@ pub(super) async fn append(
             ))),
         };
     }
-    let new_head = to_i64(head as Seq + plan.rows.op_ids.len() as Seq)?;
+    let new_head = to_i64(Seq(head as u64) + plan.rows.op_ids.len() as u64)?;
     txn.execute("UPDATE tidemark_spaces SET head = $2 WHERE id = $1", &[&id, &new_head])
         .await?;
     // Delivered to every listening process when (and only if) the transaction commits.
@@ -207,7 +207,7 @@ pub(super) async fn append(
         &[&NOTIFY_CHANNEL, &format!("{new_head} {space}")],
     )
     .await?;
-    Ok(Some(plan.results(head as Seq)))
+    Ok(Some(plan.results(Seq(head as u64))))
 }
 
 /// Takes the space's row lock: its id and head.
@@ -248,7 +248,7 @@ async fn plan(txn: &Db<'_, Transaction<'_>>, id: i64, ops: &[NewOp]) -> StoreRes
         .await?
     {
         let seq: i64 = row.get(1);
-        known_ids.insert(row.get(0), (Slot::Stored(seq as Seq), row.get(2)));
+        known_ids.insert(row.get(0), (Slot::Stored(Seq(seq as u64)), row.get(2)));
     }
     let quarantine = quarantined_among(txn, id, ops).await?;
     let mut histories = read_histories(txn, id, ops).await?;
@@ -333,7 +333,7 @@ impl ActorUpdate {
 }
 
 pub(super) fn to_i64(seq: Seq) -> StoreResult<i64> {
-    i64::try_from(seq).map_err(|_| StoreError::Backend(format!("seq {seq} does not fit PostgreSQL's bigint")))
+    i64::try_from(seq.0).map_err(|_| StoreError::Backend(format!("seq {seq} does not fit PostgreSQL's bigint")))
 }
 
 /// The quarantined records among those `ops` name.

@@ -28,7 +28,7 @@ pub(super) async fn user_exists<C: GenericClient + Sync>(client: &Db<'_, C>, use
 }
 
 pub(super) fn seq_of(value: i64) -> Seq {
-    value.max(0) as Seq
+    Seq(value.max(0) as u64)
 }
 
 /// `Missing` unless `user` exists.

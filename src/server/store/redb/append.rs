@@ -43,7 +43,7 @@ pub(super) fn append_in(
             let (_, existing_op) = split_stored(existing.value())
                 .ok_or_else(|| corrupt(format!("op at seq {seq} of space {space:?}"), "truncated"))?;
             results.push(if existing_op == &value[op_start..] {
-                Ok(seq)
+                Ok(Seq(seq))
             } else {
                 Err(OpRefusal::OpIdConflict {
                     id: stored.op.id.to_string(),
@@ -73,7 +73,7 @@ pub(super) fn append_in(
         if known == Known::New {
             history.record(collection, record, &new.header)?;
         }
-        results.push(Ok(head));
+        results.push(Ok(Seq(head)));
     }
     if head != first_head {
         heads.insert(id, head)?;

@@ -166,7 +166,7 @@ mod tests {
     use ::redb::Database;
 
     use super::super::{RedbStore, meta, read_u64, tables};
-    use crate::model::{ActorId, Collection, Op, OpId, RecordId};
+    use crate::model::{ActorId, Collection, Op, OpId, RecordId, Seq};
     use crate::record::{ChangeHeader, Fields, RecordDoc, stored_change_header};
     use crate::server::store::{NewOp, OpRefusal, ServerStore, StoredOp};
 
@@ -247,7 +247,7 @@ mod tests {
         // same actor (a copied store) is refused as a reused change number.
         let other = put(&mut twin, "Augusta");
         let answers = store.append("crm", &[op_of(third), op_of(other)]).unwrap();
-        assert_eq!(answers[0], Ok(3));
+        assert_eq!(answers[0], Ok(Seq(3)));
         assert!(
             matches!(answers[1], Err(OpRefusal::ActorReused { seq: 3, .. })),
             "{answers:?}"
@@ -276,6 +276,6 @@ mod tests {
             new_op(vec![last], header)
         };
         let answers = store.append("crm", &[genesis(b'a'), genesis(b'b')]).unwrap();
-        assert_eq!(answers, [Ok(1), Ok(2)]);
+        assert_eq!(answers, [Ok(Seq(1)), Ok(Seq(2))]);
     }
 }
