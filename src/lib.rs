@@ -78,6 +78,6 @@ pub mod server;
 pub mod sync;
 
 pub use error::{Error, InvalidInput, Result};
-pub use model::{ActorId, Binding, Collection, FieldType, Op, OpId, Package, RecordId, Seq};
+pub use model::{ActorId, Binding, Collection, FieldType, LogPos, Op, OpId, Package, RecordId, Seq};
 pub use record::{FieldConflict, Fields};
 pub use replica::{Replica, Status};

@@ -90,7 +90,7 @@ fn scenario(max_actions: usize) -> impl Strategy<Value = Scenario> {
 /// Every op a replica's log holds (local and pulled).
 fn ops_of(replica: &Replica) -> Vec<Op> {
     replica
-        .log_entries(0, usize::MAX)
+        .log_entries(tidemark::LogPos(0), usize::MAX)
         .unwrap()
         .into_iter()
         .filter_map(|(_, e)| match e {

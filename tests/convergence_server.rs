@@ -339,7 +339,7 @@ impl Sim {
 fn logged_ops(replica: &Replica) -> (Vec<u128>, Vec<u128>, tidemark::Seq) {
     let (mut local, mut pulled) = (Vec::new(), Vec::new());
     let mut snapshot = tidemark::Seq::ZERO;
-    for (_, entry) in replica.log_entries(0, usize::MAX).unwrap() {
+    for (_, entry) in replica.log_entries(tidemark::LogPos(0), usize::MAX).unwrap() {
         match entry {
             LogEntry::Local(op) => local.push(op.id.as_u128()),
             LogEntry::Pulled(op, _) => pulled.push(op.id.as_u128()),

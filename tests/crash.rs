@@ -81,7 +81,7 @@ fn assert_committed_prefix(store: &Path) -> usize {
         assert_eq!(fields["n"], i as u64);
     }
     assert_eq!(replica.status().unwrap().pending, n as u64);
-    assert_eq!(replica.log_entries(0, usize::MAX).unwrap().len(), n);
+    assert_eq!(replica.log_entries(tidemark::LogPos(0), usize::MAX).unwrap().len(), n);
     replica.rebuild_view().unwrap();
     assert_eq!(replica.view_rows().unwrap(), rows);
     n

@@ -126,7 +126,7 @@ fn bad_input_gets_a_typed_error_and_writes_nothing() {
     ));
     assert!(r.view_rows().unwrap().is_empty());
     assert_eq!(r.status().unwrap().pending, 0);
-    assert!(r.log_entries(0, 10).unwrap().is_empty());
+    assert!(r.log_entries(tidemark::LogPos(0), 10).unwrap().is_empty());
 }
 
 #[test]

@@ -330,16 +330,16 @@ fn the_push_watermark_moves_over_pulled_entries_but_never_over_a_pending_op() {
     let status = r.status().unwrap();
     assert_eq!(
         (status.pushed, status.pending),
-        (2, 1),
+        (tidemark::LogPos(2), 1),
         "a pending op holds the watermark"
     );
     let pending = r.pending_ops(10).unwrap();
     assert_eq!(pending.iter().map(|p| p.pos).collect::<Vec<_>>(), vec![3]);
-    r.ack_pushed(3, &[]).unwrap();
+    r.ack_pushed(tidemark::LogPos(3), &[]).unwrap();
     let status = r.status().unwrap();
     assert_eq!(
         (status.pushed, status.pending),
-        (5, 0),
+        (tidemark::LogPos(5), 0),
         "the ack steps over the pulls after it"
     );
     r.apply_pulled(&page(4, 5)).unwrap();

@@ -108,7 +108,7 @@ fn the_same_op_back_at_the_same_seq_over_another_history_is_noticed() {
     assert_eq!(
         pull.ops[0].op.id,
         alice
-            .log_entries(0, 10)
+            .log_entries(tidemark::LogPos(0), 10)
             .unwrap()
             .iter()
             .find_map(|(_, e)| match e {

@@ -104,7 +104,7 @@ fn concurrent_increments_up_to_the_limit_merge_exactly() {
 
 /// The last op `r` wrote, checked as the server checks a push.
 fn server_accepts_last_op(r: &Replica) -> Result<(), String> {
-    let (_, entry) = r.log_entries(0, usize::MAX).unwrap().pop().unwrap();
+    let (_, entry) = r.log_entries(tidemark::LogPos(0), usize::MAX).unwrap().pop().unwrap();
     let tidemark::replica::LogEntry::Local(op) = entry else {
         panic!("the last entry is not a local op")
     };

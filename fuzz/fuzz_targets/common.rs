@@ -146,7 +146,10 @@ struct Observed {
 fn observe(r: &Replica) -> Observed {
     Observed {
         rows: r.view_rows().expect("view_rows"),
-        log_len: r.log_entries(0, usize::MAX).expect("log_entries").len(),
+        log_len: r
+            .log_entries(tidemark::LogPos(0), usize::MAX)
+            .expect("log_entries")
+            .len(),
         pulled: r.status().expect("status").pulled,
     }
 }

@@ -16,7 +16,7 @@ use super::message::{
 use super::store::SyncStore;
 pub use super::summary::RoundSummary;
 use crate::error::{CorruptData, Error, Result};
-use crate::model::{Collection, OpId, RecordId, Seq};
+use crate::model::{Collection, LogPos, OpId, RecordId, Seq};
 use crate::replica::{Fence, PulledOp, PulledPage, SnapshotRecord};
 
 mod batch;
@@ -134,16 +134,16 @@ enum Phase {
 enum InFlight {
     None,
     Push {
-        positions: Vec<u64>,
+        positions: Vec<LogPos>,
         ids: Vec<OpId>,
     },
     Repush {
-        positions: Vec<u64>,
+        positions: Vec<LogPos>,
         ids: Vec<OpId>,
         local: Vec<bool>,
-        last: u64,
+        last: LogPos,
         /// Where the re-push stands inside a snapshot's entry once this batch is acknowledged.
-        within: Option<(u64, usize)>,
+        within: Option<(LogPos, usize)>,
     },
     Snapshot {
         after: Option<String>,
@@ -162,7 +162,7 @@ pub struct Session {
     /// Ops per push; halved when the server finds a batch too large.
     batch: usize,
     /// Positions of other replicas' ops the server refused during a re-push (their authors re-push them).
-    skip: std::collections::HashSet<u64>,
+    skip: std::collections::HashSet<LogPos>,
     /// The re-push stopped at an own op whose dependencies the server lacks:
     /// this round only pulls; the next one re-pushes from that op.
     repush_waits: bool,
@@ -172,13 +172,13 @@ pub struct Session {
     head_before_push: Seq,
     /// A snapshot's entry gives many ops at one log position, more than one
     /// batch may carry: `(position, ops of it already re-pushed)`.
-    repush_within: Option<(u64, usize)>,
+    repush_within: Option<(LogPos, usize)>,
     /// Whether this round checked that its highest acknowledged op is still
     /// at its seq (see the push phase); `verifying` while that check is asked.
     acked_checked: bool,
     verifying: bool,
     /// Where this round's re-push began (an owed one resumes where the last stopped).
-    repush_first: Option<u64>,
+    repush_first: Option<LogPos>,
     /// Whether this round began with its pull (see `quiet.rs`): None until decided.
     quiet: Option<bool>,
     /// The first answer of a quiet round is still to come.
@@ -256,7 +256,7 @@ impl Session {
                     let mut bytes = 0;
                     let mut scanned = last;
                     let mut within = None;
-                    let (mut at, mut nth) = (0, 0);
+                    let (mut at, mut nth) = (LogPos::ZERO, 0);
                     for (pos, op, is_local) in entries {
                         (at, nth) = if pos == at { (at, nth + 1) } else { (pos, 0) };
                         let done = self.repush_within.filter(|&(p, _)| p == pos).map_or(0, |(_, n)| n);
@@ -461,9 +461,9 @@ impl Session {
                     // an own op whose dependencies the server lacks: the server
                     // may have lost what the earlier rounds re-pushed. Once per
                     // round, the re-push starts again from the beginning.
-                    self.repush_first = Some(1);
+                    self.repush_first = Some(LogPos(1));
                     self.repush_within = None;
-                    store.set_repush_from(Some(1))?;
+                    store.set_repush_from(Some(LogPos(1)))?;
                     self.phase = Phase::Repush;
                     return Ok(());
                 }

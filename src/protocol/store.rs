@@ -7,7 +7,7 @@
 //! two calls leaves a state the next round resumes from.
 
 use crate::error::Result;
-use crate::model::{HeldAt, OpId, Package, Seq};
+use crate::model::{HeldAt, LogPos, OpId, Package, Seq};
 use crate::replica::{
     ApplyReport, Fence, PendingOp, PulledPage, Refusal, Replica, RepushBatch, RoundStart, SnapshotRecord, Watermarks,
 };
@@ -47,24 +47,24 @@ pub trait SyncStore {
     fn pending_count(&self) -> Result<u64>;
     /// The server holds every local op through log position `through`;
     /// `acked`: the seqs its answer gave, and their ops.
-    fn acknowledge(&self, through: u64, acked: &[(Seq, OpId)]) -> Result<()>;
+    fn acknowledge(&self, through: LogPos, acked: &[(Seq, OpId)]) -> Result<()>;
     /// The acknowledged seqs in `after..=through` no applied pull page has passed yet, and their ops.
     fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, OpId)>>;
     /// The server gave the local ops at `positions` a seq, though they stay
     /// queued or owed to a re-push: rewriting their records must keep them.
-    fn confirm(&self, positions: &[u64]) -> Result<()>;
+    fn confirm(&self, positions: &[LogPos]) -> Result<()>;
     /// Refuses local ops for good; returns how many left the queue.
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64>;
     /// Drops local ops whose edit the server holds in another version.
-    fn supersede(&self, positions: &[u64]) -> Result<u64>;
+    fn supersede(&self, positions: &[LogPos]) -> Result<u64>;
     /// Writes the pending edits from `pos` on again (under a fresh actor if asked).
-    fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64>;
+    fn rewrite_pending(&self, pos: LogPos, fresh_actor: bool) -> Result<u64>;
 
     /// Where a re-push after a server reset stands (None: none running).
-    fn repush_from(&self) -> Result<Option<u64>>;
-    fn set_repush_from(&self, from: Option<u64>) -> Result<()>;
+    fn repush_from(&self) -> Result<Option<LogPos>>;
+    fn set_repush_from(&self, from: Option<LogPos>) -> Result<()>;
     /// Log entries from `from` (position, op, whether it is local), and the last position scanned.
-    fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch>;
+    fn repush_batch(&self, from: LogPos, limit: usize) -> Result<RepushBatch>;
 
     /// The snapshot bootstrap's checkpoint: (as-of seq, next page cursor).
     fn snapshot_checkpoint(&self) -> Result<Option<(Seq, Option<String>)>>;
@@ -115,31 +115,31 @@ impl SyncStore for Replica {
     fn pending_count(&self) -> Result<u64> {
         Ok(Replica::status(self)?.pending)
     }
-    fn acknowledge(&self, through: u64, acked: &[(Seq, OpId)]) -> Result<()> {
+    fn acknowledge(&self, through: LogPos, acked: &[(Seq, OpId)]) -> Result<()> {
         Replica::ack_pushed(self, through, acked)
     }
     fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, OpId)>> {
         Replica::acks(self, after, through)
     }
-    fn confirm(&self, positions: &[u64]) -> Result<()> {
+    fn confirm(&self, positions: &[LogPos]) -> Result<()> {
         Replica::confirm(self, positions)
     }
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
         Replica::refuse(self, refusals)
     }
-    fn supersede(&self, positions: &[u64]) -> Result<u64> {
+    fn supersede(&self, positions: &[LogPos]) -> Result<u64> {
         Replica::supersede(self, positions)
     }
-    fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64> {
+    fn rewrite_pending(&self, pos: LogPos, fresh_actor: bool) -> Result<u64> {
         Replica::rewrite_pending(self, pos, fresh_actor)
     }
-    fn repush_from(&self) -> Result<Option<u64>> {
+    fn repush_from(&self) -> Result<Option<LogPos>> {
         Replica::repush_from(self)
     }
-    fn set_repush_from(&self, from: Option<u64>) -> Result<()> {
+    fn set_repush_from(&self, from: Option<LogPos>) -> Result<()> {
         Replica::set_repush_from(self, from)
     }
-    fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch> {
+    fn repush_batch(&self, from: LogPos, limit: usize) -> Result<RepushBatch> {
         Replica::repush_batch(self, from, limit)
     }
     fn snapshot_checkpoint(&self) -> Result<Option<(Seq, Option<String>)>> {

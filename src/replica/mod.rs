@@ -34,7 +34,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableT
 use serde::Serialize;
 
 use crate::error::{CorruptData, Error, Result};
-use crate::model::{ActorId, Binding, Collection, Package, RecordId, Seq};
+use crate::model::{ActorId, Binding, Collection, LogPos, Package, RecordId, Seq};
 use crate::record::{FieldConflict, Fields};
 pub use account::{Fence, SwitchLoss, SwitchPolicy};
 pub use apply::{ApplyReport, PulledOp, PulledPage, SnapshotRecord};
@@ -131,7 +131,7 @@ pub struct Status {
     /// Every server op with seq ≤ pulled is applied.
     pub pulled: Seq,
     /// Every local op at or below this log position is acknowledged or rejected.
-    pub pushed: u64,
+    pub pushed: LogPos,
     pub server: Option<String>,
     pub user: Option<String>,
     pub space: Option<String>,
@@ -358,7 +358,7 @@ impl Replica {
             rejected,
             conflicted: txn.open_table(tables::CONFLICTED)?.len()?,
             pulled: Seq(m.u64(meta::PULLED)?),
-            pushed: m.u64(meta::PUSHED)?,
+            pushed: LogPos(m.u64(meta::PUSHED)?),
             server: binding.as_ref().map(|b| b.server.clone()),
             user: binding.as_ref().map(|b| b.user.clone()),
             space: binding.as_ref().map(|b| b.space.clone()),
@@ -382,13 +382,13 @@ impl Replica {
     }
 
     /// Every log entry in order (tools, tests, export).
-    pub fn log_entries(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>> {
+    pub fn log_entries(&self, after: LogPos, limit: usize) -> Result<Vec<(LogPos, LogEntry)>> {
         let txn = self.read()?;
         let log = txn.open_table(tables::LOG)?;
         let mut out = Vec::new();
-        for entry in log.range(after.saturating_add(1)..)?.take(limit) {
+        for entry in log.range(after.0.saturating_add(1)..)?.take(limit) {
             let (k, v) = entry?;
-            out.push((k.value(), LogEntry::decode(v.value())?));
+            out.push((LogPos(k.value()), LogEntry::decode(v.value())?));
         }
         Ok(out)
     }

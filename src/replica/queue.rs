@@ -8,17 +8,17 @@ use super::log::LogEntry;
 use super::tables::{self, meta};
 use super::{Meta, Replica, put_meta};
 use crate::error::Result;
-use crate::model::{ActorId, Op, Seq};
+use crate::model::{ActorId, LogPos, Op, Seq};
 
 /// Ops to re-push: `(log position, op, is local)`, and the last position
 /// scanned. A snapshot's entry gives several ops at one position.
-pub type RepushBatch = (Vec<(u64, Op, bool)>, Option<u64>);
+pub type RepushBatch = (Vec<(LogPos, Op, bool)>, Option<LogPos>);
 
 /// A local op waiting for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingOp {
     /// Its position in the local log.
-    pub pos: u64,
+    pub pos: LogPos,
     pub op: Op,
 }
 
@@ -96,7 +96,10 @@ impl Replica {
             let (k, v) = entry?;
             if let LogEntry::Local(op) = LogEntry::decode(v.value())? {
                 if rejected.get(k.value())?.is_none() && discarded.get(k.value())?.is_none() {
-                    out.push(PendingOp { pos: k.value(), op });
+                    out.push(PendingOp {
+                        pos: LogPos(k.value()),
+                        op,
+                    });
                 }
             }
         }
@@ -105,7 +108,7 @@ impl Replica {
 
     /// The server acknowledged every pending op at or below `through_pos`;
     /// `acked`: the seqs it gave the ops of the answer, and those ops.
-    pub fn ack_pushed(&self, through_pos: u64, acked: &[(Seq, crate::model::OpId)]) -> Result<()> {
+    pub fn ack_pushed(&self, through_pos: LogPos, acked: &[(Seq, crate::model::OpId)]) -> Result<()> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
         let pulled = m.u64(meta::PULLED)?;
@@ -123,6 +126,7 @@ impl Replica {
                 put_meta(&txn, meta::ACKED, &value)?;
             }
         }
+        let through_pos = through_pos.get();
         let pushed = m.u64(meta::PUSHED)?;
         if through_pos > pushed {
             // Count what leaves the queue: local ops in (pushed, through] not already rejected.
@@ -163,13 +167,15 @@ impl Replica {
     }
 
     /// Where an owed re-push (after a server reset) stands; None when none is owed.
-    pub fn repush_from(&self) -> Result<Option<u64>> {
+    pub fn repush_from(&self) -> Result<Option<LogPos>> {
         let txn = self.read()?;
-        Ok(Meta::read(&txn)?.bytes(meta::REPUSH_FROM)?.map(|b| super::read_u64(&b)))
+        Ok(Meta::read(&txn)?
+            .bytes(meta::REPUSH_FROM)?
+            .map(|b| LogPos(super::read_u64(&b))))
     }
 
     /// Records re-push progress; None when the re-push is complete.
-    pub fn set_repush_from(&self, from: Option<u64>) -> Result<()> {
+    pub fn set_repush_from(&self, from: Option<LogPos>) -> Result<()> {
         let txn = self.write()?;
         match from {
             Some(pos) => put_meta(&txn, meta::REPUSH_FROM, &pos.to_le_bytes())?,
@@ -186,7 +192,7 @@ impl Replica {
     /// The server holds the local ops at `positions` as they are (it gave them
     /// a seq), though the queue still counts them unconfirmed: rewriting their
     /// records keeps them (see the `CONFIRMED` table).
-    pub fn confirm(&self, positions: &[u64]) -> Result<()> {
+    pub fn confirm(&self, positions: &[LogPos]) -> Result<()> {
         if positions.is_empty() {
             return Ok(());
         }
@@ -195,7 +201,7 @@ impl Replica {
         {
             let mut confirmed = txn.open_table(tables::CONFIRMED)?;
             for &pos in positions.iter().filter(|&&p| p >= from) {
-                confirmed.insert(pos, ())?;
+                confirmed.insert(pos.get(), ())?;
             }
         }
         txn.commit()?;
@@ -205,29 +211,29 @@ impl Replica {
     /// Up to `limit` ops of the log from position `from` for a re-push: local
     /// ops still in play (not rejected or discarded) and ops pulled from
     /// others, with whether each is local. Also returns the last position scanned.
-    pub fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch> {
+    pub fn repush_batch(&self, from: LogPos, limit: usize) -> Result<RepushBatch> {
         let txn = self.read()?;
         let log = txn.open_table(tables::LOG)?;
         let rejected = txn.open_table(tables::REJECTED)?;
         let discarded = txn.open_table(tables::DISCARDED)?;
         let mut out = Vec::new();
         let mut last = None;
-        for entry in log.range(from.max(1)..)? {
+        for entry in log.range(from.get().max(1)..)? {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = entry?;
             let pos = k.value();
-            last = Some(pos);
+            last = Some(LogPos(pos));
             match LogEntry::decode(v.value())? {
                 LogEntry::Local(op) => {
                     if rejected.get(pos)?.is_none() && discarded.get(pos)?.is_none() {
-                        out.push((pos, op, true));
+                        out.push((LogPos(pos), op, true));
                     }
                 }
                 LogEntry::Pulled(op, _) => {
                     if discarded.get(pos)?.is_none() {
-                        out.push((pos, op, false));
+                        out.push((LogPos(pos), op, false));
                     }
                 }
                 // The ops behind a snapshot's document are not in this log: its
@@ -248,7 +254,7 @@ impl Replica {
                             time_ms: change.time_ms,
                             change: change.bytes,
                         };
-                        out.push((pos, op, false));
+                        out.push((LogPos(pos), op, false));
                     }
                 }
             }

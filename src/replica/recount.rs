@@ -69,7 +69,7 @@ mod tests {
 
     fn send(from: &Replica, to: &Replica) {
         let ops = from
-            .log_entries(0, usize::MAX)
+            .log_entries(crate::model::LogPos(0), usize::MAX)
             .unwrap()
             .into_iter()
             .filter_map(|(_, e)| match e {

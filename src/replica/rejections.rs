@@ -7,11 +7,12 @@ use super::log::{LogAppend, LogEntry};
 use super::tables;
 use super::{PendingOp, Replica};
 use crate::error::{CorruptData, Result};
+use crate::model::LogPos;
 
 /// A local op the server refused for good, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
-    pub pos: u64,
+    pub pos: LogPos,
     pub op_id: String,
     pub collection: String,
     pub record: String,
@@ -27,7 +28,7 @@ pub struct Rejection {
 
 impl Replica {
     /// Refuses one local op for good (see [`Replica::refuse`]).
-    pub fn reject(&self, pos: u64, code: &str, reason: &str) -> Result<u64> {
+    pub fn reject(&self, pos: LogPos, code: &str, reason: &str) -> Result<u64> {
         self.refuse(&[super::Refusal {
             pos,
             code: code.to_string(),
@@ -53,12 +54,12 @@ impl Replica {
     /// nothing there), or superseded by the server's version of the same edit.
     /// Also pulled ops whose change the server no longer holds (another
     /// version won, see `collision`): they are no longer part of the history.
-    pub fn discarded(&self) -> Result<Vec<u64>> {
+    pub fn discarded(&self) -> Result<Vec<LogPos>> {
         let txn = self.read()?;
         let table = txn.open_table(tables::DISCARDED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            out.push(entry?.0.value());
+            out.push(LogPos(entry?.0.value()));
         }
         Ok(out)
     }
@@ -73,7 +74,10 @@ impl Replica {
             let (k, _) = entry?;
             if let Some(bytes) = log.get(k.value())? {
                 if let LogEntry::Local(op) = LogEntry::decode(bytes.value())? {
-                    out.push(PendingOp { pos: k.value(), op });
+                    out.push(PendingOp {
+                        pos: LogPos(k.value()),
+                        op,
+                    });
                 }
             }
         }

@@ -25,13 +25,13 @@ use super::tables::{self, meta};
 use super::view::ViewTables;
 use super::{Meta, Rejection, Replica, put_meta};
 use crate::error::{CorruptData, Result};
-use crate::model::{ActorId, Collection, Op, RecordId};
+use crate::model::{ActorId, Collection, LogPos, Op, RecordId};
 use crate::record::{GENESIS_ACTOR, RecordDoc, change_hash};
 
 /// A refusal of one local op: its log position, a stable code and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub pos: u64,
+    pub pos: LogPos,
     pub code: String,
     pub reason: String,
 }
@@ -91,7 +91,7 @@ impl Replica {
                     code: r.code.clone(),
                     reason: r.reason.clone(),
                 };
-                (r.pos, leave)
+                (r.pos.get(), leave)
             })
             .collect();
         let outcome = leave_documents(&txn, actor, &leaving)?;
@@ -106,10 +106,11 @@ impl Replica {
     /// version of the same edit (`op_id_conflict`): no rejection, the later local
     /// edits of their records are written again, and the pull brings the
     /// server's version. Returns how many ops left.
-    pub fn supersede(&self, positions: &[u64]) -> Result<u64> {
+    pub fn supersede(&self, positions: &[LogPos]) -> Result<u64> {
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
-        let count = supersede_in(&txn, &m, positions)?;
+        let positions: Vec<u64> = positions.iter().map(|p| p.get()).collect();
+        let count = supersede_in(&txn, &m, &positions)?;
         txn.commit()?;
         self.doc_cache.clear();
         Ok(count)
@@ -119,7 +120,8 @@ impl Replica {
     /// again as new ops on top of what the server holds. With `fresh_actor`, the
     /// store first takes a new actor id, when that op is by the current one: the
     /// server found another store writing as it. Returns how many ops were written.
-    pub fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64> {
+    pub fn rewrite_pending(&self, pos: LogPos, fresh_actor: bool) -> Result<u64> {
+        let pos = pos.get();
         let txn = self.write()?;
         let m = Meta::read_write(&txn)?;
         let mut actor = m.actor()?;
@@ -342,7 +344,7 @@ fn rewrite_record(
             Some(Leave::Refused { code, reason }) => {
                 outcome.left += 1;
                 outcome.rejected.push(Rejection {
-                    pos: *pos,
+                    pos: LogPos(*pos),
                     op_id: op.id.to_string(),
                     collection: collection.to_string(),
                     record: record.to_string(),
@@ -412,7 +414,10 @@ pub(super) fn write_outcome(txn: &WriteTransaction, m: &Meta, outcome: Outcome) 
     {
         let mut rejected = txn.open_table(tables::REJECTED)?;
         for r in &outcome.rejected {
-            rejected.insert(r.pos, serde_json::to_vec(r).expect("rejection serializes").as_slice())?;
+            rejected.insert(
+                r.pos.get(),
+                serde_json::to_vec(r).expect("rejection serializes").as_slice(),
+            )?;
             left_queue += u64::from(r.pos > pushed);
         }
         let mut discarded = txn.open_table(tables::DISCARDED)?;

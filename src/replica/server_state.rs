@@ -7,7 +7,7 @@ use super::queue::{decode_acked, forget_confirmed_below};
 use super::tables::{self, meta};
 use super::{Meta, Replica, put_meta};
 use crate::error::Result;
-use crate::model::Seq;
+use crate::model::{LogPos, Seq};
 
 /// The outcome of the last sync round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +27,7 @@ pub struct LastSync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermarks {
     /// Log position through which local ops are acknowledged by the server.
-    pub pushed: u64,
+    pub pushed: LogPos,
     /// The server seq through which ops are pulled and applied (0: never pulled).
     pub pulled: Seq,
     /// The server epoch the watermarks belong to (None before the first answer).
@@ -55,7 +55,7 @@ pub struct RoundStart {
 
 fn watermarks_in(m: &Meta) -> Result<Watermarks> {
     Ok(Watermarks {
-        pushed: m.u64(meta::PUSHED)?,
+        pushed: LogPos(m.u64(meta::PUSHED)?),
         pulled: Seq(m.u64(meta::PULLED)?),
         epoch: m.bytes(meta::EPOCH)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
     })

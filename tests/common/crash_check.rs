@@ -130,7 +130,7 @@ pub fn replica_problems(name: &str, replica: &Replica, server: &[ServerOp], head
     let mut logged = BTreeSet::new();
     let mut local = Vec::new();
     let mut snapshot_as_of = Seq::ZERO;
-    for (pos, entry) in replica.log_entries(0, usize::MAX).unwrap() {
+    for (pos, entry) in replica.log_entries(tidemark::LogPos(0), usize::MAX).unwrap() {
         let op = match entry {
             LogEntry::Local(op) => {
                 local.push(op.id.as_u128());

@@ -17,7 +17,7 @@ use tidemark::{Package, Replica, Seq};
 
 /// Every op in `from`'s log (local and pulled), as a page another replica can apply.
 pub fn all_ops(from: &Replica) -> Vec<PulledOp> {
-    from.log_entries(0, usize::MAX)
+    from.log_entries(tidemark::LogPos(0), usize::MAX)
         .unwrap()
         .into_iter()
         .filter_map(|(_, e)| match e {

@@ -93,7 +93,7 @@ pub fn invariants(world: &World) {
         let (local, pulled, snapshot) = logged_ops(r);
         let pulled_set: BTreeSet<u128> = pulled.iter().copied().collect();
         assert_eq!(pulled_set.len(), pulled.len(), "replica {i} logged a pulled op twice");
-        let discarded: BTreeSet<u64> = r.discarded().expect("discarded").into_iter().collect();
+        let discarded: BTreeSet<tidemark::LogPos> = r.discarded().expect("discarded").into_iter().collect();
         let unsent: Vec<String> = local
             .iter()
             .filter(|(pos, id)| !on_server.contains(id) && !discarded.contains(pos))

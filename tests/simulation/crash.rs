@@ -71,31 +71,31 @@ impl SyncStore for Crashing<'_> {
     fn pending_count(&self) -> Result<u64> {
         SyncStore::pending_count(self.step()?)
     }
-    fn acknowledge(&self, through: u64, acked: &[(Seq, OpId)]) -> Result<()> {
+    fn acknowledge(&self, through: tidemark::LogPos, acked: &[(Seq, OpId)]) -> Result<()> {
         SyncStore::acknowledge(self.step()?, through, acked)
     }
     fn acks(&self, after: Seq, through: Seq) -> Result<Vec<(Seq, OpId)>> {
         self.step()?.acks(after, through)
     }
-    fn confirm(&self, positions: &[u64]) -> Result<()> {
+    fn confirm(&self, positions: &[tidemark::LogPos]) -> Result<()> {
         self.step()?.confirm(positions)
     }
     fn refuse(&self, refusals: &[Refusal]) -> Result<u64> {
         self.step()?.refuse(refusals)
     }
-    fn supersede(&self, positions: &[u64]) -> Result<u64> {
+    fn supersede(&self, positions: &[tidemark::LogPos]) -> Result<u64> {
         self.step()?.supersede(positions)
     }
-    fn rewrite_pending(&self, pos: u64, fresh_actor: bool) -> Result<u64> {
+    fn rewrite_pending(&self, pos: tidemark::LogPos, fresh_actor: bool) -> Result<u64> {
         self.step()?.rewrite_pending(pos, fresh_actor)
     }
-    fn repush_from(&self) -> Result<Option<u64>> {
+    fn repush_from(&self) -> Result<Option<tidemark::LogPos>> {
         self.step()?.repush_from()
     }
-    fn set_repush_from(&self, from: Option<u64>) -> Result<()> {
+    fn set_repush_from(&self, from: Option<tidemark::LogPos>) -> Result<()> {
         self.step()?.set_repush_from(from)
     }
-    fn repush_batch(&self, from: u64, limit: usize) -> Result<RepushBatch> {
+    fn repush_batch(&self, from: tidemark::LogPos, limit: usize) -> Result<RepushBatch> {
         self.step()?.repush_batch(from, limit)
     }
     fn snapshot_checkpoint(&self) -> Result<Option<(Seq, Option<String>)>> {

@@ -545,11 +545,12 @@ pub fn describe(response: &Response) -> String {
 /// The ops of a log: local ones with their positions (a rewritten edit keeps
 /// its id, so an id can be there twice), pulled ones, and the seq a snapshot
 /// bootstrap covered.
-pub fn logged_ops(replica: &Replica) -> (Vec<(u64, u128)>, Vec<u128>, tidemark::Seq) {
+pub fn logged_ops(replica: &Replica) -> (Vec<(tidemark::LogPos, u128)>, Vec<u128>, tidemark::Seq) {
     let (mut local, mut pulled) = (Vec::new(), Vec::new());
     let mut snapshot = tidemark::Seq::ZERO;
-    let discarded: std::collections::BTreeSet<u64> = replica.discarded().expect("discarded").into_iter().collect();
-    for (pos, entry) in replica.log_entries(0, usize::MAX).expect("log") {
+    let discarded: std::collections::BTreeSet<tidemark::LogPos> =
+        replica.discarded().expect("discarded").into_iter().collect();
+    for (pos, entry) in replica.log_entries(tidemark::LogPos(0), usize::MAX).expect("log") {
         match entry {
             LogEntry::Local(op) => local.push((pos, op.id.as_u128())),
             // A pulled op that left the history for another version of it.

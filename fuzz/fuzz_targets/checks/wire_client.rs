@@ -137,20 +137,20 @@ fn decode_answer(request: &Request, answer: &[u8]) -> Result<Response, RemoteErr
 /// Everything an answer the session refuses must leave alone.
 #[derive(Debug, PartialEq)]
 struct ClientState {
-    log: Vec<(u64, Vec<u8>)>,
+    log: Vec<(tidemark::LogPos, Vec<u8>)>,
     view: Vec<(String, String, Vec<u8>)>,
     status: tidemark::Status,
     rejected: Vec<tidemark::replica::Rejection>,
     watermarks: tidemark::protocol::Watermarks,
     package: Option<tidemark::Package>,
-    repush_from: Option<u64>,
+    repush_from: Option<tidemark::LogPos>,
     snapshot_checkpoint: Option<(tidemark::Seq, Option<String>)>,
 }
 
 fn observe(r: &Replica) -> ClientState {
     ClientState {
         log: r
-            .log_entries(0, usize::MAX)
+            .log_entries(tidemark::LogPos(0), usize::MAX)
             .expect("log_entries")
             .into_iter()
             .map(|(pos, entry)| (pos, entry.encode()))

@@ -1,6 +1,6 @@
 //! What a push batch weighs and what its answer acknowledged.
 
-use crate::model::{OpId, Seq};
+use crate::model::{LogPos, OpId, Seq};
 
 /// The seqs a push answer gave, and their ops. A re-push counts others' ops
 /// too: the server said it holds them there, and a replica with no op of its
@@ -13,7 +13,7 @@ pub(super) fn acks_of(seqs: &[Option<Seq>], ids: &[OpId]) -> Vec<(Seq, OpId)> {
 }
 
 /// The positions of a batch's own ops (`local`: which are; None: all) that the server gave a seq.
-pub(super) fn stored_positions(positions: &[u64], seqs: &[Option<Seq>], local: Option<&[bool]>) -> Vec<u64> {
+pub(super) fn stored_positions(positions: &[LogPos], seqs: &[Option<Seq>], local: Option<&[bool]>) -> Vec<LogPos> {
     positions
         .iter()
         .zip(seqs)

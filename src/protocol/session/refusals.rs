@@ -5,6 +5,7 @@
 use super::RemoteError;
 use super::{InFlight, Phase, Session};
 use crate::error::{Error, Result};
+use crate::model::LogPos;
 use crate::protocol::code::ErrorCode;
 use crate::protocol::message::RefusedOp;
 use crate::protocol::store::SyncStore;
@@ -19,7 +20,7 @@ impl Session {
         self.verifying = false;
         let code = error.body.code.clone();
         let message = error.body.message.clone();
-        let named = |positions: &[u64]| {
+        let named = |positions: &[LogPos]| {
             error
                 .body
                 .op_index
@@ -105,7 +106,7 @@ impl Session {
     }
 
     /// Refuses local ops for good: each leaves its record, later edits are written again.
-    pub(super) fn refuse(&mut self, store: &dyn SyncStore, refused: &[(u64, &str, &str)]) -> Result<()> {
+    pub(super) fn refuse(&mut self, store: &dyn SyncStore, refused: &[(LogPos, &str, &str)]) -> Result<()> {
         let refusals: Vec<Refusal> = refused
             .iter()
             .map(|&(pos, code, reason)| Refusal {
@@ -123,7 +124,7 @@ impl Session {
     pub(super) fn on_refused(
         &mut self,
         store: &dyn SyncStore,
-        positions: &[u64],
+        positions: &[LogPos],
         local: &[bool],
         refused: &[RefusedOp],
     ) -> Result<()> {
