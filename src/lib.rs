@@ -10,7 +10,8 @@
 //! ## Layers (inner to outer)
 //!
 //! - [`model`] — ids, envelopes, packages: plain values.
-//! - [`record`] — the automerge record document (the only module naming automerge).
+//! - `record` — the automerge record document (the only module naming automerge);
+//!   internal: applications reach records through [`Replica`].
 //! - [`replica`] — the local store on redb (the only client module naming redb).
 //! - [`protocol`] — wire messages and the sans-IO sync session.
 //! - [`remote`] — the server adapter trait: HTTP (reqwest) and in-process.
@@ -70,7 +71,14 @@ pub mod error;
 mod fsutil;
 pub mod model;
 pub mod protocol;
+// The record document (automerge) is an internal layer: applications read
+// and write records through `Replica`. Public only for the crate's own tests,
+// benches and fuzz targets.
+#[cfg(feature = "test-support")]
 pub mod record;
+#[cfg(not(feature = "test-support"))]
+#[allow(dead_code, unused_imports)]
+pub(crate) mod record;
 pub mod remote;
 pub mod replica;
 #[cfg(feature = "server")]

@@ -42,6 +42,7 @@ pub use edit::Edit;
 pub use log::LogEntry;
 pub use queue::{PendingOp, RepushBatch};
 pub use rejections::Rejection;
+pub use crate::record::EditSummary;
 pub use rewrite::Refusal;
 pub use server_state::{LastSync, RoundStart, Watermarks};
 use tables::meta;

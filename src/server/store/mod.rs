@@ -5,7 +5,7 @@
 //! seqs, and the materialized record documents. Every implementation passes
 //! the same conformance suite (`tests/server_store.rs`).
 
-pub mod history;
+pub(crate) mod history;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod redb;
@@ -62,7 +62,7 @@ pub struct StoredDoc {
     pub collection: String,
     pub record: String,
     pub doc: Vec<u8>,
-    /// The document's row in [`crate::record::Row::encode`]'s form, stored with
+    /// The document's row in the form of `record::Row::encode`, stored with
     /// it and replaced with it. None for a document stored without one (by an
     /// older build): its readers materialize the document themselves.
     pub row: Option<Vec<u8>>,
