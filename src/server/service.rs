@@ -24,6 +24,8 @@ use crate::protocol::message::{
 };
 use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, Row, validate_change};
 
+mod snapshot;
+
 type Result<T> = std::result::Result<T, ServiceError>;
 
 /// The server's service core over a store.
@@ -344,61 +346,6 @@ impl<S: ServerStore> Service<S> {
         })
     }
 
-    /// A page of compacted documents; every op with seq ≤ `as_of` is in them.
-    pub fn snapshot(&self, user: &str, space: &str, after: Option<&str>, limit: usize) -> Result<SnapshotResponse> {
-        self.role(user, space)?;
-        let limit = limit.clamp(1, self.limits.max_snapshot_page);
-        self.materializer.catch_up(space)?;
-        // Read as_of before the documents: they can only be newer, never older.
-        let as_of = self.store.materialized(space)?;
-        let after = match after {
-            Some(cursor) => Some(cursor.split_once('\n').ok_or_else(|| {
-                ServiceError::BadRequest("bad snapshot cursor: pass back the `next` of the previous page".into())
-            })?),
-            None => None,
-        };
-        let DocsPage { mut docs, more } = self.store.docs_page(space, after, self.page_limit(limit))?;
-        let next = if more {
-            docs.last().map(|d| format!("{}\n{}", d.collection, d.record))
-        } else {
-            None
-        };
-        let quarantined = self.store.quarantined(space)?;
-        if !quarantined.is_empty() {
-            docs.retain(|d| !quarantined.contains_key(&(d.collection.clone(), d.record.clone())));
-        }
-        let as_of_op = match as_of {
-            Seq::ZERO => None,
-            n => self
-                .store
-                .read_ops(space, n - 1, PageLimit::count(1))?
-                .into_iter()
-                .find(|(seq, _)| *seq == n)
-                .map(|(_, stored)| stored.op.id),
-        };
-        let as_of_mark = if as_of > 0 {
-            self.store.mark(space, as_of)?
-        } else {
-            None
-        };
-        Ok(SnapshotResponse {
-            epoch: self.epoch.clone(),
-            as_of,
-            as_of_op,
-            as_of_mark,
-            docs: docs
-                .into_iter()
-                .map(|d| SnapshotDoc {
-                    row: d.row.and_then(|bytes| snapshot_row(&bytes, &d.collection, &d.record)),
-                    doc: encode_bytes(&d.doc),
-                    collection: d.collection,
-                    record: d.record,
-                })
-                .collect(),
-            next,
-        })
-    }
-
     /// The server's materialized record (None if it does not exist or is deleted).
     pub fn record(&self, user: &str, space: &str, collection: &str, id: &str) -> Result<Option<Fields>> {
         // Names are stored in NFC (pushes in another form are refused): look them up so.
@@ -589,21 +536,5 @@ fn refusal_code(refusal: &OpRefusal) -> ErrorCode {
         OpRefusal::MissingDeps { .. } => ErrorCode::MissingDeps,
         OpRefusal::ActorReused { .. } => ErrorCode::ActorReused,
         OpRefusal::BadHeader(_) => ErrorCode::InvalidOp,
-    }
-}
-
-/// A stored row in its wire form. A row that does not read is left out (the
-/// client then materializes the document itself), never served wrong.
-fn snapshot_row(bytes: &[u8], collection: &str, record: &str) -> Option<SnapshotRow> {
-    match Row::decode(bytes).and_then(|row| SnapshotRow::of(&row)) {
-        Ok(row) => Some(row),
-        Err(e) => {
-            tracing::warn!(
-                collection,
-                record,
-                "a stored row does not read; the snapshot sends the document alone: {e}"
-            );
-            None
-        }
     }
 }
