@@ -16,7 +16,6 @@ pub const MAX_ACCOUNT_NAME: usize = 64;
 /// The longest collection name, record id or field name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
-
 /// What a client holds at the seq it pulls from, for the server to check its
 /// history against: the op's id, and the mark the server's append gave that
 /// op. A server restored from a backup keeps its epoch; one that lost the op

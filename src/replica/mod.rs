@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::error::{CorruptData, Error, Result};
 use crate::model::{ActorId, Binding, Collection, LogPos, Package, RecordId, Seq};
+pub use crate::record::EditSummary;
 use crate::record::{FieldConflict, Fields};
 pub use account::{Fence, SwitchLoss, SwitchPolicy};
 pub use apply::{ApplyReport, PulledOp, PulledPage, SnapshotRecord};
@@ -42,7 +43,6 @@ pub use edit::Edit;
 pub use log::LogEntry;
 pub use queue::{PendingOp, RepushBatch};
 pub use rejections::Rejection;
-pub use crate::record::EditSummary;
 pub use rewrite::Refusal;
 pub use server_state::{LastSync, RoundStart, Watermarks};
 use tables::meta;

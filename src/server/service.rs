@@ -15,14 +15,14 @@ use super::limits::Limits;
 use super::materialize::Materializer;
 use super::metrics::Metrics;
 use super::names::check_name;
-use super::store::{DocsPage, NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
+use super::store::{NewOp, OpRefusal, PageLimit, Role, ServerStore, StoredOp, TokenRecord};
 use crate::model::{Package, Seq, nfc};
 use crate::protocol::ErrorCode;
 use crate::protocol::message::{
     CreateSpace, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp,
-    SnapshotDoc, SnapshotResponse, SnapshotRow, SpaceListing, UserListing, UserToken, WireOp, encode_bytes,
+    SpaceListing, UserListing, UserToken, WireOp,
 };
-use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, Row, validate_change};
+use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, validate_change};
 
 mod snapshot;
 
