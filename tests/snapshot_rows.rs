@@ -201,7 +201,13 @@ fn a_document_that_does_not_load_fails_its_record_when_it_is_next_loaded() {
     .unwrap();
     assert_eq!(replica.list("contacts", None, 100).unwrap().len(), 19);
     match replica.put("contacts", "c09", json!({"n": 1})) {
-        Err(Error::Corrupt(e)) => assert!(e.to_string().contains("record document"), "{e}"),
+        Err(Error::Corrupt(e)) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("record contacts/c09") && said.contains("record document"),
+                "{said}"
+            );
+        }
         other => panic!("editing a record whose document does not load: {other:?}"),
     }
     // The others are edited as usual.

@@ -397,7 +397,7 @@ impl Replica {
             match result {
                 Ok((bytes, m)) => views.store(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?,
                 Err(Error::Corrupt(e)) if e.context == crate::record::COLLISION => collided.push(merge),
-                Err(e) => return Err(e),
+                Err(e) => return Err(super::in_record(e, merge.collection.as_str(), merge.record.as_str())),
             }
         }
         drop(views);

@@ -310,7 +310,7 @@ impl Replica {
         let mut changes: Vec<Vec<(ActorId, Vec<u8>)>> = vec![Vec::new(); edits.len()];
         let mut keep = Vec::new();
         for (work, result) in works.iter().zip(results) {
-            let result = result?;
+            let result = result.map_err(|e| super::in_record(e, work.collection.as_str(), work.id.as_str()))?;
             if result.changes.is_empty() {
                 // Nothing changed: the stored bytes are still the ones the document matches.
                 if let (Some(doc), Some(stored)) = (result.keep, &work.existing) {

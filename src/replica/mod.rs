@@ -523,6 +523,18 @@ impl Meta {
     }
 }
 
+/// Names the record whose document or changes would not load, so that the
+/// error says which record to look at.
+pub(crate) fn in_record(e: Error, collection: &str, record: &str) -> Error {
+    match e {
+        Error::Corrupt(c) => Error::Corrupt(CorruptData::new(
+            format!("record {collection}/{record}: {}", c.context),
+            c.reason,
+        )),
+        other => other,
+    }
+}
+
 pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
 }

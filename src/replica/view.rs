@@ -207,7 +207,7 @@ impl Replica {
                 Ok((doc.save(), m))
             })?;
             for ((c, r, _, _), result) in merges.iter().zip(results) {
-                let (bytes, m) = result?;
+                let (bytes, m) = result.map_err(|e| super::in_record(e, c, r))?;
                 views.store(c, r, &bytes, &m)?;
             }
         }
