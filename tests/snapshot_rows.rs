@@ -155,6 +155,19 @@ fn a_record_is_materialized_from_its_document_when_next_merged_or_edited() {
 }
 
 #[test]
+fn a_row_rendered_by_other_rules_is_materialized_here() {
+    let (service, ada, _, reader) = seeded();
+    let replica = bootstrap(&service, &reader, |page| {
+        if let Some(Some(row)) = row_of(page, "c04") {
+            row.rules += 1;
+            row.fields = Some(serde_json::value::to_raw_value(&json!({"n": 999})).unwrap());
+        }
+    })
+    .unwrap();
+    assert_eq!(seen(&replica), seen(&ada), "the row of other rules is not taken");
+}
+
+#[test]
 fn a_row_that_does_not_check_or_a_document_of_several_chunks_is_materialized_here() {
     let (service, ada, _, reader) = seeded();
     let replica = bootstrap(&service, &reader, |page| {

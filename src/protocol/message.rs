@@ -232,12 +232,18 @@ pub struct SnapshotRow {
     pub fields: Option<Box<serde_json::value::RawValue>>,
     /// How many fields hold concurrent values that differ.
     pub conflicts: u32,
+    /// The rules the server rendered the row by; a client takes only a row
+    /// made by its own (others differ in what they count or show). Absent: 0,
+    /// which no build renders by.
+    #[serde(default)]
+    pub rules: u32,
 }
 
 /// Rows compare by their JSON text (a raw JSON value has no equality of its own).
 impl PartialEq for SnapshotRow {
     fn eq(&self, other: &Self) -> bool {
         self.conflicts == other.conflicts
+            && self.rules == other.rules
             && self.fields.as_ref().map(|f| f.get()) == other.fields.as_ref().map(|f| f.get())
     }
 }
@@ -262,12 +268,17 @@ impl SnapshotRow {
         Ok(SnapshotRow {
             fields,
             conflicts: row.conflicts,
+            rules: crate::record::ROW_RULES,
         })
     }
 
-    /// The row a client keeps, checked as outside input.
-    pub fn to_row(&self) -> Result<crate::record::Row, CorruptData> {
-        crate::record::Row::from_outside(self.fields.as_ref().map(|f| f.get()), self.conflicts)
+    /// The row a client keeps, checked as outside input; None when it was
+    /// rendered by other rules than this build's.
+    pub fn to_row(&self) -> Result<Option<crate::record::Row>, CorruptData> {
+        if self.rules != crate::record::ROW_RULES {
+            return Ok(None);
+        }
+        crate::record::Row::from_outside(self.fields.as_ref().map(|f| f.get()), self.conflicts).map(Some)
     }
 }
 

@@ -510,6 +510,7 @@ impl Session {
                     row.to_row()
                         .map_err(|e| tracing::warn!(record = d.record, "ignoring the snapshot's row: {e}"))
                         .ok()
+                        .flatten()
                 }),
             });
         }

@@ -6,6 +6,13 @@
 use super::RecordDoc;
 use crate::error::CorruptData;
 
+/// The rules [`RecordDoc::row`] renders by, bumped whenever the same document
+/// would give another row (its fields or its conflict count). A replica
+/// counts its conflict marks again when its store was counted by older rules
+/// (`replica::recount`), and takes a row from a snapshot only if it was made
+/// by these rules: a server of another build may render by others.
+pub const ROW_RULES: u32 = 2;
+
 /// What a record document materializes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
@@ -34,28 +41,33 @@ impl RecordDoc {
 }
 
 impl Row {
-    /// The stored form: `[conflicts u32 LE][fields JSON]`, no JSON for a
-    /// record without fields (a JSON object is never empty bytes).
+    /// The stored form: `[ROW_RULES u32 LE][conflicts u32 LE][fields JSON]`,
+    /// no JSON for a record without fields (a JSON object is never empty bytes).
     pub fn encode(&self) -> Vec<u8> {
         let fields = self.fields.as_deref().unwrap_or_default();
-        let mut out = Vec::with_capacity(4 + fields.len());
+        let mut out = Vec::with_capacity(8 + fields.len());
+        out.extend_from_slice(&ROW_RULES.to_le_bytes());
         out.extend_from_slice(&self.conflicts.to_le_bytes());
         out.extend_from_slice(fields);
         out
     }
 
-    /// Reads [`Row::encode`]'s form back.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CorruptData> {
-        let Some((conflicts, fields)) = bytes.split_first_chunk::<4>() else {
+    /// Reads [`Row::encode`]'s form back; None for a row made by other rules.
+    pub fn decode(bytes: &[u8]) -> Result<Option<Self>, CorruptData> {
+        let Some((head, fields)) = bytes.split_first_chunk::<8>() else {
             return Err(CorruptData::new(
                 "stored row",
-                format!("{} bytes, at least 4 expected", bytes.len()),
+                format!("{} bytes, at least 8 expected", bytes.len()),
             ));
         };
-        Ok(Row {
+        let (rules, conflicts) = head.split_at(4);
+        if u32::from_le_bytes(rules.try_into().expect("4 bytes")) != ROW_RULES {
+            return Ok(None);
+        }
+        Ok(Some(Row {
             fields: (!fields.is_empty()).then(|| fields.to_vec()),
-            conflicts: u32::from_le_bytes(*conflicts),
-        })
+            conflicts: u32::from_le_bytes(conflicts.try_into().expect("4 bytes")),
+        }))
     }
 
     /// A row that came from outside (a snapshot): its fields must be one JSON
@@ -91,9 +103,20 @@ mod tests {
                 conflicts: 0,
             },
         ] {
-            assert_eq!(Row::decode(&row.encode()).unwrap(), row);
+            assert_eq!(Row::decode(&row.encode()).unwrap(), Some(row));
         }
         assert!(Row::decode(&[1, 2]).is_err());
+        let mut other_rules = Row {
+            fields: None,
+            conflicts: 1,
+        }
+        .encode();
+        other_rules[0] ^= 1;
+        assert_eq!(
+            Row::decode(&other_rules).unwrap(),
+            None,
+            "a row made by other rules is not taken"
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::error::Result;
 use crate::model::ActorId;
 use crate::record::RecordDoc;
 
-/// The rules this build counts by.
-pub(crate) const CONFLICT_RULES: u64 = 2;
+/// The rules this build counts by: those it renders rows by.
+pub(crate) const CONFLICT_RULES: u64 = crate::record::ROW_RULES as u64;
 
 /// Brings the CONFLICTED table to [`CONFLICT_RULES`] if the store was counted by
 /// older ones: every document is loaded once and its mark rewritten, a one-time

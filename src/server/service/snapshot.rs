@@ -68,8 +68,9 @@ impl<S: ServerStore> Service<S> {
 /// A stored row in its wire form. A row that does not read is left out (the
 /// client then materializes the document itself), never served wrong.
 fn snapshot_row(bytes: &[u8], collection: &str, record: &str) -> Option<SnapshotRow> {
-    match Row::decode(bytes).and_then(|row| SnapshotRow::of(&row)) {
-        Ok(row) => Some(row),
+    // A row made by an older build's rules is left out too.
+    match Row::decode(bytes).and_then(|row| row.map(|row| SnapshotRow::of(&row)).transpose()) {
+        Ok(row) => row,
         Err(e) => {
             tracing::warn!(
                 collection,
