@@ -52,16 +52,7 @@ impl<'a> Round<'a> {
             while let Some(request) = blocking(|| session.next_request(replica))? {
                 tracing::debug!(?request, "sync request");
                 let answer = remote.call(request).await;
-                blocking(|| match answer {
-                    Ok(response) => session.handle_response(replica, response),
-                    Err(error) => {
-                        tracing::info!(%error, "sync request refused");
-                        session.handle_error(replica, error)
-                    }
-                })?;
-                if let Some(observe) = observe.as_mut() {
-                    observe(session.summary());
-                }
+                blocking(|| take_answer(&mut session, replica, answer, &mut observe))?;
             }
             Ok::<_, Error>(())
         }
@@ -82,18 +73,34 @@ impl<'a> Round<'a> {
         let mut session = Session::new(config);
         let outcome = (|| {
             while let Some(request) = session.next_request(replica)? {
-                match call(request) {
-                    Ok(response) => session.handle_response(replica, response)?,
-                    Err(error) => session.handle_error(replica, error)?,
-                }
-                if let Some(observe) = observe.as_mut() {
-                    observe(session.summary());
-                }
+                let answer = call(request);
+                take_answer(&mut session, replica, answer, &mut observe)?;
             }
             Ok::<_, Error>(())
         })();
         finish(replica, outcome, session.summary())
     }
+}
+
+/// Hands one answer (or the failure to get one) to the session, then reports
+/// the running totals.
+fn take_answer(
+    session: &mut Session,
+    replica: &Replica,
+    answer: std::result::Result<Response, RemoteError>,
+    observe: &mut Option<&mut (dyn FnMut(&RoundSummary) + Send)>,
+) -> Result<()> {
+    match answer {
+        Ok(response) => session.handle_response(replica, response)?,
+        Err(error) => {
+            tracing::info!(%error, "sync request refused");
+            session.handle_error(replica, error)?;
+        }
+    }
+    if let Some(observe) = observe.as_mut() {
+        observe(session.summary());
+    }
+    Ok(())
 }
 
 /// Runs store work (redb transactions, automerge merges) that blocks the
