@@ -56,7 +56,9 @@ pub struct ApplyReport {
 enum Incoming {
     Changes(Vec<Change>),
     Snapshot(Vec<Vec<u8>>),
-    /// One snapshot document and the row the server materialized from it.
+    /// One snapshot document and the row the server materialized from it, in
+    /// bytes that `load_stored` checks as fully as `load` does (one document
+    /// chunk), so they may be stored unloaded.
     SnapshotWithRow(Vec<u8>, Row),
 }
 
@@ -80,19 +82,12 @@ impl Incoming {
 /// Merges one record's incoming changes or snapshot documents into its document.
 fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, Row)> {
     match (&merge.existing, &merge.incoming) {
-        // A new record with the server's row, in bytes that `load_stored` will
-        // check as fully as `load` does: stored as they are, unloaded.
-        (None, Incoming::SnapshotWithRow(doc, row)) if RecordDoc::check_document_only(doc).is_ok() => {
-            return Ok((doc.clone(), row.clone()));
-        }
+        // A new record with the server's row: stored as it is, unloaded.
+        (None, Incoming::SnapshotWithRow(doc, row)) => return Ok((doc.clone(), row.clone())),
         // A new record from one snapshot document: load it once and keep its bytes as they are.
         (None, Incoming::Snapshot(docs)) if docs.len() == 1 => {
             let doc = RecordDoc::load(&docs[0], actor)?;
             return Ok((docs[0].clone(), doc.row()));
-        }
-        (None, Incoming::SnapshotWithRow(doc, _)) => {
-            let doc_loaded = RecordDoc::load(doc, actor)?;
-            return Ok((doc.clone(), doc_loaded.row()));
         }
         _ => {}
     }
@@ -322,7 +317,9 @@ impl Replica {
                         SnapshotRecord {
                             doc, row: Some(row), ..
                         },
-                    ] => Incoming::SnapshotWithRow(doc.clone(), row.clone()),
+                    ] if RecordDoc::check_document_only(doc).is_ok() => {
+                        Incoming::SnapshotWithRow(doc.clone(), row.clone())
+                    }
                     _ => Incoming::Snapshot(docs.iter().map(|r| r.doc.clone()).collect()),
                 },
             })

@@ -41,44 +41,34 @@ impl<'a> Round<'a> {
     }
 
     /// Runs the round over `remote`.
-    pub async fn run<R: Remote>(self, remote: &R) -> Result<RoundSummary> {
-        let Round {
-            replica,
-            config,
-            mut observe,
-        } = self;
-        let mut session = Session::new(config);
+    pub async fn run<R: Remote>(mut self, remote: &R) -> Result<RoundSummary> {
+        let mut session = Session::new(self.config);
         let outcome = async {
-            while let Some(request) = blocking(|| session.next_request(replica))? {
+            while let Some(request) = blocking(|| session.next_request(self.replica))? {
                 tracing::debug!(?request, "sync request");
                 let answer = remote.call(request).await;
-                blocking(|| take_answer(&mut session, replica, answer, &mut observe))?;
+                blocking(|| take_answer(&mut session, self.replica, answer, &mut self.observe))?;
             }
             Ok::<_, Error>(())
         }
         .await;
-        blocking(|| finish(replica, outcome, session.summary()))
+        blocking(|| finish(self.replica, outcome, session.summary()))
     }
 
     /// Runs the round with a synchronous transport (a plain loop: no runtime).
     pub fn run_blocking(
-        self,
+        mut self,
         mut call: impl FnMut(Request) -> std::result::Result<Response, RemoteError>,
     ) -> Result<RoundSummary> {
-        let Round {
-            replica,
-            config,
-            mut observe,
-        } = self;
-        let mut session = Session::new(config);
+        let mut session = Session::new(self.config);
         let outcome = (|| {
-            while let Some(request) = session.next_request(replica)? {
+            while let Some(request) = session.next_request(self.replica)? {
                 let answer = call(request);
-                take_answer(&mut session, replica, answer, &mut observe)?;
+                take_answer(&mut session, self.replica, answer, &mut self.observe)?;
             }
             Ok::<_, Error>(())
         })();
-        finish(replica, outcome, session.summary())
+        finish(self.replica, outcome, session.summary())
     }
 }
 

@@ -68,20 +68,13 @@ pub(super) fn docs_page_in(
     for entry in docs.range::<(u64, &str, &str)>((start, end))? {
         let (key, value) = entry?;
         let key = key.value();
-        let mut row = None;
-        while let Some((row_key, row_value)) = &next_row {
-            let order = row_key.value().cmp(&key);
-            if order.is_gt() {
-                break;
-            }
-            if order.is_eq() {
-                row = Some(row_value.value().to_vec());
-            }
+        while next_row.as_ref().is_some_and(|(k, _)| k.value() < key) {
             next_row = rows.next().transpose()?;
-            if row.is_some() {
-                break;
-            }
         }
+        let row = match &next_row {
+            Some((k, v)) if k.value() == key => Some(v.value().to_vec()),
+            _ => None,
+        };
         // The row travels with the document: the page's byte bound counts both.
         let size = value.value().len() + row.as_ref().map_or(0, Vec::len);
         if !limit.admits(page.docs.len(), used, size) {
