@@ -19,6 +19,7 @@ use crate::error::{CorruptData, Error, Result};
 use crate::model::{Collection, LogPos, OpId, RecordId, Seq};
 use crate::replica::{Fence, PulledOp, PulledPage, SnapshotRecord};
 
+mod ahead;
 mod batch;
 mod loss;
 mod quiet;

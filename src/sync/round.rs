@@ -40,14 +40,40 @@ impl<'a> Round<'a> {
         self
     }
 
-    /// Runs the round over `remote`.
+    /// Runs the round over `remote`. On a multi-threaded runtime, the next
+    /// page of a snapshot downloads while the previous one commits (see
+    /// [`Session::request_after`]).
     pub async fn run<R: Remote>(mut self, remote: &R) -> Result<RoundSummary> {
         let mut session = Session::new(self.config);
         let outcome = async {
+            // A request sent ahead and its answer.
+            let mut ahead: Option<(Request, Answer)> = None;
             while let Some(request) = blocking(|| session.next_request(self.replica))? {
-                tracing::debug!(?request, "sync request");
-                let answer = remote.call(request).await;
-                blocking(|| take_answer(&mut session, self.replica, answer, &mut self.observe))?;
+                let answer = match ahead.take() {
+                    Some((sent, answer)) if sent == request => answer,
+                    _ => {
+                        tracing::debug!(?request, "sync request");
+                        remote.call(request).await
+                    }
+                };
+                let next = answer.as_ref().ok().and_then(|r| session.request_after(r));
+                match (next, parallel_runtime()) {
+                    (Some(next), Some(runtime)) => {
+                        tracing::debug!(request = ?next, "sync request sent ahead");
+                        let (applied, fetched) = tokio::task::block_in_place(|| {
+                            std::thread::scope(|scope| {
+                                let fetch = scope.spawn(|| runtime.block_on(remote.call(next.clone())));
+                                let applied = take_answer(&mut session, self.replica, answer, &mut self.observe);
+                                (applied, fetch.join())
+                            })
+                        });
+                        applied?;
+                        let fetched = fetched
+                            .map_err(|_| Error::Internal("the thread fetching a snapshot page panicked".into()))?;
+                        ahead = Some((next, fetched));
+                    }
+                    _ => blocking(|| take_answer(&mut session, self.replica, answer, &mut self.observe))?,
+                }
             }
             Ok::<_, Error>(())
         }
@@ -77,7 +103,7 @@ impl<'a> Round<'a> {
 fn take_answer(
     session: &mut Session,
     replica: &Replica,
-    answer: std::result::Result<Response, RemoteError>,
+    answer: Answer,
     observe: &mut Option<&mut (dyn FnMut(&RoundSummary) + Send)>,
 ) -> Result<()> {
     match answer {
@@ -91,6 +117,18 @@ fn take_answer(
         observe(session.summary());
     }
     Ok(())
+}
+
+type Answer = std::result::Result<Response, RemoteError>;
+
+/// The runtime, when it has worker threads that can carry a request while
+/// this thread applies an answer. A current-thread runtime drives its sockets
+/// only from the thread that runs it, so it cannot.
+fn parallel_runtime() -> Option<tokio::runtime::Handle> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    Handle::try_current()
+        .ok()
+        .filter(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread)
 }
 
 /// Runs store work (redb transactions, automerge merges) that blocks the
