@@ -24,6 +24,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use automerge::transaction::Transactable as _;
+use automerge::{AutoCommit, ROOT, ScalarValue};
 use criterion::{Criterion, criterion_group, criterion_main};
 use redb::{Database, ReadableTable as _, TableDefinition};
 use serde_json::json;
@@ -78,6 +80,43 @@ fn tidemark_rows_commit(db: &Database, pos: u64, id: &str, minimal: bool) {
         }
     }
     txn.commit().unwrap();
+}
+
+/// The documents of the replica's records, rebuilt with automerge alone from
+/// its log: the same histories the replica's edits work on.
+fn documents_from_log(replica: &Replica) -> std::collections::HashMap<String, AutoCommit> {
+    use tidemark::replica::LogEntry;
+    let mut changes: std::collections::HashMap<String, Vec<automerge::Change>> = Default::default();
+    let mut after = tidemark::model::LogPos::ZERO;
+    loop {
+        let page = replica.log_entries(after, 10_000).unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        for (_, entry) in page {
+            if let LogEntry::Local(op) | LogEntry::Pulled(op, _) = entry {
+                let change = automerge::Change::try_from(op.change.as_slice()).unwrap();
+                changes.entry(op.record.as_str().to_string()).or_default().push(change);
+            }
+        }
+    }
+    changes
+        .into_iter()
+        .map(|(id, changes)| {
+            let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from([9u8; 16]));
+            doc.apply_changes(changes).unwrap();
+            (id, doc)
+        })
+        .collect()
+}
+
+/// What automerge alone does for one put of `fields` on `doc`: the ops, the
+/// commit, and the change's bytes (which the log stores).
+fn automerge_put(doc: &mut AutoCommit, fields: &[(&str, ScalarValue)]) -> Vec<u8> {
+    for (name, value) in fields {
+        doc.put(ROOT, *name, value.clone()).unwrap();
+    }
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(1));
+    doc.get_last_local_change().unwrap().raw_bytes().to_vec()
 }
 
 /// A CRM-sized package: 8 collections of 12 fields of every type.
@@ -214,10 +253,19 @@ fn bench_edit(c: &mut Criterion) {
     // disk as it is, then with another writer keeping it busy (1 MiB writes, each
     // followed by fdatasync, in the same directory), which is where a durable commit
     // costs the 2–4 ms measured earlier on this kind of machine.
+    // The parts alone, for the limit they set: automerge making the same change
+    // on a document with the same history (the cached record's, kept in memory;
+    // the rotating records', saved and loaded again as the replica does), then
+    // redb alone writing the edit's rows. Both run in the same loop.
+    let mut documents = documents_from_log(&replica);
+    let mut cached_doc = documents.remove(&ids[7]).unwrap();
+    let mut saved: Vec<Vec<u8>> = ids.iter().map(|id| documents.get_mut(id).unwrap().save()).collect();
+    drop(documents);
+    let parts_db = Database::create(dir.path().join("parts.db")).unwrap();
     let mut interleaved = |disk: &str| {
         let rounds = if common::quick() { 30 } else { 300 };
-        let mut times: [Vec<Duration>; 8] = Default::default();
-        let mut on_cpu = [Duration::ZERO; 8];
+        let mut times: [Vec<Duration>; 10] = Default::default();
+        let mut on_cpu = [Duration::ZERO; 10];
         let mut timed = |slot: usize, f: &mut dyn FnMut()| {
             let cpu = thread_cpu_time();
             let t = Instant::now();
@@ -255,9 +303,38 @@ fn bench_edit(c: &mut Criterion) {
             timed(four, &mut || {
                 tidemark_rows_commit(&minimal, pos, &ids[pos as usize % RECORDS], true)
             });
+            let (parts_cached, parts_uncached) = (8, 9);
+            timed(parts_cached, &mut || {
+                std::hint::black_box(automerge_put(&mut cached_doc, &[("n", ScalarValue::Int(n as i64))]));
+                tidemark_rows_commit(&parts_db, pos, &ids[7], false);
+            });
+            timed(parts_uncached, &mut || {
+                let slot = n % RECORDS;
+                let mut doc = AutoCommit::load(&saved[slot])
+                    .unwrap()
+                    .with_actor(automerge::ActorId::from([9u8; 16]));
+                let fields = [
+                    ("n", ScalarValue::Int(n as i64)),
+                    ("city", ScalarValue::Str("Bergen".into())),
+                ];
+                std::hint::black_box(automerge_put(&mut doc, &fields));
+                saved[slot] = doc.save();
+                tidemark_rows_commit(&parts_db, pos, &ids[slot], false);
+            });
         }
-        let [cpu_put, _, _, cpu_bare, _, cpu_rows, _, _] = on_cpu.map(|d| d.as_secs_f64() * 1e6 / rounds as f64);
-        let [put, same, put_shared, bare, bare_mw, rows, put_pkg, four] = times.map(|mut v| {
+        let [cpu_put, _, _, cpu_bare, _, cpu_rows, _, _, _, _] = on_cpu.map(|d| d.as_secs_f64() * 1e6 / rounds as f64);
+        let [
+            put,
+            same,
+            put_shared,
+            bare,
+            bare_mw,
+            rows,
+            put_pkg,
+            four,
+            parts_same,
+            parts_put,
+        ] = times.map(|mut v| {
             v.sort();
             v[v.len() / 2].as_secs_f64() * 1e6
         });
@@ -288,6 +365,18 @@ fn bench_edit(c: &mut Criterion) {
             },
             same / rows,
             put / rows,
+        );
+        println!(
+            "edit_parts/{}: cached {same:.0} µs = {:.2}× and uncached {put:.0} µs = {:.2}× the parts alone \
+             (automerge making the same change, then redb alone writing the edit's rows: cached {parts_same:.0} µs, \
+             uncached {parts_put:.0} µs), interleaved medians of {rounds} rounds",
+            if disk.contains("busy") {
+                "disk_busy"
+            } else {
+                "disk_as_is"
+            },
+            same / parts_same,
+            put / parts_put,
         );
     };
     interleaved("disk as it is");

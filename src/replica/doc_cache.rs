@@ -117,8 +117,10 @@ impl DocCache {
             );
         }
         // Freeing an automerge document takes 10-20 µs (`cargo bench --bench doc_storage`):
-        // not while other edits wait for the lock.
-        drop(evicted);
+        // not while other edits wait for the lock, nor before the edit returns.
+        if !evicted.is_empty() {
+            drop_elsewhere(evicted);
+        }
     }
 
     /// Forgets everything (the store file was replaced or rewritten wholesale).
@@ -126,6 +128,26 @@ impl DocCache {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.entries.clear();
         inner.held = 0;
+    }
+}
+
+/// Frees `garbage` on a thread of its own (one per process, started on first
+/// use), or here when that thread cannot be started.
+fn drop_elsewhere(garbage: Vec<Entry>) {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{Sender, channel};
+    static FREER: OnceLock<Option<Sender<Vec<Entry>>>> = OnceLock::new();
+    let freer = FREER.get_or_init(|| {
+        let (send, receive) = channel::<Vec<Entry>>();
+        std::thread::Builder::new()
+            .name("tidemark-doc-free".into())
+            .spawn(move || receive.into_iter().for_each(drop))
+            .ok()
+            .map(|_| send)
+    });
+    // A failed send hands the garbage back, which is then dropped here.
+    if let Some(freer) = freer {
+        let _ = freer.send(garbage);
     }
 }
 

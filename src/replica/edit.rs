@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use super::doc_cache;
 use super::log::{LogAppend, LogEntry};
 use super::parallel::run_parallel;
+use super::tables::meta;
 use super::view::ViewTables;
 use super::{Meta, Replica};
 use crate::error::{InvalidInput, Result};
@@ -259,7 +260,7 @@ impl Replica {
             txn.commit()?;
             return Ok(Vec::new());
         }
-        let m = Meta::read_write(&txn)?;
+        let m = Meta::read_keys(&txn, &[meta::ACTOR, meta::PACKAGE])?;
         let actor = m.actor()?;
         let package = self.package_cache.get(&m)?;
         let time_ms = now_ms();

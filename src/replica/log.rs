@@ -5,7 +5,7 @@ use std::ops::Range;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::tables::{self, meta};
-use super::{pending, put_meta, read_u64};
+use super::{pending, read_u64};
 use crate::error::{CorruptData, Result};
 use crate::model::{Collection, Op, OpId, RecordId, Seq};
 
@@ -78,8 +78,10 @@ impl<'t> LogAppend<'t> {
             local,
         } = self;
         drop((log, index));
-        put_meta(txn, meta::NEXT_POS, &next.to_le_bytes())?;
-        pending::add(txn, local)?;
+        // One META handle for both values: an edit is a few table opens in all.
+        let mut m = txn.open_table(tables::META)?;
+        m.insert(meta::NEXT_POS, next.to_le_bytes().as_slice())?;
+        pending::add_in(&mut m, local)?;
         Ok(first..next)
     }
 }

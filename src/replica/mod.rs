@@ -486,6 +486,22 @@ impl Meta {
         })
     }
 
+    /// A write transaction's META values of `keys` only: an edit needs two of
+    /// them, and copying every value (the token, the binding, the package
+    /// twice over) costs more than the rest of its reads.
+    pub fn read_keys(txn: &WriteTransaction, keys: &[&str]) -> Result<Meta> {
+        let table = txn.open_table(tables::META)?;
+        let mut entries = std::collections::BTreeMap::new();
+        for &key in keys {
+            if let Some(value) = table.get(key)? {
+                entries.insert(key.to_string(), value.value().to_vec());
+            }
+        }
+        Ok(Meta {
+            entries: MetaEntries::Copied(entries),
+        })
+    }
+
     pub fn bytes(&self, key: &str) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
         Ok(match &self.entries {
             MetaEntries::Table(table) => table.get(key)?.map(|v| std::borrow::Cow::Owned(v.value().to_vec())),

@@ -2,7 +2,7 @@
 //! (above `pushed`, neither rejected nor discarded). It lives in META so that
 //! `status` is one read; these are the only functions that change it.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::tables::{self, meta};
 use super::{Meta, put_meta, read_u64};
@@ -20,10 +20,12 @@ fn current(txn: &WriteTransaction) -> Result<u64> {
         .map_or(0, |v| read_u64(v.value())))
 }
 
-/// `n` more local ops wait for the server.
-pub(crate) fn add(txn: &WriteTransaction, n: u64) -> Result<()> {
+/// `n` more local ops wait for the server (`m`: the transaction's META, held
+/// open by the caller, which appends to the log).
+pub(crate) fn add_in(m: &mut Table<&str, &[u8]>, n: u64) -> Result<()> {
     if n > 0 {
-        put_meta(txn, meta::PENDING, &(current(txn)? + n).to_le_bytes())?;
+        let current = m.get(meta::PENDING)?.map_or(0, |v| read_u64(v.value()));
+        m.insert(meta::PENDING, (current + n).to_le_bytes().as_slice())?;
     }
     Ok(())
 }
