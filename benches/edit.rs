@@ -247,21 +247,21 @@ fn bench_edit(c: &mut Criterion) {
     });
     group.finish();
 
+    // The parts alone, for the limit they set: automerge making the same change
+    // on a document with the same history (the cached record's, kept in memory;
+    // the rotating records', saved and loaded again as the replica does), then
+    // redb alone writing the edit's rows. Both run in the same loop.
+    let mut documents = documents_from_log(&replica);
+    let mut saved: Vec<Vec<u8>> = ids.iter().map(|id| documents.get_mut(id).unwrap().save()).collect();
+    let mut cached_doc = documents.remove(&ids[7]).unwrap();
+    drop(documents);
+    let parts_db = Database::create(dir.path().join("parts.db")).unwrap();
     // The operations interleaved (edit, bare, …, edit, …) so they share one window of
     // disk noise; medians and their ratios. Beside the wall time, the time the thread
     // spent on a CPU: the rest of an operation is waiting for the disk. Twice: on the
     // disk as it is, then with another writer keeping it busy (1 MiB writes, each
     // followed by fdatasync, in the same directory), which is where a durable commit
     // costs the 2–4 ms measured earlier on this kind of machine.
-    // The parts alone, for the limit they set: automerge making the same change
-    // on a document with the same history (the cached record's, kept in memory;
-    // the rotating records', saved and loaded again as the replica does), then
-    // redb alone writing the edit's rows. Both run in the same loop.
-    let mut documents = documents_from_log(&replica);
-    let mut cached_doc = documents.remove(&ids[7]).unwrap();
-    let mut saved: Vec<Vec<u8>> = ids.iter().map(|id| documents.get_mut(id).unwrap().save()).collect();
-    drop(documents);
-    let parts_db = Database::create(dir.path().join("parts.db")).unwrap();
     let mut interleaved = |disk: &str| {
         let rounds = if common::quick() { 30 } else { 300 };
         let mut times: [Vec<Duration>; 10] = Default::default();

@@ -85,7 +85,9 @@ impl DocCache {
     /// Keeps a document whose saved bytes were just committed to DOCS. Older entries
     /// go until the budget holds it; a document larger than the whole budget stays
     /// alone (it is the one being edited), so memory stays within the budget plus one
-    /// document.
+    /// document, plus the evicted ones that wait to be freed (at most
+    /// [`FREE_BATCH`] documents or [`FREE_BATCH_BYTES`] bytes, with the last one
+    /// added).
     pub fn put(&self, collection: Collection, id: RecordId, saved: Vec<u8>, doc: RecordDoc) {
         let size = doc.memory_estimate().saturating_add(saved.len());
         let mut evicted = Vec::new();
@@ -131,23 +133,50 @@ impl DocCache {
     }
 }
 
-/// Frees `garbage` on a thread of its own (one per process, started on first
-/// use), or here when that thread cannot be started.
+/// Evicted documents wait for the freeing thread until there are this many,
+/// or this many bytes of them: waking a thread costs a system call (about
+/// 10 µs here), as much as freeing one small document.
+const FREE_BATCH: usize = 32;
+const FREE_BATCH_BYTES: usize = 4 << 20;
+
+/// Evicted documents, freed by a thread of their own (one per process).
+struct Freer {
+    pile: Mutex<(Vec<Entry>, usize)>,
+    full: std::sync::Condvar,
+}
+
+/// Frees `garbage` on the freeing thread, started on first use, or here when
+/// that thread cannot be started.
 fn drop_elsewhere(garbage: Vec<Entry>) {
-    use std::sync::OnceLock;
-    use std::sync::mpsc::{Sender, channel};
-    static FREER: OnceLock<Option<Sender<Vec<Entry>>>> = OnceLock::new();
+    static FREER: std::sync::OnceLock<Option<&'static Freer>> = std::sync::OnceLock::new();
     let freer = FREER.get_or_init(|| {
-        let (send, receive) = channel::<Vec<Entry>>();
+        let freer: &'static Freer = Box::leak(Box::new(Freer {
+            pile: Mutex::default(),
+            full: std::sync::Condvar::new(),
+        }));
         std::thread::Builder::new()
             .name("tidemark-doc-free".into())
-            .spawn(move || receive.into_iter().for_each(drop))
+            .spawn(move || {
+                loop {
+                    let batch = {
+                        let mut pile = freer.pile.lock().unwrap_or_else(|p| p.into_inner());
+                        while pile.0.len() < FREE_BATCH && pile.1 < FREE_BATCH_BYTES {
+                            pile = freer.full.wait(pile).unwrap_or_else(|p| p.into_inner());
+                        }
+                        std::mem::take(&mut *pile)
+                    };
+                    drop(batch);
+                }
+            })
             .ok()
-            .map(|_| send)
+            .map(|_| freer)
     });
-    // A failed send hands the garbage back, which is then dropped here.
-    if let Some(freer) = freer {
-        let _ = freer.send(garbage);
+    let Some(freer) = freer else { return };
+    let mut pile = freer.pile.lock().unwrap_or_else(|p| p.into_inner());
+    pile.1 += garbage.iter().map(|e| e.size).sum::<usize>();
+    pile.0.extend(garbage);
+    if pile.0.len() >= FREE_BATCH || pile.1 >= FREE_BATCH_BYTES {
+        freer.full.notify_one();
     }
 }
 
