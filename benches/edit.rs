@@ -15,6 +15,10 @@
 //! - `redb_commit_four_tables`: one row in each of the four tables the issue asks every
 //!   edit to cover (log, op index, document, view), by redb alone: the floor of that layout.
 //!
+//! - The parts alone: automerge making the same change on a document with the
+//!   same history (`automerge_put`), then redb alone writing the edit's rows. The
+//!   limit an edit built from these parts can reach, measured in the same loop.
+//!
 //! - After criterion, all of these interleaved in one loop, on the disk as it is and
 //!   then with another writer keeping the disk busy (see `busy_disk`).
 //!
