@@ -95,9 +95,9 @@ fn a_store_of_another_format_version_is_refused_and_keeps_its_data() {
         txn.commit().unwrap();
     };
     // What a later tidemark with another store format would leave behind.
-    set_format(2);
-    let err = Replica::open(&path).err().expect("a store of format 2 is refused");
-    assert!(matches!(err, Error::StoreVersion { found: 2, expected: 1 }), "{err:?}");
+    set_format(3);
+    let err = Replica::open(&path).err().expect("a store of format 3 is refused");
+    assert!(matches!(err, Error::StoreVersion { found: 3, expected: 2 }), "{err:?}");
     assert!(
         err.to_string().contains("open it with the tidemark that wrote it"),
         "{err}"
@@ -110,12 +110,90 @@ fn a_store_of_another_format_version_is_refused_and_keeps_its_data() {
     };
     assert_eq!(
         format_now,
-        2u64.to_le_bytes(),
+        3u64.to_le_bytes(),
         "the refused open left the format as it was"
     );
-    // Nothing was rewritten: back at format 1, everything is there.
-    set_format(1);
+    // Nothing was rewritten: back at format 2, everything is there.
+    set_format(2);
     let r = Replica::open(&path).unwrap();
     assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["name"], json!("Ada"));
     assert_eq!(r.status().unwrap().pending, 1);
+}
+
+/// Format 1 kept the changes local edits append in the document's own value;
+/// format 2 keeps them in a table of their own (`doc_tails_v1`). A store of
+/// format 1 opens as format 2 with its documents as they are, and edits,
+/// merges and a rebuild agree with the log.
+#[test]
+fn a_store_of_format_1_is_brought_to_format_2_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let docs: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("docs_v1");
+    let tails: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("doc_tails_v1");
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta_v1");
+    {
+        let r = Replica::open(&path).unwrap();
+        for n in 0..5 {
+            r.put("contacts", "c1", json!({"name": "Ada", "n": n})).unwrap();
+        }
+        r.put("contacts", "c2", json!({"name": "Bob"})).unwrap();
+    }
+    // The layout format 1 wrote: each tail inside its document's value, no tail table.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut docs = txn.open_table(docs).unwrap();
+            let tails = txn.open_table(tails).unwrap();
+            let mut moved = 0;
+            for entry in redb::ReadableTable::iter(&tails).unwrap() {
+                let (key, tail) = entry.unwrap();
+                let (c, i) = key.value();
+                let mut bytes = redb::ReadableTable::get(&docs, (c, i))
+                    .unwrap()
+                    .unwrap()
+                    .value()
+                    .to_vec();
+                bytes.extend_from_slice(tail.value());
+                docs.insert((c, i), bytes.as_slice()).unwrap();
+                moved += 1;
+            }
+            assert!(moved > 0, "the edits of c1 left a tail");
+        }
+        assert!(txn.delete_table(tails).unwrap());
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format", 1u64.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let r = Replica::open(&path).unwrap();
+    assert_eq!(
+        r.get("contacts", "c1").unwrap().unwrap(),
+        *json!({"name": "Ada", "n": 4}).as_object().unwrap()
+    );
+    for n in 5..40 {
+        r.put("contacts", "c1", json!({"n": n})).unwrap();
+    }
+    r.put("contacts", "c2", json!({"city": "Oslo"})).unwrap();
+    let rows = r.view_rows().unwrap();
+    r.rebuild_view().unwrap();
+    assert_eq!(r.view_rows().unwrap(), rows, "the documents agree with the log");
+    assert_eq!(
+        r.get("contacts", "c1").unwrap().unwrap(),
+        *json!({"name": "Ada", "n": 39}).as_object().unwrap()
+    );
+    assert_eq!(r.status().unwrap().pending, 42);
+    drop(r);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let format = txn
+        .open_table(meta)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(format, 2u64.to_le_bytes());
 }

@@ -171,7 +171,11 @@ struct RecordResult {
     /// (edit index, op actor, change bytes) for every change the edits made, in
     /// order: a genesis change (by [`GENESIS_ACTOR`]) comes before the edit's own.
     changes: Vec<(usize, ActorId, Vec<u8>)>,
+    /// The stored document's bytes after the edits.
     doc: Vec<u8>,
+    /// Whether `doc` is the stored bytes with `changes` appended (written as
+    /// the document's tail), rather than a document saved whole.
+    appended: bool,
     materialized: Row,
     /// The edited document, to cache once the transaction has committed.
     keep: Option<RecordDoc>,
@@ -319,12 +323,13 @@ impl Replica {
                 }
                 continue;
             }
-            views.store(
-                work.collection.as_str(),
-                work.id.as_str(),
-                &result.doc,
-                &result.materialized,
-            )?;
+            let (c, i) = (work.collection.as_str(), work.id.as_str());
+            if result.appended {
+                let new: Vec<&[u8]> = result.changes.iter().map(|(_, _, change)| change.as_slice()).collect();
+                views.append(c, i, &new, &result.materialized)?;
+            } else {
+                views.store(c, i, &result.doc, &result.materialized)?;
+            }
             for (index, by, change) in result.changes {
                 changes[index].push((by, change));
             }
@@ -432,12 +437,13 @@ fn apply_record_edits(
     //   saved document is much faster and its bytes much smaller (`cargo bench --bench
     //   doc_storage` measures both);
     // - a document kept in memory since the last edit (someone typing into a record)
-    //   appends its change, saving nothing, and is saved whole every
+    //   appends its change to the document's tail (DOC_TAILS), saving nothing and
+    //   leaving the saved document as it is, and is saved whole every
     //   MAX_APPENDED_CHANGES edits, which bounds the work of the next cold load.
-    let doc_bytes = match (&work.existing, changes.as_slice()) {
+    let (doc_bytes, appended) = match (&work.existing, changes.as_slice()) {
         // Nothing changed: nothing is stored.
-        (_, []) => Vec::new(),
-        (None, [(_, _, only)]) => only.clone(),
+        (_, []) => (Vec::new(), false),
+        (None, [(_, _, only)]) => (only.clone(), false),
         (Some(existing), new)
             if !loaded && RecordDoc::appended_changes(existing)? + new.len() <= MAX_APPENDED_CHANGES =>
         {
@@ -445,9 +451,9 @@ fn apply_record_edits(
             for (_, _, change) in new {
                 bytes.extend_from_slice(change);
             }
-            bytes
+            (bytes, true)
         }
-        _ => doc.save(),
+        _ => (doc.save(), false),
     };
     let materialized = match created_view {
         Some(view) => Row {
@@ -459,6 +465,7 @@ fn apply_record_edits(
     Ok(RecordResult {
         changes,
         doc: doc_bytes,
+        appended,
         materialized,
         keep: keep.then_some(doc),
     })
@@ -471,12 +478,21 @@ mod tests {
     use super::super::tables;
     use super::*;
 
-    /// Change chunks stored after the record's saved document (or alone).
+    /// Change chunks stored after the record's saved document (or alone), and
+    /// how many of them are in its tail.
     fn appended(r: &Replica, id: &str) -> usize {
         let txn = r.read().unwrap();
         let docs = txn.open_table(tables::DOCS).unwrap();
-        let bytes = docs.get(("contacts", id)).unwrap().unwrap().value().to_vec();
-        RecordDoc::appended_changes(&bytes).unwrap()
+        let tails = txn.open_table(tables::DOC_TAILS).unwrap();
+        let bytes = tables::stored_doc(&docs, &tails, ("contacts", id)).unwrap().unwrap();
+        let doc = docs.get(("contacts", id)).unwrap().unwrap().value().to_vec();
+        let whole = RecordDoc::appended_changes(&bytes).unwrap();
+        assert_eq!(
+            RecordDoc::appended_changes(&doc).unwrap(),
+            whole.min(usize::from(RecordDoc::check_document_only(&doc).is_err())),
+            "appended changes live in the tail; the document value is a saved document or a first change"
+        );
+        whole
     }
 
     #[test]

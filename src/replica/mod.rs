@@ -258,6 +258,10 @@ impl Replica {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
+                // Format 1 lacks DOC_TAILS only, created with every table below.
+                Some(1) => m
+                    .insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())
+                    .map(|_| ())?,
                 Some(found) if found != tables::FORMAT_VERSION => {
                     return Err(Error::StoreVersion {
                         found,

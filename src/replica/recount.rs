@@ -30,12 +30,16 @@ pub(crate) fn upgrade(txn: &WriteTransaction, m: &mut Table<&str, &[u8]>) -> Res
         return Ok(());
     }
     let docs = txn.open_table(tables::DOCS)?;
+    let tails = txn.open_table(tables::DOC_TAILS)?;
     let mut conflicted = txn.open_table(tables::CONFLICTED)?;
     for entry in docs.iter()? {
-        let (k, bytes) = entry?;
+        let (k, _) = entry?;
         let key = k.value();
+        let Some(bytes) = tables::stored_doc(&docs, &tails, key)? else {
+            continue;
+        };
         // Read only: the actor new changes would carry does not matter.
-        let Ok(doc) = RecordDoc::load_stored(bytes.value(), ActorId([0; 16])) else {
+        let Ok(doc) = RecordDoc::load_stored(&bytes, ActorId([0; 16])) else {
             continue;
         };
         match doc.row().conflicts {

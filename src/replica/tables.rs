@@ -1,7 +1,7 @@
 //! Every redb table of the replica, with its key/value layout. A layout change
 //! means a new version suffix in the table name and a migration.
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 
 /// The change log: local position (1, 2, 3…) → [`LogEntry`](super::log::LogEntry) bytes.
 /// Holds every op the replica knows (local and pulled) and snapshot bases:
@@ -12,8 +12,17 @@ pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log_v1");
 pub const OP_INDEX: TableDefinition<u128, u64> = TableDefinition::new("op_index_v1");
 
 /// Record documents: (collection, record id) → automerge bytes (a saved document,
-/// possibly followed by change chunks appended by local edits; see `edit.rs`).
+/// possibly followed by change chunks: a store of format 1 appended local
+/// edits here). A record's stored document is this value followed by its
+/// [`DOC_TAILS`] value: read both through `ViewTables::doc_bytes` or [`stored_doc`].
 pub const DOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("docs_v1");
+
+/// The change chunks local edits appended to a record's document since it was
+/// last stored whole: (collection, record id) → the chunks, concatenated. An
+/// edit of a document kept in memory writes its change here rather than
+/// rewriting the whole document, which grows with the record's history (see
+/// `edit.rs`). Writing a record's DOCS value removes its tail.
+pub const DOC_TAILS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("doc_tails_v1");
 
 /// The materialized view: (collection, record id) → the live record's fields as
 /// canonical JSON (keys sorted). Deleted records have no row.
@@ -99,8 +108,28 @@ pub mod meta {
     pub const CONFLICT_RULES: &str = "conflict_rules";
 }
 
-/// The store format version this build writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+/// The store format version this build writes and reads. Format 2 added
+/// [`DOC_TAILS`]; a store of format 1 is brought to 2 when opened (the table is
+/// created, nothing is rewritten), and a build of format 1 refuses the result,
+/// which would otherwise read documents without their tails.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// The bytes of a record's stored document: its [`DOCS`] value followed by its
+/// [`DOC_TAILS`] value. None when the record has no document.
+pub(crate) fn stored_doc(
+    docs: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    tails: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    key: (&str, &str),
+) -> Result<Option<Vec<u8>>, redb::StorageError> {
+    let Some(doc) = docs.get(key)? else {
+        return Ok(None);
+    };
+    let mut bytes = doc.value().to_vec();
+    if let Some(tail) = tails.get(key)? {
+        bytes.extend_from_slice(tail.value());
+    }
+    Ok(Some(bytes))
+}
 
 /// Opens every table of the store in `txn` (all but META), which creates the
 /// missing ones in a write transaction and fails on a missing one in a read
@@ -112,6 +141,7 @@ macro_rules! open_every_table {
         $txn.open_table(t::LOG)?;
         $txn.open_table(t::OP_INDEX)?;
         $txn.open_table(t::DOCS)?;
+        $txn.open_table(t::DOC_TAILS)?;
         $txn.open_table(t::VIEW)?;
         $txn.open_table(t::CONFLICTED)?;
         $txn.open_table(t::REJECTED)?;

@@ -7,40 +7,61 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::log::LogEntry;
 use super::parallel::run_parallel;
-use super::tables::{self, CONFLICTED, DOCS, VIEW};
+use super::tables::{self, CONFLICTED, DOC_TAILS, DOCS, VIEW};
 use super::{ListPage, Meta, RecordConflicts, Replica};
 use crate::error::{CorruptData, Error, InvalidInput, Result};
 use crate::model::Collection;
 use crate::record::{Fields, RecordDoc, Row};
 
-/// The three tables a materialized record touches, opened once per transaction.
+/// The tables a materialized record touches, opened once per transaction.
 pub(crate) struct ViewTables<'txn> {
-    pub docs: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    pub view: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    pub conflicted: Table<'txn, (&'static str, &'static str), u32>,
+    docs: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    tails: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    view: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    conflicted: Table<'txn, (&'static str, &'static str), u32>,
 }
 
 impl<'txn> ViewTables<'txn> {
     pub fn open(txn: &'txn WriteTransaction) -> Result<Self> {
         Ok(ViewTables {
             docs: txn.open_table(DOCS).map_err(Error::storage)?,
+            tails: txn.open_table(DOC_TAILS).map_err(Error::storage)?,
             view: txn.open_table(VIEW).map_err(Error::storage)?,
             conflicted: txn.open_table(CONFLICTED).map_err(Error::storage)?,
         })
     }
 
-    /// Reads a stored document's bytes.
+    /// Reads a stored document's bytes (its tail of appended changes included).
     pub fn doc_bytes(&self, collection: &str, id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .docs
-            .get((collection, id))
-            .map_err(Error::storage)?
-            .map(|v| v.value().to_vec()))
+        tables::stored_doc(&self.docs, &self.tails, (collection, id)).map_err(Error::storage)
     }
 
-    /// Stores a document and its materialized row.
+    /// Stores a document whole, and its materialized row.
     pub fn store(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<()> {
         self.docs.insert((collection, id), doc).map_err(Error::storage)?;
+        self.tails.remove((collection, id)).map_err(Error::storage)?;
+        self.store_row(collection, id, m)
+    }
+
+    /// Appends change chunks to a stored document (in its tail: the document
+    /// itself is not rewritten), and stores its materialized row.
+    pub fn append(&mut self, collection: &str, id: &str, changes: &[&[u8]], m: &Row) -> Result<()> {
+        let mut tail = self
+            .tails
+            .get((collection, id))
+            .map_err(Error::storage)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        for change in changes {
+            tail.extend_from_slice(change);
+        }
+        self.tails
+            .insert((collection, id), tail.as_slice())
+            .map_err(Error::storage)?;
+        self.store_row(collection, id, m)
+    }
+
+    fn store_row(&mut self, collection: &str, id: &str, m: &Row) -> Result<()> {
         match &m.fields {
             Some(row) => self
                 .view
@@ -116,6 +137,7 @@ impl Replica {
         let actor = Meta::read(&txn)?.actor()?;
         let conflicted = txn.open_table(tables::CONFLICTED)?;
         let docs = txn.open_table(tables::DOCS)?;
+        let tails = txn.open_table(tables::DOC_TAILS)?;
         let mut keys = Vec::new();
         for entry in conflicted.iter()? {
             let (key, _) = entry?;
@@ -127,9 +149,10 @@ impl Replica {
         }
         let mut out = Vec::new();
         for (c, i) in keys {
-            let bytes = docs.get((c.as_str(), i.as_str()))?;
-            let Some(bytes) = bytes else { continue };
-            let doc = RecordDoc::load_stored(bytes.value(), actor)?;
+            let Some(bytes) = tables::stored_doc(&docs, &tails, (c.as_str(), i.as_str()))? else {
+                continue;
+            };
+            let doc = RecordDoc::load_stored(&bytes, actor)?;
             let fields = doc.conflicts();
             if !fields.is_empty() {
                 out.push(RecordConflicts {
@@ -172,6 +195,7 @@ impl Replica {
             }
         }
         txn.delete_table(tables::DOCS)?;
+        txn.delete_table(tables::DOC_TAILS)?;
         txn.delete_table(tables::VIEW)?;
         txn.delete_table(tables::CONFLICTED)?;
         let log = txn.open_table(tables::LOG)?;
