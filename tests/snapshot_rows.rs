@@ -227,3 +227,29 @@ fn a_document_that_does_not_load_fails_its_record_when_it_is_next_loaded() {
     replica.put("contacts", "c10", json!({"n": 1})).unwrap();
     assert_eq!(replica.get("contacts", "c10").unwrap().unwrap()["n"], json!(1));
 }
+
+/// A server store written before rows existed holds documents alone. Its first
+/// snapshot renders their rows, serves them, and stores them beside the
+/// documents, as the materializer would have.
+#[test]
+fn a_store_without_rows_gets_them_at_its_first_snapshot() {
+    use tidemark::server::store::{PageLimit, ServerStore, StoredDoc};
+    let (service, ada, _, reader) = seeded();
+    let store = service.store();
+    let all = || -> Vec<StoredDoc> { store.docs_page(SPACE, None, PageLimit::count(1000)).unwrap().docs };
+    let rendered = all();
+    assert!(rendered.iter().all(|d| d.row.is_some()));
+    let as_of = store.materialized(SPACE).unwrap();
+    let older: Vec<StoredDoc> = rendered.iter().map(|d| StoredDoc { row: None, ..d.clone() }).collect();
+    assert!(store.store_docs(SPACE, &older, as_of, as_of).unwrap());
+    assert!(all().iter().all(|d| d.row.is_none()), "the store holds documents alone");
+
+    let mut served = 0;
+    let replica = bootstrap(&service, &reader, |page| {
+        served += page.docs.iter().filter(|d| d.row.is_some()).count();
+    })
+    .unwrap();
+    assert_eq!(served, rendered.len(), "every document went out with its row");
+    assert_eq!(all(), rendered, "the rows are stored as the materializer stores them");
+    assert_eq!(seen(&replica), seen(&ada));
+}

@@ -2,11 +2,12 @@
 //! order, each with the row the materializer kept beside it.
 
 use super::{Result, Service};
+use crate::model::ActorId;
 use crate::model::Seq;
 use crate::protocol::message::{SnapshotDoc, SnapshotResponse, SnapshotRow, encode_bytes};
-use crate::record::Row;
+use crate::record::{RecordDoc, Row};
 use crate::server::error::ServiceError;
-use crate::server::store::{DocsPage, PageLimit, ServerStore};
+use crate::server::store::{DocsPage, PageLimit, ServerStore, StoredDoc};
 
 impl<S: ServerStore> Service<S> {
     /// A page of compacted documents; every op with seq ≤ `as_of` is in them.
@@ -32,6 +33,7 @@ impl<S: ServerStore> Service<S> {
         if !quarantined.is_empty() {
             docs.retain(|d| !quarantined.contains_key(&(d.collection.clone(), d.record.clone())));
         }
+        self.fill_missing_rows(space, &mut docs, as_of)?;
         let as_of_op = match as_of {
             Seq::ZERO => None,
             n => self
@@ -62,6 +64,47 @@ impl<S: ServerStore> Service<S> {
                 .collect(),
             next,
         })
+    }
+}
+
+impl<S: ServerStore> Service<S> {
+    /// Gives the documents of `docs` that have no row of today's rules (stored
+    /// by an older build, which kept no rows, or by older rules) their row,
+    /// rendered here from the document, and stores it beside the document, so
+    /// a server upgraded in place serves rows from its first snapshot on and
+    /// renders each only once. The rows are stored only while no
+    /// materialization has moved the space past `as_of`: then the documents
+    /// read are still the stored ones. A document that does not load keeps
+    /// going without a row (its readers fail that record alone).
+    fn fill_missing_rows(&self, space: &str, docs: &mut [StoredDoc], as_of: Seq) -> Result<()> {
+        let mut filled = Vec::new();
+        for d in docs.iter_mut() {
+            if d.row
+                .as_deref()
+                .is_some_and(|bytes| matches!(Row::decode(bytes), Ok(Some(_))))
+            {
+                continue;
+            }
+            match RecordDoc::load(&d.doc, ActorId([0; 16])) {
+                Ok(doc) => {
+                    d.row = Some(doc.row().encode());
+                    filled.push(d.clone());
+                }
+                Err(e) => tracing::warn!(
+                    space,
+                    collection = d.collection,
+                    record = d.record,
+                    "a stored document does not load; the snapshot sends it without a row: {e}"
+                ),
+            }
+        }
+        if !filled.is_empty() && !self.store.store_docs(space, &filled, as_of, as_of)? {
+            tracing::debug!(
+                space,
+                "rows rendered for a snapshot page were not stored: the space moved on"
+            );
+        }
+        Ok(())
     }
 }
 
