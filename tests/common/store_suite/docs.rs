@@ -310,4 +310,27 @@ pub fn rows_travel_with_their_documents<S: ServerStore>(store: &S) {
     let limit = |bytes| PageLimit { count: 10, bytes };
     assert_eq!(rows(None, limit(10)).len(), 2);
     assert_eq!(rows(None, limit(9)).len(), 1, "the row's bytes count toward the budget");
+
+    // Rows filled in where the space stands (from = through, as a snapshot
+    // does): stored while it is still there, refused once it moved on.
+    assert!(
+        store
+            .store_docs("crm", &[with_row("c4", b"r4")], Seq(5), Seq(5))
+            .unwrap()
+    );
+    assert_eq!(store.materialized("crm").unwrap(), Seq(5));
+    assert!(
+        !store
+            .store_docs("crm", &[with_row("c1", b"stale")], Seq(4), Seq(4))
+            .unwrap()
+    );
+    assert_eq!(
+        rows(None, PageLimit::count(10)),
+        [
+            row("c1", Some(b"r1")),
+            row("c2", Some(b"r2")),
+            row("c3", None),
+            row("c4", Some(b"r4"))
+        ]
+    );
 }
