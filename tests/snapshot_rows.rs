@@ -209,10 +209,16 @@ fn a_document_that_does_not_load_fails_its_record_when_it_is_next_loaded() {
             doc[last] ^= 0xff;
             doc[last - 3] ^= 0x55;
             d.doc = encode_bytes(&doc);
+            // Its row says it holds a conflict, so listing conflicts loads it.
+            d.row.as_mut().unwrap().conflicts = 1;
         }
     })
     .unwrap();
     assert_eq!(replica.list("contacts", None, 100).unwrap().len(), 19);
+    match replica.conflicts(None, None) {
+        Err(Error::Corrupt(e)) => assert!(e.to_string().contains("record contacts/c09"), "{e}"),
+        other => panic!("listing conflicts over a document that does not load: {other:?}"),
+    }
     match replica.put("contacts", "c09", json!({"n": 1})) {
         Err(Error::Corrupt(e)) => {
             let said = e.to_string();

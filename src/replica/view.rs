@@ -152,7 +152,7 @@ impl Replica {
             let Some(bytes) = tables::stored_doc(&docs, &tails, (c.as_str(), i.as_str()))? else {
                 continue;
             };
-            let doc = RecordDoc::load_stored(&bytes, actor)?;
+            let doc = RecordDoc::load_stored(&bytes, actor).map_err(|e| super::in_record(e.into(), &c, &i))?;
             let fields = doc.conflicts();
             if !fields.is_empty() {
                 out.push(RecordConflicts {
