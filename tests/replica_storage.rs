@@ -95,9 +95,9 @@ fn a_store_of_another_format_version_is_refused_and_keeps_its_data() {
         txn.commit().unwrap();
     };
     // What a later tidemark with another store format would leave behind.
-    set_format(3);
-    let err = Replica::open(&path).err().expect("a store of format 3 is refused");
-    assert!(matches!(err, Error::StoreVersion { found: 3, expected: 2 }), "{err:?}");
+    set_format(4);
+    let err = Replica::open(&path).err().expect("a store of format 4 is refused");
+    assert!(matches!(err, Error::StoreVersion { found: 4, expected: 3 }), "{err:?}");
     assert!(
         err.to_string().contains("open it with the tidemark that wrote it"),
         "{err}"
@@ -110,22 +110,23 @@ fn a_store_of_another_format_version_is_refused_and_keeps_its_data() {
     };
     assert_eq!(
         format_now,
-        3u64.to_le_bytes(),
+        4u64.to_le_bytes(),
         "the refused open left the format as it was"
     );
-    // Nothing was rewritten: back at format 2, everything is there.
-    set_format(2);
+    // Nothing was rewritten: back at format 3, everything is there.
+    set_format(3);
     let r = Replica::open(&path).unwrap();
     assert_eq!(r.get("contacts", "c1").unwrap().unwrap()["name"], json!("Ada"));
     assert_eq!(r.status().unwrap().pending, 1);
 }
 
 /// Format 1 kept the changes local edits append in the document's own value;
-/// format 2 keeps them in a table of their own (`doc_tails_v1`). A store of
-/// format 1 opens as format 2 with its documents as they are, and edits,
-/// merges and a rebuild agree with the log.
+/// format 2 keeps them in a table of their own (`doc_tails_v1`), format 3 adds
+/// the puts waiting as intents (`intents_v1`). A store of format 1 opens as
+/// format 3 with its documents as they are, and edits, merges and a rebuild
+/// agree with the log.
 #[test]
-fn a_store_of_format_1_is_brought_to_format_2_as_it_is() {
+fn a_store_of_format_1_is_brought_to_format_3_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let docs: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("docs_v1");
@@ -137,6 +138,8 @@ fn a_store_of_format_1_is_brought_to_format_2_as_it_is() {
             r.put("contacts", "c1", json!({"name": "Ada", "n": n})).unwrap();
         }
         r.put("contacts", "c2", json!({"name": "Bob"})).unwrap();
+        // Format 1 had no intents: a read of the log makes their changes.
+        r.log_entries(tidemark::LogPos::ZERO, usize::MAX).unwrap();
     }
     // The layout format 1 wrote: each tail inside its document's value, no tail table.
     {
@@ -161,6 +164,8 @@ fn a_store_of_format_1_is_brought_to_format_2_as_it_is() {
             assert!(moved > 0, "the edits of c1 left a tail");
         }
         assert!(txn.delete_table(tails).unwrap());
+        let intents: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("intents_v1");
+        assert!(txn.delete_table(intents).unwrap());
         txn.open_table(meta)
             .unwrap()
             .insert("format", 1u64.to_le_bytes().as_slice())
@@ -195,5 +200,5 @@ fn a_store_of_format_1_is_brought_to_format_2_as_it_is() {
         .unwrap()
         .value()
         .to_vec();
-    assert_eq!(format, 2u64.to_le_bytes());
+    assert_eq!(format, 3u64.to_le_bytes());
 }

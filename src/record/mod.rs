@@ -37,7 +37,7 @@ pub use change::{
 pub use genesis::GENESIS_ACTOR;
 use genesis::{GenesisKind, genesis_change};
 pub use rebase::{EditSummary, change_hash};
-pub use row::{ROW_RULES, Row};
+pub use row::{ROW_RULES, Row, put_onto_fields};
 pub use values::{MAX_COUNTER, MAX_JSON_DEPTH, check_fields, check_value};
 use values::{counter_in_range, counter_value, scalar_to_json, stored_scalar, value_kind};
 

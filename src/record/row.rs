@@ -3,8 +3,10 @@
 //! beside its document is the row the replica would compute from those bytes,
 //! and a snapshot can carry it instead of making every client load the document.
 
-use super::RecordDoc;
+use super::values::{scalar_to_json, stored_scalar};
+use super::{Fields, RecordDoc};
 use crate::error::CorruptData;
+use crate::model::{CollectionSchema, FieldType};
 
 /// The rules [`RecordDoc::row`] renders by, bumped whenever the same document
 /// would give another row (its fields or its conflict count). A replica
@@ -38,6 +40,38 @@ impl RecordDoc {
             conflicts: state.conflicted_fields,
         }
     }
+}
+
+/// Applies a put to the fields of a live record without conflicting values,
+/// without its document: the fields [`RecordDoc::row`] renders after
+/// [`RecordDoc::put`] of `put`, by the conversions `create` uses for a new
+/// record. None, leaving `fields` in part changed, where only the document
+/// knows: a text or counter field (edited in place), a field the put would not
+/// change (automerge may then write nothing), a null for a field that is not
+/// there, a put of no fields.
+pub fn put_onto_fields(fields: &mut Fields, put: &Fields, schema: Option<&CollectionSchema>) -> Option<()> {
+    if put.is_empty() {
+        return None;
+    }
+    for (name, value) in put {
+        let ty = match schema {
+            Some(s) => Some(*s.fields.get(name)?),
+            None => None,
+        };
+        if matches!(ty, Some(FieldType::Text | FieldType::Counter)) {
+            return None;
+        }
+        if value.is_null() {
+            fields.remove(name)?;
+            continue;
+        }
+        let shown = scalar_to_json(&stored_scalar(ty, value));
+        if fields.get(name) == Some(&shown) {
+            return None;
+        }
+        fields.insert(name.clone(), shown);
+    }
+    Some(())
 }
 
 impl Row {

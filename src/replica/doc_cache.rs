@@ -82,6 +82,16 @@ impl DocCache {
         (entry.saved == stored && entry.doc.actor() == Some(actor)).then_some(entry.doc)
     }
 
+    /// Whether a document of the record is kept whose saved bytes are `stored`:
+    /// stored bytes this process has loaded (or made), so they load.
+    pub fn holds(&self, collection: &Collection, id: &RecordId, stored: &[u8]) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .entries
+            .get(&(collection.clone(), id.clone()))
+            .is_some_and(|entry| entry.saved == stored)
+    }
+
     /// Keeps a document whose saved bytes were just committed to DOCS. Older entries
     /// go until the budget holds it; a document larger than the whole budget stays
     /// alone (it is the one being edited), so memory stays within the budget plus one

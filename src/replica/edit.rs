@@ -119,7 +119,7 @@ impl Edit {
     }
 
     /// Checks names and types against the package without touching any document.
-    fn check(&self, package: Option<&Package>) -> Result<(Collection, RecordId), InvalidInput> {
+    pub(super) fn check(&self, package: Option<&Package>) -> Result<(Collection, RecordId), InvalidInput> {
         let (c, i) = self.target();
         let collection = Collection::new(c)?;
         let id = RecordId::new(i)?;
@@ -157,28 +157,28 @@ impl Edit {
 }
 
 /// All edits of one record within a batch, worked on together.
-struct RecordWork {
-    collection: Collection,
-    id: RecordId,
-    existing: Option<Vec<u8>>,
+pub(super) struct RecordWork {
+    pub collection: Collection,
+    pub id: RecordId,
+    pub existing: Option<Vec<u8>>,
     /// The document from the edit cache, when it matches `existing`.
-    cached: Mutex<Option<RecordDoc>>,
-    edits: Vec<usize>,
+    pub cached: Mutex<Option<RecordDoc>>,
+    pub edits: Vec<usize>,
 }
 
 /// What the automerge phase produced for one record.
-struct RecordResult {
+pub(super) struct RecordResult {
     /// (edit index, op actor, change bytes) for every change the edits made, in
     /// order: a genesis change (by [`GENESIS_ACTOR`]) comes before the edit's own.
-    changes: Vec<(usize, ActorId, Vec<u8>)>,
+    pub changes: Vec<(usize, ActorId, Vec<u8>)>,
     /// The stored document's bytes after the edits.
-    doc: Vec<u8>,
+    pub doc: Vec<u8>,
     /// Whether `doc` is the stored bytes with `changes` appended (written as
     /// the document's tail), rather than a document saved whole.
-    appended: bool,
-    materialized: Row,
+    pub appended: bool,
+    pub materialized: Row,
     /// The edited document, to cache once the transaction has committed.
-    keep: Option<RecordDoc>,
+    pub keep: Option<RecordDoc>,
 }
 
 /// Local changes stored after a record's saved document before it is saved whole again.
@@ -246,6 +246,12 @@ impl Replica {
     pub fn apply_edits(&self, edits: Vec<Edit>) -> Result<Vec<Option<OpId>>> {
         if edits.is_empty() {
             return Ok(Vec::new());
+        }
+        let edits: Vec<Edit> = edits.into_iter().map(Edit::into_nfc).collect();
+        if let [edit] = edits.as_slice()
+            && let Some(op) = self.put_as_intent(edit)?
+        {
+            return Ok(vec![Some(op)]);
         }
         self.apply_edits_then(edits, |_| Ok(()))
     }
@@ -371,7 +377,7 @@ impl Replica {
     }
 }
 
-fn apply_record_edits(
+pub(super) fn apply_record_edits(
     work: &RecordWork,
     edits: &[Edit],
     actor: ActorId,

@@ -61,6 +61,30 @@ impl<'t> LogAppend<'t> {
         Ok(pos)
     }
 
+    /// Writes the entry of a position [`reserve_local`] reserved in an earlier
+    /// transaction (a put recorded as an intent, now made into its change). The
+    /// counters moved when the position was reserved.
+    pub fn fill(&mut self, pos: u64, entry: &LogEntry) -> Result<()> {
+        if pos >= self.first || self.log.get(pos)?.is_some() {
+            return Err(CorruptData::new(
+                "change log",
+                format!("position {pos} was not reserved for an intent, or is written already"),
+            )
+            .into());
+        }
+        let op = match entry {
+            LogEntry::Local(op) => op.id,
+            _ => {
+                return Err(crate::error::Error::Internal(
+                    "only a local op fills a reserved position".into(),
+                ));
+            }
+        };
+        self.log.insert(pos, entry.encode().as_slice())?;
+        self.index.insert(op.as_u128(), pos)?;
+        Ok(())
+    }
+
     /// The encoded entry at `pos`, if any.
     pub fn get(&self, pos: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.log.get(pos)?.map(|v| v.value().to_vec()))
@@ -84,6 +108,17 @@ impl<'t> LogAppend<'t> {
         pending::add_in(&mut m, local)?;
         Ok(first..next)
     }
+}
+
+/// Reserves the next position for a local op whose entry is written later
+/// ([`LogAppend::fill`]): the next position moves past it and the pending count
+/// grows, as when an entry is written.
+pub(crate) fn reserve_local(txn: &WriteTransaction) -> Result<u64> {
+    let mut m = txn.open_table(tables::META)?;
+    let pos = m.get(meta::NEXT_POS)?.map_or(1, |v| read_u64(v.value())).max(1);
+    m.insert(meta::NEXT_POS, (pos + 1).to_le_bytes().as_slice())?;
+    pending::add_in(&mut m, 1)?;
+    Ok(pos)
 }
 
 /// One entry of the change log.

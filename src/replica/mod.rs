@@ -13,6 +13,7 @@ mod apply;
 mod collision;
 mod doc_cache;
 mod edit;
+mod intent;
 mod log;
 mod package;
 mod package_cache;
@@ -101,6 +102,8 @@ pub struct Replica {
     doc_cache: doc_cache::DocCache,
     /// The package parsed from META, reused while META holds the same bytes.
     package_cache: package_cache::PackageCache,
+    /// About how many puts wait as intents (see `intent.rs`).
+    intents: intent::Backlog,
 }
 
 /// Who may have a store file open at the same time.
@@ -185,6 +188,7 @@ impl Replica {
             sharing,
             doc_cache: Default::default(),
             package_cache: Default::default(),
+            intents: Default::default(),
         };
         replica.init()?;
         Ok(replica)
@@ -202,6 +206,7 @@ impl Replica {
             sharing: Sharing::Exclusive,
             doc_cache: Default::default(),
             package_cache: Default::default(),
+            intents: Default::default(),
         };
         replica.init()?;
         Ok(replica)
@@ -253,13 +258,13 @@ impl Replica {
         if self.is_ready() {
             return Ok(());
         }
-        let txn = self.write()?;
+        let txn = self.write_raw()?;
         {
             let mut m = txn.open_table(tables::META)?;
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
-                // Format 1 lacks DOC_TAILS only, created with every table below.
-                Some(1) => m
+                // Formats 1 and 2 lack DOC_TAILS or INTENTS only, created with every table below.
+                Some(1 | 2) => m
                     .insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())
                     .map(|_| ())?,
                 Some(found) if found != tables::FORMAT_VERSION => {
@@ -289,7 +294,7 @@ impl Replica {
     /// included) leaves the answer to `init`'s write transaction.
     fn is_ready(&self) -> bool {
         let ready = || -> Result<bool> {
-            let txn = self.read()?;
+            let txn = self.read_view()?;
             let m = Meta::read(&txn)?;
             if m.bytes(meta::FORMAT)?.map(|b| read_u64(&b)) != Some(tables::FORMAT_VERSION)
                 || m.u64(meta::CONFLICT_RULES)? < recount::CONFLICT_RULES
@@ -302,29 +307,55 @@ impl Replica {
         ready().unwrap_or(false)
     }
 
+    /// A read transaction in which every put recorded as an intent has its
+    /// change: documents and the log are whole (see `intent.rs`).
     pub(crate) fn read(&self) -> Result<ReadTransaction> {
+        loop {
+            let txn = self.read_view()?;
+            if !intent::any(&txn)? {
+                return Ok(txn);
+            }
+            drop(txn);
+            // Makes the changes and commits them; a put recorded since is made
+            // by the next turn.
+            self.write()?.commit()?;
+        }
+    }
+
+    /// A read transaction for the view and META alone, which intents keep
+    /// current: puts recorded as intents may still lack their changes.
+    pub(crate) fn read_view(&self) -> Result<ReadTransaction> {
         self.with_db(|db| Ok(db.begin_read()?))
     }
 
+    /// A write transaction in which every put recorded as an intent has its
+    /// change, made in this transaction (see `intent.rs`).
     pub(crate) fn write(&self) -> Result<WriteTransaction> {
+        let txn = self.write_raw()?;
+        self.make_intent_changes(&txn)?;
+        Ok(txn)
+    }
+
+    /// A write transaction as redb begins it: intents may lack their changes.
+    fn write_raw(&self) -> Result<WriteTransaction> {
         self.with_db(|db| Ok(db.begin_write()?))
     }
 
     /// This replica's actor id.
     pub fn actor(&self) -> Result<ActorId> {
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         Meta::read(&txn)?.actor()
     }
 
     /// The package edits are validated against (None = schemaless).
     pub fn package(&self) -> Result<Option<Package>> {
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         Meta::read(&txn)?.package()
     }
 
     /// The account this store is bound to.
     pub fn binding(&self) -> Result<Option<Binding>> {
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         Meta::read(&txn)?.json(meta::BINDING)
     }
 
@@ -332,7 +363,7 @@ impl Replica {
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<Fields>> {
         let collection = Collection::new(collection)?;
         let id = RecordId::new(id)?;
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         let view = txn.open_table(tables::VIEW)?;
         match view.get((collection.as_str(), id.as_str()))? {
             Some(row) => Ok(Some(
@@ -348,13 +379,13 @@ impl Replica {
         let collection = Collection::new(collection)?;
         let id = RecordId::new(id)?;
         let key = (collection.as_str(), id.as_str());
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         Ok(txn.open_table(tables::VIEW)?.get(key)?.is_none() && txn.open_table(tables::DOCS)?.get(key)?.is_some())
     }
 
     /// Counts and watermarks.
     pub fn status(&self) -> Result<Status> {
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         let m = Meta::read(&txn)?;
         let binding: Option<Binding> = m.json(meta::BINDING)?;
         let rejected = txn.open_table(tables::REJECTED)?.len()?;
@@ -375,7 +406,7 @@ impl Replica {
 
     /// Every view row, in key order: (collection, id, canonical JSON). For comparisons in tests and tools.
     pub fn view_rows(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         let view = txn.open_table(tables::VIEW)?;
         let mut out = Vec::new();
         for entry in view.iter()? {

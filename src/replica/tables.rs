@@ -53,6 +53,12 @@ pub const CONFIRMED: TableDefinition<u64, ()> = TableDefinition::new("confirmed_
 /// acknowledged above it. Emptied when the server loses data.
 pub const ACKS: TableDefinition<u64, u128> = TableDefinition::new("acks_v1");
 
+/// Local puts recorded before their automerge change is made (see `intent.rs`):
+/// the log position each holds → [`Intent`](super::intent::Intent) bytes. Their
+/// [`LOG`] entries are written when the changes are made, before any other
+/// transaction reads or writes documents or the log.
+pub const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents_v1");
+
 /// Metadata: key → value bytes. Keys are the constants in [`meta`].
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 
@@ -109,10 +115,11 @@ pub mod meta {
 }
 
 /// The store format version this build writes and reads. Format 2 added
-/// [`DOC_TAILS`]; a store of format 1 is brought to 2 when opened (the table is
-/// created, nothing is rewritten), and a build of format 1 refuses the result,
-/// which would otherwise read documents without their tails.
-pub const FORMAT_VERSION: u64 = 2;
+/// [`DOC_TAILS`], format 3 [`INTENTS`]. An older store is brought to 3 when
+/// opened (the tables are created, nothing is rewritten), and an older build
+/// refuses the result, which it would read without documents' tails or
+/// without the puts still waiting as intents.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The bytes of a record's stored document: its [`DOCS`] value followed by its
 /// [`DOC_TAILS`] value. None when the record has no document.
@@ -148,6 +155,7 @@ macro_rules! open_every_table {
         $txn.open_table(t::DISCARDED)?;
         $txn.open_table(t::CONFIRMED)?;
         $txn.open_table(t::ACKS)?;
+        $txn.open_table(t::INTENTS)?;
     }};
 }
 pub(crate) use open_every_table;

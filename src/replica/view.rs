@@ -36,6 +36,15 @@ impl<'txn> ViewTables<'txn> {
         tables::stored_doc(&self.docs, &self.tails, (collection, id)).map_err(Error::storage)
     }
 
+    /// The view row of a record (its fields' JSON), None when it has none.
+    pub fn row(&self, collection: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .view
+            .get((collection, id))
+            .map_err(Error::storage)?
+            .map(|v| v.value().to_vec()))
+    }
+
     /// Stores a document whole, and its materialized row.
     pub fn store(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<()> {
         self.docs.insert((collection, id), doc).map_err(Error::storage)?;
@@ -61,7 +70,8 @@ impl<'txn> ViewTables<'txn> {
         self.store_row(collection, id, m)
     }
 
-    fn store_row(&mut self, collection: &str, id: &str, m: &Row) -> Result<()> {
+    /// Stores a record's row and conflict marker alone.
+    pub fn store_row(&mut self, collection: &str, id: &str, m: &Row) -> Result<()> {
         match &m.fields {
             Some(row) => self
                 .view
@@ -89,7 +99,7 @@ impl Replica {
             // An empty page with no `next` would read as the end of the collection.
             return Err(InvalidInput::Other("a list page needs a limit of at least 1".into()).into());
         }
-        let txn = self.read()?;
+        let txn = self.read_view()?;
         let view = txn.open_table(tables::VIEW)?;
         let c = collection.as_str();
         let range = match after {
