@@ -82,6 +82,12 @@ impl DocCache {
         (entry.saved == stored && entry.doc.actor() == Some(actor)).then_some(entry.doc)
     }
 
+    /// Whether a document of the record is kept, whatever its saved bytes.
+    pub fn has(&self, collection: &Collection, id: &RecordId) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.entries.contains_key(&(collection.clone(), id.clone()))
+    }
+
     /// Whether a document of the record is kept whose saved bytes are `stored`:
     /// stored bytes this process has loaded (or made), so they load.
     pub fn holds(&self, collection: &Collection, id: &RecordId, stored: &[u8]) -> bool {

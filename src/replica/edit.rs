@@ -248,12 +248,17 @@ impl Replica {
             return Ok(Vec::new());
         }
         let edits: Vec<Edit> = edits.into_iter().map(Edit::into_nfc).collect();
+        // One transaction whichever way the edit goes: a put its row settles
+        // commits as an intent; any other edit first makes the waiting changes.
+        let txn = self.write_raw()?;
         if let [edit] = edits.as_slice()
-            && let Some(op) = self.put_as_intent(edit)?
+            && let Some(op) = self.put_as_intent(&txn, edit)?
         {
+            txn.commit()?;
             return Ok(vec![Some(op)]);
         }
-        self.apply_edits_then(edits, |_| Ok(()))
+        self.make_intent_changes(&txn)?;
+        self.apply_edits_in(txn, edits, |_| Ok(()))
     }
 
     /// [`Replica::apply_edits`], with `finish` run in the same transaction after the
@@ -265,6 +270,16 @@ impl Replica {
     ) -> Result<Vec<Option<OpId>>> {
         let edits: Vec<Edit> = edits.into_iter().map(Edit::into_nfc).collect();
         let txn = self.write()?;
+        self.apply_edits_in(txn, edits, finish)
+    }
+
+    /// [`Replica::apply_edits_then`] in `txn`, where no intent waits.
+    fn apply_edits_in(
+        &self,
+        txn: redb::WriteTransaction,
+        edits: Vec<Edit>,
+        finish: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<Vec<Option<OpId>>> {
         if edits.is_empty() {
             finish(&txn)?;
             txn.commit()?;

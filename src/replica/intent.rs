@@ -109,21 +109,24 @@ pub(super) fn any(txn: &ReadTransaction) -> Result<bool> {
 }
 
 impl Replica {
-    /// Records `edit` as an intent when it is a put its row settles. None when
-    /// it is not (nothing was written: the edit takes the path of all edits);
-    /// otherwise what that path would return: the op id.
-    pub(super) fn put_as_intent(&self, edit: &Edit) -> Result<Option<OpId>> {
+    /// Records `edit` as an intent in `txn` when it is a put its row settles,
+    /// for the caller to commit. None when it is not (nothing was written: the
+    /// edit takes the path of all edits); otherwise what that path would
+    /// return: the op id.
+    pub(super) fn put_as_intent(&self, txn: &WriteTransaction, edit: &Edit) -> Result<Option<OpId>> {
         let Edit::Put { fields, .. } = edit else {
             return Ok(None);
         };
         if self.intents.0.load(Ordering::Relaxed) >= MAX_INTENTS {
             return Ok(None);
         }
-        let txn = self.write_raw()?;
-        let m = Meta::read_keys(&txn, &[meta::PACKAGE])?;
+        let m = Meta::read_keys(txn, &[meta::PACKAGE])?;
         let package = self.package_cache.get(&m)?;
         let (collection, record) = edit.check(package.as_deref())?;
         let schema = package.as_deref().and_then(|p| p.collections.get(collection.as_str()));
+        if !self.doc_cache.has(&collection, &record) {
+            return Ok(None);
+        }
         let key = (collection.as_str(), record.as_str());
         let mut view = txn.open_table(tables::VIEW)?;
         let Some(row) = view.get(key)?.map(|v| v.value().to_vec()) else {
@@ -143,7 +146,7 @@ impl Replica {
         if put_onto_fields(&mut row, fields, schema).is_none() {
             return Ok(None);
         }
-        let pos = log::reserve_local(&txn)?;
+        let pos = log::reserve_local(txn)?;
         let intent = Intent {
             op: OpId::new(),
             time_ms: now_ms(),
@@ -163,7 +166,6 @@ impl Replica {
         // Counted before the commit: an extra count only makes the next put take
         // the common path sooner.
         self.intents.0.fetch_add(1, Ordering::Relaxed);
-        txn.commit()?;
         Ok(Some(intent.op))
     }
 

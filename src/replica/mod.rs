@@ -337,7 +337,7 @@ impl Replica {
     }
 
     /// A write transaction as redb begins it: intents may lack their changes.
-    fn write_raw(&self) -> Result<WriteTransaction> {
+    pub(crate) fn write_raw(&self) -> Result<WriteTransaction> {
         self.with_db(|db| Ok(db.begin_write()?))
     }
 
