@@ -189,7 +189,6 @@ impl Replica {
         let package = self.package_cache.get(&m)?;
         let mut views = ViewTables::open(txn)?;
         let mut log = LogAppend::open(txn)?;
-        let mut keep = Vec::with_capacity(waiting.len());
         // The row holds the record's last put: the document matches it after that
         // one. Read before the record's first change is stored, which writes the row.
         let last: HashMap<(&str, &str), u64> = waiting
@@ -285,8 +284,13 @@ impl Replica {
                 change,
             };
             log.fill(*pos, &LogEntry::Local(op))?;
+            // Kept at once, so that the record's next intent takes it rather
+            // than loading the document again. Safe before the commit: the cache
+            // hands a document out only while the stored bytes are the ones it
+            // was saved as.
             if let Some(doc) = result.keep {
-                keep.push((intent.collection.clone(), intent.record.clone(), result.doc, doc));
+                self.doc_cache
+                    .put(intent.collection.clone(), intent.record.clone(), result.doc, doc);
             }
         }
         drop((views, log));
@@ -295,11 +299,6 @@ impl Replica {
             table.remove(pos)?;
         }
         self.intents.0.store(0, Ordering::Relaxed);
-        // A document kept here before the commit is safe: the cache hands it out
-        // only while the stored bytes are the ones it was saved as.
-        for (collection, record, saved, doc) in keep {
-            self.doc_cache.put(collection, record, saved, doc);
-        }
         Ok(())
     }
 }
