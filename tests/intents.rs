@@ -173,3 +173,31 @@ fn many_puts_give_the_rows_their_changes_give() {
         r.pending_ops(usize::MAX).unwrap().len() as u64
     );
 }
+
+#[test]
+fn a_put_on_a_record_not_in_memory_waits_as_an_intent_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let r = Replica::open(&path).unwrap();
+        for i in 0..3 {
+            r.put("contacts", &format!("c{i}"), json!({"name": "Ada", "n": i}))
+                .unwrap();
+        }
+    }
+    // A new process: no document is in memory.
+    let op = {
+        let r = Replica::open(&path).unwrap();
+        r.put("contacts", "c1", json!({"n": 10})).unwrap().unwrap()
+    };
+    assert_eq!(intents_and_log(&path), (vec![4], vec![1, 2, 3]));
+    let r = Replica::open(&path).unwrap();
+    let ops = r.pending_ops(usize::MAX).unwrap();
+    assert_eq!(ops.last().map(|p| (p.pos.get(), p.op.id)), Some((4, op)));
+    let b = Replica::in_memory().unwrap();
+    common::send(&r, &b);
+    assert_eq!(
+        b.get("contacts", "c1").unwrap().unwrap(),
+        *json!({"name": "Ada", "n": 10}).as_object().unwrap()
+    );
+}

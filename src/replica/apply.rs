@@ -392,6 +392,12 @@ impl Replica {
         let mut collided = Vec::new();
         for (merge, result) in merges.iter().zip(results) {
             match result {
+                // A new record's snapshot document with the server's row is stored unloaded.
+                Ok((bytes, m))
+                    if merge.existing.is_none() && matches!(merge.incoming, Incoming::SnapshotWithRow(..)) =>
+                {
+                    views.store_unloaded(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?
+                }
                 Ok((bytes, m)) => views.store(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?,
                 Err(Error::Corrupt(e)) if e.context == crate::record::COLLISION => collided.push(merge),
                 Err(e) => return Err(super::in_record(e, merge.collection.as_str(), merge.record.as_str())),

@@ -16,9 +16,9 @@
 //!
 //! A put the row cannot settle (text and counter fields, a record with
 //! conflicts, a deleted record, a value it already holds), and a put on a
-//! record whose document this process does not hold in its cache (so it is not
-//! known to load), take the path of every other edit, whose write transaction
-//! makes the waiting changes first.
+//! record whose document is not known to load (a snapshot's document stored as
+//! it came and never loaded since), take the path of every other edit, whose
+//! write transaction makes the waiting changes first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -120,13 +120,10 @@ impl Replica {
         if self.intents.0.load(Ordering::Relaxed) >= MAX_INTENTS {
             return Ok(None);
         }
-        let m = Meta::read_keys(txn, &[meta::PACKAGE])?;
+        let m = Meta::read_keys(txn, &[meta::PACKAGE, meta::UNMARKED_DOCS])?;
         let package = self.package_cache.get(&m)?;
         let (collection, record) = edit.check(package.as_deref())?;
         let schema = package.as_deref().and_then(|p| p.collections.get(collection.as_str()));
-        if !self.doc_cache.has(&collection, &record) {
-            return Ok(None);
-        }
         let key = (collection.as_str(), record.as_str());
         let mut view = txn.open_table(tables::VIEW)?;
         let Some(row) = view.get(key)?.map(|v| v.value().to_vec()) else {
@@ -135,11 +132,22 @@ impl Replica {
         if txn.open_table(tables::CONFLICTED)?.get(key)?.is_some() {
             return Ok(None);
         }
-        // Only a document this process holds is known to load: the change of an
-        // intent must never fail to be made. Others (a document from a snapshot,
-        // never loaded) take the common path, which reports one that does not load.
-        let stored = tables::stored_doc(&txn.open_table(tables::DOCS)?, &txn.open_table(tables::DOC_TAILS)?, key)?;
-        if !stored.is_some_and(|stored| self.doc_cache.holds(&collection, &record, &stored)) {
+        // The change of an intent must never fail to be made: only a document
+        // known to load takes one. One this replica stored from a document it
+        // loaded or made does (a snapshot's, stored as it came, is marked); in a
+        // store from before that mark, only one this process holds in its cache.
+        let loads = {
+            let docs = txn.open_table(tables::DOCS)?;
+            let tails = txn.open_table(tables::DOC_TAILS)?;
+            let stored_here = m.bytes(meta::UNMARKED_DOCS)?.is_none()
+                && docs.get(key)?.is_some()
+                && tails.get(key)?.is_none_or(|t| !t.value().is_empty());
+            stored_here
+                || (self.doc_cache.has(&collection, &record)
+                    && tables::stored_doc(&docs, &tails, key)?
+                        .is_some_and(|stored| self.doc_cache.holds(&collection, &record, &stored)))
+        };
+        if !loads {
             return Ok(None);
         }
         let mut row: Fields = serde_json::from_slice(&row).map_err(|e| CorruptData::new("view row", e))?;

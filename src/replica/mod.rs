@@ -264,9 +264,10 @@ impl Replica {
             let format = m.get(meta::FORMAT)?.map(|v| read_u64(v.value()));
             match format {
                 // Formats 1 and 2 lack DOC_TAILS or INTENTS only, created with every table below.
-                Some(1 | 2) => m
-                    .insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())
-                    .map(|_| ())?,
+                Some(1 | 2) => {
+                    m.insert(meta::FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    m.insert(meta::UNMARKED_DOCS, [].as_slice())?;
+                }
                 Some(found) if found != tables::FORMAT_VERSION => {
                     return Err(Error::StoreVersion {
                         found,

@@ -21,7 +21,9 @@ pub const DOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("doc
 /// last stored whole: (collection, record id) → the chunks, concatenated. An
 /// edit of a document kept in memory writes its change here rather than
 /// rewriting the whole document, which grows with the record's history (see
-/// `edit.rs`). Writing a record's DOCS value removes its tail.
+/// `edit.rs`). Writing a record's DOCS value removes its tail. An empty tail
+/// marks a document stored as a snapshot brought it, never loaded here (see
+/// `intent.rs`: only a document known to load takes a put as an intent).
 pub const DOC_TAILS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("doc_tails_v1");
 
 /// The materialized view: (collection, record id) → the live record's fields as
@@ -112,6 +114,10 @@ pub mod meta {
     /// u64 LE: the rules the CONFLICTED table was counted by (see `recount.rs`);
     /// absent on stores written before rules were numbered.
     pub const CONFLICT_RULES: &str = "conflict_rules";
+    /// Present (empty) on a store brought from a format before 3, whose
+    /// documents stored unloaded lack the empty-tail mark (see `DOC_TAILS`):
+    /// there only documents in the cache take puts as intents.
+    pub const UNMARKED_DOCS: &str = "unmarked_docs";
 }
 
 /// The store format version this build writes and reads. Format 2 added

@@ -52,6 +52,16 @@ impl<'txn> ViewTables<'txn> {
         self.store_row(collection, id, m)
     }
 
+    /// Stores a document as it came from outside, not loaded here, and its
+    /// row: an empty tail marks it (see `DOC_TAILS`).
+    pub fn store_unloaded(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<()> {
+        self.docs.insert((collection, id), doc).map_err(Error::storage)?;
+        self.tails
+            .insert((collection, id), [].as_slice())
+            .map_err(Error::storage)?;
+        self.store_row(collection, id, m)
+    }
+
     /// Appends change chunks to a stored document (in its tail: the document
     /// itself is not rewritten), and stores its materialized row.
     pub fn append(&mut self, collection: &str, id: &str, changes: &[&[u8]], m: &Row) -> Result<()> {
