@@ -46,13 +46,12 @@ impl RecordDoc {
 /// without its document: the fields [`RecordDoc::row`] renders after
 /// [`RecordDoc::put`] of `put`, by the conversions `create` uses for a new
 /// record. None, leaving `fields` in part changed, where only the document
-/// knows: a text or counter field (edited in place), a field the put would not
-/// change (automerge may then write nothing), a null for a field that is not
-/// there, a put of no fields.
+/// knows: a text or counter field (edited in place), or a put that changes no
+/// field (automerge may then write nothing). A field the put leaves as it is
+/// (its value again, a null for a field that is not there) reads the same
+/// whether or not automerge writes it again.
 pub fn put_onto_fields(fields: &mut Fields, put: &Fields, schema: Option<&CollectionSchema>) -> Option<()> {
-    if put.is_empty() {
-        return None;
-    }
+    let mut changed = false;
     for (name, value) in put {
         let ty = match schema {
             Some(s) => Some(*s.fields.get(name)?),
@@ -62,16 +61,16 @@ pub fn put_onto_fields(fields: &mut Fields, put: &Fields, schema: Option<&Collec
             return None;
         }
         if value.is_null() {
-            fields.remove(name)?;
+            changed |= fields.remove(name).is_some();
             continue;
         }
         let shown = scalar_to_json(&stored_scalar(ty, value));
-        if fields.get(name) == Some(&shown) {
-            return None;
+        if fields.get(name) != Some(&shown) {
+            fields.insert(name.clone(), shown);
+            changed = true;
         }
-        fields.insert(name.clone(), shown);
     }
-    Some(())
+    changed.then_some(())
 }
 
 impl Row {

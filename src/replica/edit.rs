@@ -251,11 +251,11 @@ impl Replica {
         // One transaction whichever way the edit goes: a put its row settles
         // commits as an intent; any other edit first makes the waiting changes.
         let txn = self.write_raw()?;
-        if let [edit] = edits.as_slice()
-            && let Some(op) = self.put_as_intent(&txn, edit)?
-        {
-            txn.commit()?;
-            return Ok(vec![Some(op)]);
+        if let [edit] = edits.as_slice() {
+            if let Some(op) = self.put_as_intent(&txn, edit)? {
+                txn.commit()?;
+                return Ok(vec![Some(op)]);
+            }
         }
         self.make_intent_changes(&txn)?;
         self.apply_edits_in(txn, edits, |_| Ok(()))
