@@ -140,8 +140,7 @@ impl Replica {
             let docs = txn.open_table(tables::DOCS)?;
             let tails = txn.open_table(tables::DOC_TAILS)?;
             let stored_here = m.bytes(meta::UNMARKED_DOCS)?.is_none()
-                && docs.get(key)?.is_some()
-                && tails.get(key)?.is_none_or(|t| !t.value().is_empty());
+                && docs.get(key)?.is_some_and(|v| tables::loaded_here(v.value()));
             stored_here
                 || (self.doc_cache.has(&collection, &record)
                     && tables::stored_doc(&docs, &tails, key)?

@@ -15,15 +15,17 @@ pub const OP_INDEX: TableDefinition<u128, u64> = TableDefinition::new("op_index_
 /// possibly followed by change chunks: a store of format 1 appended local
 /// edits here). A record's stored document is this value followed by its
 /// [`DOC_TAILS`] value: read both through `ViewTables::doc_bytes` or [`stored_doc`].
+/// A value that starts with [`UNLOADED`] holds a document stored as a snapshot
+/// brought it and never loaded here (automerge's chunks start with 0x85);
+/// `stored_doc` leaves the mark out. Only a document known to load takes a put
+/// as an intent (`intent.rs`).
 pub const DOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("docs_v1");
 
 /// The change chunks local edits appended to a record's document since it was
 /// last stored whole: (collection, record id) → the chunks, concatenated. An
 /// edit of a document kept in memory writes its change here rather than
 /// rewriting the whole document, which grows with the record's history (see
-/// `edit.rs`). Writing a record's DOCS value removes its tail. An empty tail
-/// marks a document stored as a snapshot brought it, never loaded here (see
-/// `intent.rs`: only a document known to load takes a put as an intent).
+/// `edit.rs`). Writing a record's DOCS value removes its tail.
 pub const DOC_TAILS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("doc_tails_v1");
 
 /// The materialized view: (collection, record id) → the live record's fields as
@@ -115,7 +117,7 @@ pub mod meta {
     /// absent on stores written before rules were numbered.
     pub const CONFLICT_RULES: &str = "conflict_rules";
     /// Present (empty) on a store brought from a format before 3, whose
-    /// documents stored unloaded lack the empty-tail mark (see `DOC_TAILS`):
+    /// documents stored unloaded lack the [`UNLOADED`](super::UNLOADED) mark:
     /// there only documents in the cache take puts as intents.
     pub const UNMARKED_DOCS: &str = "unmarked_docs";
 }
@@ -127,8 +129,17 @@ pub mod meta {
 /// without the puts still waiting as intents.
 pub const FORMAT_VERSION: u64 = 3;
 
-/// The bytes of a record's stored document: its [`DOCS`] value followed by its
-/// [`DOC_TAILS`] value. None when the record has no document.
+/// The first byte of a [`DOCS`] value that holds a document never loaded here.
+pub const UNLOADED: u8 = 0;
+
+/// Whether a [`DOCS`] value holds a document this replica loaded or made.
+pub(crate) fn loaded_here(value: &[u8]) -> bool {
+    value.first() != Some(&UNLOADED)
+}
+
+/// The bytes of a record's stored document: its [`DOCS`] value (without the
+/// [`UNLOADED`] mark) followed by its [`DOC_TAILS`] value. None when the
+/// record has no document.
 pub(crate) fn stored_doc(
     docs: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     tails: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
@@ -137,7 +148,8 @@ pub(crate) fn stored_doc(
     let Some(doc) = docs.get(key)? else {
         return Ok(None);
     };
-    let mut bytes = doc.value().to_vec();
+    let value = doc.value();
+    let mut bytes = value.strip_prefix(&[UNLOADED]).unwrap_or(value).to_vec();
     if let Some(tail) = tails.get(key)? {
         bytes.extend_from_slice(tail.value());
     }

@@ -53,12 +53,15 @@ impl<'txn> ViewTables<'txn> {
     }
 
     /// Stores a document as it came from outside, not loaded here, and its
-    /// row: an empty tail marks it (see `DOC_TAILS`).
+    /// row: marked by [`tables::UNLOADED`] before its bytes (see `DOCS`).
     pub fn store_unloaded(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<()> {
-        self.docs.insert((collection, id), doc).map_err(Error::storage)?;
-        self.tails
-            .insert((collection, id), [].as_slice())
+        let mut marked = Vec::with_capacity(1 + doc.len());
+        marked.push(tables::UNLOADED);
+        marked.extend_from_slice(doc);
+        self.docs
+            .insert((collection, id), marked.as_slice())
             .map_err(Error::storage)?;
+        self.tails.remove((collection, id)).map_err(Error::storage)?;
         self.store_row(collection, id, m)
     }
 
