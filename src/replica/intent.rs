@@ -59,10 +59,7 @@ impl Intent {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(&self.op.as_u128().to_le_bytes());
         out.extend_from_slice(&self.time_ms.to_le_bytes());
-        for name in [self.collection.as_str(), self.record.as_str()] {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-        }
+        log::encode_target(&mut out, &self.collection, &self.record);
         serde_json::to_writer(&mut out, &self.fields).expect("JSON values always serialize");
         out
     }
@@ -71,29 +68,14 @@ impl Intent {
         let bad = |reason: &str| CorruptData::new("intent", reason.to_string());
         let op = bytes.get(..16).ok_or_else(|| bad("truncated"))?;
         let time = bytes.get(16..24).ok_or_else(|| bad("truncated"))?;
-        let mut at = 24;
-        let mut names = Vec::with_capacity(2);
-        for _ in 0..2 {
-            let len = bytes
-                .get(at..at + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-                .ok_or_else(|| bad("truncated"))?;
-            let name = bytes
-                .get(at + 2..at + 2 + len)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .ok_or_else(|| bad("bad name"))?;
-            names.push(name.to_string());
-            at += 2 + len;
-        }
-        let record = RecordId::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new("intent", e))?;
-        let collection =
-            Collection::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new("intent", e))?;
+        let rest = &bytes[24..];
+        let (collection, record, at) = log::decode_target(rest, "intent")?;
         Ok(Intent {
             op: OpId::from_u128(u128::from_le_bytes(op.try_into().expect("16 bytes"))),
             time_ms: u64::from_le_bytes(time.try_into().expect("8 bytes")),
             collection,
             record,
-            fields: serde_json::from_slice(&bytes[at..]).map_err(|e| CorruptData::new("intent", e))?,
+            fields: serde_json::from_slice(&rest[at..]).map_err(|e| CorruptData::new("intent", e))?,
         })
     }
 }

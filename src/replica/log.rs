@@ -121,6 +121,35 @@ pub(crate) fn reserve_local(txn: &WriteTransaction) -> Result<u64> {
     Ok(pos)
 }
 
+/// Writes a record's names as `[collection len u16 LE][collection][id len u16 LE][id]`.
+pub(super) fn encode_target(out: &mut Vec<u8>, collection: &Collection, record: &RecordId) {
+    for name in [collection.as_str(), record.as_str()] {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+}
+
+/// Reads [`encode_target`]'s form at the start of `bytes`; also returns where it ends.
+pub(super) fn decode_target(bytes: &[u8], what: &str) -> Result<(Collection, RecordId, usize), CorruptData> {
+    let mut at = 0;
+    let mut names = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let len = bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| CorruptData::new(what, "truncated"))?;
+        let name = bytes
+            .get(at + 2..at + 2 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| CorruptData::new(what, "bad name"))?;
+        names.push(name.to_string());
+        at += 2 + len;
+    }
+    let record = RecordId::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new(what, e))?;
+    let collection = Collection::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new(what, e))?;
+    Ok((collection, record, at))
+}
+
 /// One entry of the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEntry {
@@ -163,10 +192,7 @@ impl LogEntry {
                 doc,
                 ..
             } => {
-                for name in [collection.as_str(), record.as_str()] {
-                    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                    out.extend_from_slice(name.as_bytes());
-                }
+                encode_target(&mut out, collection, record);
                 out.extend_from_slice(doc);
             }
         }
@@ -183,24 +209,7 @@ impl LogEntry {
             LOCAL => Ok(LogEntry::Local(Op::decode(rest)?)),
             REMOTE => Ok(LogEntry::Pulled(Op::decode(rest)?, seq)),
             SNAPSHOT => {
-                let mut at = 0;
-                let mut names = Vec::new();
-                for _ in 0..2 {
-                    let len = rest
-                        .get(at..at + 2)
-                        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-                        .ok_or_else(|| CorruptData::new("log entry", "truncated"))?;
-                    let name = rest
-                        .get(at + 2..at + 2 + len)
-                        .and_then(|b| std::str::from_utf8(b).ok())
-                        .ok_or_else(|| CorruptData::new("log entry", "bad name"))?;
-                    names.push(name.to_string());
-                    at += 2 + len;
-                }
-                let record =
-                    RecordId::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
-                let collection =
-                    Collection::exact(names.pop().expect("two names")).map_err(|e| CorruptData::new("log entry", e))?;
+                let (collection, record, at) = decode_target(rest, "log entry")?;
                 Ok(LogEntry::Snapshot {
                     collection,
                     record,
