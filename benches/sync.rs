@@ -4,10 +4,14 @@
 //!   (snapshot pages, then the ops after them). Target ≥ 100,000 records/s.
 //! - `initial_sync_http/100k_cli_login`: the same through `tidemark login` of a
 //!   fresh store, process start included. Target ≥ 60,000 records/s.
+//! - `initial_sync_http/parts_alone` and `/ratio_to_parts` (printed): the same
+//!   pages downloaded and written by redb alone (`sync/parts.rs`), taking turns
+//!   with the library's bootstrap: the floor of this machine.
 //! - `incremental_100/into_100k` and `/into_1k` (printed, not criterion): 100
 //!   records changed elsewhere are synced into a replica holding 100k (or 1k)
 //!   records, round for round in one loop, so the edited records' histories
-//!   match. Target ≤ 10 ms, and the 100k case ≤ 1.3× the 1k case.
+//!   match. Target ≤ 10 ms, and the 100k case ≤ 1.3× the 1k case. Each round
+//!   also times `_parts_alone`: the same pull by HTTP, automerge and redb alone.
 //! - `server_ingest/4_clients`: 4 concurrent HTTP clients push 500-op batches of
 //!   fresh ops into the redb store. Target ≥ 20,000 ops/s.
 //!
@@ -17,6 +21,8 @@
 //! `cargo bench --bench sync`; `cargo bench --bench sync -- noop_sync` for one group.
 
 mod common;
+#[path = "sync/parts.rs"]
+mod parts;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,20 +132,7 @@ fn bench_initial(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function("100k", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let replica = Replica::open(dir.path().join("r.db")).unwrap();
-                let remote = HttpRemote::new(&f.url, &f.tokens[1], "big").unwrap();
-                let started = Instant::now();
-                f.rt.block_on(Round::new(&replica, SessionConfig::default()).run(&remote))
-                    .unwrap();
-                total += started.elapsed();
-                assert_eq!(replica.status().unwrap().pulled, n as u64);
-            }
-            total
-        })
+        b.iter_custom(|iters| (0..iters).map(|_| bootstrap_replica(&f, n)).sum())
     });
     // The same through the CLI: `tidemark login` of a fresh store, process start included.
     group.bench_function("100k_cli_login", |b| {
@@ -164,6 +157,59 @@ fn bench_initial(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The floor, side by side: the same snapshot pages downloaded, and their
+    // documents, rows and log entries written by redb alone, one commit per page
+    // while the next page downloads (see `sync/parts.rs`). Taking turns, so
+    // that both meet the machine in the same state.
+    let pairs = if common::quick() { 2 } else { 10 };
+    let (mut synced, mut alone) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        if pair % 2 == 0 {
+            synced.push(bootstrap_replica(&f, n));
+            alone.push(bootstrap_alone(&f, n));
+        } else {
+            alone.push(bootstrap_alone(&f, n));
+            synced.push(bootstrap_replica(&f, n));
+        }
+    }
+    synced.sort();
+    alone.sort();
+    let (synced, alone) = (synced[pairs / 2], alone[pairs / 2]);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "initial_sync_http/parts_alone: median {alone:.2?}, {:.0} records/s (HTTP pages, redb writing docs, rows and log)",
+        rate(alone)
+    );
+    println!(
+        "initial_sync_http/ratio_to_parts: library {:.2}x the parts alone ({:.0} against {:.0} records/s, medians of {pairs} turns each)",
+        synced.as_secs_f64() / alone.as_secs_f64(),
+        rate(synced),
+        rate(alone)
+    );
+}
+
+/// One bootstrap of a fresh file replica from the `big` space; its time.
+fn bootstrap_replica(f: &Fixture, n: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("r.db")).unwrap();
+    let remote = HttpRemote::new(&f.url, &f.tokens[1], "big").unwrap();
+    let started = Instant::now();
+    f.rt.block_on(Round::new(&replica, SessionConfig::default()).run(&remote))
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(replica.status().unwrap().pulled, n as u64);
+    took
+}
+
+/// The same pages by the parts alone; its time.
+fn bootstrap_alone(f: &Fixture, n: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = HttpRemote::new(&f.url, &f.tokens[1], "big").unwrap();
+    let started = Instant::now();
+    let alone = parts::MergeAlone::bootstrap(&dir.path().join("alone.db"), &f.rt, &remote);
+    let took = started.elapsed();
+    assert_eq!(alone.len(), n as u64);
+    took
 }
 
 /// 100 changed records synced into a replica of 100k records and into one of
@@ -182,7 +228,10 @@ fn bench_incremental(_: &mut Criterion) {
         remote: HttpRemote,
         writer: Replica,
         writer_remote: LocalRemote<RedbStore>,
+        space: &'static str,
+        alone: parts::MergeAlone,
         times: Vec<Duration>,
+        alone_times: Vec<Duration>,
     }
     let mut cases: Vec<Case> = [("small", "into_1k"), ("big", "into_100k")]
         .into_iter()
@@ -192,6 +241,7 @@ fn bench_incremental(_: &mut Criterion) {
             let remote = HttpRemote::new(&f.url, &f.tokens[1], space).unwrap();
             f.rt.block_on(Round::new(&reader, SessionConfig::default()).run(&remote))
                 .unwrap();
+            let alone = parts::MergeAlone::bootstrap(&dir.path().join("alone.db"), &f.rt, &remote);
             Case {
                 name,
                 _dir: dir,
@@ -199,7 +249,10 @@ fn bench_incremental(_: &mut Criterion) {
                 remote,
                 writer: Replica::in_memory().unwrap(),
                 writer_remote: LocalRemote::new(f.service.clone(), f.tokens[0].clone(), space),
+                space,
+                alone,
                 times: Vec::with_capacity(rounds),
+                alone_times: Vec::with_capacity(rounds),
             }
         })
         .collect();
@@ -215,21 +268,40 @@ fn bench_incremental(_: &mut Criterion) {
             Round::new(&case.writer, SessionConfig::default())
                 .run_blocking(|r| case.writer_remote.call_blocking(r))
                 .unwrap();
+            // The server materializes what it took in the background; on this
+            // machine it would share the client's cores, so it is done first.
+            f.service.materialize(case.space).unwrap();
+            // The parts alone and the sync take turns going first, so neither
+            // always meets the caches the other left.
+            let alone_first = round % 2 == 0;
+            if alone_first {
+                case.alone_times.push(pull_alone(&f.rt, &mut case.alone, &case.remote));
+            }
             let started = Instant::now();
             let s =
                 f.rt.block_on(Round::new(&case.reader, SessionConfig::default()).run(&case.remote))
                     .unwrap();
             case.times.push(started.elapsed());
             assert!(s.pulled >= 100, "{s:?}");
+            if !alone_first {
+                case.alone_times.push(pull_alone(&f.rt, &mut case.alone, &case.remote));
+            }
         }
     }
     let mut medians = Vec::new();
     for case in &mut cases {
         case.times.sort();
+        case.alone_times.sort();
         let (median, p95) = (case.times[rounds / 2], case.times[rounds * 95 / 100]);
+        let alone = case.alone_times[rounds / 2];
         println!(
             "incremental_100/{}: median {median:.1?}, p95 {p95:.1?} over {rounds} rounds",
             case.name
+        );
+        println!(
+            "incremental_100/{}_parts_alone: median {alone:.1?} (HTTP pull, automerge merges, one redb commit); sync {:.2}x the parts",
+            case.name,
+            median.as_secs_f64() / alone.as_secs_f64()
         );
         medians.push(median.as_secs_f64());
     }
@@ -237,6 +309,15 @@ fn bench_incremental(_: &mut Criterion) {
         "incremental_100/ratio: into_100k {:.2}x into_1k (medians, same rounds)",
         medians[1] / medians[0]
     );
+}
+
+/// One pull merged by the parts alone (see `sync/parts.rs`); its time.
+fn pull_alone(rt: &tokio::runtime::Runtime, alone: &mut parts::MergeAlone, remote: &HttpRemote) -> Duration {
+    let started = Instant::now();
+    let pulled = rt.block_on(alone.pull(remote));
+    let took = started.elapsed();
+    assert!(pulled >= 100, "{pulled}");
+    took
 }
 
 fn bench_ingest(c: &mut Criterion) {

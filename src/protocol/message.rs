@@ -278,7 +278,7 @@ impl SnapshotRow {
         if self.rules != crate::record::ROW_RULES {
             return Ok(None);
         }
-        crate::record::Row::from_outside(self.fields.as_ref().map(|f| f.get()), self.conflicts).map(Some)
+        crate::record::Row::from_outside(self.fields.as_deref(), self.conflicts).map(Some)
     }
 }
 

@@ -204,9 +204,11 @@ impl Replica {
             self.doc_cache.clear();
         }
 
+        // Each change is decoded and re-encoded to check it: spread over the cores.
+        let checked = run_parallel(&fresh, |pulled| check_pulled(&pulled.op))?;
         let mut groups: BTreeMap<(Collection, RecordId), Vec<Change>> = BTreeMap::new();
-        for (n, pulled) in fresh.iter().enumerate() {
-            let change = check_pulled(&pulled.op).map_err(|e| {
+        for (n, (pulled, change)) in fresh.iter().zip(checked).enumerate() {
+            let change = change.map_err(|e| {
                 with_context(
                     e,
                     format!("op {} ({} of the page, seq {})", pulled.op.id, n + 1, pulled.seq),
@@ -299,42 +301,49 @@ impl Replica {
             self.doc_cache.clear();
         }
         // A document that does not load fails merge_into, and the transaction with it: nothing is written.
-        let mut groups: BTreeMap<(Collection, RecordId), Vec<&SnapshotRecord>> = BTreeMap::new();
-        for r in records {
-            groups
-                .entry((r.collection.clone(), r.record.clone()))
-                .or_default()
-                .push(r);
+        // Grouped per record (a page comes sorted: the sort only checks it).
+        fn key(r: &SnapshotRecord) -> (&str, &str) {
+            (r.collection.as_str(), r.record.as_str())
         }
-        let merges = groups
-            .into_iter()
-            .map(|((collection, record), docs)| Merge {
-                collection,
-                record,
-                existing: None,
-                incoming: match docs.as_slice() {
-                    [
-                        SnapshotRecord {
-                            doc, row: Some(row), ..
-                        },
-                    ] if RecordDoc::check_document_only(doc).is_ok() => {
-                        Incoming::SnapshotWithRow(doc.clone(), row.clone())
+        let mut sorted: Vec<&SnapshotRecord> = records.iter().collect();
+        sorted.sort_by(|a, b| key(a).cmp(&key(b)));
+        // A record new to this replica, sent as one document and its row, is
+        // stored as it came: no automerge, no copy. The rest are merged.
+        let mut merges = Vec::new();
+        let mut views = ViewTables::open(&txn)?;
+        for docs in sorted.chunk_by(|a, b| key(a) == key(b)) {
+            let (collection, record) = key(docs[0]);
+            let incoming = match docs {
+                [
+                    SnapshotRecord {
+                        doc, row: Some(row), ..
+                    },
+                ] if RecordDoc::check_document_only(doc).is_ok() => {
+                    if views.store_if_new_unloaded(collection, record, doc, row)? {
+                        continue;
                     }
-                    _ => Incoming::Snapshot(docs.iter().map(|r| r.doc.clone()).collect()),
-                },
-            })
-            .collect();
+                    Incoming::SnapshotWithRow(doc.clone(), row.clone())
+                }
+                _ => Incoming::Snapshot(docs.iter().map(|r| r.doc.clone()).collect()),
+            };
+            merges.push(Merge {
+                collection: docs[0].collection.clone(),
+                record: docs[0].record.clone(),
+                existing: None,
+                incoming,
+            });
+        }
+        drop(views);
         self.merge_into(&txn, actor, merges)?;
         // A collision may have written local edits again (see `collision`).
         m = Meta::read_write(&txn)?;
         let mut log = LogAppend::open(&txn)?;
         for r in records {
-            log.push(&LogEntry::Snapshot {
-                collection: r.collection.clone(),
-                record: r.record.clone(),
-                as_of,
-                doc: r.doc.clone(),
-            })?;
+            log.push_encoded(
+                &LogEntry::encode_snapshot(&r.collection, &r.record, as_of, &r.doc),
+                None,
+                false,
+            )?;
         }
         let written = log.finish()?;
         super::queue::pushed_past_pulled(&txn, &m, written)?;

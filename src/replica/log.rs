@@ -177,25 +177,30 @@ impl LogEntry {
     /// Layout: `[kind u8][seq u64 LE][payload]`; the payload of an op is
     /// [`Op::encode`], of a snapshot `[coll len u16][coll][id len u16][id][doc…]`.
     pub fn encode(&self) -> Vec<u8> {
-        let (kind, seq) = match self {
-            LogEntry::Local(_) => (LOCAL, Seq::ZERO),
-            LogEntry::Pulled(_, seq) => (REMOTE, *seq),
-            LogEntry::Snapshot { as_of, .. } => (SNAPSHOT, *as_of),
-        };
-        let mut out = vec![kind];
-        out.extend_from_slice(&seq.to_le_bytes());
-        match self {
-            LogEntry::Local(op) | LogEntry::Pulled(op, _) => out.extend_from_slice(&op.encode()),
+        let (kind, seq, op) = match self {
+            LogEntry::Local(op) => (LOCAL, Seq::ZERO, op),
+            LogEntry::Pulled(op, seq) => (REMOTE, *seq, op),
             LogEntry::Snapshot {
                 collection,
                 record,
+                as_of,
                 doc,
-                ..
-            } => {
-                encode_target(&mut out, collection, record);
-                out.extend_from_slice(doc);
-            }
-        }
+            } => return Self::encode_snapshot(collection, record, *as_of, doc),
+        };
+        let mut out = vec![kind];
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&op.encode());
+        out
+    }
+
+    /// The encoding of a [`LogEntry::Snapshot`] made from borrowed parts (a
+    /// bootstrap writes 100,000s: no copies of their names and documents).
+    pub fn encode_snapshot(collection: &Collection, record: &RecordId, as_of: Seq, doc: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + 4 + collection.as_str().len() + record.as_str().len() + doc.len());
+        out.push(SNAPSHOT);
+        out.extend_from_slice(&as_of.to_le_bytes());
+        encode_target(&mut out, collection, record);
+        out.extend_from_slice(doc);
         out
     }
 

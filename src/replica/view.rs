@@ -65,6 +65,42 @@ impl<'txn> ViewTables<'txn> {
         self.store_row(collection, id, m)
     }
 
+    /// [`ViewTables::store_unloaded`] for a record that has no document yet;
+    /// false, with nothing changed, when it has one. Such a record has no tail,
+    /// row or conflict mark to clear: they are written only beside a document,
+    /// and a document is never removed on its own (only every table at once, by
+    /// a rebuild). The insert itself tells whether a document was there, so the
+    /// common case (a bootstrap) costs one lookup less.
+    pub fn store_if_new_unloaded(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<bool> {
+        let mut marked = Vec::with_capacity(1 + doc.len());
+        marked.push(tables::UNLOADED);
+        marked.extend_from_slice(doc);
+        let old = self
+            .docs
+            .insert((collection, id), marked.as_slice())
+            .map_err(Error::storage)?
+            .map(|old| old.value().to_vec());
+        if let Some(old) = old {
+            self.docs
+                .insert((collection, id), old.as_slice())
+                .map_err(Error::storage)?;
+            return Ok(false);
+        }
+        debug_assert!(self.tails.get((collection, id)).ok().flatten().is_none());
+        debug_assert!(self.conflicted.get((collection, id)).ok().flatten().is_none());
+        if let Some(row) = &m.fields {
+            self.view
+                .insert((collection, id), row.as_slice())
+                .map_err(Error::storage)?;
+        }
+        if m.conflicts > 0 {
+            self.conflicted
+                .insert((collection, id), m.conflicts)
+                .map_err(Error::storage)?;
+        }
+        Ok(true)
+    }
+
     /// Appends change chunks to a stored document (in its tail: the document
     /// itself is not rewritten), and stores its materialized row.
     pub fn append(&mut self, collection: &str, id: &str, changes: &[&[u8]], m: &Row) -> Result<()> {
