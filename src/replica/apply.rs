@@ -56,10 +56,6 @@ pub struct ApplyReport {
 enum Incoming {
     Changes(Vec<Change>),
     Snapshot(Vec<Vec<u8>>),
-    /// One snapshot document and the row the server materialized from it, in
-    /// bytes that `load_stored` checks as fully as `load` does (one document
-    /// chunk), so they may be stored unloaded.
-    SnapshotWithRow(Vec<u8>, Row),
 }
 
 impl Incoming {
@@ -74,7 +70,6 @@ impl Incoming {
                 }
                 out
             }
-            Incoming::SnapshotWithRow(doc, _) => RecordDoc::load_stored(doc, ActorId([0; 16]))?.change_headers()?,
         })
     }
 }
@@ -82,8 +77,6 @@ impl Incoming {
 /// Merges one record's incoming changes or snapshot documents into its document.
 fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, Row)> {
     match (&merge.existing, &merge.incoming) {
-        // A new record with the server's row: stored as it is, unloaded.
-        (None, Incoming::SnapshotWithRow(doc, row)) => return Ok((doc.clone(), row.clone())),
         // A new record from one snapshot document: load it once and keep its bytes as they are.
         (None, Incoming::Snapshot(docs)) if docs.len() == 1 => {
             let doc = RecordDoc::load(&docs[0], actor)?;
@@ -102,7 +95,6 @@ fn merge_one(merge: &Merge, actor: ActorId) -> Result<(Vec<u8>, Row)> {
                 doc.merge_saved(d)?;
             }
         }
-        Incoming::SnapshotWithRow(d, _) => doc.merge_saved(d)?,
     }
     let m = doc.row();
     Ok((doc.save(), m))
@@ -308,29 +300,27 @@ impl Replica {
         let mut sorted: Vec<&SnapshotRecord> = records.iter().collect();
         sorted.sort_by(|a, b| key(a).cmp(&key(b)));
         // A record new to this replica, sent as one document and its row, is
-        // stored as it came: no automerge, no copy. The rest are merged.
+        // stored as it came: no automerge, no copy. The rest are merged (a
+        // merged document gives its own row).
         let mut merges = Vec::new();
         let mut views = ViewTables::open(&txn)?;
         for docs in sorted.chunk_by(|a, b| key(a) == key(b)) {
             let (collection, record) = key(docs[0]);
-            let incoming = match docs {
-                [
-                    SnapshotRecord {
-                        doc, row: Some(row), ..
-                    },
-                ] if RecordDoc::check_document_only(doc).is_ok() => {
-                    if views.store_if_new_unloaded(collection, record, doc, row)? {
-                        continue;
-                    }
-                    Incoming::SnapshotWithRow(doc.clone(), row.clone())
-                }
-                _ => Incoming::Snapshot(docs.iter().map(|r| r.doc.clone()).collect()),
-            };
+            if let [
+                SnapshotRecord {
+                    doc, row: Some(row), ..
+                },
+            ] = docs
+                && RecordDoc::check_document_only(doc).is_ok()
+                && views.store_if_new_unloaded(collection, record, doc, row)?
+            {
+                continue;
+            }
             merges.push(Merge {
                 collection: docs[0].collection.clone(),
                 record: docs[0].record.clone(),
                 existing: None,
-                incoming,
+                incoming: Incoming::Snapshot(docs.iter().map(|r| r.doc.clone()).collect()),
             });
         }
         drop(views);
@@ -401,12 +391,6 @@ impl Replica {
         let mut collided = Vec::new();
         for (merge, result) in merges.iter().zip(results) {
             match result {
-                // A new record's snapshot document with the server's row is stored unloaded.
-                Ok((bytes, m))
-                    if merge.existing.is_none() && matches!(merge.incoming, Incoming::SnapshotWithRow(..)) =>
-                {
-                    views.store_unloaded(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?
-                }
                 Ok((bytes, m)) => views.store(merge.collection.as_str(), merge.record.as_str(), &bytes, &m)?,
                 Err(Error::Corrupt(e)) if e.context == crate::record::COLLISION => collided.push(merge),
                 Err(e) => return Err(super::in_record(e, merge.collection.as_str(), merge.record.as_str())),

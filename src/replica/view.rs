@@ -53,20 +53,9 @@ impl<'txn> ViewTables<'txn> {
     }
 
     /// Stores a document as it came from outside, not loaded here, and its
-    /// row: marked by [`tables::UNLOADED`] before its bytes (see `DOCS`).
-    pub fn store_unloaded(&mut self, collection: &str, id: &str, doc: &[u8], m: &Row) -> Result<()> {
-        let mut marked = Vec::with_capacity(1 + doc.len());
-        marked.push(tables::UNLOADED);
-        marked.extend_from_slice(doc);
-        self.docs
-            .insert((collection, id), marked.as_slice())
-            .map_err(Error::storage)?;
-        self.tails.remove((collection, id)).map_err(Error::storage)?;
-        self.store_row(collection, id, m)
-    }
-
-    /// [`ViewTables::store_unloaded`] for a record that has no document yet;
-    /// false, with nothing changed, when it has one. Such a record has no tail,
+    /// row, for a record that has no document yet: the document is marked by
+    /// [`tables::UNLOADED`] before its bytes (see `DOCS`). False, with nothing
+    /// changed, when the record has a document. Such a record has no tail,
     /// row or conflict mark to clear: they are written only beside a document,
     /// and a document is never removed on its own (only every table at once, by
     /// a rebuild). The insert itself tells whether a document was there, so the
