@@ -88,4 +88,4 @@ pub mod sync;
 pub use error::{Error, InvalidInput, Result};
 pub use model::{ActorId, Binding, Collection, FieldType, LogPos, Op, OpId, Package, RecordId, Seq};
 pub use record::{FieldConflict, Fields};
-pub use replica::{Replica, Status};
+pub use replica::{InitialSync, Replica, Status};

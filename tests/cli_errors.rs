@@ -283,3 +283,53 @@ fn a_full_disk_under_the_store_is_named_in_the_sync_error() {
     assert_eq!(status(&store)["pending"], 0);
     assert_eq!(ok(&mut client(&store, &["list", "contacts"])).lines().count(), 7);
 }
+
+#[test]
+fn a_store_whose_first_download_is_unfinished_says_so_where_records_may_be_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.db");
+    new_local_store(&store);
+    ok(&mut client(&store, &["put", "contacts", "c1", "name=Ada"]));
+    assert_eq!(
+        status(&store)["initial_sync"],
+        serde_json::Value::Null,
+        "never logged in"
+    );
+    // A login whose first round has not run (the process was killed, the
+    // server went away): the store is bound and holds only what was here.
+    tidemark::Replica::open_shared(&store)
+        .unwrap()
+        .bind(&tidemark::Binding::new("http://127.0.0.1:9", "alice", "crm"), "tm1.a.b")
+        .unwrap();
+    assert_eq!(status(&store)["initial_sync"], "unfinished");
+
+    let unfinished = "this store's first download from the server is unfinished: `tidemark sync` finishes it";
+    fails_with(
+        &run(&mut client(&store, &["get", "contacts", "c2"])),
+        &format!("error: record contacts/c2 does not exist here yet; {unfinished}"),
+    );
+    fails_with(
+        &run(&mut client(&store, &["delete", "contacts", "c2"])),
+        &format!("error: record contacts/c2 does not exist here yet; {unfinished}"),
+    );
+    let out = run(&mut client(&store, &["put", "contacts", "c2", "name=Grace"]));
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "warning: contacts/c2 is new to this store, and {unfinished}. If the server holds this record, \
+             its values and these meet as concurrent ones (`tidemark conflicts` lists them)\n"
+        )
+    );
+    // A record held here is edited without a word.
+    let out = run(&mut client(&store, &["put", "contacts", "c1", "name=Ada L."]));
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "");
+    let out = run(&mut client(&store, &["list", "contacts"]));
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    assert_eq!(
+        text(&out.stderr),
+        format!("note: records not downloaded yet are not listed: {unfinished}\n")
+    );
+}

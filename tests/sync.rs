@@ -15,7 +15,7 @@ use tidemark::server::local::LocalRemote;
 use tidemark::server::store::redb::RedbStore;
 
 use tidemark::sync::Round;
-use tidemark::{Package, Replica};
+use tidemark::{Binding, InitialSync, Package, Replica};
 
 use common::server::{SPACE, Svc, start_http};
 
@@ -300,13 +300,20 @@ fn page_boundaries_lose_nothing(via: Via) {
     }
 }
 
-/// A fresh replica bootstraps from snapshot pages, then pulls the ops after the snapshot.
+/// A fresh replica bootstraps from snapshot pages, then pulls the ops after
+/// the snapshot; its status says the first download is unfinished until then.
 fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one(via: Via) {
     let net = Net::new(via);
     let (service, tokens) = server_with(None, &["alice", "bob"]);
     seed_space(&net, &service, &tokens[0], 23);
     let remote = net.remote(&service, &tokens[1]);
     let reader = Replica::in_memory().unwrap();
+    assert_eq!(reader.status().unwrap().initial_sync, None, "never logged in");
+    reader
+        .bind(&Binding::new("http://server", "bob", SPACE), &tokens[1])
+        .unwrap();
+    assert_eq!(reader.status().unwrap().initial_sync, Some(InitialSync::Unfinished));
+    assert!(reader.initial_sync_unfinished().unwrap());
     let config = SessionConfig {
         push_batch: 10,
         max_push_bytes: 1 << 20,
@@ -331,6 +338,7 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one(via: Via)
         "two pages of five committed"
     );
     assert!(reader.snapshot_checkpoint().unwrap().is_some());
+    assert_eq!(reader.status().unwrap().initial_sync, Some(InitialSync::Unfinished));
     // Progress is reported after every answer: the round's first answer, the
     // three pages left, then the pull after them.
     let mut seen = Vec::new();
@@ -345,6 +353,13 @@ fn a_fresh_replica_bootstraps_from_a_snapshot_and_resumes_a_broken_one(via: Via)
     assert_eq!(reader.list("contacts", None, 100).unwrap().len(), 23);
     assert_eq!(reader.status().unwrap().pulled, 23);
     assert!(reader.snapshot_checkpoint().unwrap().is_none());
+    assert_eq!(reader.status().unwrap().initial_sync, Some(InitialSync::Done));
+    assert!(!reader.initial_sync_unfinished().unwrap());
+    // Logging in again as the same account does not make it unfinished again.
+    reader
+        .bind(&Binding::new("http://server", "bob", SPACE), &tokens[1])
+        .unwrap();
+    assert_eq!(reader.status().unwrap().initial_sync, Some(InitialSync::Done));
     // The log replays to the same view.
     let rows = reader.view_rows().unwrap();
     reader.rebuild_view().unwrap();

@@ -226,6 +226,9 @@ impl Replica {
     pub fn bind(&self, binding: &Binding, token: &str) -> Result<()> {
         let binding = Binding::new(&binding.server, &binding.user, &binding.space);
         let txn = self.write()?;
+        if !Meta::read_write(&txn)?.has(meta::BINDING)? {
+            put_meta(&txn, meta::FIRST_SYNC, &[])?;
+        }
         put_meta(
             &txn,
             meta::BINDING,

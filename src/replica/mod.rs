@@ -144,6 +144,19 @@ pub struct Status {
     pub package_version: Option<u64>,
     pub actor: String,
     pub last_sync: Option<LastSync>,
+    /// "unfinished" from a store's first login until a sync round has
+    /// downloaded the whole snapshot: until then records the server holds may
+    /// be missing here, and a put on one of them meets the server's version as
+    /// a concurrent one. "done" after that; null on a store never logged in.
+    pub initial_sync: Option<InitialSync>,
+}
+
+/// Where a store's first download stands (see [`Status::initial_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialSync {
+    Unfinished,
+    Done,
 }
 
 /// The conflicts of one record.
@@ -406,7 +419,16 @@ impl Replica {
             package_version: m.package()?.map(|p| p.version),
             actor: m.actor()?.to_hex(),
             last_sync: m.json(meta::LAST_SYNC)?,
+            initial_sync: initial_sync_in(&m, binding.is_some())?,
         })
+    }
+
+    /// Whether this store's first download is still to finish: a snapshot is
+    /// part way, or the first login's round has not completed yet.
+    pub fn initial_sync_unfinished(&self) -> Result<bool> {
+        let txn = self.read_view()?;
+        let m = Meta::read(&txn)?;
+        Ok(initial_sync_in(&m, true)? == Some(InitialSync::Unfinished))
     }
 
     /// Every view row, in key order: (collection, id, canonical JSON). For comparisons in tests and tools.
@@ -519,4 +541,14 @@ fn create_store_file(path: &Path, sharing: Sharing) -> Result<()> {
         |file, e| Error::storage(format!("cannot create {}: {e}", file.display())),
         |draft| open_database(draft, sharing).map(drop),
     )
+}
+
+fn initial_sync_in(m: &Meta, bound: bool) -> Result<Option<InitialSync>> {
+    Ok(if m.has(meta::SNAPSHOT)? || m.has(meta::FIRST_SYNC)? {
+        Some(InitialSync::Unfinished)
+    } else if bound {
+        Some(InitialSync::Done)
+    } else {
+        None
+    })
 }

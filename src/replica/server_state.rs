@@ -150,6 +150,9 @@ impl Replica {
     pub fn set_last_sync(&self, last: &LastSync) -> Result<()> {
         let txn = self.write()?;
         put_meta(&txn, meta::LAST_SYNC, &serde_json::to_vec(last).expect("serializes"))?;
+        if last.ok && !Meta::read_write(&txn)?.has(meta::SNAPSHOT)? {
+            txn.open_table(tables::META)?.remove(meta::FIRST_SYNC)?;
+        }
         txn.commit()?;
         Ok(())
     }

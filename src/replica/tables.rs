@@ -113,6 +113,10 @@ pub mod meta {
     pub const GENERATION: &str = "generation";
     /// JSON `LastSync`.
     pub const LAST_SYNC: &str = "last_sync";
+    /// Present (empty) from the first login of a store until a sync round
+    /// completes with the snapshot downloaded: until then the store may lack
+    /// records the server holds (see `Status::initial_sync`).
+    pub const FIRST_SYNC: &str = "first_sync";
     /// u64 LE: the rules the CONFLICTED table was counted by (see `recount.rs`);
     /// absent on stores written before rules were numbered.
     pub const CONFLICT_RULES: &str = "conflict_rules";

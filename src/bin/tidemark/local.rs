@@ -46,9 +46,31 @@ fn parse_fields(pairs: &[String]) -> Result<Map<String, Value>> {
     Ok(fields)
 }
 
+/// Said beside a read or an edit that may miss what the server holds.
+const UNFINISHED: &str = "this store's first download from the server is unfinished: `tidemark sync` finishes it";
+
+/// What to add to "does not exist": the record may be one not downloaded yet.
+fn missing_hint(replica: &Replica) -> Result<String> {
+    Ok(if replica.initial_sync_unfinished()? {
+        format!(" here yet; {UNFINISHED}")
+    } else {
+        String::new()
+    })
+}
+
 pub fn put(store: &Path, collection: &str, id: &str, pairs: &[String]) -> Result<()> {
     let fields = parse_fields(pairs)?;
-    open(store)?.put(collection, id, Value::Object(fields))?;
+    let replica = open(store)?;
+    if replica.initial_sync_unfinished()?
+        && replica.get(collection, id)?.is_none()
+        && !replica.is_deleted(collection, id)?
+    {
+        eprintln!(
+            "warning: {collection}/{id} is new to this store, and {UNFINISHED}. If the server holds \
+             this record, its values and these meet as concurrent ones (`tidemark conflicts` lists them)"
+        );
+    }
+    replica.put(collection, id, Value::Object(fields))?;
     Ok(())
 }
 
@@ -60,7 +82,7 @@ pub fn get(store: &Path, collection: &str, id: &str) -> Result<()> {
             "record {collection}/{id} is deleted: a put brings it back with its latest fields \
              (`tidemark conflicts {collection} {id}` shows a delete that won over someone's concurrent undelete)"
         ),
-        None => bail!("record {collection}/{id} does not exist"),
+        None => bail!("record {collection}/{id} does not exist{}", missing_hint(&replica)?),
     }
     Ok(())
 }
@@ -70,7 +92,7 @@ pub fn get(store: &Path, collection: &str, id: &str) -> Result<()> {
 pub fn delete(store: &Path, collection: &str, id: &str) -> Result<()> {
     let replica = open(store)?;
     if replica.get(collection, id)?.is_none() && !replica.is_deleted(collection, id)? {
-        bail!("record {collection}/{id} does not exist");
+        bail!("record {collection}/{id} does not exist{}", missing_hint(&replica)?);
     }
     replica.delete(collection, id)?;
     Ok(())
@@ -98,7 +120,11 @@ pub fn list(store: &Path, collection: &str) -> Result<()> {
             None => break,
         }
     }
-    crate::to_stdout(out.flush())
+    crate::to_stdout(out.flush())?;
+    if replica.initial_sync_unfinished()? {
+        eprintln!("note: records not downloaded yet are not listed: {UNFINISHED}");
+    }
+    Ok(())
 }
 
 pub fn conflicts(store: &Path, collection: Option<&str>, id: Option<&str>) -> Result<()> {

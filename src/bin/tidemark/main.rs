@@ -31,6 +31,7 @@ fn to_stdout(written: std::io::Result<()>) -> anyhow::Result<()> {
 }
 
 mod args;
+mod damaged;
 mod demo;
 mod import;
 mod local;
@@ -57,7 +58,8 @@ fn main() -> std::process::ExitCode {
             };
         }
     };
-    match run(cli) {
+    let store = cli.client_store();
+    let command = move || match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`| head`): like other Unix tools, stop quietly.
         Err(e) if e.chain().any(|cause| cause.is::<StdoutClosed>()) => std::process::ExitCode::SUCCESS,
@@ -65,6 +67,10 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    match store {
+        Some(store) => damaged::run_guarded(&store, command),
+        None => command(),
     }
 }
 
