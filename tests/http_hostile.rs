@@ -506,6 +506,7 @@ async fn a_record_that_does_not_load_is_quarantined_and_the_rest_of_the_space_wo
         start_op: 1,
         max_op: 1,
         deps: Vec::new(),
+        named: Vec::new(),
     };
     let stored = StoredOp {
         op: bad,
@@ -544,5 +545,88 @@ async fn a_record_that_does_not_load_is_quarantined_and_the_rest_of_the_space_wo
     .unwrap();
     assert_eq!(reader, 2);
     refused_one(s.push(&s.alice, &real_ops(&["bad"])).await, 0, "invalid_op").await;
+    s.assert_healthy().await;
+}
+
+/// A change whose operations name ops its record's history lacks would be
+/// stored, then make the record's document unloadable for every replica
+/// (automerge applies it and saves a document that no longer loads): it is
+/// refused, and a change naming the op it overwrites is taken.
+#[tokio::test]
+async fn a_change_naming_ops_its_record_lacks_is_refused_and_the_record_still_loads() {
+    use automerge::legacy::{Key, ObjectId, Op, OpId as AmOpId, OpType};
+    use base64::Engine as _;
+    let s = live(Limits::default()).await;
+    let seed = real_ops(&["c1"]);
+    let answer: PushResponse = s.push(&s.alice, &seed).await.json().await.unwrap();
+    assert!(answer.refused.is_empty(), "{answer:?}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(seed[0]["change"].as_str().unwrap())
+        .unwrap();
+    let base = automerge::Change::from_bytes(bytes).unwrap();
+    let author = base.actor_id().clone();
+    let decoded = base.decode();
+    let name_at = decoded
+        .operations
+        .iter()
+        .position(|op| op.key == Key::Map("name".into()))
+        .unwrap() as u64;
+    let name_op = AmOpId(decoded.start_op.get() + name_at, author.clone());
+    // A put of `name` by `actor`, its counters from `start`, naming `pred`.
+    let forge = |actor: &automerge::ActorId, start: u64, pred: AmOpId| {
+        let mut change = decoded.clone();
+        change.actor_id = actor.clone();
+        change.seq = 1;
+        change.hash = None;
+        change.start_op = std::num::NonZeroU64::new(start).unwrap();
+        change.deps = vec![base.hash()];
+        change.operations = vec![Op {
+            action: OpType::Put(automerge::ScalarValue::Str("PWNED".into())),
+            obj: ObjectId::Root,
+            key: Key::Map("name".into()),
+            pred: vec![pred].into(),
+            insert: false,
+        }];
+        let mut wire = seed[0].clone();
+        wire["id"] = json!(uuid::Uuid::new_v4().to_string());
+        wire["actor"] = json!(hex::encode(actor.to_bytes()));
+        wire["change"] = json!(b64(automerge::Change::from(change).raw_bytes()));
+        wire
+    };
+    let mallory = automerge::ActorId::from([9u8; 16]);
+    let after = base.max_op() + 1;
+    for (wire, why) in [
+        (
+            forge(&mallory, 1000, AmOpId(999, mallory.clone())),
+            "an op of its new actor before the change",
+        ),
+        (
+            forge(&mallory, after, AmOpId(after + 5, mallory.clone())),
+            "an op of its own change after the put",
+        ),
+        (
+            forge(&mallory, after, AmOpId(base.max_op() + 3, author.clone())),
+            "an op past the author's last",
+        ),
+        (
+            forge(&mallory, after, AmOpId(1, automerge::ActorId::from([5u8; 16]))),
+            "an actor the record never had",
+        ),
+    ] {
+        let answer = refused_one(s.push(&s.alice, &[wire]).await, 0, "invalid_op").await;
+        assert!(answer.refused[0].message.contains("names op"), "{why}: {answer:?}");
+    }
+    assert_eq!(s.head().await, 1, "nothing refused was stored");
+    let answer: PushResponse = s
+        .push(&s.alice, &[forge(&mallory, after, name_op)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.seqs, [Some(tidemark::Seq(2))], "{answer:?}");
+    let record = s.get(Some(&s.alice), "/v1/spaces/crm/records/contacts/c1").await;
+    assert_eq!(record.status().as_u16(), 200);
+    let fields: Value = record.json().await.unwrap();
+    assert_eq!(fields["name"], "PWNED", "{fields}");
     s.assert_healthy().await;
 }

@@ -123,6 +123,7 @@ fn change_of_shared(seq: u64, tag: u8, deps: &[u8]) -> NewOp {
             start_op: u64::from(tag),
             max_op: u64::from(tag),
             deps: deps.iter().map(|tag| [*tag; 32]).collect(),
+            named: Vec::new(),
         },
     }
 }

@@ -1,6 +1,8 @@
 //! Changes from outside: decoded only after their chunk headers are checked,
 //! refused unless canonical, and validated against a record's schema.
 
+use std::collections::BTreeMap;
+
 use automerge::{Change as RawChange, ObjType, ScalarValue};
 
 use super::genesis::{GENESIS_ACTOR, is_genesis};
@@ -190,6 +192,11 @@ pub struct ChangeHeader {
     pub start_op: u64,
     pub max_op: u64,
     pub deps: Vec<[u8; 32]>,
+    /// The ops of other changes that its operations name (as predecessors, as
+    /// the text they edit, as the character they insert after): per actor, the
+    /// highest counter named. Read only from a change checked as it enters
+    /// ([`validate_op_change`]); empty otherwise.
+    pub named: Vec<(Vec<u8>, u64)>,
 }
 
 impl ChangeHeader {
@@ -205,6 +212,7 @@ impl ChangeHeader {
             start_op: change.start_op().get(),
             max_op: change.max_op(),
             deps: change.deps().iter().map(|d| d.0).collect(),
+            named: Vec::new(),
         }
     }
 }
@@ -262,6 +270,18 @@ pub fn validate_change(
     collection: &str,
     schema: Option<&CollectionSchema>,
 ) -> Result<Change, ChangeError> {
+    validate_op_change(bytes, actor, collection, schema).map(|(change, _)| change)
+}
+
+/// [`validate_change`], with the change's header and the ops of other changes
+/// it names ([`ChangeHeader::named`]), which the server checks against the
+/// record's history before it stores the change.
+pub fn validate_op_change(
+    bytes: &[u8],
+    actor: ActorId,
+    collection: &str,
+    schema: Option<&CollectionSchema>,
+) -> Result<(Change, ChangeHeader), ChangeError> {
     use automerge::legacy::{Key, ObjectId, OpType};
     let (change, expanded) = decode_checked(bytes)?;
     check_raw_author(&change, actor)?;
@@ -320,7 +340,49 @@ pub fn validate_change(
             }
         }
     }
-    Ok(Change(change))
+    let mut header = ChangeHeader::of_raw(&change);
+    header.named = named_ops(&expanded)?;
+    Ok((Change(change), header))
+}
+
+/// Every op of another change that `change`'s operations name, as the highest
+/// counter per actor; an op named within the change must come before the
+/// operation that names it. Automerge applies a change that names an op its
+/// document lacks, and then saves a document that no longer loads.
+fn named_ops(change: &automerge::ExpandedChange) -> Result<Vec<(Vec<u8>, u64)>, ChangeError> {
+    use automerge::legacy::{ElementId, Key, ObjectId};
+    let own = change.actor_id.to_bytes();
+    let start = change.start_op.get();
+    let mut highest: BTreeMap<&[u8], u64> = BTreeMap::new();
+    for (index, op) in change.operations.iter().enumerate() {
+        let counter = start.saturating_add(index as u64);
+        let object = match &op.obj {
+            ObjectId::Id(id) => Some(id),
+            ObjectId::Root => None,
+        };
+        let after = match &op.key {
+            Key::Seq(ElementId::Id(id)) => Some(id),
+            _ => None,
+        };
+        for named in op.pred.iter().chain(object).chain(after) {
+            let actor = named.1.to_bytes();
+            if actor == own && named.0 >= start {
+                if named.0 >= counter {
+                    return Err(ChangeError::Invalid(InvalidInput::Other(format!(
+                        "operation {index} names op {} of its own change, which does not come before it",
+                        named.0
+                    ))));
+                }
+                continue;
+            }
+            let top = highest.entry(actor).or_insert(0);
+            *top = (*top).max(named.0);
+        }
+    }
+    Ok(highest
+        .into_iter()
+        .map(|(actor, counter)| (actor.to_vec(), counter))
+        .collect())
 }
 
 fn op_kind(op: &automerge::legacy::OpType) -> &'static str {

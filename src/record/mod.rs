@@ -32,7 +32,7 @@ mod values;
 use change::{CHANGE_CHUNK, COMPRESSED_CHANGE_CHUNK, DOCUMENT_CHUNK, split_chunks};
 pub use change::{
     Change, ChangeError, ChangeHeader, SavedChange, change_actor, check_author, decode_change, decode_stored_change,
-    saved_changes, stored_change_header, validate_change,
+    saved_changes, stored_change_header, validate_change, validate_op_change,
 };
 pub use genesis::GENESIS_ACTOR;
 use genesis::{GenesisKind, genesis_change};

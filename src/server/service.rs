@@ -22,7 +22,7 @@ use crate::protocol::message::{
     CreateSpace, Grant, MemberListing, PackageResponse, PullResponse, PulledOp, PushRequest, PushResponse, RefusedOp,
     SpaceListing, UserListing, UserToken, WireOp,
 };
-use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, validate_change};
+use crate::record::{ChangeError, ChangeHeader, Fields, RecordDoc, validate_op_change};
 
 mod snapshot;
 
@@ -265,11 +265,12 @@ impl<S: ServerStore> Service<S> {
             ),
             None => None,
         };
-        let change = validate_change(&op.change, op.actor, op.collection.as_str(), schema).map_err(|e| match e {
-            ChangeError::Corrupt(c) => invalid(format!("the change does not decode ({c})")),
-            other => invalid(other.to_string()),
-        })?;
-        Ok((op, ChangeHeader::of(&change)))
+        let (_, header) =
+            validate_op_change(&op.change, op.actor, op.collection.as_str(), schema).map_err(|e| match e {
+                ChangeError::Corrupt(c) => invalid(format!("the change does not decode ({c})")),
+                other => invalid(other.to_string()),
+            })?;
+        Ok((op, header))
     }
 
     /// Ops after `since`, at most `limit` (clamped to the page limit). With `at`,

@@ -73,5 +73,23 @@ pub fn check(history: &impl RecordHistory, header: &ChangeHeader) -> StoreResult
     if !missing.is_empty() {
         return Ok(Err(OpRefusal::MissingDeps { missing }));
     }
+    // An op the change names must be one of the history's: each actor's ops
+    // in a record end at its latest change's last counter. (An op named below
+    // that counter may still be one that actor never wrote; the history keeps
+    // no finer record of which counters are whose.)
+    for (named, counter) in &header.named {
+        let last = if named.as_slice() == actor {
+            Some(last_max_op)
+        } else {
+            history.actor_last(named)?.map(|(_, max_op)| max_op)
+        };
+        if last.is_none_or(|max_op| *counter > max_op) {
+            return Ok(Err(OpRefusal::BadHeader(format!(
+                "it names op {counter} of actor {}, which this record's history does not hold: \
+                 a change edits only values its author has seen",
+                hex::encode(named)
+            ))));
+        }
+    }
     Ok(Ok(Known::New))
 }

@@ -65,6 +65,10 @@ pub fn checks<S: ServerStore>() -> Vec<Check<S>> {
             an_op_id_reused_with_other_content_is_refused_alone::<S>,
         ),
         check(
+            "an op naming ops its record lacks is refused alone",
+            an_op_naming_ops_its_record_lacks_is_refused_alone::<S>,
+        ),
+        check(
             "a duplicate id inside one batch gets the first seq",
             a_duplicate_id_inside_one_batch_gets_the_first_seq::<S>,
         ),
@@ -175,6 +179,7 @@ pub fn new_op(stored: &StoredOp) -> NewOp {
             start_op: 1,
             max_op: 1,
             deps: Vec::new(),
+            named: Vec::new(),
         },
     }
 }

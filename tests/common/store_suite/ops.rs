@@ -266,3 +266,63 @@ pub fn a_missing_space_is_reported_as_missing<S: ServerStore>(store: &S) {
             .is_empty()
     );
 }
+
+/// A change on record `r` by `actor` (one byte repeated), change number 1,
+/// using counters `start..=max`, after `deps`, naming `named` ops of others.
+fn change_on_r(actor: u8, start: u64, max: u64, deps: &[[u8; 32]], named: &[(u8, u64)]) -> NewOp {
+    let stored = stored(&op("r", &[actor, start as u8]), "ada");
+    NewOp {
+        stored,
+        header: ChangeHeader {
+            hash: [actor; 32],
+            actor: vec![actor; 16],
+            seq: 1,
+            start_op: start,
+            max_op: max,
+            deps: deps.to_vec(),
+            named: named.iter().map(|&(a, counter)| (vec![a; 16], counter)).collect(),
+        },
+    }
+}
+
+pub fn an_op_naming_ops_its_record_lacks_is_refused_alone<S: ServerStore>(store: &S) {
+    schemaless_space(store, "crm");
+    let refused_for_naming = |result: &Result<Seq, OpRefusal>, what: &str| {
+        assert!(
+            matches!(result, Err(OpRefusal::BadHeader(m)) if m.contains("names op") && m.contains("does not hold")),
+            "{what}: {result:?}"
+        );
+    };
+    let first = change_on_r(1, 1, 3, &[], &[]);
+    let h1 = first.header.hash;
+    // In one batch: an op of actor 1 named by a change after it is fine;
+    // beyond actor 1's last counter, by an actor the record never had, or
+    // by the change's own new actor, it is not.
+    let results = store
+        .append(
+            "crm",
+            &[
+                first,
+                change_on_r(2, 4, 4, &[h1], &[(1, 3)]),
+                change_on_r(3, 5, 5, &[h1], &[(1, 4)]),
+                change_on_r(4, 5, 5, &[h1], &[(9, 1)]),
+                change_on_r(5, 5, 5, &[h1], &[(5, 2)]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(results[..2], [Ok(Seq(1)), Ok(Seq(2))]);
+    refused_for_naming(&results[2], "past actor 1's last op");
+    refused_for_naming(&results[3], "an actor the record never had");
+    refused_for_naming(&results[4], "an earlier op of a new actor");
+    assert_eq!(store.head("crm").unwrap(), 2, "refused ops take no seq");
+    // In a later batch: ops stored before are found, by every actor named.
+    let results = store
+        .append("crm", &[change_on_r(6, 5, 5, &[[2; 32]], &[(1, 2), (2, 4)])])
+        .unwrap();
+    assert_eq!(results, [Ok(Seq(3))]);
+    // The same names on another record, which holds none of them, are refused.
+    let mut elsewhere = change_on_r(7, 5, 5, &[], &[(1, 2)]);
+    elsewhere.stored.op.record = RecordId::new("other").unwrap();
+    let results = store.append("crm", &[elsewhere]).unwrap();
+    refused_for_naming(&results[0], "ops of another record");
+}

@@ -368,17 +368,21 @@ async fn quarantined_among(
 }
 
 /// The history entries a batch's checks look up: the latest change of each
-/// (record, actor) the batch writes as, and the changes it is or depends on.
+/// (record, actor) the batch writes as or names ops of, and the changes it is
+/// or depends on.
 async fn read_histories(txn: &Db<'_, Transaction<'_>>, id: i64, ops: &[NewOp]) -> StoreResult<Histories> {
     let mut actors: (Vec<String>, Vec<String>, Vec<Vec<u8>>) = Default::default();
     let mut seen = HashSet::new();
     let mut hashes: (Vec<String>, Vec<String>, Vec<Vec<u8>>) = Default::default();
     for new in ops {
         let (collection, record) = (new.stored.op.collection.to_string(), new.stored.op.record.to_string());
-        if seen.insert((collection.clone(), record.clone(), new.header.actor.clone())) {
-            actors.0.push(collection.clone());
-            actors.1.push(record.clone());
-            actors.2.push(new.header.actor.clone());
+        let named = new.header.named.iter().map(|(actor, _)| actor);
+        for actor in std::iter::once(&new.header.actor).chain(named) {
+            if seen.insert((collection.clone(), record.clone(), actor.clone())) {
+                actors.0.push(collection.clone());
+                actors.1.push(record.clone());
+                actors.2.push(actor.clone());
+            }
         }
         for hash in std::iter::once(&new.header.hash).chain(&new.header.deps) {
             hashes.0.push(collection.clone());

@@ -272,6 +272,7 @@ mod tests {
                 start_op: 1,
                 max_op: 1,
                 deps: Vec::new(),
+                named: Vec::new(),
             };
             new_op(vec![last], header)
         };
