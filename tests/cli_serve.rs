@@ -113,3 +113,55 @@ fn sigint_stops_an_idle_server_at_once_with_exit_0() {
     assert_eq!(exit_code(&mut server, Duration::from_secs(5)), Some(0));
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+/// A change whose operation names a predecessor by actor index 7 of a table
+/// that holds one actor: it passes the chunk checks, then automerge 0.12
+/// panics expanding it (an `unwrap` on the missing actor).
+const PANICKING_EXPANSION_HEX: &str = "856f4a838b8ab5f0013e001009090909090909090909090909090909010101000008150634014202560257057002710273027f046e616d65017f017f5650574e45447f017f077f01";
+
+/// Bytes that make automerge panic are refused as an invalid op; the
+/// operator's log has one warning for them, not a panic and a backtrace.
+#[test]
+fn a_change_that_makes_automerge_panic_is_one_warning_in_the_log() {
+    let s = setup();
+    let mut body: Value = serde_json::from_slice(&push_body(1)).unwrap();
+    let bad = hex::decode(PANICKING_EXPANSION_HEX).unwrap();
+    use base64::Engine as _;
+    body["ops"][0]["change"] = json!(base64::engine::general_purpose::STANDARD.encode(bad));
+    body["ops"][0]["actor"] = json!("09".repeat(16));
+    let body = serde_json::to_vec(&body).unwrap();
+    let addr = s.server.addr();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/spaces/crm/push HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        s.alice,
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let json: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["refused"][0]["code"], "invalid_op", "{json}");
+    let reason = json["refused"][0]["message"].as_str().unwrap();
+    assert!(
+        reason.contains("rejected malformed bytes"),
+        "automerge panicked and was caught: {reason}"
+    );
+    // The log reaches us through a pipe and a reader thread.
+    let started = Instant::now();
+    let log = loop {
+        let log = s.server.stderr.lock().unwrap().clone();
+        if log.contains("automerge failed on bytes it could not decode") || started.elapsed() > Duration::from_secs(10)
+        {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("automerge failed on bytes it could not decode"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("stack backtrace"), "{log}");
+}
