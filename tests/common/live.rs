@@ -15,7 +15,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 /// 37 bytes that make automerge 0.12 panic inside its decoder (see
 /// `record/mod.rs`). The chunk checks refuse them before automerge reads them
-/// (a chunk length past the end); `tests/cli_serve.rs` holds a change that
+/// (the bytes after its first chunk are no chunk); `tests/cli_serve.rs` holds a change that
 /// passes those checks and still makes automerge panic.
 pub const PANICKING_CHANGE_HEX: &str = "856f4a83fc030a0a030a0000000123030083fc030a0a030a00000a000000011500030a8500";
 
