@@ -32,6 +32,19 @@ fn push_body(n: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({ "ops": ops })).unwrap()
 }
 
+/// A connection to the server at `addr` that has sent the headers of a push
+/// of `len` bytes by `token`, and none of its body.
+fn push_headers(addr: &str, token: &str, len: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/spaces/crm/push HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
 fn signal(server: &ServerChild, name: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{name}"), &server.child.id().to_string()])
@@ -58,15 +71,7 @@ fn sigterm_mid_push_finishes_the_push_loses_nothing_and_exits_0() {
     let mut server = s.server;
     let body = push_body(50);
     let addr = server.url.trim_start_matches("http://").to_string();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    write!(
-        stream,
-        "POST /v1/spaces/crm/push HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        s.alice,
-        body.len()
-    )
-    .unwrap();
+    let mut stream = push_headers(&addr, &s.alice, body.len());
     let half = body.len() / 2;
     stream.write_all(&body[..half]).unwrap();
     stream.flush().unwrap();
@@ -131,15 +136,7 @@ fn a_change_that_makes_automerge_panic_is_one_warning_in_the_log() {
     body["ops"][0]["actor"] = json!("09".repeat(16));
     let body = serde_json::to_vec(&body).unwrap();
     let addr = s.server.addr();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    write!(
-        stream,
-        "POST /v1/spaces/crm/push HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        s.alice,
-        body.len()
-    )
-    .unwrap();
+    let mut stream = push_headers(&addr, &s.alice, body.len());
     stream.write_all(&body).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();

@@ -31,10 +31,10 @@ fn to_stdout(written: std::io::Result<()>) -> anyhow::Result<()> {
 }
 
 mod args;
-mod damaged;
 mod demo;
 mod import;
 mod local;
+mod panics;
 mod progress;
 mod server;
 mod syncing;
@@ -69,7 +69,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match store {
-        Some(store) => damaged::run_guarded(&store, command),
+        Some(store) => panics::run_guarded(&store, command),
         None => command(),
     }
 }

@@ -32,7 +32,7 @@ pub fn serve(store: Store, listen: &str, admin_token: &str, connections: &Connec
     if admin_token.len() < 16 {
         bail!("TIDEMARK_ADMIN_TOKEN must be at least 16 characters: set a long random value");
     }
-    log_automerge_panics_as_warnings();
+    crate::panics::log_automerge_panics_as_warnings();
     let defaults = ServeConfig::default();
     let config = ServeConfig {
         header_timeout: Duration::from_secs(connections.header_timeout),
@@ -165,29 +165,4 @@ fn print_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {
         writeln!(out)?;
     }
     Ok(())
-}
-
-/// automerge panics on some malformed bytes. tidemark catches those panics
-/// and refuses the bytes with an error the client reads (`invalid_op`), so
-/// the server goes on; but the default hook would print each one with
-/// "panicked" and a backtrace, which reads as a crash in the operator's log.
-/// A panic inside automerge is logged as one warning instead; any other
-/// panic is printed as usual.
-fn log_automerge_panics_as_warnings() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let Some(place) = info.location().filter(|l| l.file().contains("automerge-")) else {
-            return default_hook(info);
-        };
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::warn!(
-            "automerge failed on bytes it could not decode ({message} at {place}); \
-             the request that brought them gets an error, the server goes on"
-        );
-    }));
 }

@@ -1,3 +1,5 @@
+//! What the binary does with panics it can explain.
+//!
 //! A client command on a damaged store file ends with an error that says what
 //! to do, not with a panic and a backtrace.
 //!
@@ -38,14 +40,8 @@ fn catch<T>(command: impl FnOnce() -> T) -> Result<T, (String, String)> {
         if std::thread::current().id() != owner {
             return default_hook(info);
         }
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_string());
         let place = info.location().map(|l| l.to_string()).unwrap_or_default();
-        LAST_PANIC.with(|last| *last.borrow_mut() = Some((message, place)));
+        LAST_PANIC.with(|last| *last.borrow_mut() = Some((message_of(info), place)));
     }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(command));
     let _ = std::panic::take_hook();
@@ -54,6 +50,35 @@ fn catch<T>(command: impl FnOnce() -> T) -> Result<T, (String, String)> {
             .with(|last| last.borrow_mut().take())
             .unwrap_or_else(|| ("no message".into(), String::new()))
     })
+}
+
+/// automerge panics on some malformed bytes. tidemark catches those panics
+/// and refuses the bytes with an error the client reads (`invalid_op`), so
+/// the server goes on; but the default hook would print each one with
+/// "panicked" and a backtrace, which reads as a crash in the operator's log.
+/// A panic inside automerge is logged as one warning instead; any other
+/// panic is printed as usual.
+pub fn log_automerge_panics_as_warnings() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let Some(place) = info.location().filter(|l| l.file().contains("automerge-")) else {
+            return default_hook(info);
+        };
+        tracing::warn!(
+            "automerge failed on bytes it could not decode ({} at {place}); \
+             the request that brought them gets an error, the server goes on",
+            message_of(info)
+        );
+    }));
+}
+
+/// A panic's message, when it has one in text.
+fn message_of(info: &std::panic::PanicHookInfo) -> String {
+    info.payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// Whether a panic happened inside redb, the only code that reads the store
@@ -89,7 +114,7 @@ mod tests {
     fn a_panic_of_the_command_is_caught_with_its_message_and_place() {
         let (message, place) = catch(|| panic!("slice index starts at {}", 364)).unwrap_err();
         assert_eq!(message, "slice index starts at 364");
-        assert!(place.contains("damaged.rs"), "{place}");
+        assert!(place.contains("panics.rs"), "{place}");
         assert_eq!(catch(|| 2).unwrap(), 2);
         let code = run_guarded(Path::new("s.db"), || panic!("a bug"));
         assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::from(101)));
